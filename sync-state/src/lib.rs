@@ -1,0 +1,48 @@
+//! Durable records and pure decisions of statbank-sync: the identifier
+//! newtypes ([`TableId`], [`Tid`], [`RunId`]), `state.json` ([`SyncState`]),
+//! run manifests ([`RunManifest`]), frequency inference and the period
+//! selection of a sync cycle.
+//!
+//! Every decision takes `now` as a parameter; nothing here reads the clock or
+//! talks to the network. JSON files are written atomically (temp file, fsync,
+//! rename, fsync of the folder) and a corrupt file is an error, never silently
+//! replaced.
+//!
+//! ```
+//! use std::collections::BTreeSet;
+//! use sync_state::{infer_frequency, select_periods, Tid};
+//!
+//! let remote: Vec<Tid> = ["2023", "2024", "2025"].iter().map(|t| Tid::new(*t).unwrap()).collect();
+//! let local: BTreeSet<Tid> = remote[..2].iter().cloned().collect();
+//! let freq = infer_frequency(&remote);
+//! let plan = select_periods(&remote, &local, freq, false, false);
+//! assert_eq!(plan.new_periods, vec![Tid::new("2025").unwrap()]);
+//! assert_eq!(plan.fetch.len(), 3); // yearly tables refresh the last 4 periods
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+mod frequency;
+pub mod fsio;
+mod ids;
+mod manifest;
+mod paths;
+mod plan;
+mod state;
+mod time;
+
+pub use error::Error;
+pub use frequency::{infer_frequency, Frequency, FrequencyOverrides};
+pub use ids::{RunId, TableId, Tid, MAX_PARTITION_FILE_NAME, MAX_RUN_ID_LEN, MAX_TABLE_ID_LEN};
+pub use manifest::{
+    latest_run, list_runs, ApplyStatus, ApplySummary, ApplyTableResult, CatalogSection,
+    DbApplyReport, PeriodCounts, RunManifest, RunStatus, Summary, TableResult, TableStatus,
+};
+pub use paths::DataDir;
+pub use plan::{
+    batches, catalog_gate, eligibility, estimate_rows_per_period, periods_per_request,
+    refresh_window, select_periods, Eligibility, GateDecision, PeriodSelection,
+    CATALOG_POLL_INTERVAL_DAYS, MAX_ROWS_PER_CALL,
+};
+pub use state::{SyncState, TableState};
+pub use time::UtcSecond;

@@ -1,0 +1,591 @@
+//! `runs/<run_id>.json`: the immutable record of one run (guide "Run Manifest
+//! Contract", Appendix A), including the `db_apply` section.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{fsio, DataDir, Error, Frequency, RunId, TableId, Tid, UtcSecond};
+
+/// Status of a whole run (sync or DB apply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every table succeeded (or was skipped as unchanged).
+    Success,
+    /// Some table failed; the others went on.
+    PartialFailure,
+    /// The run itself failed (for example the catalog could not be fetched).
+    Failed,
+    /// Nothing was done (weekly gate closed, or nothing to apply).
+    Skipped,
+}
+
+impl RunStatus {
+    /// The JSON token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Success => "success",
+            RunStatus::PartialFailure => "partial_failure",
+            RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+
+    /// `true` for `success` and `skipped`: the statuses a scheduler treats as
+    /// fine (exit status 0).
+    pub fn is_ok(self) -> bool {
+        matches!(self, RunStatus::Success | RunStatus::Skipped)
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `catalog` section of a manifest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CatalogSection {
+    /// Whether the catalog was fetched in this run.
+    pub polled: bool,
+    /// Number of tables in the catalog (when polled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_count: Option<usize>,
+    /// When the catalog was fetched (when polled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polled_at: Option<UtcSecond>,
+    /// Why it was not polled (`weekly_gate`) or why polling failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The previous poll time, when the gate skipped the poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_catalog_poll_at: Option<UtcSecond>,
+    /// The error, when fetching the catalog failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Unknown fields, kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Status of one table in a sync run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableStatus {
+    /// Fetched and written.
+    Synced,
+    /// Not fetched (`unchanged_updated`).
+    Skipped,
+    /// Failed; see `error`.
+    Failed,
+}
+
+impl TableStatus {
+    /// The JSON token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableStatus::Synced => "synced",
+            TableStatus::Skipped => "skipped",
+            TableStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One table's result in a sync manifest. The three shapes of Appendix A are
+/// built by [`TableResult::skipped`], [`TableResult::synced`] and
+/// [`TableResult::failed`]; absent fields are not written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableResult {
+    /// `synced`, `skipped` or `failed`.
+    pub status: TableStatus,
+    /// Why the table was skipped (`unchanged_updated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The catalog's `updated` value seen in this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_updated: Option<String>,
+    /// Whether this was a bootstrap (no local partitions before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<bool>,
+    /// The frequency used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency: Option<Frequency>,
+    /// Number of periods in the remote `Tid` list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_tid_count: Option<usize>,
+    /// Number of local partitions before the sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_tid_count_before: Option<usize>,
+    /// Remote periods without a local partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_periods: Option<Vec<Tid>>,
+    /// The trailing refresh window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_periods: Option<Vec<Tid>>,
+    /// Periods whose partition was written with new content, in remote order.
+    #[serde(default)]
+    pub changed_tids: Vec<Tid>,
+    /// Refreshed periods whose content was identical and were not rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchanged_refreshed: Option<Vec<Tid>>,
+    /// Periods removed because they disappeared from the remote list
+    /// (only with `--prune-deleted-periods`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_tids: Option<Vec<Tid>>,
+    /// Rows written to changed partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_written: Option<u64>,
+    /// Partition files written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_written: Option<u64>,
+    /// HTTP requests made for this table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    /// Bytes of response bodies received for this table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_fetched: Option<u64>,
+    /// The error chain of a failed table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Unknown fields, kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl TableResult {
+    fn empty(status: TableStatus) -> TableResult {
+        TableResult {
+            status,
+            reason: None,
+            catalog_updated: None,
+            bootstrap: None,
+            frequency: None,
+            remote_tid_count: None,
+            local_tid_count_before: None,
+            new_periods: None,
+            refresh_periods: None,
+            changed_tids: Vec::new(),
+            unchanged_refreshed: None,
+            deleted_tids: None,
+            rows_written: None,
+            files_written: None,
+            requests: None,
+            bytes_fetched: None,
+            error: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// `{"status":"skipped","reason":"unchanged_updated","catalog_updated","bootstrap":false,"changed_tids":[]}`
+    pub fn skipped(catalog_updated: &str) -> TableResult {
+        TableResult {
+            reason: Some("unchanged_updated".into()),
+            catalog_updated: Some(catalog_updated.into()),
+            bootstrap: Some(false),
+            ..TableResult::empty(TableStatus::Skipped)
+        }
+    }
+
+    /// A synced table; fill in the remaining fields.
+    pub fn synced(catalog_updated: &str, bootstrap: bool, frequency: Frequency) -> TableResult {
+        TableResult {
+            catalog_updated: Some(catalog_updated.into()),
+            bootstrap: Some(bootstrap),
+            frequency: Some(frequency),
+            rows_written: Some(0),
+            files_written: Some(0),
+            ..TableResult::empty(TableStatus::Synced)
+        }
+    }
+
+    /// `{"status":"failed","catalog_updated","error","changed_tids":[]}`
+    pub fn failed(catalog_updated: &str, error: String) -> TableResult {
+        TableResult {
+            catalog_updated: Some(catalog_updated.into()),
+            error: Some(error),
+            ..TableResult::empty(TableStatus::Failed)
+        }
+    }
+}
+
+/// `summary` section of a sync manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Tables in the catalog (or in the `--tables` selection).
+    pub tables_total: usize,
+    /// Tables synced.
+    pub tables_synced: usize,
+    /// Tables skipped as unchanged.
+    pub tables_skipped: usize,
+    /// Tables that failed.
+    pub tables_failed: usize,
+    /// Tables with a non-empty `changed_tids`.
+    pub tables_with_changed_tids: usize,
+    /// Tables with a non-empty `deleted_tids`.
+    #[serde(default)]
+    pub tables_with_deleted_tids: usize,
+    /// Rows written in the run.
+    #[serde(default)]
+    pub rows_written: u64,
+    /// Partition files written in the run.
+    #[serde(default)]
+    pub files_written: u64,
+    /// Unknown fields, kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Summary {
+    /// Counts the results of a run.
+    pub fn of(tables: &BTreeMap<TableId, TableResult>) -> Summary {
+        let mut s = Summary {
+            tables_total: tables.len(),
+            ..Summary::default()
+        };
+        for r in tables.values() {
+            match r.status {
+                TableStatus::Synced => s.tables_synced += 1,
+                TableStatus::Skipped => s.tables_skipped += 1,
+                TableStatus::Failed => s.tables_failed += 1,
+            }
+            if !r.changed_tids.is_empty() {
+                s.tables_with_changed_tids += 1;
+            }
+            if r.deleted_tids.as_ref().is_some_and(|d| !d.is_empty()) {
+                s.tables_with_deleted_tids += 1;
+            }
+            s.rows_written += r.rows_written.unwrap_or(0);
+            s.files_written += r.files_written.unwrap_or(0);
+        }
+        s
+    }
+}
+
+/// Status of one table in a DB apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyStatus {
+    /// The delta was applied (or, in a dry run, would be).
+    Applied,
+    /// Not applied (`missing_fact_table`).
+    Skipped,
+    /// Failed and rolled back; see `reason` / `error`.
+    Failed,
+}
+
+/// One table's result in `db_apply.tables`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyTableResult {
+    /// The table id.
+    pub table: TableId,
+    /// `applied`, `skipped` or `failed`.
+    pub status: ApplyStatus,
+    /// `missing_fact_table` or `missing_partition_files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The periods applied.
+    #[serde(default)]
+    pub changed_tids: Vec<Tid>,
+    /// Periods deleted because they were pruned at the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_tids: Option<Vec<Tid>>,
+    /// Changed periods without a partition file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_tids: Option<Vec<Tid>>,
+    /// Rows deleted from the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_rows: Option<u64>,
+    /// Rows inserted into the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inserted_rows: Option<u64>,
+    /// Rows dropped because `indhold` was missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_null_rows: Option<u64>,
+    /// Per-period figures (`{"2024K1": {"deleted": 10, "inserted": 12}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periods: Option<BTreeMap<String, PeriodCounts>>,
+    /// `true` when this table was created by `--create-missing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+    /// The error chain of a failed table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Unknown fields, kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ApplyTableResult {
+    /// A result with only the table, status and periods set.
+    pub fn new(table: TableId, status: ApplyStatus, changed_tids: Vec<Tid>) -> ApplyTableResult {
+        ApplyTableResult {
+            table,
+            status,
+            reason: None,
+            changed_tids,
+            deleted_tids: None,
+            missing_tids: None,
+            deleted_rows: None,
+            inserted_rows: None,
+            dropped_null_rows: None,
+            periods: None,
+            created: None,
+            error: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// Rows deleted and inserted for one period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodCounts {
+    /// Rows deleted (or, in a dry run, that would be).
+    pub deleted: u64,
+    /// Rows inserted (or, in a dry run, that would be).
+    pub inserted: u64,
+}
+
+/// `db_apply.summary`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplySummary {
+    /// Tables with changed periods.
+    pub tables_total: usize,
+    /// Tables applied.
+    pub tables_applied: usize,
+    /// Tables skipped.
+    pub tables_skipped: usize,
+    /// Tables failed.
+    pub tables_failed: usize,
+    /// Unknown fields, kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ApplySummary {
+    /// Counts table results.
+    pub fn of(tables: &[ApplyTableResult]) -> ApplySummary {
+        let count = |s| tables.iter().filter(|t| t.status == s).count();
+        ApplySummary {
+            tables_total: tables.len(),
+            tables_applied: count(ApplyStatus::Applied),
+            tables_skipped: count(ApplyStatus::Skipped),
+            tables_failed: count(ApplyStatus::Failed),
+            extra: Map::new(),
+        }
+    }
+}
+
+/// The `db_apply` section of a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DbApplyReport {
+    /// The run that was applied.
+    pub run_id: RunId,
+    /// When the apply started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<UtcSecond>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<UtcSecond>,
+    /// `success`, `partial_failure`, or `skipped` (`no_changed_tids`).
+    pub status: RunStatus,
+    /// Why the apply was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `true` for a `--dry-run` report (nothing was changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    /// Per-table results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<ApplyTableResult>>,
+    /// Counters.
+    pub summary: ApplySummary,
+    /// Unknown fields, kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl DbApplyReport {
+    /// `{"run_id","status":"skipped","reason":"no_changed_tids","summary":{…all 0}}`
+    pub fn no_changed_tids(run_id: RunId) -> DbApplyReport {
+        DbApplyReport {
+            run_id,
+            started_at: None,
+            finished_at: None,
+            status: RunStatus::Skipped,
+            reason: Some("no_changed_tids".into()),
+            dry_run: None,
+            tables: None,
+            summary: ApplySummary::default(),
+            extra: Map::new(),
+        }
+    }
+}
+
+/// Contents of `runs/<run_id>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    /// The run id (also the file name).
+    pub run_id: RunId,
+    /// When the run started.
+    pub started_at: UtcSecond,
+    /// When the run finished.
+    #[serde(default)]
+    pub finished_at: Option<UtcSecond>,
+    /// `success`, `partial_failure`, `failed` or `skipped`.
+    pub status: RunStatus,
+    /// The catalog section.
+    pub catalog: CatalogSection,
+    /// Per-table results, by table id.
+    #[serde(default)]
+    pub tables: BTreeMap<TableId, TableResult>,
+    /// Counters.
+    pub summary: Summary,
+    /// The error of a run that failed as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The DB apply report, once the run was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_apply: Option<DbApplyReport>,
+    /// Unknown fields, kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl RunManifest {
+    /// Loads `runs/<run_id>.json`; [`Error::ManifestNotFound`] if absent.
+    pub fn load(dir: &DataDir, run: &RunId) -> Result<RunManifest, Error> {
+        let path = dir.manifest_file(run);
+        fsio::read_json(&path, "run manifest")?.ok_or(Error::ManifestNotFound { path })
+    }
+
+    /// Writes the manifest atomically and durably.
+    pub fn save(&self, dir: &DataDir) -> Result<(), Error> {
+        fsio::write_json_atomic(&dir.manifest_file(&self.run_id), "run manifest", self)
+    }
+
+    /// Tables with changed or deleted periods, in id order.
+    pub fn tables_with_changes(&self) -> impl Iterator<Item = (&TableId, &TableResult)> {
+        self.tables.iter().filter(|(_, r)| {
+            !r.changed_tids.is_empty() || r.deleted_tids.as_ref().is_some_and(|d| !d.is_empty())
+        })
+    }
+}
+
+/// Run ids of every manifest in `runs/`, sorted by file name (so the last is
+/// the latest run). Files that are not `<valid run id>.json` are ignored.
+pub fn list_runs(dir: &DataDir) -> Result<Vec<RunId>, Error> {
+    let runs_dir = dir.runs_dir();
+    let entries = match std::fs::read_dir(&runs_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(runs_dir, e)),
+    };
+    let mut runs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&runs_dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".json") {
+            if let Ok(run) = RunId::new(stem) {
+                runs.push(run);
+            }
+        }
+    }
+    runs.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    Ok(runs)
+}
+
+/// The latest run id (last manifest by file name), if any.
+pub fn latest_run(dir: &DataDir) -> Result<Option<RunId>, Error> {
+    Ok(list_runs(dir)?.pop())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tid(s: &str) -> Tid {
+        Tid::new(s).expect("tid")
+    }
+
+    #[test]
+    fn table_result_shapes_match_appendix_a() {
+        let skipped =
+            serde_json::to_value(TableResult::skipped("2024-08-12T08:00:00")).expect("json");
+        assert_eq!(
+            skipped,
+            serde_json::json!({"status":"skipped","reason":"unchanged_updated",
+                "catalog_updated":"2024-08-12T08:00:00","bootstrap":false,"changed_tids":[]})
+        );
+        let failed = serde_json::to_value(TableResult::failed("u", "boom".into())).expect("json");
+        assert_eq!(
+            failed,
+            serde_json::json!({"status":"failed","catalog_updated":"u","error":"boom","changed_tids":[]})
+        );
+        let mut synced = TableResult::synced("u", true, Frequency::Quarterly);
+        synced.remote_tid_count = Some(2);
+        synced.local_tid_count_before = Some(0);
+        synced.new_periods = Some(vec![tid("2024K1"), tid("2024K2")]);
+        synced.refresh_periods = Some(vec![tid("2024K1"), tid("2024K2")]);
+        synced.changed_tids = vec![tid("2024K1"), tid("2024K2")];
+        let v = serde_json::to_value(&synced).expect("json");
+        for key in [
+            "status",
+            "catalog_updated",
+            "bootstrap",
+            "frequency",
+            "remote_tid_count",
+            "local_tid_count_before",
+            "new_periods",
+            "refresh_periods",
+            "changed_tids",
+            "rows_written",
+            "files_written",
+        ] {
+            assert!(v.get(key).is_some(), "{key}");
+        }
+        assert_eq!(v["status"], "synced");
+        assert_eq!(v["frequency"], "quarterly");
+    }
+
+    #[test]
+    fn manifest_round_trips_with_unknown_fields() {
+        let json = r#"{"run_id":"20261129T220000Z","started_at":"2026-11-29T22:00:00Z",
+          "finished_at":"2026-11-29T22:00:05Z","status":"partial_failure",
+          "catalog":{"polled":true,"table_count":2,"polled_at":"2026-11-29T22:00:01Z"},
+          "tables":{"A":{"status":"failed","catalog_updated":"u","error":"e","changed_tids":[]}},
+          "summary":{"tables_total":1,"tables_synced":0,"tables_skipped":0,"tables_failed":1,"tables_with_changed_tids":0},
+          "db_apply":{"run_id":"20261129T220000Z","status":"skipped","reason":"no_changed_tids",
+             "summary":{"tables_total":0,"tables_applied":0,"tables_skipped":0,"tables_failed":0}},
+          "operator_note":"hi"}"#;
+        let m: RunManifest = serde_json::from_str(json).expect("parses");
+        assert_eq!(m.status, RunStatus::PartialFailure);
+        let v = serde_json::to_value(&m).expect("json");
+        assert_eq!(v["operator_note"], "hi");
+        assert_eq!(v["db_apply"]["reason"], "no_changed_tids");
+        assert!(v["db_apply"].get("tables").is_none());
+    }
+
+    #[test]
+    fn latest_run_is_last_by_file_name() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::new(tmp.path());
+        std::fs::create_dir_all(dir.runs_dir()).expect("mkdir");
+        for name in [
+            "20261129T220000Z.json",
+            "20261122T220000Z.json",
+            "notes.txt",
+            ".tmp-x.json.tmp",
+        ] {
+            std::fs::write(dir.runs_dir().join(name), b"{}").expect("write");
+        }
+        assert_eq!(
+            latest_run(&dir).expect("list").expect("some").as_str(),
+            "20261129T220000Z"
+        );
+        assert_eq!(list_runs(&dir).expect("list").len(), 2);
+    }
+}

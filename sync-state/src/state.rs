@@ -1,0 +1,124 @@
+//! `state.json`: the mutable sync state (guide "`state.json` Contract").
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{fsio, DataDir, Error, Frequency, RunId, TableId, UtcSecond};
+
+/// Contents of `statbank_tables/_sync/state.json`.
+///
+/// Fields this version does not know are kept in `extra` and written back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// When the catalog was last polled (drives the weekly gate).
+    #[serde(default)]
+    pub last_catalog_poll_at: Option<UtcSecond>,
+    /// The last run that touched this state.
+    #[serde(default)]
+    pub last_run_id: Option<RunId>,
+    /// Per-table state, by table id.
+    #[serde(default)]
+    pub tables: BTreeMap<TableId, TableState>,
+    /// Unknown fields, kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Per-table entry of `state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TableState {
+    /// The catalog `updated` value the local partitions correspond to.
+    #[serde(default)]
+    pub last_seen_updated: Option<String>,
+    /// When the table was last synced successfully or attempted.
+    #[serde(default)]
+    pub last_sync_at: Option<UtcSecond>,
+    /// The frequency used for the refresh window.
+    #[serde(default)]
+    pub frequency: Option<Frequency>,
+    /// Whether a full bootstrap has completed.
+    #[serde(default)]
+    pub bootstrap_complete: bool,
+    /// `synced` or `failed`.
+    #[serde(default)]
+    pub last_status: Option<String>,
+    /// The error of the last failed attempt, else `null`.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The run that last touched this table.
+    #[serde(default)]
+    pub last_run_id: Option<RunId>,
+    /// Unknown fields, kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl SyncState {
+    /// Loads `state.json`; an absent file is an empty state (first run), a
+    /// corrupt one is [`Error::Corrupt`] and is never replaced silently.
+    pub fn load(dir: &DataDir) -> Result<SyncState, Error> {
+        Ok(fsio::read_json(&dir.state_file(), "state")?.unwrap_or_default())
+    }
+
+    /// Writes `state.json` atomically and durably.
+    pub fn save(&self, dir: &DataDir) -> Result<(), Error> {
+        fsio::write_json_atomic(&dir.state_file(), "state", self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_unknown_fields_and_reads_python_state() {
+        let json = r#"{
+          "last_catalog_poll_at": "2026-11-22T22:00:01Z",
+          "last_run_id": "20261122T220000Z",
+          "schema_version": 7,
+          "tables": {
+            "FOLK1A": {"last_seen_updated": "2024-08-12T08:00:00", "last_sync_at": "2026-11-22T22:01:00Z",
+                       "frequency": "quarterly", "bootstrap_complete": true, "last_status": "synced",
+                       "last_error": null, "last_run_id": "20261122T220000Z", "future": [1, 2]}
+          }
+        }"#;
+        let s: SyncState = serde_json::from_str(json).expect("parses");
+        let t = &s.tables[&TableId::new("FOLK1A").expect("id")];
+        assert_eq!(t.frequency, Some(Frequency::Quarterly));
+        let out = serde_json::to_value(&s).expect("encodes");
+        assert_eq!(out["schema_version"], 7);
+        assert_eq!(out["tables"]["FOLK1A"]["future"], serde_json::json!([1, 2]));
+        assert_eq!(out["last_catalog_poll_at"], "2026-11-22T22:00:01Z");
+        for key in [
+            "last_seen_updated",
+            "last_sync_at",
+            "frequency",
+            "bootstrap_complete",
+            "last_status",
+            "last_error",
+            "last_run_id",
+        ] {
+            assert!(out["tables"]["FOLK1A"].get(key).is_some(), "{key}");
+        }
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_and_not_replaced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::new(tmp.path());
+        std::fs::create_dir_all(dir.sync_dir()).expect("mkdir");
+        std::fs::write(dir.state_file(), b"{\"tables\": 3}").expect("write");
+        let err = SyncState::load(&dir).expect_err("corrupt");
+        assert!(err.to_string().contains("state.json"));
+        assert_eq!(
+            std::fs::read(dir.state_file()).expect("still there"),
+            b"{\"tables\": 3}"
+        );
+        assert_eq!(
+            SyncState::load(&DataDir::new(tmp.path().join("none"))).expect("empty"),
+            SyncState::default()
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! UTC timestamps to the second, written as `2026-11-29T22:00:00Z`.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::Error;
+
+/// A UTC instant truncated to the second; its JSON form is
+/// `2026-11-29T22:00:00Z` (Appendix A). Any RFC 3339 offset is accepted on
+/// read (`+00:00` as written by Python's `isoformat`).
+///
+/// ```
+/// use sync_state::UtcSecond;
+/// let t: UtcSecond = "2026-11-29T22:00:00+00:00".parse().unwrap();
+/// assert_eq!(t.to_string(), "2026-11-29T22:00:00Z");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UtcSecond(DateTime<Utc>);
+
+impl UtcSecond {
+    /// Truncates `t` to the second.
+    pub fn new(t: DateTime<Utc>) -> UtcSecond {
+        UtcSecond(t.trunc_subsecs(0))
+    }
+
+    /// The instant.
+    pub fn get(self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+impl From<DateTime<Utc>> for UtcSecond {
+    fn from(t: DateTime<Utc>) -> Self {
+        UtcSecond::new(t)
+    }
+}
+
+impl std::str::FromStr for UtcSecond {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || Error::InvalidTimestamp {
+            value: crate::ids::truncate_for_message(s),
+        };
+        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+            return Ok(UtcSecond::new(t.with_timezone(&Utc)));
+        }
+        // Python's datetime.utcnow().isoformat() has no offset: read it as UTC.
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+            .map(|n| UtcSecond::new(n.and_utc()))
+            .map_err(|_| bad())
+    }
+}
+
+impl fmt::Display for UtcSecond {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Secs, true))
+    }
+}
+
+impl fmt::Debug for UtcSecond {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for UtcSecond {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for UtcSecond {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn formats_with_z_to_the_second() {
+        let t = Utc
+            .with_ymd_and_hms(2026, 11, 29, 22, 0, 0)
+            .single()
+            .expect("valid")
+            + chrono::Duration::milliseconds(750);
+        let u = UtcSecond::new(t);
+        assert_eq!(u.to_string(), "2026-11-29T22:00:00Z");
+        let back: UtcSecond = u.to_string().parse().expect("parses");
+        assert_eq!(back, u);
+        assert!("yesterday".parse::<UtcSecond>().is_err());
+        let naive: UtcSecond = "2026-11-29T22:00:00.123456".parse().expect("naive");
+        assert_eq!(naive, u);
+    }
+}
