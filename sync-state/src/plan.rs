@@ -200,8 +200,10 @@ mod tests {
 
     #[test]
     fn gate_opens_after_exactly_seven_days() {
-        let mut s = SyncState::default();
-        s.last_catalog_poll_at = Some((now() - Duration::days(7)).into());
+        let mut s = SyncState {
+            last_catalog_poll_at: Some((now() - Duration::days(7)).into()),
+            ..SyncState::default()
+        };
         assert_eq!(catalog_gate(&s, now(), false), GateDecision::Poll);
         s.last_catalog_poll_at = Some((now() - Duration::days(7) + Duration::seconds(1)).into());
         assert!(matches!(

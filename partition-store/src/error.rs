@@ -1,0 +1,105 @@
+use std::path::PathBuf;
+
+use sync_state::{TableId, Tid};
+
+/// Everything that can go wrong in `partition-store`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file-system operation failed.
+    #[error("i/o error on {path}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing or reading Parquet failed.
+    #[error("parquet error on {path}")]
+    Parquet {
+        /// The partition or temp file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// An Arrow operation failed.
+    #[error("arrow error on {path}")]
+    Arrow {
+        /// The file being written or read.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+    /// A partition that should exist does not.
+    #[error("partition {tid} of table {table} not found at {path}")]
+    MissingPartition {
+        /// The table.
+        table: TableId,
+        /// The period.
+        tid: Tid,
+        /// Where it was expected.
+        path: PathBuf,
+    },
+    /// The batches given to a writer do not have the partition shape.
+    #[error("table {table}: {message}")]
+    Schema {
+        /// The table.
+        table: TableId,
+        /// What is wrong.
+        message: String,
+    },
+    /// A period code in the data cannot be stored.
+    #[error("table {table}: bad period code in the data")]
+    BadTid {
+        /// The table.
+        table: TableId,
+        /// Why.
+        #[source]
+        source: sync_state::Error,
+    },
+    /// The response contained a period that was not requested.
+    #[error("table {table}: response contains period {tid:?} which was not requested")]
+    UnexpectedTid {
+        /// The table.
+        table: TableId,
+        /// The period code.
+        tid: String,
+    },
+    /// A period has more rows than the configured limit.
+    #[error("table {table}: period {tid} has more than {limit} rows (limit rows_per_period)")]
+    TooManyRows {
+        /// The table.
+        table: TableId,
+        /// The period.
+        tid: Tid,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub(crate) fn parquet(
+        path: impl Into<PathBuf>,
+        source: parquet::errors::ParquetError,
+    ) -> Error {
+        Error::Parquet {
+            path: path.into(),
+            source,
+        }
+    }
+    pub(crate) fn arrow(path: impl Into<PathBuf>, source: arrow_schema::ArrowError) -> Error {
+        Error::Arrow {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! Splitting one request's stream of batches into staged partitions, and
+//! publishing them only once the whole response was read.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::{Array, RecordBatch, StringArray, UInt32Array};
+use arrow_ipc::reader::FileReader;
+use arrow_ipc::writer::FileWriter;
+use arrow_schema::SchemaRef;
+use sync_state::{TableId, Tid};
+use tempfile::NamedTempFile;
+
+use crate::file_writer::{PartitionFileWriter, StagedFile};
+use crate::store::read_footer;
+use crate::{Error, PartitionStore, TEMP_PREFIX, TIME_COLUMN};
+
+/// Limits that guard against a hostile or runaway response.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimits {
+    /// Most rows one period may have.
+    pub max_rows_per_period: u64,
+}
+
+impl Default for WriteLimits {
+    fn default() -> Self {
+        WriteLimits {
+            max_rows_per_period: 500_000_000,
+        }
+    }
+}
+
+/// Receives the record batches of one BULK request and stages one partition
+/// file per period, with memory bounded by one open Parquet writer.
+///
+/// Periods normally arrive time-outermost: one writer is open at a time and
+/// finished when `TID` changes. If a period comes back after its writer was
+/// finished (interleaved output), the writer switches to a spill file (Arrow
+/// IPC, rows grouped by period per batch) and rebuilds those partitions in
+/// [`RequestWriter::finish`]. Nothing is visible to readers until
+/// [`StagedRequest::publish`].
+pub struct RequestWriter {
+    store: PartitionStore,
+    table: TableId,
+    dir: PathBuf,
+    schema: SchemaRef,
+    tid_col: usize,
+    requested: HashSet<Tid>,
+    limits: WriteLimits,
+    current: Option<(Tid, PartitionFileWriter)>,
+    finished: BTreeMap<Tid, StagedFile>,
+    order: Vec<Tid>,
+    spill: Option<Spill>,
+}
+
+struct Spill {
+    writer: FileWriter<File>,
+    temp: NamedTempFile,
+    path: PathBuf,
+    index: HashMap<Tid, Vec<usize>>,
+    rows: HashMap<Tid, u64>,
+    blocks: usize,
+}
+
+impl RequestWriter {
+    /// Starts a request for `requested` periods of `table`. `schema` is the
+    /// partition schema (see [`crate::partition_schema`]) and must contain
+    /// `TID`.
+    pub fn new(
+        store: &PartitionStore,
+        table: &TableId,
+        schema: SchemaRef,
+        requested: &[Tid],
+        limits: WriteLimits,
+    ) -> Result<RequestWriter, Error> {
+        let tid_col = schema.index_of(TIME_COLUMN).map_err(|_| Error::Schema {
+            table: table.clone(),
+            message: format!(
+                "response has no {TIME_COLUMN} column (columns: {})",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(";")
+            ),
+        })?;
+        let dir = store.table_dir(table);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(RequestWriter {
+            store: store.clone(),
+            table: table.clone(),
+            dir,
+            schema,
+            tid_col,
+            requested: requested.iter().cloned().collect(),
+            limits,
+            current: None,
+            finished: BTreeMap::new(),
+            order: Vec::new(),
+            spill: None,
+        })
+    }
+
+    /// Adds one batch of rows (any mix of periods).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(Error::Schema {
+                table: self.table.clone(),
+                message: "batch schema differs from the request's schema".into(),
+            });
+        }
+        if self.spill.is_some() {
+            return self.spill_batch(batch);
+        }
+        let tids = batch
+            .column(self.tid_col)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::Schema {
+                table: self.table.clone(),
+                message: format!("{TIME_COLUMN} column is not a string column"),
+            })?
+            .clone();
+        let n = batch.num_rows();
+        let mut start = 0;
+        while start < n {
+            let code = tids.value(start);
+            let mut end = start + 1;
+            while end < n && tids.value(end) == code {
+                end += 1;
+            }
+            let same = self
+                .current
+                .as_ref()
+                .is_some_and(|(t, _)| t.as_str() == code);
+            if !same {
+                let tid = self.check_tid(code)?;
+                if self.finished.contains_key(&tid) {
+                    // Interleaved output: spill the rest of the request.
+                    self.start_spill()?;
+                    return self.spill_batch(&batch.slice(start, n - start));
+                }
+                self.close_current()?;
+                let w = PartitionFileWriter::create(&self.dir, &self.schema)?;
+                self.order.push(tid.clone());
+                self.current = Some((tid, w));
+            }
+            if let Some((tid, w)) = self.current.as_mut() {
+                w.write(&batch.slice(start, end - start))?;
+                if w.rows() > self.limits.max_rows_per_period {
+                    return Err(Error::TooManyRows {
+                        table: self.table.clone(),
+                        tid: tid.clone(),
+                        limit: self.limits.max_rows_per_period,
+                    });
+                }
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn check_tid(&self, code: &str) -> Result<Tid, Error> {
+        let tid = Tid::new(code).map_err(|source| Error::BadTid {
+            table: self.table.clone(),
+            source,
+        })?;
+        if !self.requested.contains(&tid) {
+            return Err(Error::UnexpectedTid {
+                table: self.table.clone(),
+                tid: sync_state_truncate(code),
+            });
+        }
+        Ok(tid)
+    }
+
+    fn close_current(&mut self) -> Result<(), Error> {
+        if let Some((tid, w)) = self.current.take() {
+            let staged = w.finish()?;
+            self.finished.insert(tid, staged);
+        }
+        Ok(())
+    }
+
+    fn start_spill(&mut self) -> Result<(), Error> {
+        self.close_current()?;
+        let temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(".spill.tmp")
+            .tempfile_in(&self.dir)
+            .map_err(|e| Error::io(&self.dir, e))?;
+        let path = temp.path().to_path_buf();
+        let file = temp.reopen().map_err(|e| Error::io(&path, e))?;
+        let writer = FileWriter::try_new(file, &self.schema).map_err(|e| Error::arrow(&path, e))?;
+        self.spill = Some(Spill {
+            writer,
+            temp,
+            path,
+            index: HashMap::new(),
+            rows: HashMap::new(),
+            blocks: 0,
+        });
+        Ok(())
+    }
+
+    fn spill_batch(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+        let tids = batch
+            .column(self.tid_col)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::Schema {
+                table: self.table.clone(),
+                message: format!("{TIME_COLUMN} column is not a string column"),
+            })?
+            .clone();
+        // Group the batch's rows by period, keeping arrival order within each.
+        let mut groups: Vec<(Tid, Vec<u32>)> = Vec::new();
+        let mut slot: HashMap<&str, usize> = HashMap::new();
+        for i in 0..batch.num_rows() {
+            let code = tids.value(i);
+            let g = match slot.get(code) {
+                Some(g) => *g,
+                None => {
+                    let tid = self.check_tid(code)?;
+                    groups.push((tid, Vec::new()));
+                    slot.insert(code, groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
+            groups[g].1.push(i as u32);
+        }
+        let Some(spill) = self.spill.as_mut() else {
+            return Ok(());
+        };
+        for (tid, idx) in groups {
+            let indices = UInt32Array::from(idx);
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| arrow_select::take::take(c.as_ref(), &indices, None))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::arrow(&spill.path, e))?;
+            let part = RecordBatch::try_new(self.schema.clone(), columns)
+                .map_err(|e| Error::arrow(&spill.path, e))?;
+            spill
+                .writer
+                .write(&part)
+                .map_err(|e| Error::arrow(&spill.path, e))?;
+            let rows = spill.rows.entry(tid.clone()).or_insert(0);
+            *rows += part.num_rows() as u64;
+            let before = self.finished.get(&tid).map_or(0, |s| s.rows);
+            if *rows + before > self.limits.max_rows_per_period {
+                return Err(Error::TooManyRows {
+                    table: self.table.clone(),
+                    tid,
+                    limit: self.limits.max_rows_per_period,
+                });
+            }
+            if !spill.index.contains_key(&tid) && !self.finished.contains_key(&tid) {
+                self.order.push(tid.clone());
+            }
+            spill.index.entry(tid).or_default().push(spill.blocks);
+            spill.blocks += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends the request after the response was read completely: finishes the
+    /// open writer, rebuilds spilled periods, and stages an empty partition
+    /// for every requested period that returned no rows. Nothing is published
+    /// yet. Dropping the writer instead discards every staged file.
+    pub fn finish(mut self) -> Result<StagedRequest, Error> {
+        self.close_current()?;
+        if let Some(mut spill) = self.spill.take() {
+            spill
+                .writer
+                .finish()
+                .map_err(|e| Error::arrow(&spill.path, e))?;
+            let file = spill.temp.reopen().map_err(|e| Error::io(&spill.path, e))?;
+            let mut reader =
+                FileReader::try_new(file, None).map_err(|e| Error::arrow(&spill.path, e))?;
+            let mut spilled: Vec<(Tid, Vec<usize>)> = spill.index.into_iter().collect();
+            spilled.sort();
+            for (tid, blocks) in spilled {
+                let mut w = PartitionFileWriter::create(&self.dir, &self.schema)?;
+                if let Some(earlier) = self.finished.remove(&tid) {
+                    let r = crate::store::PartitionReader::open(
+                        earlier
+                            .temp
+                            .reopen()
+                            .map_err(|e| Error::io(earlier.temp.path(), e))?,
+                        earlier.temp.path().to_path_buf(),
+                    )?;
+                    for b in r {
+                        w.write(&b?)?;
+                    }
+                }
+                for block in blocks {
+                    reader
+                        .set_index(block)
+                        .map_err(|e| Error::arrow(&spill.path, e))?;
+                    if let Some(b) = reader.next() {
+                        w.write(&b.map_err(|e| Error::arrow(&spill.path, e))?)?;
+                    }
+                }
+                self.finished.insert(tid, w.finish()?);
+            }
+        }
+        let mut requested: Vec<Tid> = self.requested.iter().cloned().collect();
+        requested.sort();
+        for tid in requested {
+            if !self.finished.contains_key(&tid) {
+                let w = PartitionFileWriter::create(&self.dir, &self.schema)?;
+                self.finished.insert(tid.clone(), w.finish()?);
+                self.order.push(tid);
+            }
+        }
+        let mut parts = Vec::with_capacity(self.order.len());
+        for tid in self.order {
+            if let Some(staged) = self.finished.remove(&tid) {
+                parts.push((tid, staged));
+            }
+        }
+        Ok(StagedRequest {
+            store: self.store,
+            table: self.table,
+            dir: self.dir,
+            parts,
+        })
+    }
+}
+
+fn sync_state_truncate(s: &str) -> String {
+    if s.chars().count() > 80 {
+        let mut t: String = s.chars().take(80).collect();
+        t.push('…');
+        t
+    } else {
+        s.to_string()
+    }
+}
+
+/// Every partition of one request, staged as fsynced temp files, waiting to be
+/// published. Dropping it deletes the temp files.
+pub struct StagedRequest {
+    store: PartitionStore,
+    table: TableId,
+    dir: PathBuf,
+    parts: Vec<(Tid, StagedFile)>,
+}
+
+/// A staged period and whether publishing it changes what is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedPeriod {
+    /// The period.
+    pub tid: Tid,
+    /// Rows in the new file.
+    pub rows: u64,
+    /// `true` when the stored partition already has this exact content.
+    pub unchanged: bool,
+}
+
+/// The result of publishing a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// Periods whose file was written (new or different content), with rows.
+    pub changed: Vec<(Tid, u64)>,
+    /// Periods whose stored partition already had the same content.
+    pub unchanged: Vec<Tid>,
+}
+
+impl StagedRequest {
+    /// The table.
+    pub fn table(&self) -> &TableId {
+        &self.table
+    }
+
+    /// Compares each staged period with the stored partition's footer digest.
+    /// A stored file without a digest (written by another tool) or that
+    /// cannot be read counts as changed.
+    pub fn compare(&self) -> Vec<StagedPeriod> {
+        self.parts
+            .iter()
+            .map(|(tid, staged)| {
+                let path = self.store.partition_path(&self.table, tid);
+                let unchanged = read_footer(&path)
+                    .ok()
+                    .and_then(|f| f.digest)
+                    .is_some_and(|d| d == staged.digest);
+                StagedPeriod {
+                    tid: tid.clone(),
+                    rows: staged.rows,
+                    unchanged,
+                }
+            })
+            .collect()
+    }
+
+    /// Renames every changed period into place (unchanged ones are dropped),
+    /// then fsyncs the table folder. `plan` is the result of
+    /// [`StagedRequest::compare`]; callers record the changed periods in
+    /// their journal between the two calls.
+    pub fn publish(self, plan: &[StagedPeriod]) -> Result<PublishOutcome, Error> {
+        let unchanged: HashSet<&Tid> = plan
+            .iter()
+            .filter(|p| p.unchanged)
+            .map(|p| &p.tid)
+            .collect();
+        let mut out = PublishOutcome::default();
+        for (tid, staged) in self.parts {
+            if unchanged.contains(&tid) {
+                out.unchanged.push(tid);
+                continue;
+            }
+            let path = self.store.partition_path(&self.table, &tid);
+            persist(staged.temp, &path)?;
+            out.changed.push((tid, staged.rows));
+        }
+        sync_dir(&self.dir)?;
+        Ok(out)
+    }
+}
+
+/// Renames a complete, fsynced temp file into place with mode 0644.
+pub(crate) fn persist(temp: NamedTempFile, path: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(temp.path(), e))?;
+    }
+    temp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+/// `fsync` of a folder so renames inside it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
