@@ -1,1 +1,69 @@
-//! placeholder
+//! A typed, polite async client for Statistics Denmark's StatBank API
+//! (`https://api.statbank.dk/v1`): the catalog, table metadata and streamed
+//! BULK data parsed into Arrow record batches, with retries, rate limiting
+//! and typed API errors. With the `emulator` feature it also contains an
+//! HTTP server that behaves like the API, for tests and demos.
+//!
+//! ```no_run
+//! use statbank_client::{BulkParser, DataRequest, StatbankClient, TablesRequest};
+//! use sync_state::TableId;
+//!
+//! # async fn demo() -> Result<(), statbank_client::Error> {
+//! let client = StatbankClient::new("https://api.statbank.dk/v1")?;
+//! let catalog = client.tables(&TablesRequest::default()).await?;
+//! println!("{} tables", catalog.len());
+//!
+//! let table = TableId::new("FOLK1A").expect("valid id");
+//! let (info, _raw) = client.table_info(&table).await?;
+//! let tids = info.tids().expect("FOLK1A has a time variable");
+//! let req = DataRequest::all_values_for_periods(table, &info, &tids[tids.len() - 1..]);
+//! let mut body = client.data_bulk(&req).await?;
+//! let mut parser = body.parser();
+//! let mut batches = Vec::new();
+//! while let Some(chunk) = body.next_chunk().await? {
+//!     parser.push(&chunk, &mut batches)?;
+//!     batches.clear(); // hand them on instead: memory stays flat
+//! }
+//! let summary = parser.finish(&mut batches)?;
+//! println!("{} rows", summary.rows);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod bulk;
+mod client;
+mod error;
+mod model;
+
+#[cfg(feature = "emulator")]
+pub mod emulator;
+
+pub use bulk::{
+    write_bulk, BulkParser, BulkSummary, DEFAULT_BATCH_ROWS, MAX_COLUMNS, MAX_COLUMN_NAME,
+    MAX_FIELD_BYTES, VALUE_COLUMN,
+};
+pub use client::{
+    BulkResponse, ClientBuilder, ClientConfig, ClientStats, StatbankClient, DEFAULT_BASE_URL,
+};
+pub use error::{Endpoint, Error};
+pub use model::{
+    CatalogEntry, Contact, DataRequest, Documentation, Footnote, Lang, TableInfo, TablesRequest,
+    TidsError, ValuePresentation, Variable, VariableSelection, VariableValue,
+};
+pub use sync_state::{TableId, Tid};
+
+/// Formats an error with its whole `source()` chain: `a: b: c`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = c.source();
+    }
+    s
+}

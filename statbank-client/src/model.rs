@@ -1,0 +1,409 @@
+//! Typed request and response models of the StatBank API.
+
+use serde::{Deserialize, Serialize};
+use sync_state::{TableId, Tid};
+
+/// Response language: `da` (default) or `en`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    /// Danish: decimal comma in BULK values.
+    #[default]
+    Da,
+    /// English: decimal point in BULK values.
+    En,
+}
+
+impl Lang {
+    /// The query value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Da => "da",
+            Lang::En => "en",
+        }
+    }
+
+    /// The decimal separator of BULK values in this language.
+    pub fn decimal_separator(self) -> u8 {
+        match self {
+            Lang::Da => b',',
+            Lang::En => b'.',
+        }
+    }
+}
+
+/// One entry of `/v1/tables`.
+///
+/// `id` stays a plain string here: a hostile or odd id must not make the
+/// whole catalog undecodable; validate it with [`CatalogEntry::table_id`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogEntry {
+    /// Table id, upper case (`FOLK1A`).
+    pub id: String,
+    /// Title.
+    #[serde(default)]
+    pub text: String,
+    /// Unit (`Antal`).
+    #[serde(default)]
+    pub unit: String,
+    /// Last update, `YYYY-MM-DDTHH:MM:SS` (Copenhagen time); an opaque
+    /// version token: compare for equality only.
+    pub updated: String,
+    /// First period code.
+    #[serde(default)]
+    pub first_period: Option<String>,
+    /// Latest period code.
+    #[serde(default)]
+    pub latest_period: Option<String>,
+    /// Whether the table is active.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Variable texts (lower case), not ids.
+    #[serde(default)]
+    pub variables: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl CatalogEntry {
+    /// The validated table id.
+    pub fn table_id(&self) -> Result<TableId, sync_state::Error> {
+        TableId::new(&self.id)
+    }
+}
+
+/// Parameters of `/v1/tables`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TablesRequest {
+    /// Language (the client's default when `None`).
+    pub lang: Option<Lang>,
+    /// Only tables of these subjects.
+    pub subjects: Vec<String>,
+    /// Only tables updated in the last N days.
+    pub past_days: Option<u32>,
+    /// Include inactive tables.
+    pub include_inactive: bool,
+}
+
+/// `/v1/tableinfo` of one table. Unknown fields are ignored; a missing
+/// required field (`id`, `variables`, a value's `id`) is a decode error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableInfo {
+    /// Table id.
+    pub id: String,
+    /// Title.
+    #[serde(default)]
+    pub text: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Unit.
+    #[serde(default)]
+    pub unit: String,
+    /// The value shown for suppressed cells.
+    #[serde(default)]
+    pub suppressed_data_value: Option<String>,
+    /// Last update (same token as the catalog's).
+    #[serde(default)]
+    pub updated: Option<String>,
+    /// Whether the table is active.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Contacts.
+    #[serde(default)]
+    pub contacts: Vec<Contact>,
+    /// Documentation link.
+    #[serde(default)]
+    pub documentation: Option<Documentation>,
+    /// Footnote.
+    #[serde(default)]
+    pub footnote: Option<Footnote>,
+    /// Variables; the time variable (`Tid`) comes last.
+    pub variables: Vec<Variable>,
+}
+
+/// A contact person of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Phone.
+    #[serde(default)]
+    pub phone: String,
+    /// E-mail.
+    #[serde(default)]
+    pub mail: String,
+}
+
+/// Documentation of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Documentation {
+    /// Id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// URL.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// A table footnote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Footnote {
+    /// Text.
+    #[serde(default)]
+    pub text: String,
+    /// Whether it must be shown.
+    #[serde(default)]
+    pub mandatory: bool,
+}
+
+/// A variable of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variable {
+    /// Id (`OMRÅDE`, `Tid`); BULK headers upper-case it.
+    pub id: String,
+    /// Text (`område`).
+    #[serde(default)]
+    pub text: String,
+    /// Whether it can be eliminated (summed over).
+    #[serde(default)]
+    pub elimination: bool,
+    /// Whether it is the time variable.
+    #[serde(default)]
+    pub time: bool,
+    /// Map name, on geographic variables.
+    #[serde(default)]
+    pub map: Option<String>,
+    /// Values in display order.
+    pub values: Vec<VariableValue>,
+}
+
+/// One value of a variable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VariableValue {
+    /// Code (`000`, `2024K1`).
+    pub id: String,
+    /// Text (`Hele landet`).
+    #[serde(default)]
+    pub text: String,
+}
+
+impl TableInfo {
+    /// The time variable: the one marked `time`, else the one with id `Tid`.
+    pub fn time_variable(&self) -> Option<&Variable> {
+        self.variables.iter().find(|v| v.time).or_else(|| {
+            self.variables
+                .iter()
+                .find(|v| v.id.eq_ignore_ascii_case("tid"))
+        })
+    }
+
+    /// The remote period codes, in the API's order. Errors when the table has
+    /// no time variable or a period code cannot be stored.
+    pub fn tids(&self) -> Result<Vec<Tid>, TidsError> {
+        let var = self.time_variable().ok_or(TidsError::NoTimeVariable)?;
+        var.values
+            .iter()
+            .map(|v| Tid::new(v.id.clone()).map_err(TidsError::Invalid))
+            .collect()
+    }
+
+    /// Number of values of every variable (time included), for batch sizing.
+    pub fn value_counts(&self) -> Vec<usize> {
+        self.variables.iter().map(|v| v.values.len()).collect()
+    }
+}
+
+/// Why [`TableInfo::tids`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TidsError {
+    /// No variable is marked as time and none is called `Tid`.
+    #[error("tableinfo has no time variable (Tid)")]
+    NoTimeVariable,
+    /// A period code that cannot be stored.
+    #[error(transparent)]
+    Invalid(sync_state::Error),
+}
+
+/// How cells are presented in BULK output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValuePresentation {
+    /// Codes (`000`, `TOT`): what the sync uses.
+    #[default]
+    Code,
+    /// The API default: value texts (`Hele landet`).
+    Text,
+}
+
+/// A selection of values of one variable in a data request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VariableSelection {
+    /// Variable id.
+    pub code: String,
+    /// Value codes or expressions (`*`, `2023*`, `(-n+5)`).
+    pub values: Vec<String>,
+}
+
+/// A `/v1/data` request in format BULK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataRequest {
+    /// The table.
+    pub table: TableId,
+    /// Language (the client's default when `None`).
+    pub lang: Option<Lang>,
+    /// Cell presentation.
+    pub value_presentation: ValuePresentation,
+    /// One selection per variable (BULK requires every variable).
+    pub variables: Vec<VariableSelection>,
+}
+
+impl DataRequest {
+    /// The sync's request: every non-time variable `*`, the time variable
+    /// restricted to `tids` (guide §6).
+    pub fn all_values_for_periods(table: TableId, info: &TableInfo, tids: &[Tid]) -> DataRequest {
+        let time_id = info.time_variable().map(|v| v.id.clone());
+        let variables = info
+            .variables
+            .iter()
+            .map(|v| {
+                if Some(&v.id) == time_id.as_ref() {
+                    VariableSelection {
+                        code: v.id.clone(),
+                        values: tids.iter().map(|t| t.as_str().to_string()).collect(),
+                    }
+                } else {
+                    VariableSelection {
+                        code: v.id.clone(),
+                        values: vec!["*".into()],
+                    }
+                }
+            })
+            .collect();
+        DataRequest {
+            table,
+            lang: None,
+            value_presentation: ValuePresentation::Code,
+            variables,
+        }
+    }
+
+    pub(crate) fn body(&self, lang: Lang) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "table": self.table.as_str(),
+            "format": "BULK",
+            "lang": self.lang.unwrap_or(lang).as_str(),
+            "variables": self.variables,
+        });
+        if self.value_presentation == ValuePresentation::Code {
+            body["valuePresentation"] = "Code".into();
+        }
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn real_tableinfo_fixtures_parse() {
+        let folk: TableInfo =
+            serde_json::from_str(&fixture("tableinfo_FOLK1A_da.json")).expect("FOLK1A");
+        assert_eq!(folk.id, "FOLK1A");
+        let ids: Vec<&str> = folk.variables.iter().map(|v| v.id.as_str()).collect();
+        assert_eq!(ids, ["OMRÅDE", "KØN", "ALDER", "CIVILSTAND", "Tid"]);
+        assert_eq!(
+            folk.variables[0].map.as_deref(),
+            Some("Denmark_municipality_07")
+        );
+        assert_eq!(folk.variables[0].values[0].id, "000");
+        let tids = folk.tids().expect("tids");
+        assert!(tids.iter().all(
+            |t| sync_state::Frequency::of_code(t.as_str()) == sync_state::Frequency::Quarterly
+        ));
+        assert_eq!(
+            sync_state::infer_frequency(&tids),
+            sync_state::Frequency::Quarterly
+        );
+
+        let bil: TableInfo =
+            serde_json::from_str(&fixture("tableinfo_BIL10_da.json")).expect("BIL10");
+        assert!(bil.footnote.as_ref().is_some_and(|f| f.mandatory));
+        assert_eq!(
+            sync_state::infer_frequency(&bil.tids().expect("tids")),
+            sync_state::Frequency::Yearly
+        );
+
+        let metro: TableInfo =
+            serde_json::from_str(&fixture("tableinfo_METROX1_en.json")).expect("METROX1");
+        assert!(metro.documentation.is_none());
+        assert_eq!(metro.variables[0].id, "SÆSON");
+        assert_eq!(
+            sync_state::infer_frequency(&metro.tids().expect("tids")),
+            sync_state::Frequency::Weekly
+        );
+    }
+
+    #[test]
+    fn real_catalog_head_parses() {
+        // The recording is cut off mid-array: keep its complete entries.
+        let text = fixture("tables_da_head_2024-08-12.json");
+        let cut = text.rfind("},").expect("complete entries");
+        let json = format!("{}}}]", &text[..cut]);
+        let entries: Vec<CatalogEntry> = serde_json::from_str(&json).expect("catalog");
+        assert!(entries.len() >= 4);
+        assert_eq!(entries[0].id, "FOLK1A");
+        assert_eq!(entries[0].updated, "2024-08-12T08:00:00");
+        assert_eq!(entries[0].first_period.as_deref(), Some("2008K1"));
+        assert_eq!(
+            entries[0].variables,
+            ["område", "køn", "alder", "civilstand", "tid"]
+        );
+        assert!(entries.iter().all(|e| e.table_id().is_ok() && e.active));
+    }
+
+    #[test]
+    fn unknown_fields_are_tolerated_and_missing_ones_named() {
+        let info: TableInfo = serde_json::from_str(
+            r#"{"id":"X","variables":[{"id":"Tid","time":true,"values":[{"id":"2024","text":"2024","extra":1}]}],"newField":true}"#,
+        )
+        .expect("tolerant");
+        assert_eq!(info.tids().expect("tids").len(), 1);
+        let err = serde_json::from_str::<TableInfo>(
+            r#"{"id":"X","variables":[{"id":"Tid","time":true}]}"#,
+        )
+        .expect_err("missing values");
+        assert!(err.to_string().contains("values"), "{err}");
+    }
+
+    #[test]
+    fn data_request_body_selects_all_but_time() {
+        let folk: TableInfo =
+            serde_json::from_str(&fixture("tableinfo_FOLK1A_da.json")).expect("FOLK1A");
+        let tids = [
+            Tid::new("2024K1").expect("t"),
+            Tid::new("2024K2").expect("t"),
+        ];
+        let req =
+            DataRequest::all_values_for_periods(TableId::new("FOLK1A").expect("id"), &folk, &tids);
+        let body = req.body(Lang::Da);
+        assert_eq!(
+            body,
+            serde_json::json!({"table":"FOLK1A","format":"BULK","lang":"da","valuePresentation":"Code",
+              "variables":[{"code":"OMRÅDE","values":["*"]},{"code":"KØN","values":["*"]},
+                {"code":"ALDER","values":["*"]},{"code":"CIVILSTAND","values":["*"]},
+                {"code":"Tid","values":["2024K1","2024K2"]}]})
+        );
+    }
+}
