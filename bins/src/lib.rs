@@ -1,1 +1,29 @@
-//! placeholder
+//! The small library behind the statbank-sync binaries: it composes the
+//! layers (client, partition store, state, fact apply) into a sync cycle,
+//! and holds what the binaries share (lock, logging, progress, redaction).
+//!
+//! ```no_run
+//! use bins::{run_sync_cycle, SyncOptions};
+//! use statbank_client::StatbankClient;
+//!
+//! # async fn demo() -> Result<(), bins::Error> {
+//! let client = StatbankClient::new("http://127.0.0.1:8080/v1")?;
+//! let mut opts = SyncOptions::new("data/dst");
+//! opts.force_catalog_poll = true;
+//! let manifest = run_sync_cycle(&client, &opts).await?;
+//! println!("{}: {} tables changed", manifest.status, manifest.summary.tables_with_changed_tids);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod cycle;
+mod error;
+mod fetch;
+mod lock;
+mod redact;
+
+pub use cycle::{run_sync_cycle, Clock, ProgressSink, StopSignal, SyncOptions};
+pub use error::Error;
+pub use lock::DataDirLock;
+pub use redact::{password_of, redact_url, scrub};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{fsio, DataDir, Error, Frequency, RunId, TableId, UtcSecond};
+use crate::{fsio, DataDir, Error, Frequency, RunId, TableId, Tid, UtcSecond};
 
 /// Contents of `statbank_tables/_sync/state.json`.
 ///
@@ -50,6 +50,15 @@ pub struct TableState {
     /// The run that last touched this table.
     #[serde(default)]
     pub last_run_id: Option<RunId>,
+    /// Journal: periods whose partitions were (or were about to be) written
+    /// but not yet reported in a finished run manifest. Written *before* the
+    /// renames, cleared only after a manifest listing them is on disk, so a
+    /// crash never hides a change from the DB apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_changed_tids: Vec<Tid>,
+    /// Journal: periods removed at the source (pruned) but not yet reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_deleted_tids: Vec<Tid>,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -1,0 +1,59 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong when the layers are composed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A StatBank request failed.
+    #[error(transparent)]
+    Client(#[from] statbank_client::Error),
+    /// Writing or reading partitions failed.
+    #[error(transparent)]
+    Store(#[from] partition_store::Error),
+    /// State, manifest or overrides failed.
+    #[error(transparent)]
+    State(#[from] sync_state::Error),
+    /// The DB apply failed as a whole.
+    #[error(transparent)]
+    Apply(#[from] fact_apply::Error),
+    /// Another cycle holds the data folder's lock.
+    #[error("another statbank-sync cycle is running on this data folder (lock {path} held{})", .holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// What the lock file says about its holder.
+        holder: Option<String>,
+    },
+    /// A file-system operation failed.
+    #[error("i/o error on {path}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A response that does not have the shape the sync relies on.
+    #[error("table {table}: {message}")]
+    Shape {
+        /// The table.
+        table: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The work was stopped (SIGTERM, ctrl-c) before it finished.
+    #[error("interrupted before completion")]
+    Interrupted,
+    /// A background task failed unexpectedly.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! One BULK request: download on the async side, parse and stage partitions
+//! on a blocking thread, joined by a bounded channel so download, parse and
+//! Parquet encoding overlap while memory stays bounded.
+
+use bytes::Bytes;
+use partition_store::{PartitionStore, RequestWriter, StagedRequest, WriteLimits};
+use statbank_client::{BulkParser, DataRequest, Lang, StatbankClient, TableInfo, VALUE_COLUMN};
+use sync_state::{TableId, Tid};
+
+use crate::Error;
+
+/// Body chunks buffered between the download and the parser.
+const CHANNEL_CHUNKS: usize = 16;
+
+enum Msg {
+    Chunk(Bytes),
+    End,
+}
+
+/// Where a request failed: only failures while the body streamed are worth
+/// repeating the whole request for (the head was already retried).
+pub(crate) enum FetchError {
+    Body(Error),
+    Other(Error),
+}
+
+impl FetchError {
+    pub(crate) fn into_inner(self) -> Error {
+        match self {
+            FetchError::Body(e) | FetchError::Other(e) => e,
+        }
+    }
+}
+
+/// What the parser saw besides the staged partitions.
+pub(crate) struct Fetched {
+    pub(crate) staged: StagedRequest,
+    pub(crate) bytes: u64,
+}
+
+/// Fetches `tids` of `table` in one BULK request and stages one partition per
+/// period. Nothing is published; a failure at any point leaves no file.
+pub(crate) async fn fetch_batch(
+    client: &StatbankClient,
+    store: &PartitionStore,
+    table: &TableId,
+    info: &TableInfo,
+    tids: &[Tid],
+    limits: WriteLimits,
+) -> Result<Fetched, FetchError> {
+    let req = DataRequest::all_values_for_periods(table.clone(), info, tids);
+    let mut resp = client
+        .data_bulk(&req)
+        .await
+        .map_err(|e| FetchError::Other(e.into()))?;
+    let expected: Vec<String> = info
+        .variables
+        .iter()
+        .map(|v| v.id.to_uppercase())
+        .chain([VALUE_COLUMN.to_string()])
+        .collect();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(CHANNEL_CHUNKS);
+    let worker = {
+        let (store, table, tids, lang) = (store.clone(), table.clone(), tids.to_vec(), resp.lang());
+        tokio::task::spawn_blocking(move || {
+            write_worker(&store, &table, &tids, limits, lang, &expected, rx)
+        })
+    };
+    let mut body_err = None;
+    loop {
+        match resp.next_chunk().await {
+            Ok(Some(b)) => {
+                if tx.send(Msg::Chunk(b)).await.is_err() {
+                    break; // the worker stopped on an error: it reports it
+                }
+            }
+            Ok(None) => {
+                let _ = tx.send(Msg::End).await;
+                break;
+            }
+            Err(e) => {
+                body_err = Some(e);
+                break;
+            }
+        }
+    }
+    let bytes = resp.received();
+    drop(tx);
+    drop(resp);
+    let result = worker
+        .await
+        .map_err(|e| FetchError::Other(Error::Internal(format!("parse task failed: {e}"))))?;
+    if let Some(e) = body_err {
+        return Err(FetchError::Body(e.into()));
+    }
+    match result {
+        Ok(staged) => Ok(Fetched { staged, bytes }),
+        Err(e @ Error::Client(statbank_client::Error::Truncated { .. })) => {
+            Err(FetchError::Body(e))
+        }
+        Err(e) => Err(FetchError::Other(e)),
+    }
+}
+
+fn write_worker(
+    store: &PartitionStore,
+    table: &TableId,
+    tids: &[Tid],
+    limits: WriteLimits,
+    lang: Lang,
+    expected: &[String],
+    mut rx: tokio::sync::mpsc::Receiver<Msg>,
+) -> Result<StagedRequest, Error> {
+    let mut parser = BulkParser::new(table.as_str(), lang)
+        .with_max_rows(limits.max_rows_per_period.saturating_mul(tids.len() as u64));
+    let mut writer: Option<RequestWriter> = None;
+    let mut batches = Vec::new();
+    let mut ended = false;
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Chunk(b) => parser.push(&b, &mut batches)?,
+            Msg::End => {
+                ended = true;
+                break;
+            }
+        }
+        drain(
+            store,
+            table,
+            tids,
+            limits,
+            expected,
+            &parser,
+            &mut writer,
+            &mut batches,
+        )?;
+    }
+    if !ended {
+        // The download failed; dropping the writer removes the staged files.
+        return Err(Error::Interrupted);
+    }
+    let summary = parser.finish(&mut batches)?;
+    if writer.is_none() {
+        writer = Some(new_writer(
+            store,
+            table,
+            tids,
+            limits,
+            expected,
+            summary.schema,
+        )?);
+    }
+    let Some(mut w) = writer else {
+        return Err(Error::Internal("no writer".into()));
+    };
+    for b in batches.drain(..) {
+        w.write(&b)?;
+    }
+    Ok(w.finish()?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drain(
+    store: &PartitionStore,
+    table: &TableId,
+    tids: &[Tid],
+    limits: WriteLimits,
+    expected: &[String],
+    parser: &BulkParser,
+    writer: &mut Option<RequestWriter>,
+    batches: &mut Vec<arrow_array::RecordBatch>,
+) -> Result<(), Error> {
+    if writer.is_none() {
+        if let Some(schema) = parser.schema() {
+            *writer = Some(new_writer(store, table, tids, limits, expected, schema)?);
+        }
+    }
+    if let Some(w) = writer.as_mut() {
+        for b in batches.drain(..) {
+            w.write(&b)?;
+        }
+    }
+    Ok(())
+}
+
+fn new_writer(
+    store: &PartitionStore,
+    table: &TableId,
+    tids: &[Tid],
+    limits: WriteLimits,
+    expected: &[String],
+    schema: arrow_schema::SchemaRef,
+) -> Result<RequestWriter, Error> {
+    let got: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    if got != expected {
+        return Err(Error::Shape {
+            table: table.to_string(),
+            message: format!(
+                "bulk header {} does not match the tableinfo variables {}",
+                got.join(";"),
+                expected.join(";")
+            ),
+        });
+    }
+    Ok(RequestWriter::new(store, table, schema, tids, limits)?)
+}
