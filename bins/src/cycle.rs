@@ -15,6 +15,7 @@ use sync_state::{
     RunManifest, RunStatus, Summary, SyncState, TableId, TableResult, TableState, TableStatus, Tid,
     UtcSecond, MAX_ROWS_PER_CALL,
 };
+use tracing::Instrument;
 
 use crate::fetch::{fetch_batch, FetchError};
 use crate::lock::DataDirLock;
@@ -184,12 +185,20 @@ pub async fn run_sync_cycle(
     opts: &SyncOptions,
 ) -> Result<RunManifest, Error> {
     let started = UtcSecond::new(opts.clock.now());
-    let run_id = opts
-        .run_id
-        .clone()
-        .unwrap_or_else(|| RunId::from_time(started.get()));
     let dir = &opts.data_dir;
-    let _lock = DataDirLock::acquire(&dir.lock_file(), &format!("run {run_id} started {started}"))?;
+    let _lock = DataDirLock::acquire(&dir.lock_file(), &format!("run started {started}"))?;
+    // Under the lock: a default run id never overwrites an earlier run's
+    // manifest (two runs in the same second get `_2`, `_3`, …, which sort
+    // after the first by file name). An explicit id is used as given.
+    let run_id = match &opts.run_id {
+        Some(r) => {
+            if dir.manifest_file(r).exists() {
+                tracing::warn!(run = %r, "a manifest with this run id exists and will be replaced");
+            }
+            r.clone()
+        }
+        None => unused_run_id(dir, RunId::from_time(started.get()))?,
+    };
     clean_json_temp_files(dir);
     let mut manifest = RunManifest {
         run_id: run_id.clone(),
@@ -396,8 +405,10 @@ async fn process_table(ctx: &Ctx<'_>, work: Work) -> (TableId, TableResult) {
                 p.table_started(&table);
             }
             let span = tracing::info_span!("table", table = %table, bootstrap);
-            let _guard = span.enter();
-            match sync_table(ctx, &table, &entry, bootstrap, prev.as_ref()).await {
+            match sync_table(ctx, &table, &entry, bootstrap, prev.as_ref())
+                .instrument(span)
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     let msg = error_chain(&e);
@@ -603,6 +614,20 @@ async fn sync_table(
         s.last_run_id = Some(run_id);
     })?;
     Ok(r)
+}
+
+/// `base`, or `base_2`, `base_3`, … when a manifest with that id exists.
+fn unused_run_id(dir: &DataDir, base: RunId) -> Result<RunId, Error> {
+    if !dir.manifest_file(&base).exists() {
+        return Ok(base);
+    }
+    for n in 2..10_000 {
+        let id = RunId::new(format!("{base}_{n}"))?;
+        if !dir.manifest_file(&id).exists() {
+            return Ok(id);
+        }
+    }
+    Err(Error::Internal(format!("no free run id for {base}")))
 }
 
 /// Removes temp files of the JSON records left by an interrupted run.

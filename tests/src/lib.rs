@@ -1,2 +1,4 @@
-//! placeholder
+//! Shared helpers of the end-to-end tests: a real Postgres for DB tests and
+//! an emulator-backed sync set-up.
 pub mod pg;
+pub mod sync;

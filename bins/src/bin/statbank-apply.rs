@@ -16,16 +16,11 @@
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
-use clap::{Parser, ValueEnum};
+use bins::cli::{init_logging, LogFormat};
+use clap::Parser;
 use fact_apply::postgres::{Config, NoTls};
 use fact_apply::{apply_run, ApplyOptions};
 use sync_state::{latest_run, ApplyStatus, DataDir, DbApplyReport, RunId};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 /// Apply the changed StatBank periods of a sync run into Postgres fact tables.
 #[derive(Debug, Parser)]
@@ -72,19 +67,6 @@ fn main() -> ExitCode {
             eprintln!("error: {text}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -1,0 +1,233 @@
+//! What the binaries share: logging setup, progress display, signal handling
+//! and the one-screen run summary.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sync_state::{RunManifest, TableId, TableResult, TableStatus};
+
+use crate::{ProgressSink, StopSignal};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Sets up `tracing` to stderr. `RUST_LOG` overrides the default `info` level.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Raises `stop` on ctrl-c or SIGTERM. A second signal exits at once (the
+/// on-disk state stays consistent either way: files are published by rename
+/// and state is written after the data it describes).
+pub fn stop_on_signals(stop: StopSignal) {
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            wait_for_signal().await;
+            count += 1;
+            if count == 1 {
+                tracing::warn!("stop requested: finishing the requests in flight; signal again to exit at once");
+                stop.stop();
+            } else {
+                tracing::error!("second stop signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A progress bar on a terminal; log lines otherwise.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    rows: AtomicU64,
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal and `enabled`, else log lines.
+    pub fn new(enabled: bool) -> Arc<Progress> {
+        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+            let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tables  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            b.set_style(style);
+            b
+        });
+        Arc::new(Progress {
+            bar,
+            rows: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+        })
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl ProgressSink for Progress {
+    fn start(&self, total: usize) {
+        self.total.store(total as u64, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.set_length(total as u64);
+        } else {
+            tracing::info!(tables = total, "catalog read");
+        }
+    }
+    fn table_started(&self, table: &TableId) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!(
+                "{} rows  now: {table}",
+                self.rows.load(Ordering::Relaxed)
+            ));
+        }
+    }
+    fn rows(&self, rows: u64) {
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+    }
+    fn table_finished(&self, table: &TableId, r: &TableResult) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(b) = &self.bar {
+            b.inc(1);
+            b.set_message(format!("{} rows", self.rows.load(Ordering::Relaxed)));
+            if r.status == TableStatus::Failed {
+                b.suspend(|| {
+                    tracing::warn!(table = %table, error = r.error.as_deref().unwrap_or(""), "table failed")
+                });
+            }
+        } else if r.status != TableStatus::Skipped {
+            tracing::info!(
+                table = %table,
+                status = r.status.as_str(),
+                changed = r.changed_tids.len(),
+                rows = r.rows_written.unwrap_or(0),
+                done,
+                total = self.total.load(Ordering::Relaxed),
+                "table finished"
+            );
+        }
+    }
+}
+
+/// The one-screen summary of a sync run.
+pub fn sync_summary(m: &RunManifest, manifest_path: &std::path::Path) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let s = &m.summary;
+    let secs = m
+        .finished_at
+        .map(|f| (f.get() - m.started_at.get()).num_seconds())
+        .unwrap_or(0);
+    let _ = writeln!(out, "run {}: {} in {secs}s", m.run_id, m.status);
+    if !m.catalog.polled {
+        let reason = m.catalog.reason.as_deref().unwrap_or("not polled");
+        let _ = writeln!(out, "  catalog not polled ({reason})");
+        if let Some(t) = m.catalog.last_catalog_poll_at {
+            let _ = writeln!(
+                out,
+                "  last catalog poll {t}; use --force-catalog-poll to poll now"
+            );
+        }
+        if let Some(e) = &m.catalog.error {
+            let _ = writeln!(out, "  error: {e}");
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "  tables: {} considered, {} synced, {} unchanged, {} failed",
+            s.tables_total, s.tables_synced, s.tables_skipped, s.tables_failed
+        );
+        let _ = writeln!(
+            out,
+            "  changed: {} tables, {} files, {} rows",
+            s.tables_with_changed_tids, s.files_written, s.rows_written
+        );
+    }
+    let changed: Vec<_> = m
+        .tables
+        .iter()
+        .filter(|(_, r)| !r.changed_tids.is_empty())
+        .collect();
+    for (id, r) in changed.iter().take(10) {
+        let tids: Vec<&str> = r.changed_tids.iter().take(4).map(|t| t.as_str()).collect();
+        let more = r.changed_tids.len().saturating_sub(4);
+        let more = if more > 0 {
+            format!(" +{more}")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "    {id:<12} {}{more}", tids.join(", "));
+    }
+    if changed.len() > 10 {
+        let _ = writeln!(out, "    … and {} more tables", changed.len() - 10);
+    }
+    let failed: Vec<_> = m
+        .tables
+        .iter()
+        .filter(|(_, r)| r.status == TableStatus::Failed)
+        .collect();
+    for (id, r) in failed.iter().take(10) {
+        let _ = writeln!(
+            out,
+            "  FAILED {id}: {}",
+            r.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    if failed.len() > 10 {
+        let _ = writeln!(out, "  … and {} more failed tables", failed.len() - 10);
+    }
+    if let Some(e) = &m.error {
+        if m.catalog.polled {
+            let _ = writeln!(out, "  error: {e}");
+        }
+    }
+    let _ = writeln!(out, "  manifest: {}", manifest_path.display());
+    out
+}
