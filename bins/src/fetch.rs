@@ -102,6 +102,19 @@ pub(crate) async fn fetch_batch(
     }
 }
 
+/// Parsed batches buffered between the parser and the Parquet writer.
+const BATCH_QUEUE: usize = 8;
+
+enum WriterMsg {
+    Schema(arrow_schema::SchemaRef),
+    Batch(arrow_array::RecordBatch),
+    /// The body was parsed completely: finish the staged files.
+    Done,
+}
+
+/// Parses on this thread and encodes Parquet on a second one, so the two
+/// halves of the CPU work overlap (they are about equal). Both queues are
+/// bounded, so memory does not grow with the response.
 fn write_worker(
     store: &PartitionStore,
     table: &TableId,
@@ -109,12 +122,47 @@ fn write_worker(
     limits: WriteLimits,
     lang: Lang,
     expected: &[String],
-    mut rx: tokio::sync::mpsc::Receiver<Msg>,
+    rx: tokio::sync::mpsc::Receiver<Msg>,
 ) -> Result<StagedRequest, Error> {
+    std::thread::scope(|scope| {
+        let (wtx, wrx) = std::sync::mpsc::sync_channel::<WriterMsg>(BATCH_QUEUE);
+        let writer = scope.spawn(move || writer_thread(store, table, tids, limits, expected, wrx));
+        let parsed = parse_loop(table, tids, limits, lang, rx, &wtx);
+        if parsed.is_ok() {
+            // A send error means the writer failed: its error is reported below.
+            let _ = wtx.send(WriterMsg::Done);
+        }
+        drop(wtx);
+        let written = writer.join().map_err(|_| {
+            Error::Internal(format!("table {table}: parquet writer thread panicked"))
+        })?;
+        match (parsed, written) {
+            (Ok(()), Ok(Some(staged))) => Ok(staged),
+            (Ok(()), Ok(None)) => Err(Error::Internal(format!(
+                "table {table}: the parquet writer stopped early"
+            ))),
+            // A writer error explains a failed hand-over; otherwise the
+            // parser's error is the cause.
+            (Err(Error::Internal(_)), Err(w)) => Err(w),
+            (Err(p), _) => Err(p),
+            (Ok(()), Err(w)) => Err(w),
+        }
+    })
+}
+
+fn parse_loop(
+    table: &TableId,
+    tids: &[Tid],
+    limits: WriteLimits,
+    lang: Lang,
+    mut rx: tokio::sync::mpsc::Receiver<Msg>,
+    wtx: &std::sync::mpsc::SyncSender<WriterMsg>,
+) -> Result<(), Error> {
+    let handover = || Error::Internal(format!("table {table}: parquet writer stopped"));
     let mut parser = BulkParser::new(table.as_str(), lang)
         .with_max_rows(limits.max_rows_per_period.saturating_mul(tids.len() as u64));
-    let mut writer: Option<RequestWriter> = None;
     let mut batches = Vec::new();
+    let mut schema_sent = false;
     let mut ended = false;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
@@ -124,63 +172,65 @@ fn write_worker(
                 break;
             }
         }
-        drain(
-            store,
-            table,
-            tids,
-            limits,
-            expected,
-            &parser,
-            &mut writer,
-            &mut batches,
-        )?;
+        if !schema_sent {
+            if let Some(schema) = parser.schema() {
+                wtx.send(WriterMsg::Schema(schema))
+                    .map_err(|_| handover())?;
+                schema_sent = true;
+            }
+        }
+        for b in batches.drain(..) {
+            wtx.send(WriterMsg::Batch(b)).map_err(|_| handover())?;
+        }
     }
     if !ended {
-        // The download failed; dropping the writer removes the staged files.
+        // The download failed; the writer drops its staged files.
         return Err(Error::Interrupted);
     }
     let summary = parser.finish(&mut batches)?;
-    if writer.is_none() {
-        writer = Some(new_writer(
-            store,
-            table,
-            tids,
-            limits,
-            expected,
-            summary.schema,
-        )?);
+    if !schema_sent {
+        wtx.send(WriterMsg::Schema(summary.schema))
+            .map_err(|_| handover())?;
     }
-    let Some(mut w) = writer else {
-        return Err(Error::Internal("no writer".into()));
-    };
     for b in batches.drain(..) {
-        w.write(&b)?;
+        wtx.send(WriterMsg::Batch(b)).map_err(|_| handover())?;
     }
-    Ok(w.finish()?)
+    Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn drain(
+/// Returns the staged request after `Done`, `None` when the parser gave up
+/// (the staged files are removed when the writer is dropped).
+fn writer_thread(
     store: &PartitionStore,
     table: &TableId,
     tids: &[Tid],
     limits: WriteLimits,
     expected: &[String],
-    parser: &BulkParser,
-    writer: &mut Option<RequestWriter>,
-    batches: &mut Vec<arrow_array::RecordBatch>,
-) -> Result<(), Error> {
-    if writer.is_none() {
-        if let Some(schema) = parser.schema() {
-            *writer = Some(new_writer(store, table, tids, limits, expected, schema)?);
+    rx: std::sync::mpsc::Receiver<WriterMsg>,
+) -> Result<Option<StagedRequest>, Error> {
+    let mut writer: Option<RequestWriter> = None;
+    for msg in rx {
+        match msg {
+            WriterMsg::Schema(schema) => {
+                writer = Some(new_writer(store, table, tids, limits, expected, schema)?);
+            }
+            WriterMsg::Batch(b) => match writer.as_mut() {
+                Some(w) => w.write(&b)?,
+                None => {
+                    return Err(Error::Internal(format!(
+                        "table {table}: rows before the header"
+                    )))
+                }
+            },
+            WriterMsg::Done => {
+                let Some(w) = writer.take() else {
+                    return Err(Error::Internal(format!("table {table}: no header")));
+                };
+                return Ok(Some(w.finish()?));
+            }
         }
     }
-    if let Some(w) = writer.as_mut() {
-        for b in batches.drain(..) {
-            w.write(&b)?;
-        }
-    }
-    Ok(())
+    Ok(None)
 }
 
 fn new_writer(
