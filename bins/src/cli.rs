@@ -231,3 +231,77 @@ pub fn sync_summary(m: &RunManifest, manifest_path: &std::path::Path) -> String 
     let _ = writeln!(out, "  manifest: {}", manifest_path.display());
     out
 }
+
+/// The sync settings shared by `statbank-sync` and `statbank-flow`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SyncArgs {
+    /// The data folder (partitions, state.json, run manifests).
+    #[arg(long, env = "STATBANK_DATA_DIR", default_value = "data/dst")]
+    pub data_dir: std::path::PathBuf,
+    /// The StatBank API base URL (the emulator: http://127.0.0.1:8080/v1).
+    #[arg(long, env = "STATBANK_BASE_URL", default_value = statbank_client::DEFAULT_BASE_URL)]
+    pub base_url: String,
+    /// Poll the catalog even if the last poll is less than 7 days old.
+    #[arg(long)]
+    pub force_catalog_poll: bool,
+    /// Run id (default: the UTC start time, e.g. 20260126T220000Z).
+    #[arg(long)]
+    pub run_id: Option<sync_state::RunId>,
+    /// Only these tables (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Option<Vec<TableId>>,
+    /// At most this many tables (by id order).
+    #[arg(long)]
+    pub max_tables: Option<usize>,
+    /// Remove partitions of periods that vanished from the API and report
+    /// them as `deleted_tids` (the original never deletes).
+    #[arg(long)]
+    pub prune_deleted_periods: bool,
+    /// Tables synced at once.
+    #[arg(long, default_value_t = 2)]
+    pub table_concurrency: usize,
+    /// Maximum concurrent HTTP requests.
+    #[arg(long, default_value_t = 2)]
+    pub max_concurrent_requests: usize,
+    /// Minimum milliseconds between request starts (politeness).
+    #[arg(long, default_value_t = 100)]
+    pub min_interval_ms: u64,
+    /// Retries per request on connect errors, timeouts, 5xx and 429.
+    #[arg(long, default_value_t = 4)]
+    pub max_retries: usize,
+    /// Seconds without progress (response head or next body chunk) before a
+    /// request times out.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+    /// Largest response body accepted, in MiB (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_response_mib: u64,
+}
+
+impl SyncArgs {
+    /// The client these settings describe.
+    pub fn client(&self) -> Result<statbank_client::StatbankClient, crate::Error> {
+        use std::time::Duration;
+        Ok(statbank_client::StatbankClient::builder()
+            .base_url(&self.base_url)
+            .max_concurrent(self.max_concurrent_requests.max(1))
+            .min_interval(Duration::from_millis(self.min_interval_ms))
+            .max_retries(self.max_retries)
+            .read_timeout(Duration::from_secs(self.timeout_secs.max(1)))
+            .max_response_bytes((self.max_response_mib > 0).then(|| self.max_response_mib << 20))
+            .build()?)
+    }
+
+    /// The sync options these settings describe (system clock, no stop
+    /// signal or progress yet).
+    pub fn options(&self) -> crate::SyncOptions {
+        let mut opts = crate::SyncOptions::new(&self.data_dir);
+        opts.force_catalog_poll = self.force_catalog_poll;
+        opts.run_id = self.run_id.clone();
+        opts.tables = self.tables.clone();
+        opts.max_tables = self.max_tables;
+        opts.prune_deleted_periods = self.prune_deleted_periods;
+        opts.table_concurrency = self.table_concurrency.max(1);
+        opts
+    }
+}

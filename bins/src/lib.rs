@@ -21,7 +21,9 @@ pub mod cli;
 mod cycle;
 mod error;
 mod fetch;
+pub mod flow;
 mod lock;
+pub mod metrics;
 mod redact;
 
 pub use cycle::{run_sync_cycle, Clock, ProgressSink, StopSignal, SyncOptions};

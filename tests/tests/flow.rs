@@ -1,0 +1,260 @@
+//! `statbank-flow` behaviour (issue "Orchestration and operations"): retries
+//! over emulator faults, apply only when something changed, the schedule,
+//! metrics and the alert webhook. DB tests use the real Postgres of
+//! `tests::pg`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use bins::flow::{parse_cron, run_flow, run_schedule, FlowOptions};
+use bins::SyncOptions;
+use statbank_client::emulator::{EmuTable, Emulator, Endpoint, Fault, FaultKind, World};
+use sync_state::{list_runs, ApplyStatus, DataDir, RunManifest, RunStatus};
+use tests::pg::test_db;
+use tests::sync::{at_hours, fast_client, options};
+
+fn world() -> World {
+    let mut w = World::new();
+    w.insert(EmuTable::synthetic(
+        "FLOWT",
+        &["2021", "2022", "2023"],
+        &[("OMRÅDE", 3), ("KØN", 2)],
+    ));
+    w
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn flow_opts(sync: SyncOptions, db: Option<&str>) -> FlowOptions {
+    let mut o = FlowOptions::new(sync);
+    o.database_url = db.map(str::to_string);
+    o.sync_retry_delays = vec![Duration::from_millis(20); 3];
+    o.apply_retry_delays = vec![Duration::from_millis(20)];
+    o.apply.create_missing = true;
+    o
+}
+
+#[test]
+fn third_sync_attempt_succeeds_and_the_delta_is_applied_then_nothing_when_unchanged() -> Result<()>
+{
+    let db = test_db()?;
+    let mut pg = db.client()?;
+    pg.batch_execute("CREATE SCHEMA fact")?;
+    let rt = runtime();
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    rt.block_on(async {
+        let emu = Emulator::start(world()).await?;
+        let client = fast_client(&emu.base_url(), 0);
+        emu.handle()
+            .add_fault(Fault::times(Endpoint::Tables, FaultKind::Status500, 2));
+        let metrics = dir.join("metrics/statbank.prom");
+        let mut o = flow_opts(options(dir, at_hours(0), true), Some(db.url()));
+        o.metrics_file = Some(metrics.clone());
+        let report = run_flow(&client, &o).await?;
+        assert_eq!(report.sync_attempts, 3);
+        assert_eq!(report.status, RunStatus::Success, "{report:?}");
+        let apply = report.apply.as_ref().expect("apply ran");
+        assert_eq!(apply.status, RunStatus::Success);
+        let t = &apply.tables.as_ref().expect("tables")[0];
+        assert_eq!(t.status, ApplyStatus::Applied);
+        // Two failed attempts left failed manifests; the third is the run.
+        let runs = list_runs(&DataDir::new(dir))?;
+        assert_eq!(runs.len(), 3);
+        let m = RunManifest::load(&DataDir::new(dir), &report.run_id)?;
+        assert_eq!(
+            m.db_apply.as_ref().map(|a| a.status),
+            Some(RunStatus::Success)
+        );
+        assert_eq!(m.extra["flow"]["sync_attempts"], 3);
+        let prom = std::fs::read_to_string(&metrics)?;
+        assert!(
+            prom.contains("statbank_flow_runs_total{status=\"success\"} 1"),
+            "{prom}"
+        );
+        assert!(prom.contains("statbank_sync_attempts 3"));
+        assert!(prom.contains("statbank_sync_rows_written 18"));
+        assert!(prom.contains("statbank_flow_last_success_timestamp_seconds"));
+
+        // Nothing changed: no apply, recorded as skipped / no_changed_tids.
+        let o = {
+            let mut o = flow_opts(options(dir, at_hours(1), true), Some(db.url()));
+            o.metrics_file = Some(metrics.clone());
+            o
+        };
+        let report = run_flow(&client, &o).await?;
+        assert_eq!(report.status, RunStatus::Success);
+        assert_eq!(report.apply_attempts, 0);
+        let m = RunManifest::load(&DataDir::new(dir), &report.run_id)?;
+        let a = m.db_apply.expect("db_apply recorded");
+        assert_eq!(a.status, RunStatus::Skipped);
+        assert_eq!(a.reason.as_deref(), Some("no_changed_tids"));
+        let prom = std::fs::read_to_string(&metrics)?;
+        assert!(
+            prom.contains("statbank_flow_runs_total{status=\"success\"} 2"),
+            "{prom}"
+        );
+        emu.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    drop(rt);
+    let n: i64 = pg.query_one("SELECT count(*) FROM fact.flowt", &[])?.get(0);
+    assert_eq!(n, 18);
+    Ok(())
+}
+
+#[test]
+fn without_a_database_the_flow_syncs_and_says_the_apply_did_not_run() -> Result<()> {
+    let rt = runtime();
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    rt.block_on(async {
+        let emu = Emulator::start(world()).await?;
+        let client = fast_client(&emu.base_url(), 0);
+        let report = run_flow(&client, &flow_opts(options(dir, at_hours(0), true), None)).await?;
+        assert_eq!(report.status, RunStatus::Success);
+        assert!(report
+            .apply_note
+            .as_deref()
+            .unwrap_or("")
+            .contains("NOT run"));
+        let m = RunManifest::load(&DataDir::new(dir), &report.run_id)?;
+        assert_eq!(
+            m.db_apply.and_then(|a| a.reason).as_deref(),
+            Some("no_database_url")
+        );
+        anyhow::Ok(())
+    })
+}
+
+/// A webhook receiver on loopback that records the JSON bodies it gets.
+async fn webhook() -> Result<(String, Arc<Mutex<Vec<serde_json::Value>>>)> {
+    use axum::routing::post;
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let g = g.clone();
+            async move {
+                g.lock().expect("lock").push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((format!("http://{addr}/hook"), got))
+}
+
+#[test]
+fn failures_alert_the_webhook_and_exit_statuses_follow() -> Result<()> {
+    let db = test_db()?;
+    let rt = runtime();
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    rt.block_on(async {
+        let emu = Emulator::start(world()).await?;
+        let client = fast_client(&emu.base_url(), 0);
+        let (url, got) = webhook().await?;
+
+        // Catalog down for every attempt: failed, alert delivered, no apply.
+        emu.handle()
+            .add_fault(Fault::always(Endpoint::Tables, FaultKind::Status500));
+        let mut o = flow_opts(options(dir, at_hours(0), true), Some(db.url()));
+        o.alert_webhook = Some(url.clone());
+        let report = run_flow(&client, &o).await?;
+        assert_eq!(report.status, RunStatus::Failed);
+        assert_eq!(report.sync_attempts, 4);
+        assert_eq!(report.apply_attempts, 0);
+        let alert = report.alert.clone().expect("alert sent");
+        assert!(alert.delivered, "{alert:?}");
+        let m = RunManifest::load(&DataDir::new(dir), &report.run_id)?;
+        assert_eq!(m.extra["flow"]["alert"]["delivered"], true);
+        {
+            let bodies = got.lock().expect("lock");
+            assert_eq!(bodies.len(), 1);
+            assert_eq!(bodies[0]["status"], "failed");
+            assert_eq!(bodies[0]["run_id"], report.run_id.as_str());
+        }
+
+        // One table failing: partial failure names it; the apply ran for the
+        // rest (there is no fact schema here, so the DB apply fails too and
+        // the alert carries both).
+        emu.handle().clear_faults();
+        let mut w2 = EmuTable::synthetic("OTHER", &["2020"], &[("X", 2)]);
+        w2.updated = "2026-01-01T08:00:00".into();
+        emu.handle().add_table(w2);
+        emu.handle()
+            .add_fault(Fault::always(Endpoint::TableInfo, FaultKind::Status500).for_table("OTHER"));
+        let mut o = flow_opts(options(dir, at_hours(1), true), None);
+        o.alert_webhook = Some(url.clone());
+        let report = run_flow(&client, &o).await?;
+        assert_eq!(report.status, RunStatus::PartialFailure);
+        {
+            let bodies = got.lock().expect("lock");
+            assert_eq!(bodies.len(), 2);
+            assert_eq!(bodies[1]["status"], "partial_failure");
+            assert_eq!(bodies[1]["failed_tables"][0]["table"], "OTHER");
+        }
+
+        // An unreachable webhook is recorded as not delivered.
+        let mut o = flow_opts(options(dir, at_hours(2), true), None);
+        o.alert_webhook = Some("http://127.0.0.1:9/hook".into());
+        let report = run_flow(&client, &o).await?;
+        assert_eq!(report.status, RunStatus::PartialFailure);
+        let alert = report.alert.expect("alert attempted");
+        assert!(!alert.delivered);
+        assert!(alert.error.is_some());
+        emu.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+#[test]
+fn the_schedule_fires_on_time_and_runs_never_overlap() -> Result<()> {
+    let rt = runtime();
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().to_path_buf();
+    rt.block_on(async {
+        let emu = Emulator::start(world()).await?;
+        let client = fast_client(&emu.base_url(), 0);
+        // Every 2 seconds (6-field cron with seconds).
+        let cron = parse_cron("*/2 * * * * *")?;
+        let mut sync = SyncOptions::new(&dir);
+        sync.force_catalog_poll = true;
+        let o = flow_opts(sync, None);
+        let mut fired = Vec::new();
+        let started = chrono::Utc::now();
+        let runs = run_schedule(&client, &o, &cron, Some(2), |r| {
+            let now = chrono::Utc::now();
+            fired.push((now, r.as_ref().map(|x| x.status).ok()));
+        })
+        .await?;
+        assert_eq!(runs, 2);
+        assert_eq!(fired.len(), 2);
+        for (t, status) in &fired {
+            assert_eq!(*status, Some(RunStatus::Success));
+            assert!(*t > started);
+        }
+        // Each run started on an even second: its run id is its start time.
+        let ids = list_runs(&DataDir::new(&dir))?;
+        assert_eq!(ids.len(), 2);
+        for id in &ids {
+            let secs: u32 = id.as_str()[13..15].parse()?;
+            assert_eq!(secs % 2, 0, "run {id} did not start on the schedule");
+        }
+        assert_ne!(ids[0], ids[1], "two runs, not one overwritten");
+        emu.shutdown().await;
+        anyhow::Ok(())
+    })
+}
