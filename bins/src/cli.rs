@@ -288,7 +288,7 @@ impl SyncArgs {
             .min_interval(Duration::from_millis(self.min_interval_ms))
             .max_retries(self.max_retries)
             .read_timeout(Duration::from_secs(self.timeout_secs.max(1)))
-            .max_response_bytes((self.max_response_mib > 0).then(|| self.max_response_mib << 20))
+            .max_response_bytes((self.max_response_mib > 0).then_some(self.max_response_mib << 20))
             .build()?)
     }
 
