@@ -22,6 +22,7 @@ mod cycle;
 mod error;
 mod fetch;
 pub mod flow;
+pub mod inspect;
 mod lock;
 pub mod metrics;
 mod redact;
