@@ -70,6 +70,7 @@ pub(crate) async fn fetch_batch(
     loop {
         match resp.next_chunk().await {
             Ok(Some(b)) => {
+                sync_state::crash::point("bulk body chunk received");
                 if tx.send(Msg::Chunk(b)).await.is_err() {
                     break; // the worker stopped on an error: it reports it
                 }

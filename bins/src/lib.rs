@@ -17,6 +17,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod cli;
 mod cycle;
 mod error;

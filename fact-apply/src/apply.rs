@@ -538,6 +538,7 @@ fn run_plan(
                 });
             }
             let copy_s = t_copy.elapsed().as_secs_f64();
+            sync_state::crash::point("apply: copied, before delete");
             let t_delete = Instant::now();
             if create.is_none() {
                 deleted_by_pos =
@@ -608,7 +609,9 @@ fn run_plan(
                     .map_err(Error::db(table, "creating the indexes"))?;
             }
         }
+        sync_state::crash::point("apply: before commit");
         tx.commit().map_err(Error::db(table, "commit"))?;
+        sync_state::crash::point("apply: committed");
     }
 
     let mut periods = BTreeMap::new();

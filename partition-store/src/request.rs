@@ -431,7 +431,9 @@ pub(crate) fn persist(temp: NamedTempFile, path: &Path) -> Result<(), Error> {
         std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))
             .map_err(|e| Error::io(temp.path(), e))?;
     }
+    sync_state::crash::point("partition before rename");
     temp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    sync_state::crash::point("partition after rename");
     Ok(())
 }
 

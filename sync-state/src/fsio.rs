@@ -20,11 +20,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .suffix(".json.tmp")
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
+    crate::crash::point("json temp file created");
     tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
     tmp.as_file()
         .sync_all()
         .map_err(|e| Error::io(tmp.path(), e))?;
+    crate::crash::point("json written, before rename");
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    crate::crash::point("json renamed, before folder fsync");
     sync_dir(dir)
 }
 

@@ -21,6 +21,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod crash;
 mod error;
 mod frequency;
 pub mod fsio;

@@ -1,0 +1,163 @@
+//! `statbank-apply`: applies the changed periods of a sync run into the
+//! Postgres `fact.*` tables and records `db_apply` in the run manifest.
+//!
+//! ```text
+//! statbank-apply [--data-dir DIR] [--database-url URL] [--run-id ID]
+//!                [--dry-run] [--create-missing] [--no-strict] [--schema fact]
+//!                [--log-format text|json]
+//! ```
+//!
+//! Without `--run-id` the latest run (last manifest by file name) is applied.
+//! Exit status: 0 when every table was applied or skipped, 2 when some table
+//! failed (`partial_failure`), 1 when the run could not be applied at all.
+//! Synchronous: no async runtime is started here (the `postgres` client
+//! drives its own).
+
+use std::process::ExitCode;
+
+use crate::cli::{init_logging, LogFormat};
+use anyhow::{anyhow, Context, Result};
+use clap::Parser;
+use fact_apply::postgres::{Config, NoTls};
+use fact_apply::{apply_run, ApplyOptions};
+use sync_state::{latest_run, ApplyStatus, DataDir, DbApplyReport, RunId};
+
+/// Apply the changed StatBank periods of a sync run into Postgres fact tables.
+#[derive(Debug, Parser)]
+#[command(name = "statbank-apply", version)]
+struct Args {
+    /// The data folder (partitions and run manifests).
+    #[arg(long, env = "STATBANK_DATA_DIR", default_value = "data/dst")]
+    data_dir: std::path::PathBuf,
+    /// Postgres connection string (URL or key=value). Never logged with its password.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// The run to apply (default: the latest run).
+    #[arg(long)]
+    run_id: Option<RunId>,
+    /// Report what would be deleted and inserted; change nothing (not even the manifest).
+    #[arg(long)]
+    dry_run: bool,
+    /// Create missing fact tables from their partitions instead of skipping them.
+    #[arg(long)]
+    create_missing: bool,
+    /// Lenient mode of the original: apply the periods that have files, and
+    /// only log row-count differences.
+    #[arg(long)]
+    no_strict: bool,
+    /// Schema of the fact tables.
+    #[arg(long, default_value = "fact")]
+    schema: String,
+    /// Log format (logs go to stderr; the summary to stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// The program: parses `argv` (program name first) and runs it.
+pub fn main<I, T>(argv: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = Args::parse_from(argv);
+    init_logging(args.log_format);
+    let secret = crate::password_of(&args.database_url);
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` prints the whole chain; the password is scrubbed from it
+            // in case a lower layer ever echoes the connection string.
+            let text = crate::scrub(&format!("{e:#}"), secret.as_deref());
+            tracing::error!(error = %text, "statbank-apply failed");
+            eprintln!("error: {text}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode> {
+    let data = DataDir::new(&args.data_dir);
+    let run = match args.run_id {
+        Some(r) => r,
+        None => latest_run(&data)
+            .with_context(|| format!("listing runs in {}", data.runs_dir().display()))?
+            .ok_or_else(|| anyhow!("no run manifest in {}", data.runs_dir().display()))?,
+    };
+    let shown_url = crate::redact_url(&args.database_url);
+    let mut config: Config = args
+        .database_url
+        .parse()
+        .map_err(|_| anyhow!("invalid --database-url / DATABASE_URL {shown_url}"))?;
+    if config.get_application_name().is_none() {
+        config.application_name("statbank-apply");
+    }
+    tracing::info!(run = %run, database = %shown_url, dry_run = args.dry_run, "applying run");
+    let mut client = config
+        .connect(NoTls)
+        .with_context(|| format!("connecting to {shown_url}"))?;
+    let opts = ApplyOptions {
+        dry_run: args.dry_run,
+        create_missing: args.create_missing,
+        strict: !args.no_strict,
+        schema: args.schema,
+    };
+    let report = apply_run(&mut client, &data, &run, &opts)
+        .with_context(|| format!("applying run {run}"))?;
+    print_summary(&report);
+    Ok(if report.status.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn print_summary(report: &DbApplyReport) {
+    let dry = if report.dry_run == Some(true) {
+        " (dry run: nothing changed)"
+    } else {
+        ""
+    };
+    println!("run {}: {}{dry}", report.run_id, report.status);
+    if let Some(reason) = &report.reason {
+        println!("  {reason}");
+    }
+    for t in report.tables.iter().flatten() {
+        let status = match t.status {
+            ApplyStatus::Applied if report.dry_run == Some(true) => "would apply",
+            ApplyStatus::Applied => "applied",
+            ApplyStatus::Skipped => "skipped",
+            ApplyStatus::Failed => "FAILED",
+        };
+        let mut line = format!("  {:<12} {:<11}", t.table.as_str(), status);
+        if let (Some(d), Some(i)) = (t.deleted_rows, t.inserted_rows) {
+            line.push_str(&format!(
+                " periods {:>4}  deleted {:>10}  inserted {:>10}",
+                t.changed_tids.len(),
+                d,
+                i
+            ));
+            if let Some(n) = t.dropped_null_rows.filter(|n| *n > 0) {
+                line.push_str(&format!("  dropped '..' {n}"));
+            }
+        }
+        if t.created == Some(true) {
+            line.push_str("  (created)");
+        }
+        if let Some(reason) = &t.reason {
+            line.push_str(&format!("  {reason}"));
+        }
+        if let Some(m) = t.missing_tids.as_ref().filter(|m| !m.is_empty()) {
+            let m: Vec<&str> = m.iter().map(|t| t.as_str()).collect();
+            line.push_str(&format!("  missing: {}", m.join(", ")));
+        }
+        println!("{line}");
+        if let Some(e) = &t.error {
+            println!("      error: {e}");
+        }
+    }
+    let s = &report.summary;
+    println!(
+        "tables: {} total, {} applied, {} skipped, {} failed",
+        s.tables_total, s.tables_applied, s.tables_skipped, s.tables_failed
+    );
+}
