@@ -4,4 +4,7 @@
 //! on failure and returns the exit status.
 
 pub mod apply;
+pub mod emulator;
+pub mod flow;
+pub mod inspect;
 pub mod sync;

@@ -1,0 +1,206 @@
+//! `statbank-flow`: the original weekly flow — sync with retries, then the DB
+//! apply only when some table changed — once, or on a cron schedule.
+//!
+//! ```text
+//! statbank-flow [sync flags of statbank-sync] [--database-url URL]
+//!               [--schedule "0 22 * * 0"] [--metrics-file FILE]
+//!               [--alert-webhook URL] [--log-format text|json]
+//! ```
+//!
+//! Exit status (one run): 0 for `success`/`skipped`, 2 for
+//! `partial_failure`, 1 for `failed`. The last log line and the last printed
+//! line name the status. With `--schedule` the process runs until SIGTERM or
+//! ctrl-c and exits 0 after a clean stop.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::cli::{init_logging, stop_on_signals, LogFormat, Progress, SyncArgs};
+use crate::flow::{parse_cron, run_flow, run_schedule, FlowOptions, FlowReport};
+use crate::StopSignal;
+use anyhow::{Context, Result};
+use clap::Parser;
+use sync_state::RunStatus;
+
+/// Sync StatBank to disk and apply the changed periods into Postgres.
+#[derive(Debug, Parser)]
+#[command(name = "statbank-flow", version)]
+struct Args {
+    #[command(flatten)]
+    sync: SyncArgs,
+    /// Postgres connection string; without it the flow syncs to disk only.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Create missing fact tables from their partitions instead of skipping them.
+    #[arg(long)]
+    create_missing: bool,
+    /// Schema of the fact tables.
+    #[arg(long, default_value = "fact")]
+    schema: String,
+    /// Seconds to wait before each sync retry (the count is the number of retries).
+    #[arg(long, value_delimiter = ',', default_value = "30,120,300")]
+    sync_retry_delays: Vec<u64>,
+    /// Seconds to wait before each apply retry.
+    #[arg(long, value_delimiter = ',', default_value = "60")]
+    apply_retry_delays: Vec<u64>,
+    /// Run on this cron schedule (UTC; 5 fields, or 6 with seconds) instead
+    /// of once. The original deployment: "0 22 * * 0".
+    #[arg(long, env = "STATBANK_SCHEDULE")]
+    schedule: Option<String>,
+    /// Write Prometheus metrics here after each run (textfile collector).
+    #[arg(long, env = "STATBANK_METRICS_FILE")]
+    metrics_file: Option<std::path::PathBuf>,
+    /// Also PUT the metrics to this Pushgateway URL.
+    #[arg(long, env = "STATBANK_METRICS_PUSH_URL")]
+    metrics_push_url: Option<String>,
+    /// POST a JSON summary here when a run ends in partial_failure or failed.
+    #[arg(long, env = "STATBANK_ALERT_WEBHOOK", hide_env_values = true)]
+    alert_webhook: Option<String>,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
+    /// Log format (logs go to stderr; the summary to stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// The program: parses `argv` (program name first) and runs it.
+pub fn main<I, T>(argv: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = Args::parse_from(argv);
+    init_logging(args.log_format);
+    let secret = args.database_url.as_deref().and_then(crate::password_of);
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            let text = crate::scrub(&format!("{e:#}"), secret.as_deref());
+            tracing::error!(error = %text, "statbank-flow failed");
+            eprintln!("error: {text}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async_run(args))
+}
+
+async fn async_run(args: Args) -> Result<ExitCode> {
+    let client = args.sync.client()?;
+    let stop = StopSignal::new();
+    stop_on_signals(stop.clone());
+    let mut sync = args.sync.options();
+    sync.stop = stop.clone();
+    let mut opts = FlowOptions::new(sync);
+    opts.database_url = args.database_url.clone();
+    opts.apply.create_missing = args.create_missing;
+    opts.apply.schema = args.schema.clone();
+    opts.sync_retry_delays = args
+        .sync_retry_delays
+        .iter()
+        .map(|s| Duration::from_secs(*s))
+        .collect();
+    opts.apply_retry_delays = args
+        .apply_retry_delays
+        .iter()
+        .map(|s| Duration::from_secs(*s))
+        .collect();
+    opts.metrics_file = args.metrics_file.clone();
+    opts.metrics_push_url = args.metrics_push_url.clone();
+    opts.alert_webhook = args.alert_webhook.clone();
+    if opts.database_url.is_none() {
+        tracing::warn!("no --database-url / DATABASE_URL: the flow syncs to disk only");
+    }
+    if let Some(pattern) = &args.schedule {
+        let cron = parse_cron(pattern)?;
+        tracing::info!(schedule = %pattern, "running on a schedule (UTC); ctrl-c or SIGTERM stops");
+        let runs = run_schedule(&client, &opts, &cron, None, |r| match r {
+            Ok(report) => print!("{}", summary(report)),
+            Err(e) => tracing::error!(error = %statbank_client::error_chain(e), "flow run failed"),
+        })
+        .await?;
+        tracing::info!(runs, "schedule stopped");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let progress = Progress::new(!args.no_progress);
+    opts.sync.progress = Some(progress.clone());
+    let report = run_flow(&client, &opts).await?;
+    progress.finish();
+    print!("{}", summary(&report));
+    Ok(match report.status {
+        RunStatus::Success | RunStatus::Skipped => ExitCode::SUCCESS,
+        RunStatus::PartialFailure => ExitCode::from(2),
+        RunStatus::Failed => ExitCode::FAILURE,
+    })
+}
+
+fn summary(r: &FlowReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "sync: {} after {} attempt(s) in {:.1}s",
+        r.sync_status, r.sync_attempts, r.sync_seconds
+    );
+    let m = &r.manifest;
+    let _ = writeln!(
+        out,
+        "  tables: {} synced, {} unchanged, {} failed; {} changed ({} rows)",
+        m.summary.tables_synced,
+        m.summary.tables_skipped,
+        m.summary.tables_failed,
+        m.summary.tables_with_changed_tids,
+        m.summary.rows_written
+    );
+    for (id, t) in m.tables.iter().filter(|(_, t)| t.error.is_some()).take(10) {
+        let _ = writeln!(out, "  FAILED {id}: {}", t.error.as_deref().unwrap_or(""));
+    }
+    match (&r.apply, &r.apply_error) {
+        (_, Some(e)) => {
+            let _ = writeln!(
+                out,
+                "apply: failed after {} attempt(s): {e}",
+                r.apply_attempts
+            );
+        }
+        (Some(a), None) => {
+            let _ = writeln!(
+                out,
+                "apply: {}{} ({} applied, {} skipped, {} failed)",
+                a.status,
+                a.reason
+                    .as_deref()
+                    .map(|x| format!(" ({x})"))
+                    .unwrap_or_default(),
+                a.summary.tables_applied,
+                a.summary.tables_skipped,
+                a.summary.tables_failed
+            );
+        }
+        (None, None) => {}
+    }
+    if let Some(note) = &r.apply_note {
+        let _ = writeln!(out, "  {note}");
+    }
+    if let Some(a) = &r.alert {
+        let _ = writeln!(
+            out,
+            "alert to {}: {}",
+            a.url,
+            if a.delivered {
+                "delivered"
+            } else {
+                "NOT delivered"
+            }
+        );
+    }
+    let _ = writeln!(out, "flow {}: {}", r.run_id, r.status);
+    out
+}

@@ -1,0 +1,326 @@
+//! The binaries as a scheduler or an operator sees them: exit statuses, the
+//! last line, JSON logs, and secrets kept out of every output. The children
+//! run exactly the binaries' code (`bins::app::*::main`): this test binary
+//! re-executes itself with `STATBANK_CLI_CHILD` set (harness = false).
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+use anyhow::{ensure, Context, Result};
+use statbank_client::emulator::{EmuTable, Emulator, Endpoint, Fault, FaultKind, World};
+
+const CHILD_ENV: &str = "STATBANK_CLI_CHILD";
+const SECRET: &str = "S3cretPw0rd";
+
+fn main() -> ExitCode {
+    let argv = std::env::args_os().skip(1);
+    match std::env::var(CHILD_ENV).as_deref() {
+        Ok("statbank-sync") => return bins::app::sync::main(argv),
+        Ok("statbank-apply") => return bins::app::apply::main(argv),
+        Ok("statbank-flow") => return bins::app::flow::main(argv),
+        Ok("statbank-inspect") => return bins::app::inspect::main(argv),
+        _ => {}
+    }
+    let tests: [(&str, fn() -> Result<()>); 4] = [
+        (
+            "sync_exit_statuses_and_json_logs",
+            sync_exit_statuses_and_json_logs,
+        ),
+        (
+            "passwords_never_appear_in_any_output",
+            passwords_never_appear_in_any_output,
+        ),
+        (
+            "apply_without_runs_is_a_clear_error",
+            apply_without_runs_is_a_clear_error,
+        ),
+        ("flow_and_inspect_last_lines", flow_and_inspect_last_lines),
+    ];
+    let mut failed = 0;
+    for (name, t) in tests {
+        match t() {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(e) => {
+                failed += 1;
+                println!("test {name} ... FAILED\n  {e:#}");
+            }
+        }
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Out> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.env(CHILD_ENV, bin)
+        .env_remove("DATABASE_URL")
+        .env_remove("STATBANK_DATA_DIR")
+        .env_remove("STATBANK_BASE_URL")
+        .env("RUST_LOG", "info")
+        .arg(bin)
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().with_context(|| format!("running {bin}"))?;
+    Ok(Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+fn world() -> World {
+    let mut w = World::new();
+    w.insert(EmuTable::synthetic("AAA", &["2022", "2023"], &[("X", 3)]));
+    w.insert(EmuTable::synthetic(
+        "BBB",
+        &["2022K1", "2022K2"],
+        &[("Y", 2)],
+    ));
+    w
+}
+
+fn with_emulator<T>(f: impl FnOnce(&Emulator) -> Result<T>) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let emu = rt.block_on(Emulator::start(world()))?;
+    let r = f(&emu);
+    rt.block_on(emu.shutdown());
+    r
+}
+
+fn sync_args<'a>(dir: &'a str, base: &'a str) -> Vec<&'a str> {
+    vec![
+        "--data-dir",
+        dir,
+        "--base-url",
+        base,
+        "--force-catalog-poll",
+        "--min-interval-ms",
+        "0",
+        "--max-retries",
+        "0",
+    ]
+}
+
+fn sync_exit_statuses_and_json_logs() -> Result<()> {
+    with_emulator(|emu| {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().display().to_string();
+        let base = emu.base_url();
+        let mut args = sync_args(&dir, &base);
+        args.extend(["--log-format", "json"]);
+        let out = run("statbank-sync", &args, &[])?;
+        ensure!(out.code == Some(0), "success exits 0: {}", out.stderr);
+        ensure!(out.stdout.contains(": success in "), "{}", out.stdout);
+        ensure!(out
+            .stdout
+            .lines()
+            .last()
+            .unwrap_or("")
+            .contains("manifest:"));
+        for line in out.stderr.lines().filter(|l| !l.trim().is_empty()) {
+            serde_json::from_str::<serde_json::Value>(line)
+                .with_context(|| format!("--log-format json gives JSON lines, got {line:?}"))?;
+        }
+        // Weekly gate: skipped, still 0.
+        let out = run(
+            "statbank-sync",
+            &["--data-dir", &dir, "--base-url", &base],
+            &[],
+        )?;
+        ensure!(
+            out.code == Some(0) && out.stdout.contains("skipped"),
+            "{}",
+            out.stdout
+        );
+        // One table failing: partial_failure exits 2.
+        emu.handle().set_updated("AAA", "2026-05-01T08:00:00");
+        emu.handle()
+            .add_fault(Fault::always(Endpoint::TableInfo, FaultKind::Status500).for_table("AAA"));
+        let out = run("statbank-sync", &sync_args(&dir, &base), &[])?;
+        ensure!(
+            out.code == Some(2),
+            "partial failure exits 2: {:?} {}",
+            out.code,
+            out.stdout
+        );
+        ensure!(out.stdout.contains("FAILED AAA"), "{}", out.stdout);
+        // Catalog down: failed exits 1, and the manifest is still written.
+        emu.handle()
+            .add_fault(Fault::always(Endpoint::Tables, FaultKind::Status500));
+        let out = run("statbank-sync", &sync_args(&dir, &base), &[])?;
+        ensure!(out.code == Some(1), "failed exits 1: {:?}", out.code);
+        ensure!(out.stdout.contains(": failed in "), "{}", out.stdout);
+        emu.handle().clear_faults();
+        // Env fallbacks work like the flags.
+        let out = run(
+            "statbank-sync",
+            &["--force-catalog-poll", "--min-interval-ms", "0"],
+            &[("STATBANK_DATA_DIR", &dir), ("STATBANK_BASE_URL", &base)],
+        )?;
+        ensure!(out.code == Some(0), "env fallbacks: {}", out.stderr);
+        // A held lock: refused with a clear error, exit 1.
+        let data = sync_state::DataDir::new(&dir);
+        let _lock = bins::DataDirLock::acquire(&data.lock_file(), "test")?;
+        let out = run("statbank-sync", &sync_args(&dir, &base), &[])?;
+        ensure!(out.code == Some(1), "locked exits 1");
+        ensure!(out.stderr.contains("lock"), "{}", out.stderr);
+        Ok(())
+    })
+}
+
+fn passwords_never_appear_in_any_output() -> Result<()> {
+    with_emulator(|emu| {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().display().to_string();
+        let base = emu.base_url();
+        // A reachable server with a database that does not exist, and a
+        // closed port: both fail, neither may print the password.
+        let bad_db = format!("postgres://postgres:{SECRET}@127.0.0.1:5432/no_such_db_statbank");
+        let closed = format!("postgres://postgres:{SECRET}@127.0.0.1:1/test");
+        let metrics = tmp.path().join("m.prom").display().to_string();
+        let mut args = sync_args(&dir, &base);
+        args.extend([
+            "--metrics-file",
+            &metrics,
+            "--apply-retry-delays",
+            "0",
+            "--log-format",
+            "json",
+        ]);
+        let out = run("statbank-flow", &args, &[("DATABASE_URL", &bad_db)])?;
+        ensure!(
+            out.code == Some(2),
+            "apply failure after a good sync: {:?}\n{}",
+            out.code,
+            out.stdout
+        );
+        check_clean(&out, tmp.path())?;
+        ensure!(out.stdout.contains("apply: failed"), "{}", out.stdout);
+        for url in [&bad_db, &closed] {
+            let out = run(
+                "statbank-apply",
+                &["--data-dir", &dir, "--database-url", url],
+                &[],
+            )?;
+            ensure!(out.code == Some(1), "{:?} {}", out.code, out.stderr);
+            ensure!(
+                out.stderr.contains("127.0.0.1"),
+                "the error names the server: {}",
+                out.stderr
+            );
+            check_clean(&out, tmp.path())?;
+            let out = run(
+                "statbank-apply",
+                &["--data-dir", &dir],
+                &[("DATABASE_URL", url)],
+            )?;
+            ensure!(out.code == Some(1));
+            check_clean(&out, tmp.path())?;
+        }
+        Ok(())
+    })
+}
+
+/// The secret is in no output and no file under `dir`.
+fn check_clean(out: &Out, dir: &Path) -> Result<()> {
+    ensure!(
+        !out.stdout.contains(SECRET),
+        "password in stdout:\n{}",
+        out.stdout
+    );
+    ensure!(
+        !out.stderr.contains(SECRET),
+        "password in stderr:\n{}",
+        out.stderr
+    );
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(text) = std::fs::read(&p) {
+                ensure!(
+                    !String::from_utf8_lossy(&text).contains(SECRET),
+                    "password in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_without_runs_is_a_clear_error() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().display().to_string();
+    let out = run(
+        "statbank-apply",
+        &[
+            "--data-dir",
+            &dir,
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/x",
+        ],
+        &[],
+    )?;
+    ensure!(out.code == Some(1));
+    ensure!(out.stderr.contains("no run manifest in"), "{}", out.stderr);
+    let out = run("statbank-apply", &["--data-dir", &dir], &[])?;
+    ensure!(
+        out.code == Some(2) || out.code == Some(1),
+        "missing DATABASE_URL is a usage error"
+    );
+    ensure!(out.stderr.contains("--database-url"), "{}", out.stderr);
+    Ok(())
+}
+
+fn flow_and_inspect_last_lines() -> Result<()> {
+    with_emulator(|emu| {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().display().to_string();
+        let base = emu.base_url();
+        let out = run("statbank-flow", &sync_args(&dir, &base), &[])?;
+        ensure!(out.code == Some(0), "{}", out.stderr);
+        let last = out.stdout.lines().last().unwrap_or("");
+        ensure!(
+            last.starts_with("flow ") && last.ends_with(": success"),
+            "{last}"
+        );
+        ensure!(
+            out.stdout.contains("DB apply was NOT run"),
+            "{}",
+            out.stdout
+        );
+        let log_last = out.stderr.lines().last().unwrap_or("");
+        ensure!(log_last.contains("flow finished: success"), "{log_last}");
+        let out = run("statbank-inspect", &["--data-dir", &dir, "status"], &[])?;
+        ensure!(out.code == Some(0), "{}", out.stderr);
+        ensure!(
+            out.stdout.contains("tables in state.json: 2"),
+            "{}",
+            out.stdout
+        );
+        let out = run(
+            "statbank-inspect",
+            &["--data-dir", &dir, "table", "AAA"],
+            &[],
+        )?;
+        ensure!(out.stdout.contains("local periods: 2"), "{}", out.stdout);
+        Ok(())
+    })
+}
