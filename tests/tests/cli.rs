@@ -12,6 +12,8 @@ use statbank_client::emulator::{EmuTable, Emulator, Endpoint, Fault, FaultKind, 
 const CHILD_ENV: &str = "STATBANK_CLI_CHILD";
 const SECRET: &str = "S3cretPw0rd";
 
+type Case = (&'static str, fn() -> Result<()>);
+
 fn main() -> ExitCode {
     let argv = std::env::args_os().skip(1);
     match std::env::var(CHILD_ENV).as_deref() {
@@ -21,7 +23,7 @@ fn main() -> ExitCode {
         Ok("statbank-inspect") => return bins::app::inspect::main(argv),
         _ => {}
     }
-    let tests: [(&str, fn() -> Result<()>); 4] = [
+    let tests: [Case; 4] = [
         (
             "sync_exit_statuses_and_json_logs",
             sync_exit_statuses_and_json_logs,
