@@ -276,6 +276,10 @@ pub struct SyncArgs {
     /// Largest response body accepted, in MiB (0 = no limit).
     #[arg(long, default_value_t = 0)]
     pub max_response_mib: u64,
+    /// Longest a whole BULK body may stream, in seconds (0 = no limit; the
+    /// per-read timeout always applies).
+    #[arg(long, default_value_t = 0)]
+    pub bulk_timeout_secs: u64,
 }
 
 impl SyncArgs {
@@ -289,6 +293,9 @@ impl SyncArgs {
             .max_retries(self.max_retries)
             .read_timeout(Duration::from_secs(self.timeout_secs.max(1)))
             .max_response_bytes((self.max_response_mib > 0).then_some(self.max_response_mib << 20))
+            .bulk_timeout(
+                (self.bulk_timeout_secs > 0).then(|| Duration::from_secs(self.bulk_timeout_secs)),
+            )
             .build()?)
     }
 

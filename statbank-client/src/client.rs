@@ -38,6 +38,7 @@ pub struct ClientConfig {
     max_backoff: Duration,
     max_retry_after: Duration,
     max_response_bytes: Option<u64>,
+    bulk_timeout: Option<Duration>,
     user_agent: String,
 }
 
@@ -56,6 +57,7 @@ impl Default for ClientConfig {
             max_backoff: Duration::from_secs(60),
             max_retry_after: Duration::from_secs(300),
             max_response_bytes: None,
+            bulk_timeout: None,
             user_agent: concat!("statbank-sync/", env!("CARGO_PKG_VERSION")).into(),
         }
     }
@@ -138,6 +140,14 @@ impl ClientBuilder {
     /// Cap on an honoured `Retry-After` (default 300 s).
     pub fn max_retry_after(mut self, d: Duration) -> Self {
         self.cfg.max_retry_after = d;
+        self
+    }
+    /// Longest a whole BULK body may take, head to last byte (default
+    /// `None`: only the read timeout applies, since a large table's body can
+    /// legitimately stream for many minutes). Bounds a server that drips
+    /// bytes just fast enough to never hit the read timeout.
+    pub fn bulk_timeout(mut self, d: Option<Duration>) -> Self {
+        self.cfg.bulk_timeout = d;
         self
     }
     /// Largest response body accepted, in bytes (default unlimited).
@@ -485,6 +495,10 @@ impl StatbankClient {
             counters: self.counters.clone(),
             received: 0,
             limit: self.cfg.max_response_bytes,
+            deadline: self
+                .cfg
+                .bulk_timeout
+                .map(|d| tokio::time::Instant::now() + d),
             _permit: permit,
         })
     }
@@ -499,6 +513,7 @@ pub struct BulkResponse {
     counters: Arc<Counters>,
     received: u64,
     limit: Option<u64>,
+    deadline: Option<tokio::time::Instant>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -521,7 +536,19 @@ impl BulkResponse {
     /// The next chunk of the body; `Ok(None)` at its end. A connection cut
     /// off mid-body is an error, not an early end.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, Error> {
-        match self.stream.next().await {
+        let next = match self.deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        endpoint: Endpoint::Data,
+                        table: Some(self.table.to_string()),
+                    })
+                }
+            },
+            None => self.stream.next().await,
+        };
+        match next {
             None => Ok(None),
             Some(Err(e)) => Err(transport(Endpoint::Data, &Some(self.table.to_string()), e)),
             Some(Ok(b)) => {
