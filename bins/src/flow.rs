@@ -140,6 +140,27 @@ pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<Flo
     let run_id = manifest.run_id.clone();
     let sync_status = manifest.status;
 
+    // 2a. Earlier runs whose apply failed or never ran: their periods are
+    //     not in this run's changed_tids, so they are applied first, oldest
+    //     first (each against the current partitions, which is correct:
+    //     the partitions are the truth).
+    let mut earlier: Vec<serde_json::Value> = Vec::new();
+    let mut earlier_failed = false;
+    if let (Some(url), false) = (&opts.database_url, sync_status == RunStatus::Failed) {
+        for run in sync_state::pending_runs(&dir)?
+            .into_iter()
+            .filter(|r| *r != run_id)
+        {
+            tracing::info!(run = %run, "applying an earlier run whose apply had not succeeded");
+            let (rep, err, n) = apply_with_retries(url, &dir, &run, opts).await?;
+            let status = rep.as_ref().map(|r| r.status);
+            if err.is_some() || status.is_some_and(|s| !s.is_ok()) {
+                earlier_failed = true;
+            }
+            earlier.push(json!({"run_id": run, "status": status, "error": err, "attempts": n}));
+        }
+    }
+
     // 2. Apply, only when something changed.
     let changed = manifest.tables.values().any(|r| {
         !r.changed_tids.is_empty() || r.deleted_tids.as_ref().is_some_and(|d| !d.is_empty())
@@ -158,37 +179,10 @@ pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<Flo
         apply = Some(report);
         apply_note = Some("no table has changed periods: nothing to apply".into());
     } else if let Some(url) = &opts.database_url {
-        let secret = password_of(url);
-        loop {
-            apply_attempts += 1;
-            let (u, d, r, o) = (url.clone(), dir.clone(), run_id.clone(), opts.apply.clone());
-            let res = tokio::task::spawn_blocking(move || apply_blocking(&u, &d, &r, &o))
-                .await
-                .map_err(|e| Error::Internal(format!("apply task failed: {e}")))?;
-            match res {
-                Ok(report) if report.status != RunStatus::Failed => {
-                    apply = Some(report);
-                    apply_error = None;
-                    break;
-                }
-                Ok(report) => {
-                    tracing::warn!(attempt = apply_attempts, "apply attempt failed");
-                    apply = Some(report);
-                }
-                Err(e) => {
-                    let msg = scrub(&e, secret.as_deref());
-                    tracing::warn!(attempt = apply_attempts, error = %msg, "apply attempt failed");
-                    apply_error = Some(msg);
-                }
-            }
-            let Some(wait) = opts.apply_retry_delays.get(apply_attempts as usize - 1) else {
-                break;
-            };
-            tracing::info!(wait_secs = wait.as_secs_f64(), "retrying the apply");
-            if !sleep_unless_stopped(*wait, &opts.sync.stop).await {
-                break;
-            }
-        }
+        let (rep, err, n) = apply_with_retries(url, &dir, &run_id, opts).await?;
+        apply = rep;
+        apply_error = err;
+        apply_attempts = n;
         // apply_run wrote db_apply into the manifest: reload it.
         manifest = RunManifest::load(&dir, &run_id)?;
     } else {
@@ -201,7 +195,10 @@ pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<Flo
     }
     let apply_seconds = apply_started.elapsed().as_secs_f64();
 
-    let status = combine(sync_status, apply.as_ref(), apply_error.is_some(), changed);
+    let mut status = combine(sync_status, apply.as_ref(), apply_error.is_some(), changed);
+    if earlier_failed && status.is_ok() {
+        status = RunStatus::PartialFailure;
+    }
     let mut report = FlowReport {
         run_id: run_id.clone(),
         status,
@@ -231,6 +228,7 @@ pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<Flo
             "apply_attempts": apply_attempts,
             "apply_error": report.apply_error,
             "apply_note": report.apply_note,
+            "earlier_runs_applied": earlier,
             "sync_seconds": sync_seconds,
             "apply_seconds": apply_seconds,
             "alert": report.alert,
@@ -264,6 +262,54 @@ pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<Flo
     }
     tracing::info!(run = %run_id, status = %status, "flow finished: {status}");
     Ok(report)
+}
+
+/// Applies one run with the configured retries. Returns the last report,
+/// the last error (when no report could be produced) and the attempts made.
+async fn apply_with_retries(
+    url: &str,
+    dir: &sync_state::DataDir,
+    run: &RunId,
+    opts: &FlowOptions,
+) -> Result<(Option<DbApplyReport>, Option<String>, u32), Error> {
+    let secret = password_of(url);
+    let mut attempts = 0u32;
+    let mut report = None;
+    let mut error: Option<String>;
+    loop {
+        attempts += 1;
+        let (u, d, r, o) = (
+            url.to_string(),
+            dir.clone(),
+            run.clone(),
+            opts.apply.clone(),
+        );
+        let res = tokio::task::spawn_blocking(move || apply_blocking(&u, &d, &r, &o))
+            .await
+            .map_err(|e| Error::Internal(format!("apply task failed: {e}")))?;
+        match res {
+            Ok(rep) if rep.status != RunStatus::Failed => {
+                return Ok((Some(rep), None, attempts));
+            }
+            Ok(rep) => {
+                tracing::warn!(run = %run, attempt = attempts, "apply attempt failed");
+                report = Some(rep);
+                error = None;
+            }
+            Err(e) => {
+                let msg = scrub(&e, secret.as_deref());
+                tracing::warn!(run = %run, attempt = attempts, error = %msg, "apply attempt failed");
+                error = Some(msg);
+            }
+        }
+        let Some(wait) = opts.apply_retry_delays.get(attempts as usize - 1) else {
+            return Ok((report, error, attempts));
+        };
+        tracing::info!(wait_secs = wait.as_secs_f64(), "retrying the apply");
+        if !sleep_unless_stopped(*wait, &opts.sync.stop).await {
+            return Ok((report, error, attempts));
+        }
+    }
 }
 
 fn combine(

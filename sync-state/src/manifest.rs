@@ -474,6 +474,39 @@ impl RunManifest {
     }
 }
 
+impl RunManifest {
+    /// Whether this run's changes still need a DB apply: it has changed or
+    /// deleted periods and its `db_apply` is absent, `failed`,
+    /// `partial_failure`, or `skipped` because no database was configured.
+    /// A later sync does not list these periods again (their partitions are
+    /// unchanged since), so such a run must be applied by itself.
+    pub fn needs_apply(&self) -> bool {
+        if self.tables_with_changes().next().is_none() {
+            return false;
+        }
+        match &self.db_apply {
+            None => true,
+            Some(a) => match a.status {
+                RunStatus::Failed | RunStatus::PartialFailure => true,
+                RunStatus::Skipped => a.reason.as_deref() == Some("no_database_url"),
+                RunStatus::Success => false,
+            },
+        }
+    }
+}
+
+/// Runs whose changes still need a DB apply ([`RunManifest::needs_apply`]),
+/// oldest first. A manifest that cannot be read is an error naming it.
+pub fn pending_runs(dir: &DataDir) -> Result<Vec<RunId>, Error> {
+    let mut out = Vec::new();
+    for id in list_runs(dir)? {
+        if RunManifest::load(dir, &id)?.needs_apply() {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
 /// Run ids of every manifest in `runs/`, sorted by file name (so the last is
 /// the latest run). Files that are not `<valid run id>.json` are ignored.
 pub fn list_runs(dir: &DataDir) -> Result<Vec<RunId>, Error> {
@@ -509,6 +542,41 @@ mod tests {
 
     fn tid(s: &str) -> Tid {
         Tid::new(s).expect("tid")
+    }
+
+    #[test]
+    fn needs_apply_follows_db_apply() {
+        let mut m = RunManifest {
+            run_id: RunId::new("r1").expect("id"),
+            started_at: UtcSecond::new(chrono::DateTime::UNIX_EPOCH),
+            finished_at: None,
+            status: RunStatus::Success,
+            catalog: CatalogSection::default(),
+            tables: BTreeMap::new(),
+            summary: Summary::default(),
+            error: None,
+            db_apply: None,
+            extra: Map::new(),
+        };
+        assert!(!m.needs_apply(), "nothing changed");
+        let mut r = TableResult::skipped("u");
+        r.changed_tids = vec![tid("2024")];
+        m.tables.insert(TableId::new("T").expect("id"), r);
+        assert!(m.needs_apply(), "never applied");
+        let mut a = DbApplyReport::no_changed_tids(m.run_id.clone());
+        a.reason = Some("no_database_url".into());
+        m.db_apply = Some(a.clone());
+        assert!(m.needs_apply(), "synced without a database");
+        for (status, pending) in [
+            (RunStatus::Failed, true),
+            (RunStatus::PartialFailure, true),
+            (RunStatus::Success, false),
+        ] {
+            a.status = status;
+            a.reason = None;
+            m.db_apply = Some(a.clone());
+            assert_eq!(m.needs_apply(), pending, "{status}");
+        }
     }
 
     #[test]

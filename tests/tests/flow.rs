@@ -258,3 +258,51 @@ fn the_schedule_fires_on_time_and_runs_never_overlap() -> Result<()> {
         anyhow::Ok(())
     })
 }
+
+#[test]
+fn a_run_whose_apply_failed_is_applied_by_the_next_flow() -> Result<()> {
+    let db = test_db()?;
+    let mut pg = db.client()?;
+    pg.batch_execute("CREATE SCHEMA fact")?;
+    let rt = runtime();
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let first = rt.block_on(async {
+        let emu = Emulator::start(world()).await?;
+        let client = fast_client(&emu.base_url(), 0);
+        // The database is unreachable for the first flow: its apply fails.
+        let o = flow_opts(
+            options(dir, at_hours(0), true),
+            Some("postgres://postgres@127.0.0.1:1/test"),
+        );
+        let first = run_flow(&client, &o).await?;
+        assert_eq!(first.status, RunStatus::PartialFailure, "{first:?}");
+        assert!(first.apply_error.is_some());
+        assert_eq!(
+            sync_state::pending_runs(&DataDir::new(dir))?,
+            vec![first.run_id.clone()]
+        );
+        // Nothing changes upstream; the next flow has a working database.
+        let o = flow_opts(options(dir, at_hours(1), true), Some(db.url()));
+        let second = run_flow(&client, &o).await?;
+        assert_eq!(second.status, RunStatus::Success, "{second:?}");
+        let m = RunManifest::load(&DataDir::new(dir), &second.run_id)?;
+        assert_eq!(
+            m.extra["flow"]["earlier_runs_applied"][0]["run_id"],
+            first.run_id.as_str()
+        );
+        assert_eq!(
+            m.extra["flow"]["earlier_runs_applied"][0]["status"],
+            "success"
+        );
+        assert!(sync_state::pending_runs(&DataDir::new(dir))?.is_empty());
+        emu.shutdown().await;
+        anyhow::Ok(first)
+    })?;
+    drop(rt);
+    let n: i64 = pg.query_one("SELECT count(*) FROM fact.flowt", &[])?.get(0);
+    assert_eq!(n, 18, "the first run's periods reached the database");
+    let m = RunManifest::load(&DataDir::new(dir), &first.run_id)?;
+    assert_eq!(m.db_apply.map(|a| a.status), Some(RunStatus::Success));
+    Ok(())
+}

@@ -33,8 +33,12 @@ struct Args {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// The run to apply (default: the latest run).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pending")]
     run_id: Option<RunId>,
+    /// Apply every run whose changes were never applied successfully
+    /// (failed, partial, or synced without a database), oldest first.
+    #[arg(long)]
+    pending: bool,
     /// Report what would be deleted and inserted; change nothing (not even the manifest).
     #[arg(long)]
     dry_run: bool,
@@ -77,12 +81,18 @@ where
 
 fn run(args: Args) -> Result<ExitCode> {
     let data = DataDir::new(&args.data_dir);
-    let run = match args.run_id {
-        Some(r) => r,
-        None => latest_run(&data)
+    let runs: Vec<RunId> = match (&args.run_id, args.pending) {
+        (Some(r), _) => vec![r.clone()],
+        (None, true) => sync_state::pending_runs(&data)
+            .with_context(|| format!("finding pending runs in {}", data.runs_dir().display()))?,
+        (None, false) => vec![latest_run(&data)
             .with_context(|| format!("listing runs in {}", data.runs_dir().display()))?
-            .ok_or_else(|| anyhow!("no run manifest in {}", data.runs_dir().display()))?,
+            .ok_or_else(|| anyhow!("no run manifest in {}", data.runs_dir().display()))?],
     };
+    if runs.is_empty() {
+        println!("no pending runs: every run with changes has been applied");
+        return Ok(ExitCode::SUCCESS);
+    }
     let shown_url = crate::redact_url(&args.database_url);
     let mut config: Config = args
         .database_url
@@ -91,7 +101,7 @@ fn run(args: Args) -> Result<ExitCode> {
     if config.get_application_name().is_none() {
         config.application_name("statbank-apply");
     }
-    tracing::info!(run = %run, database = %shown_url, dry_run = args.dry_run, "applying run");
+    tracing::info!(runs = runs.len(), database = %shown_url, dry_run = args.dry_run, "applying");
     let mut client = config
         .connect(NoTls)
         .with_context(|| format!("connecting to {shown_url}"))?;
@@ -101,10 +111,14 @@ fn run(args: Args) -> Result<ExitCode> {
         strict: !args.no_strict,
         schema: args.schema,
     };
-    let report = apply_run(&mut client, &data, &run, &opts)
-        .with_context(|| format!("applying run {run}"))?;
-    print_summary(&report);
-    Ok(if report.status.is_ok() {
+    let mut all_ok = true;
+    for run in &runs {
+        let report = apply_run(&mut client, &data, run, &opts)
+            .with_context(|| format!("applying run {run}"))?;
+        print_summary(&report);
+        all_ok &= report.status.is_ok();
+    }
+    Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
