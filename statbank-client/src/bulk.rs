@@ -199,6 +199,13 @@ impl BulkParser {
         let text = std::str::from_utf8(&self.out[..self.out_len])
             .map_err(|e| self.err(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
         let ends = &self.ends[..self.ends_len];
+        // The record is valid UTF-8 as a whole, but a separator may have
+        // split a character (bytes `C2 ; 80`): each field must be valid.
+        if let Some(&bad) = ends.iter().find(|&&e| !text.is_char_boundary(e)) {
+            return Err(self.err(format!(
+                "invalid UTF-8 at byte {bad} (a field ends inside a character)"
+            )));
+        }
         let Some(header) = self.header.as_mut() else {
             let h = Self::header(&self.table, self.line, text, ends)?;
             self.header = Some(h);
@@ -444,6 +451,22 @@ pub fn write_bulk(columns: &[&str], rows: &[(Vec<String>, Option<f64>)], lang: L
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by fuzzing: `C2 ; 80` is valid UTF-8 once the separator is
+    /// removed, but each field alone is not. Must be an error, not a panic.
+    #[test]
+    fn separator_inside_a_character_is_an_error() {
+        for body in [&b"\xC2;\x80\n"[..], &b"A;INDHOLD\n\xC2;\x801\n"[..]] {
+            let mut p = BulkParser::new("T", Lang::Da);
+            let mut out = Vec::new();
+            let r = p
+                .push(body, &mut out)
+                .and_then(|()| p.finish(&mut out).map(|_| ()));
+            let err = r.expect_err("invalid field");
+            assert!(err.to_string().contains("invalid UTF-8"), "{err}");
+            assert!(err.to_string().contains("line"), "{err}");
+        }
+    }
     use super::*;
     use arrow_array::{Array, Float64Array, StringArray};
     use proptest::prelude::*;
