@@ -373,3 +373,29 @@ async fn oversized_responses_are_bounded_and_publish_nothing() {
     assert!(snapshot(dir).keys().all(|k| !k.starts_with("BIG/")));
     assert!(temp_files(dir).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_is_rebuilt_from_the_partitions_after_moving_a_corrupt_state_away() {
+    let emu = Emulator::start(multi_world()).await.expect("emulator");
+    let client = fast_client(&emu.base_url(), 0);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let data = DataDir::new(dir);
+    run_sync_cycle(&client, &options(dir, at_hours(0), true))
+        .await
+        .expect("bootstrap");
+    let before = snapshot(dir);
+    let state_before = SyncState::load(&data).expect("state");
+    // The documented recovery: move the corrupt file away, run again.
+    std::fs::rename(data.state_file(), dir.join("state.json.corrupt")).expect("move");
+    let m = run_sync_cycle(&client, &options(dir, at_hours(1), true))
+        .await
+        .expect("cycle");
+    assert_eq!(m.status, RunStatus::Success);
+    assert!(m.tables.values().all(|r| r.bootstrap == Some(false) && r.changed_tids.is_empty()));
+    assert_eq!(snapshot(dir), before, "nothing rewritten");
+    let state = SyncState::load(&data).expect("state");
+    for (id, e) in &state_before.tables {
+        assert_eq!(state.tables[id].last_seen_updated, e.last_seen_updated, "{id}");
+    }
+}
