@@ -23,7 +23,11 @@ fn main() -> ExitCode {
         Ok("statbank-inspect") => return bins::app::inspect::main(argv),
         _ => {}
     }
-    let tests: [Case; 4] = [
+    let tests: [Case; 5] = [
+        (
+            "sigterm_mid_run_leaves_a_state_the_next_run_completes",
+            sigterm_mid_run,
+        ),
         (
             "sync_exit_statuses_and_json_logs",
             sync_exit_statuses_and_json_logs,
@@ -323,6 +327,85 @@ fn flow_and_inspect_last_lines() -> Result<()> {
             &[],
         )?;
         ensure!(out.stdout.contains("local periods: 2"), "{}", out.stdout);
+        Ok(())
+    })
+}
+
+fn sigterm_mid_run() -> Result<()> {
+    with_emulator(|emu| {
+        // A table whose body streams for ~2 s, then two quick ones.
+        emu.handle().add_table(EmuTable::synthetic(
+            "AAASLOW",
+            &["2021", "2022", "2023"],
+            &[("X", 40), ("Y", 30)],
+        ));
+        let reference = tempfile::tempdir()?;
+        let rdir = reference.path().display().to_string();
+        let base = emu.base_url();
+        let out = run("statbank-sync", &sync_args(&rdir, &base), &[])?;
+        ensure!(out.code == Some(0), "{}", out.stderr);
+        let expected = tests::sync::snapshot(reference.path());
+
+        emu.handle().add_fault(
+            Fault::always(
+                Endpoint::Data,
+                FaultKind::SlowBody {
+                    bytes_per_sec: 20_000,
+                },
+            )
+            .for_table("AAASLOW"),
+        );
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().display().to_string();
+        let mut args = sync_args(&dir, &base);
+        args.extend(["--table-concurrency", "1"]);
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.env(CHILD_ENV, "statbank-sync")
+            .env("RUST_LOG", "info")
+            .arg("statbank-sync")
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn()?;
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let st = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        ensure!(st.success(), "kill -TERM");
+        let out = child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(2),
+            "interrupted run is a partial failure: {:?}\n{stdout}\n{stderr}",
+            out.status
+        );
+        ensure!(stderr.contains("stop requested"), "{stderr}");
+        ensure!(
+            stdout.contains("interrupted"),
+            "the manifest says which tables were interrupted: {stdout}"
+        );
+        // Consistent: state and manifest parse, no temp files, and every
+        // partition on disk is complete.
+        let data = sync_state::DataDir::new(&dir);
+        sync_state::SyncState::load(&data)?;
+        let last = sync_state::latest_run(&data)?.context("a manifest was written")?;
+        sync_state::RunManifest::load(&data, &last)?;
+        ensure!(tests::sync::temp_files(tmp.path()).is_empty());
+        for (name, bytes) in tests::sync::snapshot(tmp.path()) {
+            ensure!(
+                expected.get(&name) == Some(&bytes),
+                "{name} is not complete"
+            );
+        }
+        // The next run completes the work.
+        emu.handle().clear_faults();
+        let out = run("statbank-sync", &sync_args(&dir, &base), &[])?;
+        ensure!(out.code == Some(0), "{}", out.stdout);
+        ensure!(
+            tests::sync::snapshot(tmp.path()) == expected,
+            "converged to the uninterrupted result"
+        );
         Ok(())
     })
 }
