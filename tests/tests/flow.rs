@@ -135,19 +135,34 @@ fn without_a_database_the_flow_syncs_and_says_the_apply_did_not_run() -> Result<
 
 /// A webhook receiver on loopback that records the JSON bodies it gets.
 async fn webhook() -> Result<(String, Arc<Mutex<Vec<serde_json::Value>>>)> {
-    use axum::routing::post;
+    use axum::routing::{post, put};
     let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
     let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move |axum::Json(v): axum::Json<serde_json::Value>| {
-            let g = g.clone();
-            async move {
-                g.lock().expect("lock").push(v);
-                "ok"
-            }
-        }),
-    );
+    let g2 = got.clone();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                let g = g.clone();
+                async move {
+                    g.lock().expect("lock").push(v);
+                    "ok"
+                }
+            }),
+        )
+        // A Pushgateway stand-in: the pushed text is recorded as a string.
+        .route(
+            "/metrics/job/statbank_sync",
+            put(move |body: String| {
+                let g = g2.clone();
+                async move {
+                    g.lock()
+                        .expect("lock")
+                        .push(serde_json::json!({"pushed": body}));
+                    "ok"
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -198,13 +213,24 @@ fn failures_alert_the_webhook_and_exit_statuses_follow() -> Result<()> {
             .add_fault(Fault::always(Endpoint::TableInfo, FaultKind::Status500).for_table("OTHER"));
         let mut o = flow_opts(options(dir, at_hours(1), true), None);
         o.alert_webhook = Some(url.clone());
+        o.metrics_push_url = Some(url.replace("/hook", "/metrics/job/statbank_sync"));
         let report = run_flow(&client, &o).await?;
         assert_eq!(report.status, RunStatus::PartialFailure);
         {
             let bodies = got.lock().expect("lock");
-            assert_eq!(bodies.len(), 2);
+            assert_eq!(bodies.len(), 3, "alert and metrics push");
             assert_eq!(bodies[1]["status"], "partial_failure");
             assert_eq!(bodies[1]["failed_tables"][0]["table"], "OTHER");
+            assert_eq!(bodies[1]["summary"]["tables_failed"], 1);
+            let pushed = bodies[2]["pushed"].as_str().unwrap_or("");
+            assert!(
+                pushed.contains("statbank_sync_tables{status=\"failed\"} 1"),
+                "{pushed}"
+            );
+            assert!(
+                pushed.contains("statbank_flow_runs_total{status=\"partial_failure\"} 1"),
+                "{pushed}"
+            );
         }
 
         // An unreachable webhook is recorded as not delivered.
