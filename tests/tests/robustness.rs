@@ -392,10 +392,16 @@ async fn state_is_rebuilt_from_the_partitions_after_moving_a_corrupt_state_away(
         .await
         .expect("cycle");
     assert_eq!(m.status, RunStatus::Success);
-    assert!(m.tables.values().all(|r| r.bootstrap == Some(false) && r.changed_tids.is_empty()));
+    assert!(m
+        .tables
+        .values()
+        .all(|r| r.bootstrap == Some(false) && r.changed_tids.is_empty()));
     assert_eq!(snapshot(dir), before, "nothing rewritten");
     let state = SyncState::load(&data).expect("state");
     for (id, e) in &state_before.tables {
-        assert_eq!(state.tables[id].last_seen_updated, e.last_seen_updated, "{id}");
+        assert_eq!(
+            state.tables[id].last_seen_updated, e.last_seen_updated,
+            "{id}"
+        );
     }
 }
