@@ -36,8 +36,9 @@ pub use error::Error;
 pub use frequency::{infer_frequency, Frequency, FrequencyOverrides};
 pub use ids::{RunId, TableId, Tid, MAX_PARTITION_FILE_NAME, MAX_RUN_ID_LEN, MAX_TABLE_ID_LEN};
 pub use manifest::{
-    latest_run, list_runs, pending_runs, ApplyStatus, ApplySummary, ApplyTableResult, CatalogSection,
-    DbApplyReport, PeriodCounts, RunManifest, RunStatus, Summary, TableResult, TableStatus,
+    latest_run, list_runs, pending_runs, ApplyStatus, ApplySummary, ApplyTableResult,
+    CatalogSection, DbApplyReport, PeriodCounts, RunManifest, RunStatus, Summary, TableResult,
+    TableStatus,
 };
 pub use paths::DataDir;
 pub use plan::{
