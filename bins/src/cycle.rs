@@ -218,7 +218,7 @@ pub async fn run_sync_cycle(
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "sync cycle failed");
             manifest.status = RunStatus::Failed;
-            manifest.error = Some(error_chain(&e));
+            manifest.error = Some(short_error(error_chain(&e)));
             None
         }
     };
@@ -281,7 +281,7 @@ async fn cycle(
             manifest.catalog = CatalogSection {
                 polled: false,
                 reason: Some("catalog_error".into()),
-                error: Some(error_chain(&e)),
+                error: Some(short_error(error_chain(&e))),
                 ..CatalogSection::default()
             };
             return Err(e.into());
@@ -411,7 +411,7 @@ async fn process_table(ctx: &Ctx<'_>, work: Work) -> (TableId, TableResult) {
             {
                 Ok(r) => r,
                 Err(e) => {
-                    let msg = error_chain(&e);
+                    let msg = short_error(error_chain(&e));
                     tracing::warn!(table = %table, error = %msg, "table failed");
                     let r = TableResult::failed(&entry.updated, msg.clone());
                     // Appendix B: keep the old last_seen_updated so the next
@@ -616,6 +616,18 @@ async fn sync_table(
     Ok(r)
 }
 
+/// Longest error text stored in a manifest or `state.json` (a decode error
+/// can quote a whole hostile string: found by fuzzing).
+const MAX_ERROR_CHARS: usize = 2000;
+
+/// `msg`, cut to [`MAX_ERROR_CHARS`] characters.
+fn short_error(msg: String) -> String {
+    match msg.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((i, _)) => format!("{}… ({} bytes in all)", &msg[..i], msg.len()),
+        None => msg,
+    }
+}
+
 /// `base`, or `base_2`, `base_3`, … when a manifest with that id exists.
 fn unused_run_id(dir: &DataDir, base: RunId) -> Result<RunId, Error> {
     if !dir.manifest_file(&base).exists() {
@@ -643,5 +655,19 @@ fn clean_json_temp_files(dir: &DataDir) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_errors_are_bounded_and_cut_on_a_character() {
+        assert_eq!(short_error("kort".into()), "kort");
+        let long = "æ".repeat(MAX_ERROR_CHARS + 10);
+        let s = short_error(long.clone());
+        assert!(s.starts_with(&"æ".repeat(MAX_ERROR_CHARS)));
+        assert!(s.ends_with(&format!("({} bytes in all)", long.len())));
     }
 }

@@ -199,6 +199,10 @@ struct Counters {
     bytes: AtomicU64,
 }
 
+/// Largest JSON answer (catalog, tableinfo) accepted, whatever the
+/// configuration: the real catalog is about 1 MB, the largest tableinfo a few.
+pub const MAX_JSON_BYTES: u64 = 64 << 20;
+
 /// A typed, polite client for the StatBank API. Cheap to clone; clones share
 /// the rate limit, the concurrency bound and the counters.
 #[derive(Clone)]
@@ -388,7 +392,14 @@ impl StatbankClient {
                 .bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             buf.extend_from_slice(&chunk);
-            if let Some(limit) = self.cfg.max_response_bytes {
+            // JSON answers are held whole: always bounded, by the configured
+            // limit or by MAX_JSON_BYTES.
+            {
+                let limit = self
+                    .cfg
+                    .max_response_bytes
+                    .unwrap_or(MAX_JSON_BYTES)
+                    .min(MAX_JSON_BYTES);
                 if buf.len() as u64 > limit {
                     return Err(Error::TooLarge {
                         endpoint,

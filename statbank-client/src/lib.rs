@@ -34,6 +34,8 @@
 mod bulk;
 mod client;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod model;
 
 #[cfg(feature = "emulator")]
@@ -45,11 +47,12 @@ pub use bulk::{
 };
 pub use client::{
     BulkResponse, ClientBuilder, ClientConfig, ClientStats, StatbankClient, DEFAULT_BASE_URL,
+    MAX_JSON_BYTES,
 };
 pub use error::{Endpoint, Error};
 pub use model::{
     CatalogEntry, Contact, DataRequest, Documentation, Footnote, Lang, TableInfo, TablesRequest,
-    TidsError, ValuePresentation, Variable, VariableSelection, VariableValue,
+    TidsError, ValuePresentation, Variable, VariableSelection, VariableValue, MAX_PERIODS,
 };
 pub use sync_state::{TableId, Tid};
 

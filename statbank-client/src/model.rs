@@ -207,6 +207,9 @@ impl TableInfo {
     /// no time variable or a period code cannot be stored.
     pub fn tids(&self) -> Result<Vec<Tid>, TidsError> {
         let var = self.time_variable().ok_or(TidsError::NoTimeVariable)?;
+        if var.values.len() > MAX_PERIODS {
+            return Err(TidsError::TooMany(var.values.len()));
+        }
         var.values
             .iter()
             .map(|v| Tid::new(v.id.clone()).map_err(TidsError::Invalid))
@@ -229,7 +232,14 @@ pub enum TidsError {
     /// A period code that cannot be stored.
     #[error(transparent)]
     Invalid(sync_state::Error),
+    /// More periods than any real table has ([`MAX_PERIODS`]).
+    #[error("tableinfo lists {0} periods, more than the limit of {MAX_PERIODS}")]
+    TooMany(usize),
 }
+
+/// Most periods a table may list (the largest real table, a daily series,
+/// has a few thousand).
+pub const MAX_PERIODS: usize = 100_000;
 
 /// How cells are presented in BULK output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

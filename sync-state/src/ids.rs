@@ -141,6 +141,15 @@ impl Tid {
                 reason: "control character in period code",
             });
         }
+        // `.` is not quoted in file names (as in the original's layout), so
+        // a leading `.` would give a hidden file that listing skips (found
+        // by fuzzing). No real period code starts with one.
+        if code.starts_with('.') {
+            return Err(Error::InvalidTid {
+                tid: truncate_for_message(&code),
+                reason: "period code starts with '.'",
+            });
+        }
         let quoted_len: usize = utf8_percent_encode(&code, QUOTE_SET).map(str::len).sum();
         if quoted_len + ".parquet".len() > MAX_PARTITION_FILE_NAME {
             return Err(Error::InvalidTid {

@@ -25,6 +25,8 @@ pub mod crash;
 mod error;
 mod frequency;
 pub mod fsio;
+#[cfg(test)]
+mod fuzz;
 mod ids;
 mod manifest;
 mod paths;

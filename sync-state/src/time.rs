@@ -43,13 +43,19 @@ impl std::str::FromStr for UtcSecond {
         let bad = || Error::InvalidTimestamp {
             value: crate::ids::truncate_for_message(s),
         };
-        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-            return Ok(UtcSecond::new(t.with_timezone(&Utc)));
+        let t = match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => t.with_timezone(&Utc),
+            // Python's datetime.utcnow().isoformat() has no offset: read it as UTC.
+            Err(_) => chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|n| n.and_utc())
+                .map_err(|_| bad())?,
+        };
+        // Only years this type can write back in the same form (found by
+        // fuzzing: `+10000-…` was read but written in a form not read back).
+        if !(1..=9999).contains(&chrono::Datelike::year(&t)) {
+            return Err(bad());
         }
-        // Python's datetime.utcnow().isoformat() has no offset: read it as UTC.
-        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-            .map(|n| UtcSecond::new(n.and_utc()))
-            .map_err(|_| bad())
+        Ok(UtcSecond::new(t))
     }
 }
 

@@ -1,0 +1,680 @@
+//! Fuzz targets (proptest) for the JSON decoders of the client: the catalog
+//! (`/v1/tables`), `/v1/tableinfo` and API error bodies, fed with arbitrary
+//! bytes, with real recordings from `testdata/` mutated at random (bit
+//! flips, truncations, insertions of JSON tokens, deep nesting, deletions,
+//! splices), with the recordings edited as JSON trees (hostile strings,
+//! wrong types, removed and repeated nodes) and with generated
+//! tableinfo-shaped documents.
+//!
+//! The decode steps are the client's own: `get_json` turns a body into
+//! `Vec<CatalogEntry>` / `TableInfo` with `serde_json::from_slice`, and the
+//! sync then calls [`TableInfo::tids`], [`TableInfo::value_counts`],
+//! [`CatalogEntry::table_id`] and [`DataRequest::all_values_for_periods`].
+//! Every target asserts that nothing panics and that what decodes is usable.
+//!
+//! The BULK parser's targets (`arbitrary_bytes_never_panic`,
+//! `arbitrary_lines_never_panic`) live in `bulk.rs`.
+//!
+//! The number of cases comes from `PROPTEST_CASES` (default 256, a smoke run
+//! of a few seconds); a long run:
+//!
+//! ```text
+//! PROPTEST_CASES=100000 cargo test -p statbank-client --release fuzz::
+//! ```
+
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::Config;
+use reqwest::StatusCode;
+
+use crate::client::error_from_body;
+use crate::model::{CatalogEntry, DataRequest, Lang, TableInfo, TidsError};
+use crate::{error_chain, Endpoint, Error, TableId, Tid};
+
+/// Longest `tids()` / id error message accepted for hostile input: those
+/// quote the input shortened, never whole.
+const MAX_MESSAGE: usize = 2_000;
+
+/// A decode error may quote a JSON string of the body whole (serde's
+/// `invalid type: string "…"`, Debug-escaped), so its message is bounded by
+/// the body's length, not by a constant: it must not grow faster than that.
+fn check_decode_message(msg: &str, body: &[u8]) {
+    assert!(
+        msg.len() <= 3 * body.len() + 500,
+        "decode error message of {} bytes for a body of {}",
+        msg.len(),
+        body.len()
+    );
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The seeds: the real tableinfo recordings, and the real catalog head both
+/// as recorded (cut off mid-array) and closed after its last whole entry.
+fn tableinfo_seeds() -> &'static [Vec<u8>] {
+    static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        [
+            "tableinfo_FOLK1A_da.json",
+            "tableinfo_BIL10_da.json",
+            "tableinfo_METROX1_en.json",
+        ]
+        .iter()
+        .map(|n| fixture(n))
+        .collect()
+    })
+}
+
+fn catalog_seeds() -> &'static [Vec<u8>] {
+    static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let raw = fixture("tables_da_head_2024-08-12.json");
+        let text = String::from_utf8(raw.clone()).expect("fixture is UTF-8");
+        let cut = text.rfind("},").expect("complete entries");
+        let closed = format!("{}}}]", &text[..cut]).into_bytes();
+        // compact form too, as the live service sends it
+        let compact = serde_json::to_vec(
+            &serde_json::from_slice::<serde_json::Value>(&closed).expect("closed catalog"),
+        )
+        .expect("encodes");
+        vec![closed, compact, raw]
+    })
+}
+
+/// JSON fragments that are likely to reach interesting decoder states.
+const TOKENS: &[&[u8]] = &[
+    b"\"",
+    b"\\",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b":",
+    b",",
+    b"null",
+    b"true",
+    b"false",
+    b"0",
+    b"-",
+    b"-0",
+    b"1e999999",
+    b"-1e-999999",
+    b"18446744073709551616",
+    b"-9223372036854775809",
+    b"\"\\ud800\"",
+    b"\"\\udc00\\ud800\"",
+    b"\"\\u0000\"",
+    b"\"\\/\"",
+    b"\xEF\xBB\xBF",
+    b"\xff",
+    b"\xc3",
+    b"\xed\xa0\x80",
+    b"\"id\":\"Tid\"",
+    b"\"time\":true",
+    b"\"time\":1",
+    b"\"values\":[]",
+    b"\"values\":null",
+    b"\"values\":[{\"id\":\"2024\"}]",
+    b"{\"id\":\"\"}",
+    b"{\"id\":\"../../etc\"}",
+    b"{\"id\":\"a/b\"}",
+    b"{\"id\":\".\"}",
+    b"{\"id\":\"..\"}",
+    b"{\"id\":\"\\u0000\"}",
+    b"\"variables\":[]",
+    b"\"variables\":{}",
+    b"\"id\":1",
+    b"\"updated\":null",
+    b"\"active\":\"yes\"",
+];
+
+/// One edit of a seed.
+#[derive(Debug, Clone)]
+enum Mutation {
+    FlipBit(Index, u8),
+    SetByte(Index, u8),
+    InsertBytes(Index, Vec<u8>),
+    InsertToken(Index, Index),
+    /// `n` copies of `[` or `{`: deep nesting.
+    Nest(Index, bool, usize),
+    Delete(Index, usize),
+    Truncate(Index),
+    /// Copies `len` bytes from one place to another.
+    Splice(Index, Index, usize),
+}
+
+fn arb_mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        4 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Mutation::FlipBit(i, b)),
+        2 => (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::SetByte(i, b)),
+        2 => (any::<Index>(), proptest::collection::vec(any::<u8>(), 1..8))
+            .prop_map(|(i, b)| Mutation::InsertBytes(i, b)),
+        4 => (any::<Index>(), any::<Index>()).prop_map(|(i, t)| Mutation::InsertToken(i, t)),
+        1 => (any::<Index>(), any::<bool>(), prop_oneof![1usize..200, 200usize..5_000])
+            .prop_map(|(i, arr, n)| Mutation::Nest(i, arr, n)),
+        2 => (any::<Index>(), 1usize..64).prop_map(|(i, n)| Mutation::Delete(i, n)),
+        1 => any::<Index>().prop_map(Mutation::Truncate),
+        2 => (any::<Index>(), any::<Index>(), 1usize..256)
+            .prop_map(|(a, b, n)| Mutation::Splice(a, b, n)),
+    ]
+}
+
+fn mutate(seed: &[u8], mutations: &[Mutation]) -> Vec<u8> {
+    let mut b = seed.to_vec();
+    for m in mutations {
+        // Positions are taken modulo `len + 1`, so every edit applies (to the
+        // end of an empty buffer too).
+        match m {
+            Mutation::FlipBit(i, bit) => {
+                if !b.is_empty() {
+                    let p = i.index(b.len());
+                    b[p] ^= 1 << bit;
+                }
+            }
+            Mutation::SetByte(i, v) => {
+                if !b.is_empty() {
+                    let p = i.index(b.len());
+                    b[p] = *v;
+                }
+            }
+            Mutation::InsertBytes(i, bytes) => {
+                let p = i.index(b.len() + 1);
+                b.splice(p..p, bytes.iter().copied());
+            }
+            Mutation::InsertToken(i, t) => {
+                let p = i.index(b.len() + 1);
+                let token = TOKENS[t.index(TOKENS.len())];
+                b.splice(p..p, token.iter().copied());
+            }
+            Mutation::Nest(i, arr, n) => {
+                let p = i.index(b.len() + 1);
+                let c = if *arr { b'[' } else { b'{' };
+                b.splice(p..p, std::iter::repeat_n(c, *n));
+            }
+            Mutation::Delete(i, n) => {
+                let p = i.index(b.len() + 1);
+                let end = (p + n).min(b.len());
+                b.drain(p..end);
+            }
+            Mutation::Truncate(i) => {
+                let p = i.index(b.len() + 1);
+                b.truncate(p);
+            }
+            Mutation::Splice(from, to, n) => {
+                if !b.is_empty() {
+                    let s = from.index(b.len());
+                    let e = (s + n).min(b.len());
+                    let chunk = b[s..e].to_vec();
+                    let p = to.index(b.len() + 1);
+                    b.splice(p..p, chunk);
+                }
+            }
+        }
+    }
+    b
+}
+
+/// One structure-aware edit of a seed's JSON tree, at the node picked by the
+/// index among all nodes (depth first): the result stays JSON, so decoding
+/// gets past the syntax into the model's fields and `tids()`.
+#[derive(Debug, Clone)]
+enum TreeEdit {
+    /// Replaces a string node (picked among the strings) by another string.
+    SetString(Index, String),
+    /// Replaces the node by a value of another type.
+    SetOther(Index, serde_json::Value),
+    /// Removes the node from its object or array.
+    Remove(Index),
+    /// Appends `n` copies of one of the node's elements (arrays only).
+    Repeat(Index, Index, usize),
+}
+
+fn hostile_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => "[0-9A-Za-zÆØÅæøå /:._-]{0,12}",
+        2 => any::<String>(),
+        1 => Just(String::new()),
+        1 => Just(".".to_string()),
+        1 => Just("..".to_string()),
+        1 => Just("../../etc/passwd".to_string()),
+        1 => Just("a\u{0}b".to_string()),
+        1 => "\\PC{240,300}",
+        1 => (any::<char>(), 0usize..2_000).prop_map(|(c, n)| std::iter::repeat_n(c, n).collect()),
+    ]
+}
+
+fn arb_tree_edit() -> impl Strategy<Value = TreeEdit> {
+    let other = prop_oneof![
+        Just(serde_json::Value::Null),
+        Just(serde_json::json!(true)),
+        Just(serde_json::json!(false)),
+        Just(serde_json::json!(0)),
+        Just(serde_json::json!(-1)),
+        Just(serde_json::json!(u64::MAX)),
+        Just(serde_json::json!(1.5e300)),
+        Just(serde_json::json!([])),
+        Just(serde_json::json!({})),
+        Just(serde_json::json!([{"id": "2024"}])),
+        Just(serde_json::json!({"id": "Tid", "time": true, "values": []})),
+    ];
+    prop_oneof![
+        6 => (any::<Index>(), hostile_string()).prop_map(|(i, s)| TreeEdit::SetString(i, s)),
+        1 => (any::<Index>(), other).prop_map(|(i, v)| TreeEdit::SetOther(i, v)),
+        1 => any::<Index>().prop_map(TreeEdit::Remove),
+        1 => (any::<Index>(), any::<Index>(), prop_oneof![1usize..10, 10usize..2_000])
+            .prop_map(|(i, j, n)| TreeEdit::Repeat(i, j, n)),
+    ]
+}
+
+/// JSON pointers of every node below the root, depth first, and whether the
+/// node is a string.
+fn node_pointers(v: &serde_json::Value, at: &str, out: &mut Vec<(String, bool)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, child) in m {
+                let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                out.push((p.clone(), child.is_string()));
+                node_pointers(child, &p, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                let p = format!("{at}/{i}");
+                out.push((p.clone(), child.is_string()));
+                node_pointers(child, &p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn edit_tree(seed: &[u8], edits: &[TreeEdit]) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(seed).expect("seed is JSON");
+    for e in edits {
+        let mut ptrs = Vec::new();
+        node_pointers(&v, "", &mut ptrs);
+        if ptrs.is_empty() {
+            break;
+        }
+        let pick = |i: &Index| ptrs[i.index(ptrs.len())].0.clone();
+        match e {
+            TreeEdit::SetString(i, s) => {
+                let strings: Vec<&String> =
+                    ptrs.iter().filter(|(_, s)| *s).map(|(p, _)| p).collect();
+                if !strings.is_empty() {
+                    let p = strings[i.index(strings.len())].clone();
+                    if let Some(n) = v.pointer_mut(&p) {
+                        *n = serde_json::Value::String(s.clone());
+                    }
+                }
+            }
+            TreeEdit::SetOther(i, o) => {
+                if let Some(n) = v.pointer_mut(&pick(i)) {
+                    *n = o.clone();
+                }
+            }
+            TreeEdit::Remove(i) => {
+                let p = pick(i);
+                let (parent, last) = p.rsplit_once('/').expect("pointer has a parent");
+                match v.pointer_mut(parent) {
+                    Some(serde_json::Value::Object(m)) => {
+                        let key = last.replace("~1", "/").replace("~0", "~");
+                        m.shift_remove(&key);
+                    }
+                    Some(serde_json::Value::Array(a)) => {
+                        if let Ok(k) = last.parse::<usize>() {
+                            if k < a.len() {
+                                a.remove(k);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            TreeEdit::Repeat(i, j, n) => {
+                if let Some(serde_json::Value::Array(a)) = v.pointer_mut(&pick(i)) {
+                    if !a.is_empty() {
+                        let el = a[j.index(a.len())].clone();
+                        a.extend(std::iter::repeat_n(el, *n));
+                    }
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&v).expect("encodes")
+}
+
+/// Checks a period code the way the partition store uses it
+/// (`<TABLE>/<file_stem>.parquet`).
+fn check_tid(t: &Tid) {
+    let stem = t.file_stem();
+    assert!(!stem.is_empty(), "empty file stem for {t:?}");
+    assert!(!stem.contains('/'), "file stem {stem:?} contains '/'");
+    let name = format!("{stem}.parquet");
+    assert!(name != "." && name != "..", "file name {name:?}");
+    assert!(
+        name.len() <= sync_state::MAX_PARTITION_FILE_NAME,
+        "file name too long for {t:?}"
+    );
+    assert_eq!(&Tid::from_file_stem(&stem).expect("stem round trips"), t);
+}
+
+fn check_message(msg: &str) {
+    assert!(
+        msg.len() <= MAX_MESSAGE,
+        "error message of {} bytes: {}…",
+        msg.len(),
+        msg.chars().take(200).collect::<String>()
+    );
+}
+
+/// Decodes a `/v1/tableinfo` body as `StatbankClient::table_info` does and
+/// runs everything the sync does with the result.
+fn exercise_tableinfo(body: &[u8]) {
+    let info = match serde_json::from_slice::<TableInfo>(body) {
+        Ok(info) => info,
+        Err(source) => {
+            let e = Error::Decode {
+                endpoint: Endpoint::TableInfo,
+                table: Some("FOLK1A".into()),
+                source,
+            };
+            check_decode_message(&error_chain(&e), body);
+            return;
+        }
+    };
+    // what decodes re-encodes to the same value
+    let again: TableInfo =
+        serde_json::from_slice(&serde_json::to_vec(&info).expect("encodes")).expect("re-decodes");
+    assert_eq!(again, info);
+
+    let counts = info.value_counts();
+    assert_eq!(counts.len(), info.variables.len());
+    for (n, v) in counts.iter().zip(&info.variables) {
+        assert_eq!(*n, v.values.len());
+    }
+    let _ = info.id.eq_ignore_ascii_case("FOLK1A");
+    match info.tids() {
+        Ok(tids) => {
+            let time = info.time_variable().expect("tids imply a time variable");
+            assert_eq!(tids.len(), time.values.len());
+            for t in &tids {
+                check_tid(t);
+            }
+            let _ = sync_state::infer_frequency(&tids);
+            let table = TableId::new("FOLK1A").expect("valid id");
+            let keep = tids.len().min(3);
+            let req = DataRequest::all_values_for_periods(table, &info, &tids[tids.len() - keep..]);
+            assert_eq!(req.variables.len(), info.variables.len());
+            let body = req.body(Lang::Da);
+            let _ = serde_json::to_vec(&body).expect("request body encodes");
+        }
+        Err(e) => {
+            match &e {
+                TidsError::NoTimeVariable => assert!(info.time_variable().is_none()),
+                TidsError::Invalid(_) => assert!(info.time_variable().is_some()),
+                TidsError::TooMany(n) => assert!(*n > crate::MAX_PERIODS),
+            }
+            check_message(&e.to_string());
+        }
+    }
+}
+
+/// Decodes a `/v1/tables` body as `StatbankClient::tables` does and validates
+/// every id as the sync does.
+fn exercise_catalog(body: &[u8]) {
+    let entries = match serde_json::from_slice::<Vec<CatalogEntry>>(body) {
+        Ok(entries) => entries,
+        Err(source) => {
+            let e = Error::Decode {
+                endpoint: Endpoint::Tables,
+                table: None,
+                source,
+            };
+            check_decode_message(&error_chain(&e), body);
+            return;
+        }
+    };
+    let again: Vec<CatalogEntry> =
+        serde_json::from_slice(&serde_json::to_vec(&entries).expect("encodes"))
+            .expect("re-decodes");
+    assert_eq!(again, entries);
+    for entry in &entries {
+        match entry.table_id() {
+            Ok(id) => {
+                let s = id.as_str();
+                assert!(!s.is_empty() && s.len() <= sync_state::MAX_TABLE_ID_LEN);
+                assert!(!s.contains('/') && !s.contains('\0') && !s.contains(".."));
+                assert_eq!(s, entry.id.to_ascii_uppercase());
+                let name = id.fact_table_name();
+                assert!(name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b)));
+            }
+            Err(e) => check_message(&e.to_string()),
+        }
+        if let Some(p) = &entry.latest_period {
+            if let Ok(t) = Tid::new(p.clone()) {
+                check_tid(&t);
+            }
+        }
+    }
+}
+
+/// Maps an error response body as the client does for a non-2xx answer.
+fn exercise_error_body(body: &[u8], status: u16) {
+    let status = StatusCode::from_u16(status).expect("valid status");
+    let e = error_from_body(Endpoint::Data, Some("FOLK1A".into()), status, None, body);
+    let _ = e.is_retryable();
+    let _ = e.api_code();
+    let _ = error_chain(&e);
+}
+
+/// Bytes drawn mostly from JSON's alphabet, so that decoding gets past the
+/// first byte more often than with uniformly random bytes.
+fn json_ish_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let byte = prop_oneof![
+        6 => proptest::sample::select(b"{}[]:,\"\\ 0123456789-+.eEtrufalsn".to_vec()),
+        1 => any::<u8>(),
+    ];
+    proptest::collection::vec(byte, 0..300)
+}
+
+/// A tableinfo-shaped JSON value with hostile strings and odd types in the
+/// places the sync reads.
+fn arb_tableinfo_value() -> impl Strategy<Value = serde_json::Value> {
+    let text = prop_oneof![
+        4 => "[0-9A-Za-zÆØÅæøå /:._-]{0,12}",
+        2 => any::<String>(),
+        1 => Just(String::new()),
+        1 => Just("..".to_string()),
+        1 => Just("/".to_string()),
+        1 => "\\PC{250,300}",
+    ];
+    let code = prop_oneof![
+        20 => "[0-9A-Za-zÆØÅæøå /:._-]{1,12}",
+        1 => text.clone(),
+    ];
+    let value = (code, proptest::option::of(text.clone()))
+        .prop_map(|(id, t)| serde_json::json!({"id": id, "text": t}));
+    let time = prop_oneof![
+        Just(serde_json::json!(true)),
+        Just(serde_json::json!(false)),
+        Just(serde_json::Value::Null),
+    ];
+    let variable = (
+        prop_oneof![
+            Just("Tid".to_string()),
+            Just("tid".to_string()),
+            text.clone()
+        ],
+        time,
+        proptest::collection::vec(value, 0..20),
+    )
+        .prop_map(|(id, time, values)| {
+            let mut v = serde_json::json!({"id": id, "values": values});
+            if !time.is_null() {
+                v["time"] = time;
+            }
+            v
+        });
+    (text, proptest::collection::vec(variable, 0..6))
+        .prop_map(|(id, variables)| serde_json::json!({"id": id, "variables": variables}))
+}
+
+proptest! {
+    #![proptest_config(Config::default())]
+
+    #[test]
+    fn catalog_decode_arbitrary_bytes_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        exercise_catalog(&body);
+    }
+
+    #[test]
+    fn tableinfo_decode_arbitrary_bytes_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        exercise_tableinfo(&body);
+    }
+
+    #[test]
+    fn json_alphabet_bytes_never_panic(body in json_ish_bytes()) {
+        exercise_catalog(&body);
+        exercise_tableinfo(&body);
+        exercise_error_body(&body, 400);
+    }
+
+    #[test]
+    fn mutated_tableinfo_recordings_never_panic(
+        seed in any::<Index>(),
+        mutations in proptest::collection::vec(arb_mutation(), 1..8),
+    ) {
+        let seeds = tableinfo_seeds();
+        let body = mutate(&seeds[seed.index(seeds.len())], &mutations);
+        exercise_tableinfo(&body);
+    }
+
+    #[test]
+    fn mutated_catalog_recordings_never_panic(
+        seed in any::<Index>(),
+        mutations in proptest::collection::vec(arb_mutation(), 1..8),
+    ) {
+        let seeds = catalog_seeds();
+        let body = mutate(&seeds[seed.index(seeds.len())], &mutations);
+        exercise_catalog(&body);
+    }
+
+    #[test]
+    fn edited_tableinfo_recordings_never_panic(
+        seed in any::<Index>(),
+        edits in proptest::collection::vec(arb_tree_edit(), 1..4),
+        mutations in proptest::collection::vec(arb_mutation(), 0..2),
+    ) {
+        let seeds = tableinfo_seeds();
+        let body = mutate(&edit_tree(&seeds[seed.index(seeds.len())], &edits), &mutations);
+        exercise_tableinfo(&body);
+    }
+
+    #[test]
+    fn edited_catalog_recordings_never_panic(
+        seed in any::<Index>(),
+        edits in proptest::collection::vec(arb_tree_edit(), 1..4),
+        mutations in proptest::collection::vec(arb_mutation(), 0..2),
+    ) {
+        let seeds = catalog_seeds();
+        // the two seeds that are JSON (the third is the cut-off recording)
+        let body = mutate(&edit_tree(&seeds[seed.index(2)], &edits), &mutations);
+        exercise_catalog(&body);
+    }
+
+    #[test]
+    fn structured_tableinfo_never_panics(value in arb_tableinfo_value()) {
+        let body = serde_json::to_vec(&value).expect("encodes");
+        exercise_tableinfo(&body);
+    }
+
+    #[test]
+    fn error_bodies_never_panic(
+        body in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..600),
+            "\\{\"errorTypeCode\":\"[A-Z-]{0,20}\",\"message\":\"\\PC{0,400}\"\\}"
+                .prop_map(String::into_bytes),
+        ],
+        status in prop_oneof![Just(400u16), Just(404), Just(429), Just(500), 100u16..1000],
+    ) {
+        exercise_error_body(&body, status);
+    }
+
+    /// A period code of 100k characters (any character) in the time variable
+    /// is rejected by `tids()` with an error that quotes it shortened.
+    #[test]
+    fn a_huge_period_code_is_rejected_by_tids(
+        c in any::<char>(),
+        n in 100_000usize..100_100,
+        at in 0usize..3,
+    ) {
+        let huge: String = std::iter::repeat_n(c, n).collect();
+        let mut values = vec![serde_json::json!({"id": "2024"}), serde_json::json!({"id": "2025"})];
+        values.insert(at, serde_json::json!({"id": huge}));
+        let body = serde_json::to_vec(&serde_json::json!({
+            "id": "X",
+            "variables": [
+                {"id": "OMRÅDE", "values": [{"id": "000"}]},
+                {"id": "Tid", "time": true, "values": values},
+            ],
+        }))
+        .expect("encodes");
+        let info: TableInfo = serde_json::from_slice(&body).expect("decodes");
+        let err = info.tids().expect_err("a 100k-character period code is rejected");
+        prop_assert!(matches!(err, TidsError::Invalid(_)), "{err:?}");
+        let msg = err.to_string();
+        prop_assert!(msg.len() < 1_000, "message of {} bytes", msg.len());
+    }
+}
+
+/// The sync plans one partition file per period and a request per batch of
+/// periods: a tableinfo whose time variable lists millions of periods (no
+/// real table has more than a few thousand) should be rejected by `tids()`
+/// rather than planned.
+///
+/// Ignored: `tids()` has no bound on the number of periods today (it returns
+/// `Ok` with every one), and neither does the client on the body size unless
+/// `max_response_bytes` is set (the CLI's default `--max-response-mib 0` sets
+/// none). Kept as the specification of the missing check.
+#[test]
+fn a_time_variable_with_millions_of_values_is_rejected_by_tids() {
+    let n = 2_000_000;
+    let mut body = Vec::with_capacity(n * 20);
+    body.extend_from_slice(br#"{"id":"X","variables":[{"id":"Tid","time":true,"values":["#);
+    for i in 0..n {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(format!(r#"{{"id":"{i}"}}"#).as_bytes());
+    }
+    body.extend_from_slice(b"]}]}");
+    let info: TableInfo = serde_json::from_slice(&body).expect("decodes");
+    assert_eq!(info.value_counts(), vec![n]);
+    assert!(
+        info.tids().is_err(),
+        "tids() accepted a time variable with {n} values"
+    );
+}
+
+#[test]
+fn the_seeds_decode_before_mutation() {
+    for seed in tableinfo_seeds() {
+        let info: TableInfo = serde_json::from_slice(seed).expect("tableinfo seed decodes");
+        assert!(!info.tids().expect("tids").is_empty());
+    }
+    let seeds = catalog_seeds();
+    for seed in &seeds[..2] {
+        let entries: Vec<CatalogEntry> =
+            serde_json::from_slice(seed).expect("catalog seed decodes");
+        assert!(entries.iter().all(|e| e.table_id().is_ok()));
+    }
+    assert!(serde_json::from_slice::<Vec<CatalogEntry>>(&seeds[2]).is_err());
+}
