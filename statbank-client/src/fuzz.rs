@@ -640,10 +640,8 @@ proptest! {
 /// real table has more than a few thousand) should be rejected by `tids()`
 /// rather than planned.
 ///
-/// Ignored: `tids()` has no bound on the number of periods today (it returns
-/// `Ok` with every one), and neither does the client on the body size unless
-/// `max_response_bytes` is set (the CLI's default `--max-response-mib 0` sets
-/// none). Kept as the specification of the missing check.
+/// Found by this fuzzing; fixed: `tids()` rejects more than `MAX_PERIODS`
+/// periods, and JSON answers are capped at `MAX_JSON_BYTES`.
 #[test]
 fn a_time_variable_with_millions_of_values_is_rejected_by_tids() {
     let n = 2_000_000;

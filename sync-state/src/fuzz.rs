@@ -118,16 +118,6 @@ fn names_file(e: &Error, path: &Path) {
     assert!(msg.contains(&shown), "error does not name {shown}: {msg}");
 }
 
-/// Known bug (see [`timestamps_outside_years_0_to_9999_round_trip`]): a
-/// timestamp whose UTC year is before 0 or after 9999 is read but written in
-/// a form (`+10000-…Z`, `-0001-…Z`) that cannot be read back. Such a reload
-/// failure is tolerated here so the fuzz targets stay green and go on
-/// looking for other bugs; the ignored test holds the specification.
-fn is_known_signed_year_bug(e: &Error) -> bool {
-    let msg = e.to_string();
-    msg.contains("invalid timestamp \"+") || msg.contains("invalid timestamp \"-")
-}
-
 /// Writes `bytes` as `kind`'s file in a fresh data folder and loads it with
 /// the real reader. On success the record is saved with the real writer and
 /// must load back unchanged; on error the message must name the file.
@@ -144,7 +134,6 @@ fn load_bytes(kind: Kind, bytes: &[u8]) -> bool {
                 state.save(&dir).expect("a loaded state saves");
                 match SyncState::load(&dir) {
                     Ok(again) => assert_eq!(again, state, "state changed through save and load"),
-                    Err(e) if is_known_signed_year_bug(&e) => {}
                     Err(e) => panic!("a saved state does not load back: {e}; input {bytes:?}"),
                 }
                 true
@@ -162,7 +151,6 @@ fn load_bytes(kind: Kind, bytes: &[u8]) -> bool {
                 m.save(&dir).expect("a loaded manifest saves");
                 match RunManifest::load(&dir, &m.run_id) {
                     Ok(again) => assert_eq!(again, m, "manifest changed through save and load"),
-                    Err(e) if is_known_signed_year_bug(&e) => {}
                     Err(e) => panic!("a saved manifest does not load back: {e}; input {bytes:?}"),
                 }
                 true
@@ -637,8 +625,7 @@ fn unreadable_records_are_errors_naming_the_file() {
 /// written under a name the store never lists (`.5` → `.5.parquet`) or even
 /// deletes as a temp file (`.tmp-x` → `.tmp-x.parquet`).
 ///
-/// Ignored until that is fixed (in `Tid::new` or in the quoting); kept as
-/// the specification.
+/// Found by this fuzzing; fixed: `Tid::new` rejects a leading `.`.
 #[test]
 fn partition_file_names_are_never_hidden() {
     for code in [".", "..", ".5", ".tmp-x", "...", ".hidden"] {
@@ -660,8 +647,7 @@ fn partition_file_names_are_never_hidden() {
 /// `0000-01-01T00:00:00+01:00` (RFC 3339, year -1 in UTC), but writes them
 /// as `+10000-01-01T00:00:00Z` / `-0001-12-31T23:00:00Z`, which it rejects.
 ///
-/// Ignored until fixed (reject years outside 0..=9999 on read, or accept on
-/// read what is written); kept as the specification.
+/// Found by this fuzzing; fixed: years outside 1..=9999 are rejected on read.
 #[test]
 fn timestamps_outside_years_0_to_9999_round_trip() {
     for s in [
