@@ -20,6 +20,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// The exit status a scheduler acts on: 0 for `success` and `skipped`, 2
+/// for `partial_failure`, 1 for `failed`.
+pub fn exit_code(status: sync_state::RunStatus) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    use sync_state::RunStatus;
+    match status {
+        RunStatus::Success | RunStatus::Skipped => ExitCode::SUCCESS,
+        RunStatus::PartialFailure => ExitCode::from(2),
+        RunStatus::Failed => ExitCode::FAILURE,
+    }
+}
+
 /// Sets up `tracing` to stderr. `RUST_LOG` overrides the default `info` level.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;

@@ -645,16 +645,7 @@ fn unused_run_id(dir: &DataDir, base: RunId) -> Result<RunId, Error> {
 /// Removes temp files of the JSON records left by an interrupted run.
 fn clean_json_temp_files(dir: &DataDir) {
     for d in [dir.sync_dir(), dir.runs_dir(), dir.metadata_dir()] {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(".tmp-") && name.ends_with(".tmp") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
+        sync_state::fsio::clean_temp_files(&d);
     }
 }
 

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 mod cycle;
 mod error;

@@ -412,14 +412,7 @@ impl ToSql for Cell<'_> {
 
 /// Shortens hostile input for an error message.
 pub(crate) fn shorten(s: &str) -> String {
-    const MAX: usize = 80;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(MAX).collect();
-        t.push('…');
-        t
-    }
+    sync_state::shorten(s, 80)
 }
 
 #[cfg(test)]

@@ -316,21 +316,7 @@ impl Error {
     }
 }
 
-/// The error and all its sources as one line-joined text (`a: b: c`), with a
-/// source left out when the text so far already contains it.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
-}
+pub use sync_state::error_chain;
 
 #[cfg(test)]
 mod tests {

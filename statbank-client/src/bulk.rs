@@ -377,13 +377,7 @@ impl BulkParser {
 }
 
 fn shorten(s: &str) -> String {
-    if s.chars().count() > 40 {
-        let mut t: String = s.chars().take(40).collect();
-        t.push('…');
-        t
-    } else {
-        s.to_string()
-    }
+    sync_state::shorten(s, 40)
 }
 
 /// Parses an `INDHOLD` cell: `..` (or empty) is missing; otherwise an

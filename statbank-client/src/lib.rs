@@ -54,19 +54,4 @@ pub use model::{
     CatalogEntry, Contact, DataRequest, Documentation, Footnote, Lang, TableInfo, TablesRequest,
     TidsError, ValuePresentation, Variable, VariableSelection, VariableValue, MAX_PERIODS,
 };
-pub use sync_state::{TableId, Tid};
-
-/// Formats an error with its whole `source()` chain: `a: b: c`.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let msg = c.to_string();
-        if !s.contains(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub use sync_state::{error_chain, TableId, Tid};

@@ -75,3 +75,28 @@ impl Error {
         }
     }
 }
+
+/// The error and all its sources as one text (`a: b: c`), with a source left
+/// out when the text so far already contains it. Shared by every layer.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// `s` cut to `max` characters (with `…` when cut), for quoting hostile
+/// input in an error message.
+pub fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}

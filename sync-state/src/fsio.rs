@@ -9,6 +9,27 @@ use serde::Serialize;
 
 use crate::Error;
 
+/// Names of the temp files [`write_atomic`] creates: `.tmp-<random>.json.tmp`.
+const TEMP_PREFIX: &str = ".tmp-";
+const TEMP_SUFFIX: &str = ".json.tmp";
+
+/// Removes the temp files [`write_atomic`] left in `dir` when a process died
+/// before renaming them; returns how many. A missing folder has none.
+pub fn clean_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// Writes `bytes` to `path` atomically and durably: a temp file in the same
 /// folder, `fsync`, rename over `path`, `fsync` of the folder. A reader sees
 /// the old file or the new one, never a mix. Creates the folder if needed.
@@ -16,8 +37,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .suffix(".json.tmp")
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     crate::crash::point("json temp file created");

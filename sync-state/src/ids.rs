@@ -308,18 +308,11 @@ impl fmt::Debug for RunId {
 
 /// Cuts hostile input down to a size that fits in an error message.
 pub(crate) fn truncate_for_message(s: &str) -> String {
-    const MAX: usize = 80;
     let clean: String = s
         .chars()
         .map(|c| if c.is_control() { '\u{fffd}' } else { c })
         .collect();
-    if clean.chars().count() <= MAX {
-        clean
-    } else {
-        let mut t: String = clean.chars().take(MAX).collect();
-        t.push('…');
-        t
-    }
+    crate::shorten(&clean, 80)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ mod plan;
 mod state;
 mod time;
 
-pub use error::Error;
+pub use error::{error_chain, shorten, Error};
 pub use frequency::{infer_frequency, Frequency, FrequencyOverrides};
 pub use ids::{RunId, TableId, Tid, MAX_PARTITION_FILE_NAME, MAX_RUN_ID_LEN, MAX_TABLE_ID_LEN};
 pub use manifest::{

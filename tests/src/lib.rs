@@ -1,4 +1,5 @@
 //! Shared helpers of the end-to-end tests: a real Postgres for DB tests and
 //! an emulator-backed sync set-up.
+pub mod apply_fx;
 pub mod pg;
 pub mod sync;

@@ -1,125 +1,21 @@
 //! `fact-apply` against a real Postgres (see `tests::pg` for where it comes
 //! from). Every test gets its own database and its own data folder.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use anyhow::{Context, Result};
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+use anyhow::Result;
 use fact_apply::{apply_run, ApplyOptions};
-use partition_store::{partition_schema, PartitionStore};
-use sync_state::{
-    ApplyStatus, ApplyTableResult, CatalogSection, DataDir, DbApplyReport, Frequency, RunId,
-    RunManifest, RunStatus, Summary, TableId, TableResult, Tid, UtcSecond,
-};
-use tests::pg::{test_db, TestDb};
+use sync_state::{ApplyStatus, DbApplyReport, RunId, RunStatus};
+use tests::apply_fx::{fx, result, tids, Fx};
 
-/// One test's database, data folder and partition store.
-struct Fx {
-    _db: TestDb,
-    client: postgres::Client,
-    _tmp: tempfile::TempDir,
-    data: DataDir,
-    store: PartitionStore,
+/// What only these tests need of the fixture.
+trait FxExt {
+    fn apply(&mut self, run: &RunId, opts: &ApplyOptions) -> Result<DbApplyReport>;
+    fn count(&mut self, sql: &str) -> Result<i64>;
+    fn saved_db_apply(&self, run: &RunId) -> Result<Option<serde_json::Value>>;
 }
 
-fn fx() -> Result<Fx> {
-    let db = test_db()?;
-    let mut client = db.client()?;
-    client.batch_execute("CREATE SCHEMA fact")?;
-    let tmp = tempfile::tempdir()?;
-    let data = DataDir::new(tmp.path());
-    let store = PartitionStore::new(data.tables_root());
-    Ok(Fx {
-        _db: db,
-        client,
-        _tmp: tmp,
-        data,
-        store,
-    })
-}
-
-fn tid(s: &str) -> Tid {
-    Tid::new(s).expect("valid tid")
-}
-
-fn tids(v: &[&str]) -> Vec<Tid> {
-    v.iter().map(|s| tid(s)).collect()
-}
-
-fn table(s: &str) -> TableId {
-    TableId::new(s).expect("valid table id")
-}
-
-/// A row: the codes (in header order, without INDHOLD) and the value.
-type Row<'a> = (&'a [&'a str], Option<f64>);
-
-impl Fx {
-    /// Writes one partition; `headers` is the BULK header, INDHOLD last.
-    fn part(&self, t: &str, period: &str, headers: &[&str], rows: &[Row<'_>]) -> Result<()> {
-        let schema = partition_schema(headers);
-        let n_codes = headers.len() - 1;
-        let mut cols: Vec<ArrayRef> = (0..n_codes)
-            .map(|i| {
-                Arc::new(StringArray::from(
-                    rows.iter().map(|(codes, _)| codes[i]).collect::<Vec<_>>(),
-                )) as ArrayRef
-            })
-            .collect();
-        cols.push(Arc::new(Float64Array::from(
-            rows.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
-        )));
-        let batch = RecordBatch::try_new(schema, cols)?;
-        self.store
-            .write_partition(&table(t), &tid(period), &[batch])
-            .with_context(|| format!("writing partition {t}/{period}"))?;
-        Ok(())
-    }
-
-    /// Writes manifest `run` with the given tables' changed and deleted periods.
-    fn manifest(&self, run: &str, tables: &[(&str, &[&str], &[&str])]) -> Result<RunId> {
-        let run_id = RunId::new(run)?;
-        let mut results = BTreeMap::new();
-        for (t, changed, deleted) in tables {
-            let mut r = TableResult::synced("2026-11-29T08:00:00", false, Frequency::Quarterly);
-            r.changed_tids = tids(changed);
-            if !deleted.is_empty() {
-                r.deleted_tids = Some(tids(deleted));
-            }
-            results.insert(table(t), r);
-        }
-        let now: UtcSecond = "2026-11-29T22:00:00Z".parse()?;
-        let m = RunManifest {
-            run_id: run_id.clone(),
-            started_at: now,
-            finished_at: Some(now),
-            status: RunStatus::Success,
-            catalog: CatalogSection::default(),
-            summary: Summary::of(&results),
-            tables: results,
-            error: None,
-            db_apply: None,
-            extra: Default::default(),
-        };
-        m.save(&self.data)?;
-        Ok(run_id)
-    }
-
+impl FxExt for Fx {
     fn apply(&mut self, run: &RunId, opts: &ApplyOptions) -> Result<DbApplyReport> {
         Ok(apply_run(&mut self.client, &self.data, run, opts)?)
-    }
-
-    /// Every row of `fact.<t>` as text, sorted.
-    fn dump(&mut self, t: &str) -> Result<Vec<String>> {
-        Ok(self
-            .client
-            .query(
-                &format!("SELECT x::text COLLATE \"C\" AS r FROM fact.{t} x ORDER BY r"),
-                &[],
-            )?
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect())
     }
 
     fn count(&mut self, sql: &str) -> Result<i64> {
@@ -131,14 +27,6 @@ impl Fx {
         let v: serde_json::Value = serde_json::from_str(&text)?;
         Ok(v.get("db_apply").cloned())
     }
-}
-
-fn result<'r>(report: &'r DbApplyReport, t: &str) -> &'r ApplyTableResult {
-    report
-        .tables
-        .as_ref()
-        .and_then(|ts| ts.iter().find(|r| r.table.as_str() == t))
-        .unwrap_or_else(|| panic!("no result for {t} in {report:?}"))
 }
 
 const H: &[&str] = &["OMRÅDE", "KØN", "TID", "INDHOLD"];

@@ -8,20 +8,13 @@
 //! Every test gets its own database from [`tests::pg::test_db`] (dropped at
 //! the end), its own data folder and its own table names.
 
-use std::collections::BTreeMap;
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use fact_apply::{apply_run, ApplyOptions};
-use partition_store::{partition_schema, PartitionStore};
-use sync_state::{
-    ApplyStatus, ApplyTableResult, CatalogSection, DataDir, DbApplyReport, Frequency, RunId,
-    RunManifest, RunStatus, Summary, TableId, TableResult, Tid, UtcSecond,
-};
-use tests::pg::{test_db, TestDb};
+use sync_state::{ApplyStatus, DbApplyReport, RunId, RunStatus};
+use tests::apply_fx::{fx, result, Fx, Row};
 
 /// How long a test waits for the apply before calling it hung.
 const HANG: Duration = Duration::from_secs(60);
@@ -29,41 +22,21 @@ const HANG: Duration = Duration::from_secs(60);
 /// The BULK header of the fixtures' partitions (INDHOLD last).
 const H: &[&str] = &["OMRÅDE", "TID", "INDHOLD"];
 
-/// One test's database, data folder and partition store.
-struct Fx {
-    db: TestDb,
-    /// The set-up and inspection connection (never the apply's).
-    client: postgres::Client,
-    _tmp: tempfile::TempDir,
-    data: DataDir,
-    store: PartitionStore,
+/// What only these tests need of the fixture.
+trait FxExt {
+    fn apply_client(&self, app: &str, options: Option<&str>) -> Result<postgres::Client>;
+    fn create(&mut self, name: &str) -> Result<()>;
+    fn part_omrade(&self, t: &str, period: &str, rows: &[(&str, f64)]) -> Result<()>;
+    fn manifest_one(&self, run: &str, tables: &[&str], period: &str) -> Result<RunId>;
+    fn saved_db_apply(&self, run: &RunId) -> Result<serde_json::Value>;
+    fn spawn_apply(
+        &self,
+        client: postgres::Client,
+        run: &RunId,
+    ) -> mpsc::Receiver<(Result<DbApplyReport, String>, postgres::Client)>;
 }
 
-fn fx() -> Result<Fx> {
-    let db = test_db()?;
-    let mut client = db.client()?;
-    client.batch_execute("CREATE SCHEMA fact")?;
-    let tmp = tempfile::tempdir()?;
-    let data = DataDir::new(tmp.path());
-    let store = PartitionStore::new(data.tables_root());
-    Ok(Fx {
-        db,
-        client,
-        _tmp: tmp,
-        data,
-        store,
-    })
-}
-
-fn tid(s: &str) -> Tid {
-    Tid::new(s).expect("valid tid")
-}
-
-fn table(s: &str) -> TableId {
-    TableId::new(s).expect("valid table id")
-}
-
-impl Fx {
+impl FxExt for Fx {
     /// A connection for the apply, named `app` in `pg_stat_activity`, with
     /// extra server `options` (`-c lock_timeout=…`).
     fn apply_client(&self, app: &str, options: Option<&str>) -> Result<postgres::Client> {
@@ -90,61 +63,23 @@ impl Fx {
     }
 
     /// Writes partition `t`/`period` with `(omrade, indhold)` rows.
-    fn part(&self, t: &str, period: &str, rows: &[(&str, f64)]) -> Result<()> {
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(
-                rows.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
-            )),
-            Arc::new(StringArray::from(vec![period; rows.len()])),
-            Arc::new(Float64Array::from(
-                rows.iter().map(|(_, v)| Some(*v)).collect::<Vec<_>>(),
-            )),
-        ];
-        let batch = RecordBatch::try_new(partition_schema(H), cols)?;
-        self.store
-            .write_partition(&table(t), &tid(period), &[batch])
-            .with_context(|| format!("writing partition {t}/{period}"))?;
-        Ok(())
+    fn part_omrade(&self, t: &str, period: &str, rows: &[(&str, f64)]) -> Result<()> {
+        let codes: Vec<[&str; 2]> = rows.iter().map(|(o, _)| [*o, period]).collect();
+        let rows: Vec<Row<'_>> = codes
+            .iter()
+            .zip(rows)
+            .map(|(c, (_, v))| (&c[..], Some(*v)))
+            .collect();
+        self.part(t, period, H, &rows)
     }
 
     /// Writes manifest `run` in which every table in `tables` changed
     /// `period`.
-    fn manifest(&self, run: &str, tables: &[&str], period: &str) -> Result<RunId> {
-        let run_id = RunId::new(run)?;
-        let mut results = BTreeMap::new();
-        for t in tables {
-            let mut r = TableResult::synced("2026-11-29T08:00:00", false, Frequency::Quarterly);
-            r.changed_tids = vec![tid(period)];
-            results.insert(table(t), r);
-        }
-        let now: UtcSecond = "2026-11-29T22:00:00Z".parse()?;
-        RunManifest {
-            run_id: run_id.clone(),
-            started_at: now,
-            finished_at: Some(now),
-            status: RunStatus::Success,
-            catalog: CatalogSection::default(),
-            summary: Summary::of(&results),
-            tables: results,
-            error: None,
-            db_apply: None,
-            extra: Default::default(),
-        }
-        .save(&self.data)?;
-        Ok(run_id)
-    }
-
-    /// Every row of `fact.<t>` as text, sorted (a multiset).
-    fn dump(&mut self, t: &str) -> Result<Vec<String>> {
-        Ok(self
-            .client
-            .query(
-                &format!("SELECT x::text COLLATE \"C\" AS r FROM fact.{t} x ORDER BY r"),
-                &[],
-            )?
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect())
+    fn manifest_one(&self, run: &str, tables: &[&str], period: &str) -> Result<RunId> {
+        let periods = [period];
+        let changes: Vec<(&str, &[&str], &[&str])> =
+            tables.iter().map(|t| (*t, &periods[..], &[][..])).collect();
+        self.manifest(run, &changes)
     }
 
     /// The `db_apply` section as saved in the manifest.
@@ -173,14 +108,6 @@ impl Fx {
         });
         recv
     }
-}
-
-fn result<'r>(report: &'r DbApplyReport, t: &str) -> &'r ApplyTableResult {
-    report
-        .tables
-        .as_ref()
-        .and_then(|ts| ts.iter().find(|r| r.table.as_str() == t))
-        .unwrap_or_else(|| panic!("no result for {t} in {report:?}"))
 }
 
 fn saved_table<'v>(db_apply: &'v serde_json::Value, t: &str) -> &'v serde_json::Value {
@@ -230,9 +157,9 @@ fn a_connection_killed_mid_apply_rolls_its_table_back_and_the_rerun_applies() ->
     }
     let new_rows = [("000", 30.0), ("101", 40.0), ("202", 50.0)];
     for t in ["DROPA", "DROPK", "DROPZ"] {
-        f.part(t, "2024K2", &new_rows)?;
+        f.part_omrade(t, "2024K2", &new_rows)?;
     }
-    let run = f.manifest("r1", &["DROPA", "DROPK", "DROPZ"], "2024K2")?;
+    let run = f.manifest_one("r1", &["DROPA", "DROPK", "DROPZ"], "2024K2")?;
     let before = f.dump("dropk")?;
     assert_eq!(f.dump("dropz")?, before);
     let expected_after = vec![
@@ -341,9 +268,9 @@ fn a_connection_killed_in_its_delete_rolls_the_table_back() -> Result<()> {
         f.create(t)?;
     }
     let new_rows = [("000", 11.0), ("404", 12.0)];
-    f.part("ROWA", "2024K2", &new_rows)?;
-    f.part("ROWK", "2024K2", &new_rows)?;
-    let run = f.manifest("r1", &["ROWA", "ROWK"], "2024K2")?;
+    f.part_omrade("ROWA", "2024K2", &new_rows)?;
+    f.part_omrade("ROWK", "2024K2", &new_rows)?;
+    let run = f.manifest_one("r1", &["ROWA", "ROWK"], "2024K2")?;
     let before = f.dump("rowk")?;
     let expected_after = vec![
         "(000,2024-01-01,1)",
@@ -413,9 +340,9 @@ fn a_connection_lost_before_the_apply_fails_every_table_and_changes_nothing() ->
     let mut f = fx()?;
     for t in ["lost1", "lost2"] {
         f.create(t)?;
-        f.part(&t.to_uppercase(), "2024K2", &[("000", 9.0)])?;
+        f.part_omrade(&t.to_uppercase(), "2024K2", &[("000", 9.0)])?;
     }
-    let run = f.manifest("r1", &["LOST1", "LOST2"], "2024K2")?;
+    let run = f.manifest_one("r1", &["LOST1", "LOST2"], "2024K2")?;
     let before = f.dump("lost1")?;
 
     let app = format!("pg-faults-lost-{}", std::process::id());
@@ -484,9 +411,9 @@ fn a_lock_timeout_fails_only_the_locked_table() -> Result<()> {
         f.create(t)?;
     }
     let new_rows = [("000", 7.0), ("303", 8.0)];
-    f.part("TLOCKED", "2024K2", &new_rows)?;
-    f.part("TFREE", "2024K2", &new_rows)?;
-    let run = f.manifest("r1", &["TFREE", "TLOCKED"], "2024K2")?;
+    f.part_omrade("TLOCKED", "2024K2", &new_rows)?;
+    f.part_omrade("TFREE", "2024K2", &new_rows)?;
+    let run = f.manifest_one("r1", &["TFREE", "TLOCKED"], "2024K2")?;
     let before = f.dump("tlocked")?;
     let expected_after = vec![
         "(000,2024-01-01,1)",

@@ -15,12 +15,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::{init_logging, stop_on_signals, LogFormat, Progress, SyncArgs};
+use crate::cli::{exit_code, init_logging, stop_on_signals, LogFormat, Progress, SyncArgs};
 use crate::flow::{parse_cron, run_flow, run_schedule, FlowOptions, FlowReport};
 use crate::StopSignal;
 use anyhow::{Context, Result};
 use clap::Parser;
-use sync_state::RunStatus;
 
 /// Sync StatBank to disk and apply the changed periods into Postgres.
 #[derive(Debug, Parser)]
@@ -134,11 +133,7 @@ async fn async_run(args: Args) -> Result<ExitCode> {
     let report = run_flow(&client, &opts).await?;
     progress.finish();
     print!("{}", summary(&report));
-    Ok(match report.status {
-        RunStatus::Success | RunStatus::Skipped => ExitCode::SUCCESS,
-        RunStatus::PartialFailure => ExitCode::from(2),
-        RunStatus::Failed => ExitCode::FAILURE,
-    })
+    Ok(exit_code(report.status))
 }
 
 fn summary(r: &FlowReport) -> String {

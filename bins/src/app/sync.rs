@@ -12,11 +12,12 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{init_logging, stop_on_signals, sync_summary, LogFormat, Progress, SyncArgs};
+use crate::cli::{
+    exit_code, init_logging, stop_on_signals, sync_summary, LogFormat, Progress, SyncArgs,
+};
 use crate::{run_sync_cycle, StopSignal};
 use anyhow::{Context, Result};
 use clap::Parser;
-use sync_state::RunStatus;
 
 /// Mirror Statistics Denmark's StatBank into Tid-partitioned Parquet files,
 /// fetching only what changed.
@@ -85,12 +86,4 @@ async fn async_run(args: Args) -> Result<ExitCode> {
         manifest.status
     );
     Ok(exit_code(manifest.status))
-}
-
-fn exit_code(status: RunStatus) -> ExitCode {
-    match status {
-        RunStatus::Success | RunStatus::Skipped => ExitCode::SUCCESS,
-        RunStatus::PartialFailure => ExitCode::from(2),
-        RunStatus::Failed => ExitCode::FAILURE,
-    }
 }

@@ -89,15 +89,6 @@ fn main() -> Result<()> {
     parent(&args)
 }
 
-/// Peak resident set size of this process in KiB (`VmHWM`).
-fn vm_hwm_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 fn child_apply(args: &Args) -> Result<()> {
     let data = DataDir::new(args.data_dir.clone().ok_or_else(|| anyhow!("--data-dir"))?);
     let run = RunId::new(args.run_id.clone().ok_or_else(|| anyhow!("--run-id"))?)?;
@@ -126,7 +117,7 @@ fn child_apply(args: &Args) -> Result<()> {
     println!(
         "CHILD apply_s={apply_s:.3} total_s={:.3} hwm_kib={} deleted={} inserted={} status={}",
         t0.elapsed().as_secs_f64(),
-        vm_hwm_kib().unwrap_or(0),
+        bins::bench::peak_rss_kib().unwrap_or(0),
         t.deleted_rows.unwrap_or(0),
         t.inserted_rows.unwrap_or(0),
         report.status
@@ -410,7 +401,7 @@ fn time_cmd(mut argv: Vec<String>) -> Result<Sample> {
         let mut v = vec![
             "/usr/bin/time".to_string(),
             "-f".to_string(),
-            "MAXRSS %M".to_string(),
+            bins::bench::TIME_FORMAT.to_string(),
         ];
         v.append(&mut argv);
         argv = v;
@@ -426,24 +417,12 @@ fn time_cmd(mut argv: Vec<String>) -> Result<Sample> {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    let hwm_kib = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("MAXRSS "))
-        .and_then(|v| v.trim().parse().ok());
+    let hwm_kib = bins::bench::time_maxrss_kib(&stderr);
     Ok(Sample {
         wall_s,
         apply_s: None,
         hwm_kib,
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 fn parent(args: &Args) -> Result<()> {
@@ -519,10 +498,10 @@ fn parent(args: &Args) -> Result<()> {
         if count as usize != args.quarters * ROWS_PER_QUARTER {
             bail!("table has {count} rows after the runs");
         }
-        let ours_wall = median(ours.iter().map(|x| x.wall_s).collect());
-        let ours_apply = median(ours.iter().filter_map(|x| x.apply_s).collect());
+        let ours_wall = bins::bench::median(ours.iter().map(|x| x.wall_s).collect());
+        let ours_apply = bins::bench::median(ours.iter().filter_map(|x| x.apply_s).collect());
         let ours_rss = ours.iter().filter_map(|x| x.hwm_kib).max().unwrap_or(0);
-        let floor_wall = median(floor.iter().map(|x| x.wall_s).collect());
+        let floor_wall = bins::bench::median(floor.iter().map(|x| x.wall_s).collect());
         println!("bench-apply: fact.folk1a {} rows, {} changed quarters = {rows} rows deleted + inserted, {} rounds (medians)",
             args.quarters * ROWS_PER_QUARTER, s.changed.len(), args.runs);
         println!(
@@ -536,7 +515,7 @@ fn parent(args: &Args) -> Result<()> {
         );
         println!("  ratio ours / floor: {:.3}", ours_wall / floor_wall);
         if !peer.is_empty() {
-            let peer_wall = median(peer.iter().map(|x| x.wall_s).collect());
+            let peer_wall = bins::bench::median(peer.iter().map(|x| x.wall_s).collect());
             let peer_rss = peer.iter().filter_map(|x| x.hwm_kib).max().unwrap_or(0);
             println!(
                 "  seed_like_apply.py (original)     wall {peer_wall:.3} s  ({:.0} rows/s)  peak RSS {:.1} MiB  ratio ours / peer {:.3}",

@@ -77,14 +77,6 @@ fn main() -> Result<()> {
     rt.block_on(parent(&args))
 }
 
-fn vm_hwm_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// The child: one sync cycle, like `statbank-sync --force-catalog-poll`.
 fn child_sync(args: &Args) -> Result<()> {
     let base = args.base_url.clone().ok_or_else(|| anyhow!("--base-url"))?;
@@ -110,7 +102,7 @@ fn child_sync(args: &Args) -> Result<()> {
         "rows={} files={} hwm_kib={}",
         manifest.summary.rows_written,
         manifest.summary.files_written,
-        vm_hwm_kib().unwrap_or(0)
+        bins::bench::peak_rss_kib().unwrap_or(0)
     );
     Ok(())
 }
@@ -152,7 +144,7 @@ fn run_ours(base: &str, dir: &Path) -> Result<Sample> {
 fn run_peer(python: &Path, script: &Path, base: &str, dir: &Path) -> Result<Sample> {
     let t = Instant::now();
     let out = Command::new("/usr/bin/time")
-        .args(["-f", "MAXRSS %M"])
+        .args(["-f", bins::bench::TIME_FORMAT])
         .arg(python)
         .arg(script)
         .args([base, "FOLK1A"])
@@ -166,10 +158,7 @@ fn run_peer(python: &Path, script: &Path, base: &str, dir: &Path) -> Result<Samp
     }
     Ok(Sample {
         wall_s,
-        hwm_kib: stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("MAXRSS "))
-            .and_then(|v| v.trim().parse().ok()),
+        hwm_kib: bins::bench::time_maxrss_kib(&stderr),
         rows: String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .next()
@@ -177,13 +166,8 @@ fn run_peer(python: &Path, script: &Path, base: &str, dir: &Path) -> Result<Samp
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn report(name: &str, samples: &[Sample]) -> (f64, f64) {
-    let wall = median(samples.iter().map(|s| s.wall_s).collect());
+    let wall = bins::bench::median(samples.iter().map(|s| s.wall_s).collect());
     let rss = samples.iter().filter_map(|s| s.hwm_kib).max().unwrap_or(0) as f64 / 1024.0;
     let rows = samples.iter().find_map(|s| s.rows).unwrap_or(0);
     println!(
