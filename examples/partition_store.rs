@@ -19,9 +19,12 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use arrow_array::{Array, Float64Array, RecordBatch, StringArray};
-use partition_store::{partition_schema, PartitionStore, RequestWriter, WriteLimits};
+use partition_store::{
+    partition_schema, PartitionMeta, PartitionStore, PublishOptions, RequestWriter, WriteLimits,
+};
 use statbank_client::emulator::{Emulator, World};
 use statbank_client::{DataRequest, StatbankClient, TableId, Tid};
+use sync_state::DataDir;
 
 /// A downloaded BULK response: its batches and the periods asked for.
 struct Download {
@@ -63,8 +66,8 @@ async fn main() -> Result<()> {
     // The store does blocking file I/O (fsync and all): keep it off the
     // async worker threads.
     let dir = tempfile::tempdir().context("creating a temp folder")?;
-    let root = dir.path().join("statbank_tables");
-    tokio::task::spawn_blocking(move || store_demo(PartitionStore::new(root), &download))
+    let data = DataDir::new(dir.path());
+    tokio::task::spawn_blocking(move || store_demo(PartitionStore::new(&data), &download))
         .await
         .context("the store task panicked")??;
     drop(dir);
@@ -108,15 +111,17 @@ fn store_demo(store: PartitionStore, d: &Download) -> Result<()> {
     println!(
         "\n== first publish of {} into {}",
         d.table,
-        store.root().display()
+        store.data_dir().describe()
     );
+    let set = store.current_set(&d.table);
+    let meta = PartitionMeta::default();
     let outcome = {
         let mut w = RequestWriter::new(
-            &store,
-            &d.table,
+            &set,
             schema.clone(),
             &d.requested,
             WriteLimits::default(),
+            meta.clone(),
         )?;
         for b in &d.batches {
             w.write(b)?;
@@ -133,7 +138,7 @@ fn store_demo(store: PartitionStore, d: &Download) -> Result<()> {
         }
         // A sync records the changed periods in its journal here, before
         // the renames, so a crash cannot hide a change from the DB apply.
-        staged.publish(&plan)?
+        staged.publish(&plan, &PublishOptions::default())?
     };
     println!(
         "  published: changed {:?}, unchanged {:?}",
@@ -143,19 +148,13 @@ fn store_demo(store: PartitionStore, d: &Download) -> Result<()> {
 
     // 2. The same content again: every digest matches, no file is rewritten.
     println!("\n== second publish of identical content");
-    let mut w = RequestWriter::new(
-        &store,
-        &d.table,
-        schema,
-        &d.requested,
-        WriteLimits::default(),
-    )?;
+    let mut w = RequestWriter::new(&set, schema, &d.requested, WriteLimits::default(), meta)?;
     for b in &d.batches {
         w.write(b)?;
     }
     let staged = w.finish()?;
     let plan = staged.compare();
-    let outcome = staged.publish(&plan)?;
+    let outcome = staged.publish(&plan, &PublishOptions::default())?;
     println!(
         "  published: changed {:?}, unchanged {:?}",
         outcome.changed, outcome.unchanged
@@ -181,15 +180,11 @@ fn store_demo(store: PartitionStore, d: &Download) -> Result<()> {
                 Arc::new(Float64Array::from(values.to_vec())),
             ],
         )?;
-        let info = store.write_partition(&own, &Tid::new(tid)?, &[batch])?;
+        let info =
+            store.write_partition(&own, &Tid::new(tid)?, &[batch], &PartitionMeta::default())?;
         println!(
             "  wrote {} ({} rows, digest {})",
-            info.path
-                .strip_prefix(store.root())
-                .unwrap_or(&info.path)
-                .display(),
-            info.rows,
-            info.digest
+            info.key, info.rows, info.digest
         );
     }
 
@@ -199,14 +194,12 @@ fn store_demo(store: PartitionStore, d: &Download) -> Result<()> {
         let tids = store.list_tids(&table)?;
         println!("  {table}: {} periods", tids.len());
         for tid in &tids {
-            let path = store.partition_path(&table, tid);
+            let key = store.partition_key(&table, tid);
             let footer = store.footer(&table, tid)?;
             println!(
                 "    {:<10} file {:<22} rows {:>4}  columns {}  digest {}",
                 tid.as_str(),
-                path.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                key.rsplit('/').next().unwrap_or_default(),
                 footer.rows,
                 footer.columns.join(";"),
                 footer.digest.as_deref().unwrap_or("-")

@@ -22,8 +22,8 @@ use statbank_client::emulator::{Emulator, World};
 use statbank_client::{CatalogEntry, StatbankClient, TablesRequest};
 use sync_state::{
     batches, catalog_gate, eligibility, estimate_rows_per_period, infer_frequency,
-    periods_per_request, select_periods, Eligibility, GateDecision, SyncState, TableId, TableState,
-    Tid, MAX_ROWS_PER_CALL,
+    periods_per_request, select_periods, Eligibility, GateDecision, GatePolicy, SelectOptions,
+    SyncState, TableId, TableState, Tid, MAX_ROWS_PER_CALL,
 };
 
 #[tokio::main]
@@ -93,21 +93,26 @@ async fn main() -> Result<()> {
     println!("\n== catalog gate");
     println!(
         "  last poll 8 days ago:           {}",
-        gate(catalog_gate(&state, now, false))
+        gate(catalog_gate(&state, now, false, &GatePolicy::default()))
     );
     let mut recent = state.clone();
     recent.last_catalog_poll_at = Some((now - Duration::days(2)).into());
     println!(
         "  last poll 2 days ago:           {}",
-        gate(catalog_gate(&recent, now, false))
+        gate(catalog_gate(&recent, now, false, &GatePolicy::default()))
     );
     println!(
         "  last poll 2 days ago, forced:   {}",
-        gate(catalog_gate(&recent, now, true))
+        gate(catalog_gate(&recent, now, true, &GatePolicy::default()))
     );
     println!(
         "  never polled:                   {}",
-        gate(catalog_gate(&SyncState::default(), now, false))
+        gate(catalog_gate(
+            &SyncState::default(),
+            now,
+            false,
+            &GatePolicy::default()
+        ))
     );
 
     // 2. Eligibility: does this table need a sync?
@@ -146,7 +151,15 @@ async fn main() -> Result<()> {
     );
 
     // 4. Period selection: new ∪ refresh window, and what was pruned.
-    let selection = select_periods(&remote, &local, frequency, bootstrap, true);
+    let selection = select_periods(
+        &remote,
+        &local,
+        frequency,
+        SelectOptions {
+            bootstrap,
+            prune: true,
+        },
+    );
     println!(
         "\n== period selection ({} remote, {} local, bootstrap {bootstrap})",
         remote.len(),
@@ -230,7 +243,15 @@ async fn bootstrap_plan(
     let (info, _) = client.table_info(&id).await?;
     let remote = info.tids()?;
     let frequency = infer_frequency(&remote);
-    let selection = select_periods(&remote, &BTreeSet::new(), frequency, bootstrap, false);
+    let selection = select_periods(
+        &remote,
+        &BTreeSet::new(),
+        frequency,
+        SelectOptions {
+            bootstrap,
+            prune: false,
+        },
+    );
     let rows_per_period = estimate_rows_per_period(&info.value_counts(), remote.len());
     let per_request = periods_per_request(rows_per_period, MAX_ROWS_PER_CALL);
     let requests = batches(&selection.fetch, per_request).len();

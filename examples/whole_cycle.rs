@@ -209,5 +209,8 @@ fn report(title: &str, m: &RunManifest, dir: &DataDir) {
                 .unwrap_or_default()
         );
     }
-    println!("  manifest: {}", dir.manifest_file(&m.run_id).display());
+    println!(
+        "  manifest: {}",
+        dir.display_key(&dir.manifest_key(&m.run_id))
+    );
 }

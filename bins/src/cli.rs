@@ -169,7 +169,7 @@ impl ProgressSink for Progress {
 }
 
 /// The one-screen summary of a sync run.
-pub fn sync_summary(m: &RunManifest, manifest_path: &std::path::Path) -> String {
+pub fn sync_summary(m: &RunManifest, manifest_path: &str) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let s = &m.summary;
@@ -240,16 +240,46 @@ pub fn sync_summary(m: &RunManifest, manifest_path: &std::path::Path) -> String 
             let _ = writeln!(out, "  error: {e}");
         }
     }
-    let _ = writeln!(out, "  manifest: {}", manifest_path.display());
+    if s.tables_schema_changed > 0 {
+        for (id, r) in m.tables.iter().filter(|(_, r)| r.schema_change.is_some()) {
+            if let Some(c) = &r.schema_change {
+                let _ = writeln!(
+                    out,
+                    "  SCHEMA CHANGED {id}: [{}] -> [{}] (re-fetched whole; apply needs --on-schema-change rebuild or a migrated table)",
+                    c.before.join(", "),
+                    c.after.join(", ")
+                );
+            }
+        }
+    }
+    if let Some(removed) = &m.catalog.removed_tables {
+        let ids: Vec<&str> = removed.iter().take(10).map(|t| t.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "  no longer in the catalog (kept): {}{}",
+            ids.join(", "),
+            if removed.len() > 10 { " …" } else { "" }
+        );
+    }
+    if s.periods_verified > 0 || s.verification_debt > 0 {
+        let _ = writeln!(
+            out,
+            "  verified {} older periods; {} still owe a verification",
+            s.periods_verified, s.verification_debt
+        );
+    }
+    let _ = writeln!(out, "  manifest: {manifest_path}");
     out
 }
 
 /// The sync settings shared by `statbank-sync` and `statbank-flow`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SyncArgs {
-    /// The data folder (partitions, state.json, run manifests).
+    /// The data folder (partitions, state.json, run manifests): a local
+    /// path, or s3://bucket/prefix, gs://bucket/prefix, az://container/prefix
+    /// (credentials from the standard AWS_*, GOOGLE_*, AZURE_* variables).
     #[arg(long, env = "STATBANK_DATA_DIR", default_value = "data/dst")]
-    pub data_dir: std::path::PathBuf,
+    pub data_dir: String,
     /// The StatBank API base URL (the emulator: http://127.0.0.1:8080/v1).
     #[arg(long, env = "STATBANK_BASE_URL", default_value = statbank_client::DEFAULT_BASE_URL)]
     pub base_url: String,
@@ -285,6 +315,38 @@ pub struct SyncArgs {
     /// request times out.
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
+    /// Keep superseded partitions as vintages under
+    /// statbank_tables/_vintages/ (stays on for this data folder until
+    /// --no-keep-vintages).
+    #[arg(long, conflicts_with = "no_keep_vintages")]
+    pub keep_vintages: bool,
+    /// Stop keeping vintages in this data folder (kept ones stay).
+    #[arg(long)]
+    pub no_keep_vintages: bool,
+    /// Rolling verification: when a table's `updated` changes, its periods
+    /// outside the refresh window are re-fetched once, spread over this many
+    /// cycles (0 = off: only the refresh window, as the original).
+    #[arg(long, default_value_t = 4)]
+    pub verify_cycles: u32,
+    /// At most this many periods verified per table and cycle.
+    #[arg(long)]
+    pub verify_max_periods: Option<usize>,
+    /// At most this many (estimated) rows verified per table and cycle.
+    #[arg(long)]
+    pub verify_max_rows: Option<u64>,
+    /// Verify every period of the selected tables now (e.g. after an
+    /// announced benchmark revision); implies --force-catalog-poll.
+    #[arg(long)]
+    pub verify_all: bool,
+    /// What to do with tables that left the catalog: keep them (default),
+    /// archive their partitions under statbank_tables/_archive/, or delete
+    /// them.
+    #[arg(long, value_enum, default_value = "keep")]
+    pub vanished_tables: crate::VanishedTables,
+    /// Hours before the 7 days are up that a run still polls the catalog
+    /// (absorbs scheduler jitter; 0 = strictly 7 days).
+    #[arg(long, default_value_t = 12)]
+    pub gate_grace_hours: u32,
     /// Largest response body accepted, in MiB (0 = no limit).
     #[arg(long, default_value_t = 0)]
     pub max_response_mib: u64,
@@ -311,16 +373,34 @@ impl SyncArgs {
             .build()?)
     }
 
+    /// The data folder these settings name.
+    pub fn data_dir(&self) -> Result<sync_state::DataDir, crate::Error> {
+        Ok(sync_state::DataDir::open(&self.data_dir)?)
+    }
+
     /// The sync options these settings describe (system clock, no stop
     /// signal or progress yet).
-    pub fn options(&self) -> crate::SyncOptions {
-        let mut opts = crate::SyncOptions::new(&self.data_dir);
-        opts.force_catalog_poll = self.force_catalog_poll;
+    pub fn options(&self) -> Result<crate::SyncOptions, crate::Error> {
+        let mut opts = crate::SyncOptions::on(self.data_dir()?);
+        opts.force_catalog_poll = self.force_catalog_poll || self.verify_all;
+        opts.keep_vintages = match (self.keep_vintages, self.no_keep_vintages) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        };
+        opts.verify = sync_state::VerifyPolicy {
+            cycles: self.verify_cycles,
+            max_periods: self.verify_max_periods,
+            max_rows: self.verify_max_rows,
+        };
+        opts.verify_all = self.verify_all;
+        opts.vanished_tables = self.vanished_tables;
+        opts.gate.grace = chrono::Duration::hours(i64::from(self.gate_grace_hours));
         opts.run_id = self.run_id.clone();
         opts.tables = self.tables.clone();
         opts.max_tables = self.max_tables;
         opts.prune_deleted_periods = self.prune_deleted_periods;
         opts.table_concurrency = self.table_concurrency.max(1);
-        opts
+        Ok(opts)
     }
 }

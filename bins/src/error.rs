@@ -16,14 +16,6 @@ pub enum Error {
     /// The DB apply failed as a whole.
     #[error(transparent)]
     Apply(#[from] fact_apply::Error),
-    /// Another cycle holds the data folder's lock.
-    #[error("another statbank-sync cycle is running on this data folder (lock {path} held{})", .holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
-    Locked {
-        /// The lock file.
-        path: PathBuf,
-        /// What the lock file says about its holder.
-        holder: Option<String>,
-    },
     /// A file-system operation failed.
     #[error("i/o error on {path}")]
     Io {
@@ -50,10 +42,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+    /// Whether another process holds the data folder's lock (or lease).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Error::State(sync_state::Error::Locked { .. }))
     }
 }

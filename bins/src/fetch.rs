@@ -3,7 +3,7 @@
 //! Parquet encoding overlap while memory stays bounded.
 
 use bytes::Bytes;
-use partition_store::{PartitionStore, RequestWriter, StagedRequest, WriteLimits};
+use partition_store::{PartitionMeta, RequestWriter, StagedRequest, TableSet, WriteLimits};
 use statbank_client::{BulkParser, DataRequest, Lang, StatbankClient, TableInfo, VALUE_COLUMN};
 use sync_state::{TableId, Tid};
 
@@ -42,12 +42,13 @@ pub(crate) struct Fetched {
 /// period. Nothing is published; a failure at any point leaves no file.
 pub(crate) async fn fetch_batch(
     client: &StatbankClient,
-    store: &PartitionStore,
-    table: &TableId,
+    set: &TableSet,
     info: &TableInfo,
     tids: &[Tid],
     limits: WriteLimits,
+    meta: &PartitionMeta,
 ) -> Result<Fetched, FetchError> {
+    let table = set.table();
     let req = DataRequest::all_values_for_periods(table.clone(), info, tids);
     let mut resp = client
         .data_bulk(&req)
@@ -61,9 +62,9 @@ pub(crate) async fn fetch_batch(
         .collect();
     let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(CHANNEL_CHUNKS);
     let worker = {
-        let (store, table, tids, lang) = (store.clone(), table.clone(), tids.to_vec(), resp.lang());
+        let (set, tids, lang, meta) = (set.clone(), tids.to_vec(), resp.lang(), meta.clone());
         tokio::task::spawn_blocking(move || {
-            write_worker(&store, &table, &tids, limits, lang, &expected, rx)
+            write_worker(&set, &tids, limits, lang, &expected, &meta, rx)
         })
     };
     let mut body_err = None;
@@ -117,17 +118,18 @@ enum WriterMsg {
 /// halves of the CPU work overlap (they are about equal). Both queues are
 /// bounded, so memory does not grow with the response.
 fn write_worker(
-    store: &PartitionStore,
-    table: &TableId,
+    set: &TableSet,
     tids: &[Tid],
     limits: WriteLimits,
     lang: Lang,
     expected: &[String],
+    meta: &PartitionMeta,
     rx: tokio::sync::mpsc::Receiver<Msg>,
 ) -> Result<StagedRequest, Error> {
+    let table = set.table();
     std::thread::scope(|scope| {
         let (wtx, wrx) = std::sync::mpsc::sync_channel::<WriterMsg>(BATCH_QUEUE);
-        let writer = scope.spawn(move || writer_thread(store, table, tids, limits, expected, wrx));
+        let writer = scope.spawn(move || writer_thread(set, tids, limits, expected, meta, wrx));
         let parsed = parse_loop(table, tids, limits, lang, rx, &wtx);
         if parsed.is_ok() {
             // A send error means the writer failed: its error is reported below.
@@ -202,18 +204,19 @@ fn parse_loop(
 /// Returns the staged request after `Done`, `None` when the parser gave up
 /// (the staged files are removed when the writer is dropped).
 fn writer_thread(
-    store: &PartitionStore,
-    table: &TableId,
+    set: &TableSet,
     tids: &[Tid],
     limits: WriteLimits,
     expected: &[String],
+    meta: &PartitionMeta,
     rx: std::sync::mpsc::Receiver<WriterMsg>,
 ) -> Result<Option<StagedRequest>, Error> {
+    let table = set.table();
     let mut writer: Option<RequestWriter> = None;
     for msg in rx {
         match msg {
             WriterMsg::Schema(schema) => {
-                writer = Some(new_writer(store, table, tids, limits, expected, schema)?);
+                writer = Some(new_writer(set, tids, limits, expected, meta, schema)?);
             }
             WriterMsg::Batch(b) => match writer.as_mut() {
                 Some(w) => w.write(&b)?,
@@ -235,13 +238,14 @@ fn writer_thread(
 }
 
 fn new_writer(
-    store: &PartitionStore,
-    table: &TableId,
+    set: &TableSet,
     tids: &[Tid],
     limits: WriteLimits,
     expected: &[String],
+    meta: &PartitionMeta,
     schema: arrow_schema::SchemaRef,
 ) -> Result<RequestWriter, Error> {
+    let table = set.table();
     let got: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     if got != expected {
         return Err(Error::Shape {
@@ -253,5 +257,5 @@ fn new_writer(
             ),
         });
     }
-    Ok(RequestWriter::new(store, table, schema, tids, limits)?)
+    Ok(RequestWriter::new(set, schema, tids, limits, meta.clone())?)
 }

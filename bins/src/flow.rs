@@ -119,7 +119,7 @@ pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<Flo
                 tracing::warn!(attempt = attempts, run = %m.run_id, error = m.error.as_deref().unwrap_or(""), "sync attempt failed");
                 manifest = Some(m);
             }
-            Err(e @ Error::Locked { .. }) => return Err(e),
+            Err(e) if e.is_locked() => return Err(e),
             Err(e) => {
                 tracing::warn!(attempt = attempts, error = %error_chain(&e), "sync attempt failed");
                 last_err = Some(e);

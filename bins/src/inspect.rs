@@ -55,7 +55,7 @@ pub fn failure_streaks(manifests: &[RunManifest]) -> BTreeMap<TableId, (usize, S
 pub fn status(dir: &DataDir) -> Result<String, Error> {
     let state = SyncState::load(dir)?;
     let mut out = String::new();
-    let _ = writeln!(out, "data folder: {}", dir.root().display());
+    let _ = writeln!(out, "data folder: {}", dir.describe());
     match state.last_catalog_poll_at {
         Some(t) => {
             let _ = writeln!(
@@ -169,7 +169,10 @@ pub fn run(dir: &DataDir, run: Option<&RunId>) -> Result<String, Error> {
     let id = match run {
         Some(r) => r.clone(),
         None => latest_run(dir)?.ok_or_else(|| {
-            Error::Internal(format!("no run manifest in {}", dir.runs_dir().display()))
+            Error::Internal(format!(
+                "no run manifest in {}",
+                dir.display_key(&dir.runs_key())
+            ))
         })?,
     };
     let m = RunManifest::load(dir, &id)?;
@@ -199,7 +202,7 @@ pub fn run(dir: &DataDir, run: Option<&RunId>) -> Result<String, Error> {
 /// `table ID`: state entry, local periods and the table's recent results.
 pub fn table(dir: &DataDir, table: &TableId) -> Result<String, Error> {
     let state = SyncState::load(dir)?;
-    let store = PartitionStore::new(dir.tables_root());
+    let store = PartitionStore::new(dir);
     let local = store.list_tids(table)?;
     let mut out = String::new();
     let _ = writeln!(out, "table {table}");
@@ -219,12 +222,13 @@ pub fn table(dir: &DataDir, table: &TableId) -> Result<String, Error> {
         local.first().map(|t| t.as_str()).unwrap_or("-"),
         local.last().map(|t| t.as_str()).unwrap_or("-")
     );
-    let meta = dir.metadata_file(table);
+    let meta = dir.metadata_file_key(table);
+    let present = dir.storage().head(&meta)?.is_some();
     let _ = writeln!(
         out,
         "tableinfo cache: {}{}",
-        meta.display(),
-        if meta.exists() { "" } else { " (missing)" }
+        dir.display_key(&meta),
+        if present { "" } else { " (missing)" }
     );
     let _ = writeln!(out, "recent runs (newest first):");
     let mut shown = 0;
@@ -299,7 +303,7 @@ pub async fn plan(
 ) -> Result<String, Error> {
     let state = SyncState::load(dir)?;
     let overrides = FrequencyOverrides::load(dir)?;
-    let store = PartitionStore::new(dir.tables_root());
+    let store = PartitionStore::new(dir);
     let (info, _) = client.table_info(table).await?;
     let remote = info.tids().map_err(|e| Error::Shape {
         table: table.to_string(),
@@ -330,7 +334,15 @@ pub async fn plan(
         Some(f) => (f, "frequency_overrides.json"),
         None => (sync_state::infer_frequency(&remote), "inferred"),
     };
-    let sel = select_periods(&remote, &local, frequency, bootstrap, false);
+    let sel = select_periods(
+        &remote,
+        &local,
+        frequency,
+        sync_state::SelectOptions {
+            bootstrap,
+            prune: false,
+        },
+    );
     let per_request = periods_per_request(
         estimate_rows_per_period(&info.value_counts(), remote.len()),
         MAX_ROWS_PER_CALL,

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod cli;
 mod cycle;
@@ -25,11 +26,9 @@ mod error;
 mod fetch;
 pub mod flow;
 pub mod inspect;
-mod lock;
 pub mod metrics;
 mod redact;
 
-pub use cycle::{run_sync_cycle, Clock, ProgressSink, StopSignal, SyncOptions};
+pub use cycle::{run_sync_cycle, Clock, ProgressSink, StopSignal, SyncOptions, VanishedTables};
 pub use error::Error;
-pub use lock::DataDirLock;
 pub use redact::{password_of, redact_url, scrub};

@@ -1,26 +1,33 @@
 """Prefect flow for statbank-sync, for teams that already run Prefect.
 
-It does what `statbank-flow` does, with Prefect's retries, UI and alerting:
+It does what ``statbank-flow`` does, with Prefect's retries, UI and alerting:
 
 1. task ``sync``: runs ``statbank-sync --run-id <UTC %Y%m%dT%H%M%SZ>``
    (3 retries, 30 s / 120 s / 300 s apart);
-2. reads the run manifest ``<data-dir>/statbank_tables/_sync/runs/<run_id>.json``;
-3. task ``apply``: only when some table has non-empty ``changed_tids`` or
-   ``deleted_tids``, runs ``statbank-apply --run-id <run_id>`` (1 retry, 60 s).
+2. task ``apply``: runs ``statbank-apply --pending`` (1 retry, 60 s), which
+   applies every run whose changes were never applied successfully (this
+   run's, and any earlier run whose apply failed or never ran), oldest first.
+   So an apply that failed last week is caught up by this week's run.
 
 Exit codes of both binaries: 0 success/skipped, 2 partial failure, 1 failed.
 
 * 1 (failed, or could not start, e.g. the data folder is locked) raises, so
-  Prefect retries the task. Each attempt gets its own run id (its own
+  Prefect retries the task. Each sync attempt gets its own run id (its own
   manifest); a failed sync does not clear the state's journal of changed
   periods, so the next attempt's manifest still lists them.
 * 2 (partial failure: some tables failed) is not retried blindly: a retry
   would re-run the whole cycle for the sake of a few tables, and the next
-  weekly cycle retries failed tables anyway. The flow logs a warning, still
-  applies what did change, and ends in a Failed state so that Prefect
-  automations / notifications fire.
+  weekly cycle retries failed tables anyway (and ``--pending`` re-applies a
+  partially applied run). The flow logs a warning, still applies what did
+  change, and ends in a Failed state whose message names the failed tables
+  and their errors, so that Prefect automations / notifications fire.
 
-Configuration (environment):
+The binaries run with ``--log-format json``; each of their log lines is
+forwarded to the Prefect run log at its own level (WARN -> warning, ERROR ->
+error). Known secrets (the database URL and its password, webhook URLs, object
+store keys) are masked in everything this flow logs or raises.
+
+Configuration (environment of the process that runs the flow):
 
 * ``STATBANK_BIN_DIR``: folder of the binaries (default: found on ``PATH``).
 * ``STATBANK_DATA_DIR``: data folder (default ``data/dst``, as the binaries).
@@ -28,33 +35,55 @@ Configuration (environment):
 * ``DATABASE_URL``: read by statbank-apply itself; or pass the flow parameter
   ``database_url_secret_block`` (name of a Prefect ``Secret`` block). The URL
   is handed to the child through its environment, never on its command line.
+* ``PREFECT_API_URL``: the Prefect server to register with (required).
 * ``PREFECT_WORK_POOL``: see ``__main__`` below.
 
-Deploy: ``python statbank_flow.py`` (see deploy/README.md).
+Deploy: ``python statbank_flow.py`` (see the Prefect section of deploy/README.md).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Prefect builds a pydantic model
+# from the flow's signature when a deployment run starts, and string
+# annotations would have to be resolved again in a namespace that lacks the
+# typing names ("Weekly_Statbank_Sync_FlowModel is not fully defined").
 
 import json
 import os
+import queue
+import re
 import shutil
 import subprocess
+import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Literal, Optional, Tuple
+from urllib.parse import urlsplit
 
 from prefect import flow, get_run_logger, task
 from prefect.blocks.system import Secret
-from prefect.runner import storage as runner_storage
 
 FLOW_NAME = "weekly_statbank_sync_flow"
 DEPLOYMENT_NAME = "weekly-statbank-sync"
-CRON = "0 22 * * 0"  # Sunday 22:00
+CRON = "0 22 * * 0"  # Sunday 22:00 UTC
 DEFAULT_DATA_DIR = "data/dst"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_PARTIAL = 2
+
+# Longest error text quoted per table in a failure message.
+MAX_ERROR_CHARS = 300
+# Tables named per run in a failure message (the rest are counted).
+MAX_TABLES_NAMED = 20
+
+# Environment variables whose values are secrets wherever they appear.
+SECRET_ENV_VARS = (
+    "DATABASE_URL",
+    "STATBANK_ALERT_WEBHOOK",
+    "STATBANK_METRICS_PUSH_URL",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
 
 
 class StatbankCommandFailed(RuntimeError):
@@ -63,6 +92,58 @@ class StatbankCommandFailed(RuntimeError):
 
 class StatbankPartialFailure(RuntimeError):
     """Some tables failed; raised at the end of the flow to fail the run."""
+
+
+# ---------------------------------------------------------------- secrets
+
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+class _Redactor:
+    """Masks known secret values and anything shaped like a password.
+
+    Holds no lock: `.serve()` pickles the flow together with the module
+    globals it uses, and the tuple of secrets is replaced as a whole."""
+
+    def __init__(self) -> None:
+        self._secrets: Tuple[str, ...] = ()
+
+    def add(self, value: Optional[str]) -> None:
+        if not value:
+            return
+        found = {value}
+        if "://" in value:
+            try:
+                password = urlsplit(value).password
+            except ValueError:
+                password = None
+            if password:
+                found.add(password)
+        for m in _KV_PASSWORD.finditer(value):
+            found.add(m.group(2).strip("'"))
+        # Very short values would mask ordinary words.
+        merged = set(self._secrets) | {s for s in found if len(s) >= 4}
+        self._secrets = tuple(sorted(merged, key=len, reverse=True))
+
+    def add_environment(self, env: Optional[Dict[str, str]] = None) -> None:
+        env = os.environ if env is None else env
+        for name in SECRET_ENV_VARS:
+            self.add(env.get(name))
+
+    def __call__(self, text: Any) -> str:
+        text = str(text)
+        for s in self._secrets:
+            text = text.replace(s, "***")
+        text = _URL_PASSWORD.sub(r"\g<head>***@", text)
+        return _KV_PASSWORD.sub(r"\g<head>***", text)
+
+
+redact = _Redactor()
+redact.add_environment()
+
+
+# ---------------------------------------------------------------- helpers
 
 
 def _binary(name: str) -> str:
@@ -79,12 +160,36 @@ def _binary(name: str) -> str:
     return found
 
 
+_SUPPORTS: Dict[Tuple[str, str], bool] = {}
+
+
+def _supports(binary: str, flag: str) -> bool:
+    """Whether ``binary --help`` lists ``flag`` (asked once per process)."""
+    if (binary, flag) not in _SUPPORTS:
+        _SUPPORTS[(binary, flag)] = _help_lists(binary, flag)
+    return _SUPPORTS[(binary, flag)]
+
+
+def _help_lists(binary: str, flag: str) -> bool:
+    try:
+        out = subprocess.run(
+            [binary, "--help"], capture_output=True, text=True, errors="replace", timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return re.search(re.escape(flag) + r"\b", out.stdout + out.stderr) is not None
+
+
 def _data_dir(data_dir: Optional[str]) -> Path:
     return Path(data_dir or os.environ.get("STATBANK_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
+def _runs_dir(data_dir: Path) -> Path:
+    return data_dir / "statbank_tables" / "_sync" / "runs"
+
+
 def _manifest_path(data_dir: Path, run_id: str) -> Path:
-    return data_dir / "statbank_tables" / "_sync" / "runs" / f"{run_id}.json"
+    return _runs_dir(data_dir) / f"{run_id}.json"
 
 
 def _new_run_id() -> str:
@@ -94,37 +199,209 @@ def _new_run_id() -> str:
 def _load_manifest(path: Path) -> Optional[Dict[str, Any]]:
     try:
         with path.open(encoding="utf-8") as f:
-            return json.load(f)
+            data = json.load(f)
     except FileNotFoundError:
         return None
+    return data if isinstance(data, dict) else None
 
 
-def _run(cmd: List[str], env: Optional[Dict[str, str]] = None) -> int:
-    """Runs ``cmd``, forwarding its output line by line to the Prefect log.
+def _run_ids(data_dir: Path) -> List[str]:
+    """Run ids of the manifests in ``runs/``, oldest first."""
+    try:
+        names = os.listdir(_runs_dir(data_dir))
+    except FileNotFoundError:
+        return []
+    return sorted(n[: -len(".json")] for n in names if n.endswith(".json") and not n.startswith("."))
+
+
+def _entries(tables: Any, key: str = "table") -> List[Tuple[str, Dict[str, Any]]]:
+    """``(table id, result)`` pairs of a manifest's per-table section, which
+    is a map keyed by table id or a list of objects with a ``table`` key."""
+    if isinstance(tables, dict):
+        return [(str(k), v if isinstance(v, dict) else {}) for k, v in tables.items()]
+    if isinstance(tables, list):
+        return [(str(t.get(key, "?")), t) for t in tables if isinstance(t, dict)]
+    return []
+
+
+def _changes(manifest: Dict[str, Any]) -> Dict[str, Dict[str, int]]:
+    """Tables with non-empty ``changed_tids`` or ``deleted_tids``."""
+    out: Dict[str, Dict[str, int]] = {}
+    for table, result in _entries(manifest.get("tables")):
+        changed = result.get("changed_tids") or []
+        deleted = result.get("deleted_tids") or []
+        if changed or deleted:
+            out[table] = {"changed": len(changed), "deleted": len(deleted)}
+    return out
+
+
+def _needs_apply(manifest: Dict[str, Any]) -> bool:
+    """Same rule as ``statbank-apply --pending``: the run has changes and its
+    ``db_apply`` is absent, failed, partial, or skipped for want of a database."""
+    if not _changes(manifest):
+        return False
+    report = manifest.get("db_apply")
+    if not isinstance(report, dict):
+        return True
+    status = report.get("status")
+    if status in ("failed", "partial_failure"):
+        return True
+    if status == "skipped":
+        return report.get("reason") == "no_database_url"
+    return False
+
+
+def _pending_runs(data_dir: Path) -> List[str]:
+    out = []
+    for run_id in _run_ids(data_dir):
+        m = _load_manifest(_manifest_path(data_dir, run_id))
+        if m is not None and _needs_apply(m):
+            out.append(run_id)
+    return out
+
+
+def _db_apply_snapshot(data_dir: Path) -> Dict[str, str]:
+    """run id -> its ``db_apply`` as canonical JSON (to see what an apply touched)."""
+    out = {}
+    for run_id in _run_ids(data_dir):
+        m = _load_manifest(_manifest_path(data_dir, run_id)) or {}
+        out[run_id] = json.dumps(m.get("db_apply"), sort_keys=True)
+    return out
+
+
+def _shorten(text: Any, limit: int = MAX_ERROR_CHARS) -> str:
+    text = " ".join(redact(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _describe(table: str, result: Dict[str, Any]) -> str:
+    """``FOLK1A (reason: …; error: …)``"""
+    parts = []
+    for key in ("reason", "error"):
+        if result.get(key):
+            parts.append(f"{key}: {_shorten(result[key])}")
+    return f"{table} ({'; '.join(parts)})" if parts else table
+
+
+def _join_tables(items: List[str]) -> str:
+    shown = items[:MAX_TABLES_NAMED]
+    rest = len(items) - len(shown)
+    return ", ".join(shown) + (f", and {rest} more" if rest > 0 else "")
+
+
+def sync_failures(manifest: Dict[str, Any]) -> str:
+    """The failed tables of a sync manifest, with their errors."""
+    failed = [_describe(t, r) for t, r in _entries(manifest.get("tables")) if r.get("status") == "failed"]
+    if not failed:
+        return "no table marked failed"
+    return f"{len(failed)} table(s) failed: {_join_tables(failed)}"
+
+
+def apply_failures(report: Optional[Dict[str, Any]]) -> str:
+    """What went wrong in a manifest's ``db_apply``: its status, cause and
+    failed tables (``tables`` is a list with ``table`` keys or a map)."""
+    if not isinstance(report, dict):
+        return "no db_apply report written"
+    text = f"db_apply {report.get('status') or 'without status'}"
+    cause = [f"{k}: {_shorten(report[k])}" for k in ("reason", "error") if report.get(k)]
+    if cause:
+        text += f" ({'; '.join(cause)})"
+    failed = [_describe(t, r) for t, r in _entries(report.get("tables")) if r.get("status") == "failed"]
+    if failed:
+        text += f"; {len(failed)} table(s) failed: {_join_tables(failed)}"
+    return text
+
+
+# ---------------------------------------------------------------- running the binaries
+
+_LEVELS = {"ERROR": "error", "WARN": "warning", "WARNING": "warning", "INFO": "info", "DEBUG": "debug", "TRACE": "debug"}
+
+
+def _format_json_line(record: Dict[str, Any]) -> Tuple[str, str]:
+    """-> (Prefect logger method name, text) for one ``--log-format json`` line
+    (``{"timestamp","level","fields":{"message",…},"target"}``)."""
+    level = _LEVELS.get(str(record.get("level", "INFO")).upper(), "info")
+    fields = record.get("fields")
+    fields = dict(fields) if isinstance(fields, dict) else {}
+    message = str(fields.pop("message", ""))
+    extras = []
+    for key, value in fields.items():
+        if key.startswith("log.") or value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            value = json.dumps(value)
+        extras.append(f"{key}={value}")
+    text = " ".join([message] + extras) if message else " ".join(extras)
+    return level, text
+
+
+def _pump(stream: Any, name: str, lines: "queue.Queue[Tuple[str, Optional[str]]]") -> None:
+    try:
+        for line in stream:
+            lines.put((name, line))
+    finally:
+        lines.put((name, None))
+
+
+def _run(cmd: List[str], env: Optional[Dict[str, str]] = None) -> Tuple[int, List[str]]:
+    """Runs ``cmd``; forwards its output to the Prefect log and returns
+    ``(exit code, its ERROR lines)``.
+
+    stderr carries the JSON log lines (forwarded at their own level; a line
+    that is not JSON, such as a usage error, at warning, or error when it
+    starts with ``error``); stdout carries the human summary (info).
 
     If the task is interrupted (cancellation, timeout, Ctrl-C) the child gets
     SIGTERM (it finishes the requests in flight and exits) and, after 5
     minutes, SIGKILL. The data folder stays consistent either way.
     """
     logger = get_run_logger()
-    logger.info("running: %s", " ".join(cmd))
+    logger.info("running: %s", redact(" ".join(cmd)))
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         env=env,
         text=True,
         errors="replace",
         bufsize=1,
     )
+    errors: List[str] = []
+    lines: "queue.Queue[Tuple[str, Optional[str]]]" = queue.Queue()
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, "stdout", lines), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, "stderr", lines), daemon=True),
+    ]
+    for p in pumps:
+        p.start()
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        open_streams = len(pumps)
+        while open_streams:
+            name, line = lines.get()
+            if line is None:
+                open_streams -= 1
+                continue
             line = line.rstrip("\n")
-            if line:
-                logger.info("%s", line)
-        return proc.wait()
+            if not line.strip():
+                continue
+            level, text = "info", line
+            if name == "stderr":
+                record = None
+                if line.lstrip().startswith("{"):
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        record = None
+                if isinstance(record, dict):
+                    level, text = _format_json_line(record)
+                else:
+                    level = "error" if line.lower().startswith("error") else "warning"
+            text = redact(text)
+            getattr(logger, level)("%s", text)
+            if level == "error":
+                errors.append(text)
+        return proc.wait(), errors
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -133,17 +410,15 @@ def _run(cmd: List[str], env: Optional[Dict[str, str]] = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for p in pumps:
+            p.join(timeout=5)
 
 
-def _changes(manifest: Dict[str, Any]) -> Dict[str, Dict[str, int]]:
-    """Tables with non-empty ``changed_tids`` or ``deleted_tids``."""
-    out: Dict[str, Dict[str, int]] = {}
-    for table, result in (manifest.get("tables") or {}).items():
-        changed = (result or {}).get("changed_tids") or []
-        deleted = (result or {}).get("deleted_tids") or []
-        if changed or deleted:
-            out[table] = {"changed": len(changed), "deleted": len(deleted)}
-    return out
+def _last_errors(errors: List[str], n: int = 3) -> str:
+    return " | ".join(_shorten(e) for e in errors[-n:])
+
+
+# ---------------------------------------------------------------- tasks
 
 
 @task(name="sync", retries=3, retry_delay_seconds=[30, 120, 300])
@@ -151,70 +426,114 @@ def sync(
     data_dir: str,
     force_catalog_poll: bool = False,
     tables: Optional[List[str]] = None,
+    history: bool = False,
 ) -> Dict[str, Any]:
     """One ``statbank-sync`` cycle. Raises on exit 1 (so Prefect retries);
-    returns ``{"run_id", "status", "manifest", "exit_code"}`` on 0 and 2."""
+    returns ``{"run_id", "status", "manifest", "exit_code", "failures"}`` on 0 and 2."""
     logger = get_run_logger()
     # A fresh id per attempt, so a retry does not overwrite the manifest of
     # the attempt that failed (ids are 30 s or more apart).
     run_id = _new_run_id()
-    cmd = [_binary("statbank-sync"), "--data-dir", data_dir, "--run-id", run_id, "--no-progress"]
+    binary = _binary("statbank-sync")
+    cmd = [binary, "--data-dir", data_dir, "--run-id", run_id, "--no-progress", "--log-format", "json"]
     if force_catalog_poll:
         cmd.append("--force-catalog-poll")
     if tables:
         cmd += ["--tables", ",".join(tables)]
-    code = _run(cmd)
+    if history and _supports(binary, "--history"):
+        cmd.append("--history")
+    code, errors = _run(cmd)
     path = _manifest_path(Path(data_dir), run_id)
     manifest = _load_manifest(path)
     status = (manifest or {}).get("status")
+    failures = None
     if code == EXIT_PARTIAL and status == "partial_failure":
-        summary = manifest.get("summary") if manifest else None
-        logger.warning("sync run %s: partial_failure (some tables failed; summary %s)", run_id, summary)
+        failures = sync_failures(manifest or {})
+        logger.warning("sync run %s: partial_failure: %s", run_id, failures)
     elif code != EXIT_OK:
         # Exit 1, a signal, or exit 2 without a partial_failure manifest
         # (clap reports usage errors with 2, too).
         if manifest is None:
             detail = f"no manifest at {path}"
         else:
-            detail = manifest.get("error") or f"manifest status {status!r}"
+            detail = _shorten(manifest.get("error") or f"manifest status {status!r}")
+            if any(r.get("status") == "failed" for _, r in _entries(manifest.get("tables"))):
+                detail += "; " + sync_failures(manifest)
+        if errors:
+            detail += f"; errors logged: {_last_errors(errors)}"
         raise StatbankCommandFailed(f"statbank-sync exited with {code} (run {run_id}: {detail})")
     elif manifest is None:
         raise StatbankCommandFailed(f"statbank-sync succeeded but wrote no manifest at {path}")
     logger.info("sync run %s: %s; manifest %s", run_id, status, path)
-    return {"run_id": run_id, "status": status, "manifest": str(path), "exit_code": code}
+    return {"run_id": run_id, "status": status, "manifest": str(path), "exit_code": code, "failures": failures}
 
 
 @task(name="apply", retries=1, retry_delay_seconds=60)
 def apply(
     data_dir: str,
-    run_id: str,
     database_url_secret_block: Optional[str] = None,
     create_missing: bool = False,
+    on_schema_change: str = "fail",
+    history: bool = False,
+    db_schema: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """``statbank-apply --run-id RUN``. Raises on exit 1 (Prefect retries);
-    returns the manifest's ``db_apply`` status on 0 and 2."""
+    """``statbank-apply --pending``: applies every run whose changes were
+    never applied successfully, oldest first. Raises on exit 1 (Prefect
+    retries); on 0 and 2 returns the runs it applied with their outcome:
+    ``{"exit_code", "runs": [{"run_id", "status", "failures"}], "still_pending"}``."""
     logger = get_run_logger()
     env = dict(os.environ)
     if database_url_secret_block:
         env["DATABASE_URL"] = Secret.load(database_url_secret_block).get()
+        redact.add(env["DATABASE_URL"])
     if not env.get("DATABASE_URL"):
         raise StatbankCommandFailed(
-            "DATABASE_URL is not set (environment of the worker, or the "
-            "database_url_secret_block parameter)"
+            "DATABASE_URL is not set (environment of the process that runs the "
+            "flow, or the database_url_secret_block parameter)"
         )
-    cmd = [_binary("statbank-apply"), "--data-dir", data_dir, "--run-id", run_id]
+    folder = Path(data_dir)
+    binary = _binary("statbank-apply")
+    cmd = [binary, "--data-dir", data_dir, "--pending", "--log-format", "json"]
     if create_missing:
         cmd.append("--create-missing")
-    code = _run(cmd, env=env)
-    manifest = _load_manifest(_manifest_path(Path(data_dir), run_id)) or {}
-    report = manifest.get("db_apply") or {}
-    status = report.get("status")
-    if code == EXIT_PARTIAL and status == "partial_failure":
-        logger.warning("apply of run %s: partial_failure (summary %s)", run_id, report.get("summary"))
-    elif code != EXIT_OK:
-        raise StatbankCommandFailed(f"statbank-apply exited with {code} (run {run_id}, db_apply status {status!r})")
-    logger.info("apply of run %s: %s", run_id, status)
-    return {"run_id": run_id, "status": status, "exit_code": code, "summary": report.get("summary")}
+    if db_schema:
+        cmd += ["--schema", db_schema]
+    if on_schema_change != "fail":
+        cmd += ["--on-schema-change", on_schema_change]
+    if history and _supports(binary, "--history"):
+        cmd.append("--history")
+    before = _db_apply_snapshot(folder)
+    code, errors = _run(cmd, env=env)
+    after = _db_apply_snapshot(folder)
+    runs = []
+    for run_id in sorted(r for r in after if after[r] != before.get(r)):
+        report = (_load_manifest(_manifest_path(folder, run_id)) or {}).get("db_apply")
+        status = report.get("status") if isinstance(report, dict) else None
+        failures = None if status in ("success", "skipped") else apply_failures(report)
+        runs.append({"run_id": run_id, "status": status, "failures": failures})
+        if failures:
+            logger.warning("apply of run %s: %s", run_id, failures)
+        else:
+            logger.info("apply of run %s: %s", run_id, status)
+    still_pending = _pending_runs(folder)
+    # Exit 2 is a partial failure only when some run's db_apply says so; clap
+    # also exits 2 on a usage error (e.g. a flag this binary does not have).
+    partial = code == EXIT_PARTIAL and any(r["failures"] for r in runs)
+    if code != EXIT_OK and not partial:
+        detail = [f"{r['run_id']}: {r['failures']}" for r in runs if r["failures"]]
+        if errors:
+            detail.append(f"errors logged: {_last_errors(errors)}")
+        if still_pending:
+            detail.append(f"runs still awaiting an apply: {', '.join(still_pending)}")
+        raise StatbankCommandFailed(
+            f"statbank-apply --pending exited with {code}" + (f" ({'; '.join(detail)})" if detail else "")
+        )
+    if not runs and code == EXIT_OK:
+        logger.info("no run awaited a DB apply")
+    return {"exit_code": code, "runs": runs, "still_pending": still_pending}
+
+
+# ---------------------------------------------------------------- flow
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -224,49 +543,91 @@ def weekly_statbank_sync_flow(
     tables: Optional[List[str]] = None,
     database_url_secret_block: Optional[str] = None,
     create_missing: bool = False,
+    on_schema_change: Literal["fail", "rebuild"] = "fail",
+    history: bool = False,
+    db_schema: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """Sync, then apply into Postgres when some table changed. Ends Failed
-    when the sync or the apply was a partial failure."""
+    """Sync, then apply into Postgres every run whose changes await an apply
+    (this run's and earlier failed ones). Ends Failed, naming the failed
+    tables and their errors, when the sync or an apply was a partial failure."""
     logger = get_run_logger()
+    if on_schema_change not in ("fail", "rebuild"):
+        raise ValueError(f"on_schema_change must be 'fail' or 'rebuild', not {on_schema_change!r}")
+    redact.add_environment()
     folder = str(_data_dir(data_dir))
-    synced = sync(folder, force_catalog_poll=force_catalog_poll, tables=tables)
+    if history:
+        found = [b for b in ("statbank-sync", "statbank-apply") if _supports(_binary(b), "--history")]
+        if not found:
+            raise StatbankCommandFailed("history=True, but neither statbank-sync nor statbank-apply has --history")
+        logger.info("history: --history passed to %s", ", ".join(found))
+
+    synced = sync(folder, force_catalog_poll=force_catalog_poll, tables=tables, history=history)
     manifest = _load_manifest(Path(synced["manifest"])) or {}
     changes = _changes(manifest)
     result: Dict[str, Any] = {"sync": synced, "changed_tables": len(changes), "apply": None}
-    if changes:
-        logger.info("%d table(s) with changed or deleted periods: applying run %s", len(changes), synced["run_id"])
+    logger.info("run %s: %d table(s) with changed or deleted periods", synced["run_id"], len(changes))
+
+    database_configured = bool(database_url_secret_block or os.environ.get("DATABASE_URL"))
+    if database_configured:
+        # Always: applies this run's changes and catches up any earlier run
+        # whose apply failed or never ran (a no-op when nothing is pending).
         result["apply"] = apply(
             folder,
-            synced["run_id"],
             database_url_secret_block=database_url_secret_block,
             create_missing=create_missing,
+            on_schema_change=on_schema_change,
+            history=history,
+            db_schema=db_schema,
         )
     else:
-        logger.info("run %s: no changed or deleted periods; nothing to apply", synced["run_id"])
+        pending = _pending_runs(Path(folder))
+        if pending:
+            raise StatbankCommandFailed(
+                f"{len(pending)} run(s) with changes await a DB apply ({', '.join(pending)}), but "
+                "DATABASE_URL is not set (environment of the process that runs the flow, or the "
+                "database_url_secret_block parameter)"
+            )
+        logger.info("no database configured and no run awaits a DB apply")
 
-    partial = []
+    problems = []
     if synced["status"] == "partial_failure":
-        partial.append(f"sync run {synced['run_id']}")
-    if result["apply"] and result["apply"]["status"] == "partial_failure":
-        partial.append(f"apply of run {synced['run_id']}")
-    if partial:
+        problems.append(f"sync run {synced['run_id']} partial_failure: {synced.get('failures')}")
+    applied = result["apply"] or {}
+    for run in applied.get("runs", []):
+        if run["failures"]:
+            problems.append(f"apply of run {run['run_id']}: {run['failures']}")
+    if problems:
         # Raised last, after the apply, so that what succeeded is applied but
         # the flow run is Failed and alerts fire.
-        raise StatbankPartialFailure("partial failure: " + ", ".join(partial) + f" (manifest {synced['manifest']})")
+        raise StatbankPartialFailure(redact("partial failure: " + " | ".join(problems)))
     return result
 
 
-if __name__ == "__main__":
+def _api_url() -> Optional[str]:
+    try:
+        from prefect.settings import get_current_settings  # Prefect 3
+
+        return get_current_settings().api.url
+    except (ImportError, AttributeError):
+        from prefect.settings import PREFECT_API_URL  # Prefect 2
+
+        return PREFECT_API_URL.value()
+
+
+def main(argv: Iterable[str] = ()) -> None:
+    if not _api_url():
+        raise SystemExit(
+            "PREFECT_API_URL is not set. Start a Prefect server (`prefect server start`, "
+            "or use Prefect Cloud) and point this process at it, e.g.\n"
+            "  export PREFECT_API_URL=http://127.0.0.1:4200/api\n"
+            "A deployment cannot be scheduled on the temporary server Prefect starts "
+            "when no API URL is set."
+        )
     work_pool = os.environ.get("PREFECT_WORK_POOL")
     if work_pool:
         # A work-pool deployment (e.g. a `process` pool): the worker loads the
         # flow from this folder, so it must exist at the same path on the
         # worker's machine (or use a git source instead, see Prefect docs).
-        if not hasattr(runner_storage, "LocalStorage"):
-            raise SystemExit(
-                "deploying from a local folder needs prefect>=2.19.6 (or 3.x); "
-                "upgrade, or unset PREFECT_WORK_POOL to serve the flow from this process"
-            )
         weekly_statbank_sync_flow.from_source(
             source=str(Path(__file__).resolve().parent),
             entrypoint=f"{Path(__file__).name}:weekly_statbank_sync_flow",
@@ -279,3 +640,7 @@ if __name__ == "__main__":
         # No work pool: this process serves the deployment and runs the flow
         # itself at the scheduled times (keep it running, e.g. under systemd).
         weekly_statbank_sync_flow.serve(name=DEPLOYMENT_NAME, cron=CRON)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

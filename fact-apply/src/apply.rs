@@ -15,7 +15,6 @@ use sync_state::{
 use crate::catalog::{qualified, quote_ident, table_columns, table_oid, TargetColumn};
 use crate::convert::Cell;
 use crate::error::error_chain;
-use crate::error::{PartitionError, SchemaError};
 use crate::infer::{infer_table, InferredTable};
 use crate::plan::{stream_partition, PeriodStats, Plan};
 use crate::Error;
@@ -101,7 +100,7 @@ pub fn apply_run(
         return Ok(report);
     }
     let started_at = UtcSecond::new(Utc::now());
-    let store = PartitionStore::new(data.tables_root());
+    let store = PartitionStore::new(data);
     let mut tables = Vec::with_capacity(work.len());
     for (table, changed, deleted) in work {
         let t0 = Instant::now();
@@ -233,17 +232,16 @@ pub fn apply_table(
     // Coverage: every changed period must have its partition file.
     let mut missing = Vec::new();
     for tid in &changed {
-        let path = store.partition_path(table, tid);
-        match path.try_exists() {
+        match store.has_partition(table, tid) {
             Ok(true) => {}
             Ok(false) => missing.push(tid.clone()),
             Err(source) => {
-                let e = Error::from(PartitionError::Check {
+                let e = Error::Check {
                     table: table.clone(),
                     tid: tid.clone(),
-                    path,
+                    path: store.display_partition(table, tid),
                     source,
-                });
+                };
                 return fail(result, &e);
             }
         }
@@ -334,14 +332,14 @@ fn build_plan(
 ) -> Result<Plan, Error> {
     let mut plan: Option<Plan> = None;
     for tid in tids {
-        let reader = store.read_partition(table, tid).map_err(|source| {
-            Error::from(PartitionError::Read {
+        let reader = store
+            .read_partition(table, tid)
+            .map_err(|source| Error::Read {
                 table: table.clone(),
                 tid: tid.clone(),
-                path: store.partition_path(table, tid),
+                path: store.display_partition(table, tid),
                 source,
-            })
-        })?;
+            })?;
         let schema = reader.schema();
         let p = match plan.take() {
             None => Plan::build(table, target, columns, tid, &schema)?,
@@ -367,12 +365,12 @@ fn tid_values<'t>(plan: &Plan, table: &TableId, tids: &'t [Tid]) -> Result<Vec<C
         // Debug tells every value apart (Display shows numerics generically).
         let key = format!("{v:?}");
         if let Some(&j) = seen.get(&key) {
-            return Err(Error::from(SchemaError::PeriodCollision {
+            return Err(Error::PeriodCollision {
                 table: table.clone(),
                 first: tids[j].clone(),
                 second: tids[i].clone(),
                 value: v.to_string(),
-            }));
+            });
         }
         seen.insert(key, i);
         values.push(v);
@@ -706,11 +704,9 @@ fn create_and_load(
 ) -> Result<Outcome, Error> {
     let mut tids: Vec<Tid> = store
         .list_tids(table)
-        .map_err(|source| {
-            Error::from(PartitionError::List {
-                table: table.clone(),
-                source,
-            })
+        .map_err(|source| Error::List {
+            table: table.clone(),
+            source,
         })?
         .into_iter()
         .collect();

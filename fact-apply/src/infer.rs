@@ -10,7 +10,6 @@ use sync_state::{TableId, Tid};
 
 use crate::catalog::{qualified, quote_ident};
 use crate::convert::{canonical_int, code_to_range, column_name, open_ended_age, tid_to_date};
-use crate::error::{PartitionError, SchemaError};
 use crate::Error;
 
 /// What the values of one text column allow.
@@ -191,13 +190,11 @@ pub(crate) fn infer_table(
     let mut headers: Vec<(String, String, DataType)> = Vec::new(); // (header, name, type)
     let mut stats: Vec<TextStats> = Vec::new();
     for tid in tids {
-        let part_err = |source| {
-            Error::from(PartitionError::Read {
-                table: table.clone(),
-                tid: tid.clone(),
-                path: store.partition_path(table, tid),
-                source,
-            })
+        let part_err = |source| Error::Read {
+            table: table.clone(),
+            tid: tid.clone(),
+            path: store.display_partition(table, tid),
+            source,
         };
         let reader = store.read_partition(table, tid).map_err(part_err)?;
         let schema = reader.schema();
@@ -205,21 +202,21 @@ pub(crate) fn infer_table(
             for f in schema.fields() {
                 let name = column_name(f.name());
                 if let Some((first, _, _)) = headers.iter().find(|(_, n, _)| *n == name) {
-                    return Err(Error::from(SchemaError::DuplicateColumn {
+                    return Err(Error::DuplicateColumn {
                         table: table.clone(),
                         first: first.clone(),
                         second: f.name().clone(),
                         column: name,
-                    }));
+                    });
                 }
                 headers.push((f.name().clone(), name, f.data_type().clone()));
                 stats.push(TextStats::default());
             }
             if !headers.iter().any(|(_, n, _)| n == "tid") {
-                return Err(Error::from(SchemaError::NoTidColumn {
+                return Err(Error::NoTidColumn {
                     table: table.clone(),
                     tid: tid.clone(),
-                }));
+                });
             }
         }
         let mapping: Vec<usize> = headers
@@ -229,12 +226,10 @@ pub(crate) fn infer_table(
                     .fields()
                     .iter()
                     .position(|f| column_name(f.name()) == *name)
-                    .ok_or_else(|| {
-                        Error::from(SchemaError::PartitionColumnMissing {
-                            table: table.clone(),
-                            tid: tid.clone(),
-                            column: name.clone(),
-                        })
+                    .ok_or_else(|| Error::PartitionColumnMissing {
+                        table: table.clone(),
+                        tid: tid.clone(),
+                        column: name.clone(),
                     })
             })
             .collect::<Result<_, _>>()?;

@@ -88,7 +88,7 @@ mod plan;
 
 pub use apply::{apply_run, apply_table, ApplyOptions};
 pub use convert::{code_to_range, column_name, tid_to_date, IntRange};
-pub use error::{error_chain, Error, PartitionError, SchemaError, ValueError};
+pub use error::{error_chain, Error};
 
 /// The `postgres` crate this library is built on (for `Client`, `NoTls`,
 /// `Config`), so callers use the same version.

@@ -15,7 +15,6 @@ use crate::convert::{
     code_to_range, column_name, encode_numeric, open_ended_age, parse_int, pg_days, shorten,
     tid_to_date, Cell,
 };
-use crate::error::{PartitionError, SchemaError, ValueError};
 use crate::Error;
 
 /// What a partition column holds.
@@ -269,28 +268,26 @@ impl Plan {
         for field in schema.fields() {
             let name = column_name(field.name());
             if let Some(prev) = columns.iter().find(|c| c.name == name) {
-                return Err(Error::from(SchemaError::DuplicateColumn {
+                return Err(Error::DuplicateColumn {
                     table: table.clone(),
                     first: prev.header.clone(),
                     second: field.name().clone(),
                     column: name,
-                }));
+                });
             }
             let Some(tc) = target_columns.iter().find(|c| c.name == name) else {
-                return Err(Error::from(SchemaError::MissingTargetColumn {
+                return Err(Error::MissingTargetColumn {
                     table: table.clone(),
                     column: field.name().clone(),
                     target_column: name,
                     tid: tid.clone(),
                     target: target.to_owned(),
-                }));
+                });
             };
-            let unsupported = |pg_type: String| {
-                Error::from(SchemaError::UnsupportedType {
-                    table: table.clone(),
-                    column: name.clone(),
-                    pg_type,
-                })
+            let unsupported = |pg_type: String| Error::UnsupportedType {
+                table: table.clone(),
+                column: name.clone(),
+                pg_type,
             };
             if tc.generated {
                 return Err(unsupported(format!("{} (generated column)", tc.type_name)));
@@ -301,14 +298,12 @@ impl Plan {
             ) else {
                 return Err(unsupported(tc.type_name.clone()));
             };
-            let incompatible = || {
-                Error::from(SchemaError::IncompatibleColumn {
-                    table: table.clone(),
-                    column: field.name().clone(),
-                    tid: tid.clone(),
-                    arrow_type: field.data_type().to_string(),
-                    pg_type: tc.type_name.clone(),
-                })
+            let incompatible = || Error::IncompatibleColumn {
+                table: table.clone(),
+                column: field.name().clone(),
+                tid: tid.clone(),
+                arrow_type: field.data_type().to_string(),
+                pg_type: tc.type_name.clone(),
             };
             let source = SourceKind::of(field.data_type()).ok_or_else(incompatible)?;
             let conv = Conv::choose(source, &kind, &name).ok_or_else(incompatible)?;
@@ -328,21 +323,19 @@ impl Plan {
                 && !tc.generated
                 && !columns.iter().any(|c| c.name == tc.name)
             {
-                return Err(Error::from(SchemaError::MissingSourceColumn {
+                return Err(Error::MissingSourceColumn {
                     table: table.clone(),
                     column: tc.name.clone(),
                     target: target.to_owned(),
-                }));
+                });
             }
         }
         let tid_ix = columns
             .iter()
             .position(|c| c.name == "tid" && c.source == SourceKind::Text)
-            .ok_or_else(|| {
-                Error::from(SchemaError::NoTidColumn {
-                    table: table.clone(),
-                    tid: tid.clone(),
-                })
+            .ok_or_else(|| Error::NoTidColumn {
+                table: table.clone(),
+                tid: tid.clone(),
             })?;
         let indhold = columns.iter().position(|c| c.name == "indhold");
         Ok(Plan {
@@ -368,34 +361,34 @@ impl Plan {
             .collect();
         for (field, name) in schema.fields().iter().zip(&names) {
             if !self.columns.iter().any(|c| &c.name == name) {
-                return Err(Error::from(SchemaError::MissingTargetColumn {
+                return Err(Error::MissingTargetColumn {
                     table: table.clone(),
                     column: field.name().clone(),
                     target_column: name.clone(),
                     tid: tid.clone(),
                     target: self.target.clone(),
-                }));
+                });
             }
         }
         self.columns
             .iter()
             .map(|c| {
                 let ix = names.iter().position(|n| n == &c.name).ok_or_else(|| {
-                    Error::from(SchemaError::PartitionColumnMissing {
+                    Error::PartitionColumnMissing {
                         table: table.clone(),
                         tid: tid.clone(),
                         column: c.name.clone(),
-                    })
+                    }
                 })?;
                 let field = &schema.fields()[ix];
                 if SourceKind::of(field.data_type()) != Some(c.source) {
-                    return Err(Error::from(SchemaError::IncompatibleColumn {
+                    return Err(Error::IncompatibleColumn {
                         table: table.clone(),
                         column: field.name().clone(),
                         tid: tid.clone(),
                         arrow_type: field.data_type().to_string(),
                         pg_type: c.pg_type.clone(),
-                    }));
+                    });
                 }
                 Ok(ix)
             })
@@ -405,14 +398,12 @@ impl Plan {
     /// The `tid` value of a period code, as the tid column stores it.
     pub(crate) fn tid_cell<'t>(&self, table: &TableId, tid: &'t Tid) -> Result<Cell<'t>, Error> {
         let col = &self.columns[self.tid];
-        col.conv.text(tid.as_str()).map_err(|reason| {
-            Error::from(ValueError {
-                table: table.clone(),
-                tid: tid.clone(),
-                column: col.name.clone(),
-                value: shorten(tid.as_str()),
-                reason: format!("{}: {reason}", col.pg_type),
-            })
+        col.conv.text(tid.as_str()).map_err(|reason| Error::Value {
+            table: table.clone(),
+            tid: tid.clone(),
+            column: col.name.clone(),
+            value: shorten(tid.as_str()),
+            reason: format!("{}: {reason}", col.pg_type),
         })
     }
 
@@ -506,14 +497,12 @@ pub(crate) fn stream_partition<F>(
 where
     F: FnMut(&[Cell<'_>]) -> Result<(), postgres::Error>,
 {
-    let path = || store.partition_path(table, tid);
-    let part_err = |source| {
-        Error::from(PartitionError::Read {
-            table: table.clone(),
-            tid: tid.clone(),
-            path: path(),
-            source,
-        })
+    let path = || store.display_partition(table, tid);
+    let part_err = |source| Error::Read {
+        table: table.clone(),
+        tid: tid.clone(),
+        path: path(),
+        source,
     };
     let reader = store.read_partition(table, tid).map_err(part_err)?;
     let footer_rows = reader.num_rows();
@@ -532,18 +521,16 @@ where
                     .get(ix)
                     .filter(|a| SourceKind::of(a.data_type()) == Some(col.source))
                     .and_then(Src::new)
-                    .ok_or_else(|| {
-                        Error::from(SchemaError::IncompatibleColumn {
-                            table: table.clone(),
-                            column: col.header.clone(),
-                            tid: tid.clone(),
-                            arrow_type: batch
-                                .columns()
-                                .get(ix)
-                                .map(|a| a.data_type().to_string())
-                                .unwrap_or_else(|| "missing".into()),
-                            pg_type: col.pg_type.clone(),
-                        })
+                    .ok_or_else(|| Error::IncompatibleColumn {
+                        table: table.clone(),
+                        column: col.header.clone(),
+                        tid: tid.clone(),
+                        arrow_type: batch
+                            .columns()
+                            .get(ix)
+                            .map(|a| a.data_type().to_string())
+                            .unwrap_or_else(|| "missing".into()),
+                        pg_type: col.pg_type.clone(),
                     })
             })
             .collect::<Result<_, _>>()?;
@@ -560,14 +547,12 @@ where
             cells.clear();
             for (k, (col, src)) in plan.columns.iter().zip(&srcs).enumerate() {
                 let value = src.get(row);
-                let bad = |value: String, reason: String| {
-                    Error::from(ValueError {
-                        table: table.clone(),
-                        tid: tid.clone(),
-                        column: col.name.clone(),
-                        value: shorten(&value),
-                        reason: format!("{}: {reason}", col.pg_type),
-                    })
+                let bad = |value: String, reason: String| Error::Value {
+                    table: table.clone(),
+                    tid: tid.clone(),
+                    column: col.name.clone(),
+                    value: shorten(&value),
+                    reason: format!("{}: {reason}", col.pg_type),
                 };
                 let cell = match value {
                     SrcValue::Null if col.not_null => {
@@ -576,11 +561,11 @@ where
                     SrcValue::Null => Cell::Null,
                     SrcValue::Text(s) if k == plan.tid => {
                         if s != tid.as_str() {
-                            return Err(Error::from(PartitionError::ForeignRow {
+                            return Err(Error::ForeignRow {
                                 table: table.clone(),
                                 tid: tid.clone(),
                                 found: shorten(s),
-                            }));
+                            });
                         }
                         tid_cell.clone()
                     }
@@ -606,12 +591,12 @@ where
         }
     }
     if stats.rows != footer_rows {
-        return Err(Error::from(PartitionError::PartitionRows {
+        return Err(Error::PartitionRows {
             table: table.clone(),
             tid: tid.clone(),
             footer: footer_rows,
             read: stats.rows,
-        }));
+        });
     }
     Ok(stats)
 }

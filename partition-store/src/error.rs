@@ -15,11 +15,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A storage operation (local folder or object store) failed.
+    #[error(transparent)]
+    Storage(#[from] sync_state::Error),
     /// Writing or reading Parquet failed.
     #[error("parquet error on {path}")]
     Parquet {
-        /// The partition or temp file.
-        path: PathBuf,
+        /// The partition or temp file (a path, or an object's URL).
+        path: String,
         /// The underlying error.
         #[source]
         source: parquet::errors::ParquetError,
@@ -27,8 +30,8 @@ pub enum Error {
     /// An Arrow operation failed.
     #[error("arrow error on {path}")]
     Arrow {
-        /// The file being written or read.
-        path: PathBuf,
+        /// The file being written or read (a path, or an object's URL).
+        path: String,
         /// The underlying error.
         #[source]
         source: arrow_schema::ArrowError,
@@ -40,8 +43,16 @@ pub enum Error {
         table: TableId,
         /// The period.
         tid: Tid,
-        /// Where it was expected.
-        path: PathBuf,
+        /// Where it was expected (a path, or an object's URL).
+        path: String,
+    },
+    /// A stored record of the publish path (an intent) that cannot be used.
+    #[error("table {table}: {message}")]
+    Intent {
+        /// The table.
+        table: TableId,
+        /// What is wrong.
+        message: String,
     },
     /// The batches given to a writer do not have the partition shape.
     #[error("table {table}: {message}")]
@@ -87,19 +98,45 @@ impl Error {
             source,
         }
     }
-    pub(crate) fn parquet(
-        path: impl Into<PathBuf>,
-        source: parquet::errors::ParquetError,
-    ) -> Error {
+    pub(crate) fn parquet(path: impl Shown, source: parquet::errors::ParquetError) -> Error {
         Error::Parquet {
-            path: path.into(),
+            path: path.shown(),
             source,
         }
     }
-    pub(crate) fn arrow(path: impl Into<PathBuf>, source: arrow_schema::ArrowError) -> Error {
+    pub(crate) fn arrow(path: impl Shown, source: arrow_schema::ArrowError) -> Error {
         Error::Arrow {
-            path: path.into(),
+            path: path.shown(),
             source,
         }
+    }
+}
+
+/// A file path or an object's URL, as shown in an error.
+pub(crate) trait Shown {
+    fn shown(self) -> String;
+}
+
+impl Shown for &std::path::Path {
+    fn shown(self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl Shown for &PathBuf {
+    fn shown(self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl Shown for &str {
+    fn shown(self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for &String {
+    fn shown(self) -> String {
+        self.clone()
     }
 }

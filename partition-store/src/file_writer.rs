@@ -14,7 +14,10 @@ use parquet::schema::types::ColumnPath;
 use tempfile::NamedTempFile;
 
 use crate::digest::ContentHasher;
-use crate::{Error, DIGEST_KEY, ROWS_KEY, TEMP_PREFIX, VALUE_COLUMN};
+use crate::{
+    Error, PartitionMeta, DIGEST_KEY, ROWS_KEY, TEMP_PREFIX, VALID_FROM_KEY, VALUE_COLUMN,
+    VARIABLES_KEY,
+};
 
 /// Rows handed to the Parquet writer per call. A multiple of the writer's
 /// mini-batch size (1024), so page boundaries, and therefore the file's
@@ -27,7 +30,10 @@ pub(crate) fn writer_properties(schema: &SchemaRef) -> WriterProperties {
         .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_write_batch_size(1024)
-        .set_created_by("statbank-sync".to_string());
+        .set_created_by(format!(
+            "statbank-sync version {} (parquet-rs)",
+            env!("CARGO_PKG_VERSION")
+        ));
     if schema.field_with_name(VALUE_COLUMN).is_ok() {
         b = b.set_column_encoding(ColumnPath::from(VALUE_COLUMN), Encoding::BYTE_STREAM_SPLIT);
     }
@@ -35,6 +41,21 @@ pub(crate) fn writer_properties(schema: &SchemaRef) -> WriterProperties {
         b = b.set_compression(Compression::ZSTD(level));
     }
     b.build()
+}
+
+impl PartitionMeta {
+    fn key_values(&self) -> Vec<KeyValue> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.variables {
+            if let Ok(json) = serde_json::to_string(v) {
+                out.push(KeyValue::new(VARIABLES_KEY.to_string(), json));
+            }
+        }
+        if let Some(v) = &self.valid_from {
+            out.push(KeyValue::new(VALID_FROM_KEY.to_string(), v.clone()));
+        }
+        out
+    }
 }
 
 /// A staged partition file: complete and fsynced, not yet renamed into place.
@@ -53,10 +74,15 @@ pub(crate) struct PartitionFileWriter {
     carry_rows: usize,
     rows: u64,
     schema: SchemaRef,
+    meta: Vec<KeyValue>,
 }
 
 impl PartitionFileWriter {
-    pub(crate) fn create(dir: &Path, schema: &SchemaRef) -> Result<PartitionFileWriter, Error> {
+    pub(crate) fn create(
+        dir: &Path,
+        schema: &SchemaRef,
+        meta: &PartitionMeta,
+    ) -> Result<PartitionFileWriter, Error> {
         let temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .suffix(".parquet.tmp")
@@ -76,6 +102,7 @@ impl PartitionFileWriter {
             carry_rows: 0,
             rows: 0,
             schema: schema.clone(),
+            meta: meta.key_values(),
         })
     }
 
@@ -133,6 +160,9 @@ impl PartitionFileWriter {
             .append_key_value_metadata(KeyValue::new(DIGEST_KEY.to_string(), digest.clone()));
         self.writer
             .append_key_value_metadata(KeyValue::new(ROWS_KEY.to_string(), self.rows.to_string()));
+        for kv in std::mem::take(&mut self.meta) {
+            self.writer.append_key_value_metadata(kv);
+        }
         let file = self
             .writer
             .into_inner()

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use arrow_array::{Array, RecordBatch, StringArray, UInt32Array};
 use arrow_ipc::reader::FileReader;
@@ -13,8 +13,9 @@ use sync_state::{TableId, Tid};
 use tempfile::NamedTempFile;
 
 use crate::file_writer::{PartitionFileWriter, StagedFile};
+use crate::publish::{PublishOptions, TableSet};
 use crate::store::read_footer;
-use crate::{Error, PartitionStore, TEMP_PREFIX, TIME_COLUMN};
+use crate::{Error, PartitionFooter, PartitionMeta, TEMP_PREFIX, TIME_COLUMN};
 
 /// Limits that guard against a hostile or runaway response.
 #[derive(Debug, Clone, Copy)]
@@ -41,9 +42,10 @@ impl Default for WriteLimits {
 /// [`RequestWriter::finish`]. Nothing is visible to readers until
 /// [`StagedRequest::publish`].
 pub struct RequestWriter {
-    store: PartitionStore,
+    set: TableSet,
     table: TableId,
     dir: PathBuf,
+    meta: PartitionMeta,
     schema: SchemaRef,
     tid_col: usize,
     requested: HashSet<Tid>,
@@ -64,16 +66,18 @@ struct Spill {
 }
 
 impl RequestWriter {
-    /// Starts a request for `requested` periods of `table`. `schema` is the
+    /// Starts a request for `requested` periods of the set `set` (a table's
+    /// current partitions, or a new set being built aside). `schema` is the
     /// partition schema (see [`crate::partition_schema`]) and must contain
-    /// `TID`.
+    /// `TID`; `meta` goes into every file's footer.
     pub fn new(
-        store: &PartitionStore,
-        table: &TableId,
+        set: &TableSet,
         schema: SchemaRef,
         requested: &[Tid],
         limits: WriteLimits,
+        meta: PartitionMeta,
     ) -> Result<RequestWriter, Error> {
+        let table = set.table();
         let tid_col = schema.index_of(TIME_COLUMN).map_err(|_| Error::Schema {
             table: table.clone(),
             message: format!(
@@ -86,12 +90,12 @@ impl RequestWriter {
                     .join(";")
             ),
         })?;
-        let dir = store.table_dir(table);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let dir = set.scratch_dir()?;
         Ok(RequestWriter {
-            store: store.clone(),
+            set: set.clone(),
             table: table.clone(),
             dir,
+            meta,
             schema,
             tid_col,
             requested: requested.iter().cloned().collect(),
@@ -143,7 +147,7 @@ impl RequestWriter {
                     return self.spill_batch(&batch.slice(start, n - start));
                 }
                 self.close_current()?;
-                let w = PartitionFileWriter::create(&self.dir, &self.schema)?;
+                let w = PartitionFileWriter::create(&self.dir, &self.schema, &self.meta)?;
                 self.order.push(tid.clone());
                 self.current = Some((tid, w));
             }
@@ -284,14 +288,14 @@ impl RequestWriter {
             let mut spilled: Vec<(Tid, Vec<usize>)> = spill.index.into_iter().collect();
             spilled.sort();
             for (tid, blocks) in spilled {
-                let mut w = PartitionFileWriter::create(&self.dir, &self.schema)?;
+                let mut w = PartitionFileWriter::create(&self.dir, &self.schema, &self.meta)?;
                 if let Some(earlier) = self.finished.remove(&tid) {
                     let r = crate::store::PartitionReader::open(
                         earlier
                             .temp
                             .reopen()
                             .map_err(|e| Error::io(earlier.temp.path(), e))?,
-                        earlier.temp.path().to_path_buf(),
+                        earlier.temp.path().display().to_string(),
                     )?;
                     for b in r {
                         w.write(&b?)?;
@@ -312,7 +316,7 @@ impl RequestWriter {
         requested.sort();
         for tid in requested {
             if !self.finished.contains_key(&tid) {
-                let w = PartitionFileWriter::create(&self.dir, &self.schema)?;
+                let w = PartitionFileWriter::create(&self.dir, &self.schema, &self.meta)?;
                 self.finished.insert(tid.clone(), w.finish()?);
                 self.order.push(tid);
             }
@@ -324,9 +328,7 @@ impl RequestWriter {
             }
         }
         Ok(StagedRequest {
-            store: self.store,
-            table: self.table,
-            dir: self.dir,
+            set: self.set,
             parts,
         })
     }
@@ -345,9 +347,7 @@ fn sync_state_truncate(s: &str) -> String {
 /// Every partition of one request, staged as fsynced temp files, waiting to be
 /// published. Dropping it deletes the temp files.
 pub struct StagedRequest {
-    store: PartitionStore,
-    table: TableId,
-    dir: PathBuf,
+    set: TableSet,
     parts: Vec<(Tid, StagedFile)>,
 }
 
@@ -360,6 +360,8 @@ pub struct StagedPeriod {
     pub rows: u64,
     /// `true` when the stored partition already has this exact content.
     pub unchanged: bool,
+    /// The footer of the partition it replaces, when there is one.
+    pub previous: Option<PartitionFooter>,
 }
 
 /// The result of publishing a request.
@@ -374,72 +376,61 @@ pub struct PublishOutcome {
 impl StagedRequest {
     /// The table.
     pub fn table(&self) -> &TableId {
-        &self.table
+        self.set.table()
     }
 
     /// Compares each staged period with the stored partition's footer digest.
     /// A stored file without a digest (written by another tool) or that
     /// cannot be read counts as changed.
     pub fn compare(&self) -> Vec<StagedPeriod> {
+        let storage = self.set.storage();
         self.parts
             .iter()
             .map(|(tid, staged)| {
-                let path = self.store.partition_path(&self.table, tid);
-                let unchanged = read_footer(&path)
-                    .ok()
-                    .and_then(|f| f.digest)
+                let previous = read_footer(storage, &self.set.key(tid)).ok().flatten();
+                let unchanged = previous
+                    .as_ref()
+                    .and_then(|f| f.digest.as_deref())
                     .is_some_and(|d| d == staged.digest);
                 StagedPeriod {
                     tid: tid.clone(),
                     rows: staged.rows,
                     unchanged,
+                    previous,
                 }
             })
             .collect()
     }
 
-    /// Renames every changed period into place (unchanged ones are dropped),
-    /// then fsyncs the table folder. `plan` is the result of
-    /// [`StagedRequest::compare`]; callers record the changed periods in
-    /// their journal between the two calls.
-    pub fn publish(self, plan: &[StagedPeriod]) -> Result<PublishOutcome, Error> {
+    /// Publishes every changed period (unchanged ones are dropped): each
+    /// becomes visible whole, by rename locally or by a completed upload on
+    /// an object store. With vintages on, the partition each one replaces
+    /// is kept first under `_vintages/` (journaled, so that a crash never
+    /// leaves a vintage without the partition that superseded it). `plan`
+    /// is the result of [`StagedRequest::compare`]; callers record the
+    /// changed periods in their journal between the two calls.
+    pub fn publish(
+        self,
+        plan: &[StagedPeriod],
+        opts: &PublishOptions,
+    ) -> Result<PublishOutcome, Error> {
         let unchanged: HashSet<&Tid> = plan
             .iter()
             .filter(|p| p.unchanged)
             .map(|p| &p.tid)
             .collect();
         let mut out = PublishOutcome::default();
+        let mut files = Vec::new();
         for (tid, staged) in self.parts {
             if unchanged.contains(&tid) {
                 out.unchanged.push(tid);
                 continue;
             }
-            let path = self.store.partition_path(&self.table, &tid);
-            persist(staged.temp, &path)?;
-            out.changed.push((tid, staged.rows));
+            let digest = staged.digest.clone();
+            out.changed.push((tid.clone(), staged.rows));
+            files.push((tid, staged, digest));
         }
-        sync_dir(&self.dir)?;
+        crate::publish::publish_files(&self.set, files, plan, opts)?;
         Ok(out)
     }
-}
-
-/// Renames a complete, fsynced temp file into place with mode 0644.
-pub(crate) fn persist(temp: NamedTempFile, path: &Path) -> Result<(), Error> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io(temp.path(), e))?;
-    }
-    sync_state::crash::point("partition before rename");
-    temp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    sync_state::crash::point("partition after rename");
-    Ok(())
-}
-
-/// `fsync` of a folder so renames inside it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(dir, e))
 }

@@ -1,32 +1,35 @@
-//! The partition layout and its operations.
+//! The partition layout and its operations, on any [`Storage`].
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use parquet::file::reader::{FileReader, SerializedFileReader};
-use sync_state::{TableId, Tid};
+use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
+use sync_state::{DataDir, Storage, TableId, Tid};
 
 use crate::file_writer::PartitionFileWriter;
-use crate::{Error, PARTITION_EXT, SYNC_DIR_NAME, TEMP_PREFIX};
+use crate::source::{self, Source};
+use crate::{
+    Error, PartitionMeta, DIGEST_KEY, PARTITION_EXT, SYNC_DIR_NAME, VALID_FROM_KEY, VARIABLES_KEY,
+    VINTAGES_DIR_NAME,
+};
 
 /// Batch size used when reading partitions back.
 const READ_BATCH_ROWS: usize = 64 * 1024;
 
-/// `Tid`-partitioned Parquet files under `<data>/statbank_tables`.
+/// `Tid`-partitioned Parquet files under `<data>/statbank_tables`, on a
+/// local folder or an object store.
 #[derive(Debug, Clone)]
 pub struct PartitionStore {
-    root: PathBuf,
+    dir: DataDir,
 }
 
 /// What a one-shot write produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
-    /// The published file.
-    pub path: PathBuf,
+    /// The published partition's key.
+    pub key: String,
     /// Rows in it.
     pub rows: u64,
     /// Its content digest.
@@ -34,7 +37,7 @@ pub struct PartitionInfo {
 }
 
 /// The footer facts of a stored partition, read without touching its data.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PartitionFooter {
     /// Rows in the file.
     pub rows: u64,
@@ -43,67 +46,52 @@ pub struct PartitionFooter {
     pub digest: Option<String>,
     /// Column names in order.
     pub columns: Vec<String>,
+    /// The table's variable ids when the file was written (its schema
+    /// signature), if recorded.
+    pub variables: Option<Vec<String>>,
+    /// The catalog `updated` of the cycle that published this content.
+    pub valid_from: Option<String>,
 }
 
 impl PartitionStore {
-    /// A store rooted at `tables_root` (`<data>/statbank_tables`).
-    pub fn new(tables_root: impl Into<PathBuf>) -> PartitionStore {
-        PartitionStore {
-            root: tables_root.into(),
-        }
+    /// The partitions of data folder `dir`.
+    pub fn new(dir: &DataDir) -> PartitionStore {
+        PartitionStore { dir: dir.clone() }
     }
 
-    /// The root folder.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The data folder.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.dir
     }
 
-    /// `<root>/<TABLE_ID>`.
-    pub fn table_dir(&self, table: &TableId) -> PathBuf {
-        self.root.join(table.as_str())
+    /// The storage underneath.
+    pub fn storage(&self) -> &Storage {
+        self.dir.storage()
     }
 
-    /// `<root>/<TABLE_ID>/<urlquoted_tid>.parquet`.
-    pub fn partition_path(&self, table: &TableId, tid: &Tid) -> PathBuf {
-        self.table_dir(table)
-            .join(format!("{}.{PARTITION_EXT}", tid.file_stem()))
+    /// `statbank_tables/<TABLE_ID>/<urlquoted_tid>.parquet`.
+    pub fn partition_key(&self, table: &TableId, tid: &Tid) -> String {
+        self.dir.partition_key(table, tid)
     }
 
-    /// Whether the partition file exists.
-    pub fn has_partition(&self, table: &TableId, tid: &Tid) -> bool {
-        self.partition_path(table, tid).is_file()
+    /// The partition as shown to a person (its path, or its object URL).
+    pub fn display_partition(&self, table: &TableId, tid: &Tid) -> String {
+        self.dir.display_key(&self.partition_key(table, tid))
     }
 
-    /// The periods stored for `table`: every `<quoted tid>.parquet` file whose
-    /// name is the canonical quoting of a period code. Temp files, other
-    /// extensions, hidden files and folders are ignored.
+    /// Whether the partition exists.
+    pub fn has_partition(&self, table: &TableId, tid: &Tid) -> Result<bool, Error> {
+        Ok(self
+            .storage()
+            .head(&self.partition_key(table, tid))?
+            .is_some())
+    }
+
+    /// The periods stored for `table`: every `<quoted tid>.parquet` object
+    /// directly in its folder whose name is the canonical quoting of a period
+    /// code. Temp files, other extensions and hidden files are ignored.
     pub fn list_tids(&self, table: &TableId) -> Result<BTreeSet<Tid>, Error> {
-        let dir = self.table_dir(table);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
-            Err(e) => return Err(Error::io(dir, e)),
-        };
-        let mut out = BTreeSet::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with('.') {
-                continue;
-            }
-            let Some(stem) = name.strip_suffix(&format!(".{PARTITION_EXT}")) else {
-                continue;
-            };
-            let Ok(tid) = Tid::from_file_stem(stem) else {
-                continue;
-            };
-            let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-            if is_file {
-                out.insert(tid);
-            }
-        }
-        Ok(out)
+        list_set(self.storage(), &self.dir.table_key(table))
     }
 
     /// Whether `table` has at least one partition.
@@ -111,96 +99,56 @@ impl PartitionStore {
         Ok(!self.list_tids(table)?.is_empty())
     }
 
-    /// Table ids that have a folder under the root (not `_sync`).
+    /// Table ids that have a folder under the root (not `_sync`,
+    /// `_vintages`).
     pub fn list_tables(&self) -> Result<Vec<TableId>, Error> {
-        let entries = match std::fs::read_dir(&self.root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&self.root, e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&self.root, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name == SYNC_DIR_NAME || !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                continue;
-            }
-            if let Ok(id) = TableId::new(name) {
-                if id.as_str() == name {
-                    out.push(id);
-                }
-            }
-        }
+        let listing = self.storage().list_dir(&self.dir.tables_key())?;
+        let mut out: Vec<TableId> = listing
+            .dirs
+            .iter()
+            .filter(|n| *n != SYNC_DIR_NAME && *n != VINTAGES_DIR_NAME)
+            .filter_map(|n| TableId::new(n).ok().filter(|id| id.as_str() == n))
+            .collect();
         out.sort();
         Ok(out)
     }
 
-    /// Removes temp files left in `table`'s folder by an interrupted run.
-    /// Call it only while holding the data folder's lock. Returns how many
-    /// were removed.
-    pub fn clean_temp_files(&self, table: &TableId) -> Result<usize, Error> {
-        let dir = self.table_dir(table);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(Error::io(dir, e)),
-        };
-        let mut n = 0;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&dir, e))?;
-            let is_temp = entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(TEMP_PREFIX));
-            if is_temp && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
-                std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
-                n += 1;
-            }
-        }
-        Ok(n)
+    /// Removes temp files left in `table`'s folder by an interrupted run
+    /// (local folders; an object store never holds partial objects). Call it
+    /// only while holding the data folder's lock. Returns how many.
+    pub fn clean_temp_files(&self, table: &TableId) -> usize {
+        self.storage().clean_temp_files(&self.dir.table_key(table))
     }
 
-    /// Reads a partition's footer: row count, digest and columns.
+    /// Reads a partition's footer: rows, digest, columns and metadata.
     pub fn footer(&self, table: &TableId, tid: &Tid) -> Result<PartitionFooter, Error> {
-        let path = self.partition_path(table, tid);
-        read_footer(&path).map_err(|e| match e {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                Error::MissingPartition {
-                    table: table.clone(),
-                    tid: tid.clone(),
-                    path: path.clone(),
-                }
+        read_footer(self.storage(), &self.partition_key(table, tid))?.ok_or_else(|| {
+            Error::MissingPartition {
+                table: table.clone(),
+                tid: tid.clone(),
+                path: self.display_partition(table, tid),
             }
-            other => other,
         })
     }
 
     /// Opens a partition for reading as Arrow batches.
     pub fn read_partition(&self, table: &TableId, tid: &Tid) -> Result<PartitionReader, Error> {
-        let path = self.partition_path(table, tid);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::MissingPartition {
-                    table: table.clone(),
-                    tid: tid.clone(),
-                    path,
-                })
-            }
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        PartitionReader::open(file, path)
+        let key = self.partition_key(table, tid);
+        open_reader(self.storage(), &key)?.ok_or_else(|| Error::MissingPartition {
+            table: table.clone(),
+            tid: tid.clone(),
+            path: self.display_partition(table, tid),
+        })
     }
 
-    /// Writes one partition from whole batches, atomically (temp file, fsync,
-    /// rename, fsync of the folder). For tools and tests; the sync uses
-    /// [`crate::RequestWriter`], which streams.
+    /// Writes one partition from whole batches, atomically. For tools and
+    /// tests; the sync uses [`crate::RequestWriter`], which streams.
     pub fn write_partition(
         &self,
         table: &TableId,
         tid: &Tid,
         batches: &[RecordBatch],
+        meta: &PartitionMeta,
     ) -> Result<PartitionInfo, Error> {
         let schema = match batches.first() {
             Some(b) => b.schema(),
@@ -212,45 +160,58 @@ impl PartitionStore {
                 })
             }
         };
-        let dir = self.table_dir(table);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let mut w = PartitionFileWriter::create(&dir, &schema)?;
+        let key = self.partition_key(table, tid);
+        let scratch = self.storage().scratch_dir(&self.dir.table_key(table))?;
+        let mut w = PartitionFileWriter::create(&scratch, &schema, meta)?;
         for b in batches {
             w.write(b)?;
         }
         let staged = w.finish()?;
-        let path = self.partition_path(table, tid);
         let (rows, digest) = (staged.rows, staged.digest.clone());
-        crate::request::persist(staged.temp, &path)?;
-        crate::request::sync_dir(&dir)?;
-        Ok(PartitionInfo { path, rows, digest })
+        self.storage().put_file(&key, staged.temp.path())?;
+        Ok(PartitionInfo { key, rows, digest })
     }
 
     /// Removes a partition (hard deletion of a period gone at the source).
-    /// Returns whether a file was removed.
+    /// Returns whether one was removed.
     pub fn remove_partition(&self, table: &TableId, tid: &Tid) -> Result<bool, Error> {
-        let path = self.partition_path(table, tid);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {
-                let dir = self.table_dir(table);
-                crate::request::sync_dir(&dir)?;
-                Ok(true)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(path, e)),
-        }
+        Ok(self.storage().delete(&self.partition_key(table, tid))?)
     }
 }
 
-pub(crate) fn read_footer(path: &Path) -> Result<PartitionFooter, Error> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| Error::parquet(path, e))?;
+/// The period set stored directly under `prefix`.
+pub(crate) fn list_set(storage: &Storage, prefix: &str) -> Result<BTreeSet<Tid>, Error> {
+    let listing = storage.list_dir(prefix)?;
+    let suffix = format!(".{PARTITION_EXT}");
+    Ok(listing
+        .files
+        .iter()
+        .filter(|(name, _)| !name.starts_with('.'))
+        .filter_map(|(name, _)| name.strip_suffix(&suffix))
+        .filter_map(|stem| Tid::from_file_stem(stem).ok())
+        .collect())
+}
+
+/// The footer of the object at `key`, or `None` when it does not exist.
+pub(crate) fn read_footer(storage: &Storage, key: &str) -> Result<Option<PartitionFooter>, Error> {
+    let shown = storage.display_key(key);
+    match source::open(storage, key)? {
+        None => Ok(None),
+        Some(Source::File(f)) => footer_of(f, &shown).map(Some),
+        Some(Source::Object(o)) => footer_of(o, &shown).map(Some),
+    }
+}
+
+fn footer_of<R: ChunkReader + 'static>(r: R, shown: &str) -> Result<PartitionFooter, Error> {
+    let reader = SerializedFileReader::new(r).map_err(|e| Error::parquet(shown, e))?;
     let meta = reader.metadata().file_metadata();
-    let digest = meta.key_value_metadata().and_then(|kvs| {
-        kvs.iter()
-            .find(|kv| kv.key == crate::DIGEST_KEY)
-            .and_then(|kv| kv.value.clone())
-    });
+    let kv = |k: &str| {
+        meta.key_value_metadata().and_then(|kvs| {
+            kvs.iter()
+                .find(|kv| kv.key == k)
+                .and_then(|kv| kv.value.clone())
+        })
+    };
     let columns = meta
         .schema_descr()
         .columns()
@@ -259,9 +220,21 @@ pub(crate) fn read_footer(path: &Path) -> Result<PartitionFooter, Error> {
         .collect();
     Ok(PartitionFooter {
         rows: u64::try_from(meta.num_rows()).unwrap_or(0),
-        digest,
+        digest: kv(DIGEST_KEY),
         columns,
+        variables: kv(VARIABLES_KEY).and_then(|v| serde_json::from_str(&v).ok()),
+        valid_from: kv(VALID_FROM_KEY),
     })
+}
+
+/// A reader over the object at `key`, or `None` when it does not exist.
+pub(crate) fn open_reader(storage: &Storage, key: &str) -> Result<Option<PartitionReader>, Error> {
+    let shown = storage.display_key(key);
+    match source::open(storage, key)? {
+        None => Ok(None),
+        Some(Source::File(f)) => PartitionReader::open(f, shown).map(Some),
+        Some(Source::Object(o)) => PartitionReader::open(o, shown).map(Some),
+    }
 }
 
 /// Streams a partition as Arrow batches of up to 64 Ki rows.
@@ -269,13 +242,16 @@ pub struct PartitionReader {
     inner: ParquetRecordBatchReader,
     schema: SchemaRef,
     rows: u64,
-    path: PathBuf,
+    path: String,
 }
 
 impl PartitionReader {
-    pub(crate) fn open(file: File, path: PathBuf) -> Result<PartitionReader, Error> {
+    pub(crate) fn open<R: ChunkReader + 'static>(
+        src: R,
+        path: String,
+    ) -> Result<PartitionReader, Error> {
         let builder =
-            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(&path, e))?;
+            ParquetRecordBatchReaderBuilder::try_new(src).map_err(|e| Error::parquet(&path, e))?;
         let rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
         let schema = builder.schema().clone();
         let inner = builder
@@ -300,8 +276,8 @@ impl PartitionReader {
         self.rows
     }
 
-    /// The file being read.
-    pub fn path(&self) -> &Path {
+    /// The file being read (a path, or an object's URL).
+    pub fn path(&self) -> &str {
         &self.path
     }
 }

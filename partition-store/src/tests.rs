@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use arrow_array::{Array, Float64Array, RecordBatch, StringArray};
 use proptest::prelude::*;
-use sync_state::{TableId, Tid};
+use sync_state::{DataDir, TableId, Tid};
 
 use crate::*;
 
@@ -68,31 +68,71 @@ fn run_request(
     requested: &[Tid],
     batches: &[RecordBatch],
 ) -> Result<PublishOutcome, Error> {
+    run_request_with(store, requested, batches, &PublishOptions::default())
+}
+
+fn run_request_with(
+    store: &PartitionStore,
+    requested: &[Tid],
+    batches: &[RecordBatch],
+    opts: &PublishOptions,
+) -> Result<PublishOutcome, Error> {
     let schema = batches[0].schema();
-    let mut w = RequestWriter::new(store, &table(), schema, requested, WriteLimits::default())?;
+    let mut w = writer(store, schema, requested, WriteLimits::default())?;
     for b in batches {
         w.write(b)?;
     }
     let staged = w.finish()?;
     let plan = staged.compare();
-    staged.publish(&plan)
+    staged.publish(&plan, opts)
+}
+
+fn writer(
+    store: &PartitionStore,
+    schema: arrow_schema::SchemaRef,
+    requested: &[Tid],
+    limits: WriteLimits,
+) -> Result<RequestWriter, Error> {
+    RequestWriter::new(
+        &store.current_set(&table()),
+        schema,
+        requested,
+        limits,
+        PartitionMeta::default(),
+    )
+}
+
+fn new_store(dir: &std::path::Path) -> PartitionStore {
+    PartitionStore::new(&DataDir::new(dir))
+}
+
+fn table_dir(store: &PartitionStore) -> std::path::PathBuf {
+    store
+        .data_dir()
+        .local_path(&store.data_dir().table_key(&table()))
+        .expect("local")
+}
+
+fn partition_path(store: &PartitionStore, t: &Tid) -> std::path::PathBuf {
+    store
+        .data_dir()
+        .local_path(&store.partition_key(&table(), t))
+        .expect("local")
 }
 
 fn no_temp_files(store: &PartitionStore) -> bool {
-    std::fs::read_dir(store.table_dir(&table()))
-        .expect("dir")
-        .all(|e| {
-            !e.expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .starts_with(TEMP_PREFIX)
-        })
+    std::fs::read_dir(table_dir(store)).expect("dir").all(|e| {
+        !e.expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .starts_with(TEMP_PREFIX)
+    })
 }
 
 #[test]
 fn splits_by_tid_and_writes_empty_partitions_for_requested_periods() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = PartitionStore::new(dir.path());
+    let store = new_store(dir.path());
     let req = [tid("2024K1"), tid("2024K2"), tid("2024K3")];
     let out = run_request(
         &store,
@@ -126,11 +166,11 @@ fn splits_by_tid_and_writes_empty_partitions_for_requested_periods() {
 #[test]
 fn identical_content_is_not_rewritten() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = PartitionStore::new(dir.path());
+    let store = new_store(dir.path());
     let req = [tid("2024K1"), tid("2024K2")];
     let b = batch(&[("000", "2024K1", Some(1.0)), ("000", "2024K2", Some(2.0))]);
     run_request(&store, &req, std::slice::from_ref(&b)).expect("first");
-    let before = std::fs::metadata(store.partition_path(&table(), &req[0]))
+    let before = std::fs::metadata(partition_path(&store, &req[0]))
         .expect("meta")
         .modified()
         .expect("mtime");
@@ -140,7 +180,7 @@ fn identical_content_is_not_rewritten() {
         run_request(&store, &req, &[revised.slice(0, 1), revised.slice(1, 1)]).expect("second");
     assert_eq!(out.unchanged, vec![req[0].clone()]);
     assert_eq!(out.changed, vec![(req[1].clone(), 1)]);
-    let after = std::fs::metadata(store.partition_path(&table(), &req[0]))
+    let after = std::fs::metadata(partition_path(&store, &req[0]))
         .expect("meta")
         .modified()
         .expect("mtime");
@@ -152,7 +192,7 @@ fn identical_content_is_not_rewritten() {
 #[test]
 fn interleaved_periods_land_in_the_right_files() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = PartitionStore::new(dir.path());
+    let store = new_store(dir.path());
     let req = [tid("A"), tid("B"), tid("C")];
     let out = run_request(
         &store,
@@ -187,11 +227,10 @@ fn interleaved_periods_land_in_the_right_files() {
 #[test]
 fn dropped_request_publishes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = PartitionStore::new(dir.path());
+    let store = new_store(dir.path());
     let req = [tid("2024K1"), tid("2024K2")];
-    let mut w = RequestWriter::new(
+    let mut w = writer(
         &store,
-        &table(),
         partition_schema(&["OMRÅDE", "TID", "INDHOLD"]),
         &req,
         WriteLimits::default(),
@@ -206,9 +245,8 @@ fn dropped_request_publishes_nothing() {
     assert!(store.list_tids(&table()).expect("list").is_empty());
     assert!(no_temp_files(&store));
     // staged but not published: also nothing
-    let mut w = RequestWriter::new(
+    let mut w = writer(
         &store,
-        &table(),
         partition_schema(&["OMRÅDE", "TID", "INDHOLD"]),
         &req,
         WriteLimits::default(),
@@ -224,7 +262,7 @@ fn dropped_request_publishes_nothing() {
 #[test]
 fn unexpected_or_hostile_periods_fail_the_request() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = PartitionStore::new(dir.path());
+    let store = new_store(dir.path());
     let err = run_request(
         &store,
         &[tid("2024K1")],
@@ -246,10 +284,9 @@ fn unexpected_or_hostile_periods_fail_the_request() {
 #[test]
 fn row_limit_per_period_is_enforced() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = PartitionStore::new(dir.path());
-    let mut w = RequestWriter::new(
+    let store = new_store(dir.path());
+    let mut w = writer(
         &store,
-        &table(),
         partition_schema(&["OMRÅDE", "TID", "INDHOLD"]),
         &[tid("X")],
         WriteLimits {
@@ -270,8 +307,8 @@ fn row_limit_per_period_is_enforced() {
 #[test]
 fn listing_ignores_temp_files_other_extensions_and_sync_dir() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = PartitionStore::new(dir.path());
-    let tdir = store.table_dir(&table());
+    let store = new_store(dir.path());
+    let tdir = table_dir(&store);
     std::fs::create_dir_all(&tdir).expect("mkdir");
     for name in [
         "2024K1.parquet",
@@ -284,20 +321,21 @@ fn listing_ignores_temp_files_other_extensions_and_sync_dir() {
         std::fs::write(tdir.join(name), b"x").expect("write");
     }
     std::fs::create_dir_all(tdir.join("sub.parquet")).expect("mkdir");
-    std::fs::create_dir_all(dir.path().join("_sync")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("statbank_tables/_sync")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("statbank_tables/_vintages")).expect("mkdir");
     let tids = store.list_tids(&table()).expect("list");
     assert_eq!(
         tids,
         [tid("2024K1"), tid("1840:1849")].into_iter().collect()
     );
     assert_eq!(store.list_tables().expect("tables"), vec![table()]);
-    assert_eq!(store.clean_temp_files(&table()).expect("clean"), 1);
+    assert_eq!(store.clean_temp_files(&table()), 1);
 }
 
 #[test]
 fn bytes_do_not_depend_on_batching() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = PartitionStore::new(dir.path());
+    let store = new_store(dir.path());
     let rows: Vec<(String, Option<f64>)> = (0..30_000)
         .map(|i| {
             (
@@ -315,18 +353,25 @@ fn bytes_do_not_depend_on_batching() {
     };
     let all = make(&rows);
     let one = store
-        .write_partition(&table(), &tid("T"), std::slice::from_ref(&all))
+        .write_partition(
+            &table(),
+            &tid("T"),
+            std::slice::from_ref(&all),
+            &PartitionMeta::default(),
+        )
         .expect("write");
-    let bytes_one = std::fs::read(&one.path).expect("read");
+    let path = partition_path(&store, &tid("T"));
+    let bytes_one = std::fs::read(&path).expect("read");
     let pieces: Vec<RecordBatch> = [0usize, 7, 5000, 5001, 20_000, 30_000]
         .windows(2)
         .map(|w| all.slice(w[0], w[1] - w[0]))
         .collect();
     let two = store
-        .write_partition(&table(), &tid("T"), &pieces)
+        .write_partition(&table(), &tid("T"), &pieces, &PartitionMeta::default())
         .expect("write");
     assert_eq!(one.digest, two.digest);
-    assert_eq!(bytes_one, std::fs::read(&two.path).expect("read"));
+    assert_eq!(one.key, two.key);
+    assert_eq!(bytes_one, std::fs::read(&path).expect("read"));
 }
 
 proptest! {
@@ -337,7 +382,7 @@ proptest! {
         cut in 1usize..50,
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = PartitionStore::new(dir.path());
+        let store = new_store(dir.path());
         let codes = ["P0", "P1", "P2", "P3"];
         let req: Vec<Tid> = codes.iter().map(|c| tid(c)).collect();
         let owned: Vec<(String, &str, Option<f64>)> =
@@ -360,4 +405,288 @@ proptest! {
         }
         prop_assert!(no_temp_files(&store));
     }
+}
+
+fn meta(from: &str) -> PartitionMeta {
+    PartitionMeta {
+        variables: Some(vec!["OMRÅDE".into(), "Tid".into()]),
+        valid_from: Some(from.into()),
+    }
+}
+
+fn publish_meta(
+    set: &TableSet,
+    requested: &[Tid],
+    b: &RecordBatch,
+    m: PartitionMeta,
+    opts: &PublishOptions,
+) -> PublishOutcome {
+    let mut w =
+        RequestWriter::new(set, b.schema(), requested, WriteLimits::default(), m).expect("writer");
+    w.write(b).expect("write");
+    let staged = w.finish().expect("finish");
+    let plan = staged.compare();
+    staged.publish(&plan, opts).expect("publish")
+}
+
+fn vintages_until(to: &str) -> PublishOptions {
+    PublishOptions {
+        vintages_until: Some(to.into()),
+    }
+}
+
+#[test]
+fn replaced_periods_keep_their_vintage_and_read_as_of() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(dir.path());
+    let set = store.current_set(&table());
+    let req = [tid("2024K1"), tid("2024K2")];
+    let u1 = "2024-08-12T08:00:00";
+    let u2 = "2024-11-12T08:00:00";
+    let b1 = batch(&[("000", "2024K1", Some(1.0)), ("000", "2024K2", Some(2.0))]);
+    publish_meta(&set, &req, &b1, meta(u1), &vintages_until(u1));
+    assert!(store.list_vintages(&table()).expect("list").is_empty());
+    let b2 = batch(&[("000", "2024K1", Some(1.0)), ("000", "2024K2", Some(2.5))]);
+    let out = publish_meta(&set, &req, &b2, meta(u2), &vintages_until(u2));
+    assert_eq!(out.unchanged, vec![req[0].clone()], "unchanged: no vintage");
+    let v = store.list_vintages(&table()).expect("list");
+    assert_eq!(v.len(), 1);
+    let k2 = &v[&req[1]][0];
+    assert_eq!(k2.valid_from.as_deref(), Some(u1));
+    assert_eq!(k2.valid_to, u2);
+    assert!(k2
+        .key
+        .ends_with("_vintages/FOLK1A/2024K2/20240812T080000--20241112T080000.parquet"));
+    // as of each instant
+    let value_at = |at: &str| -> Vec<(String, Option<f64>)> {
+        store
+            .as_of(&table(), at, None)
+            .expect("as of")
+            .into_iter()
+            .flat_map(|(t, src)| {
+                let r = store.read_as_of(&table(), &t, &src).expect("open");
+                r.flat_map(|b| {
+                    let b = b.expect("batch");
+                    let v = b
+                        .column(2)
+                        .as_any()
+                        .downcast_ref::<Float64Array>()
+                        .expect("f")
+                        .clone();
+                    (0..b.num_rows())
+                        .map(|i| (t.as_str().to_string(), (!v.is_null(i)).then(|| v.value(i))))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    assert!(
+        value_at("2024-08-12T07:59:59").is_empty(),
+        "before the first publish"
+    );
+    assert_eq!(value_at("2024-09-01T00:00:00")[1].1, Some(2.0));
+    assert_eq!(value_at("2024-11-12T08:00:00")[1].1, Some(2.5));
+    assert_eq!(value_at("2025-01-01T00:00:00")[0].1, Some(1.0));
+    assert!(store
+        .storage()
+        .list_dir("statbank_tables/_sync/intents")
+        .expect("l")
+        .files
+        .is_empty());
+}
+
+#[test]
+fn a_swap_replaces_the_whole_set_and_removed_periods_leave_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(dir.path());
+    let u1 = "2024-08-12T08:00:00";
+    let u2 = "2024-11-12T08:00:00";
+    let old = [tid("1"), tid("2"), tid("3")];
+    publish_meta(
+        &store.current_set(&table()),
+        &old,
+        &batch(&[
+            ("a", "1", Some(1.0)),
+            ("a", "2", Some(2.0)),
+            ("a", "3", Some(3.0)),
+        ]),
+        meta(u1),
+        &PublishOptions::default(),
+    );
+    let schema2 = partition_schema(&["OMRÅDE", "ALDER", "TID", "INDHOLD"]);
+    let new = [tid("2"), tid("3"), tid("4")];
+    let set = store.new_set(&table(), "run1").expect("new set");
+    let b = RecordBatch::try_new(
+        schema2,
+        vec![
+            Arc::new(StringArray::from(vec!["a", "a", "a"])),
+            Arc::new(StringArray::from(vec!["0", "0", "0"])),
+            Arc::new(StringArray::from(vec!["2", "3", "4"])),
+            Arc::new(Float64Array::from(vec![Some(2.0), Some(3.0), Some(4.0)])),
+        ],
+    )
+    .expect("batch");
+    let out = publish_meta(&set, &new, &b, meta(u2), &PublishOptions::default());
+    assert_eq!(out.changed.len(), 3, "nothing to compare with in a new set");
+    // Nothing visible yet.
+    assert_eq!(
+        store.list_tids(&table()).expect("l"),
+        old.iter().cloned().collect()
+    );
+    let swap = store.commit_set(&set, &vintages_until(u2)).expect("commit");
+    assert_eq!(swap.new_tids, new.iter().cloned().collect());
+    assert_eq!(swap.removed_tids, [tid("1")].into_iter().collect());
+    assert_eq!(
+        store.list_tids(&table()).expect("l"),
+        new.iter().cloned().collect()
+    );
+    for t in &new {
+        assert_eq!(
+            store.footer(&table(), t).expect("f").columns.len(),
+            4,
+            "one schema"
+        );
+    }
+    let v = store.list_vintages(&table()).expect("v");
+    assert_eq!(v.len(), 3, "every old partition kept");
+    assert!(store
+        .storage()
+        .list_recursive("statbank_tables/_sync/staging")
+        .expect("l")
+        .is_empty());
+    // the removed period is readable as of before the swap
+    let before = store
+        .as_of(&table(), "2024-09-01T00:00:00", None)
+        .expect("as of");
+    assert_eq!(before.len(), 3);
+    assert!(before
+        .iter()
+        .all(|(_, s)| matches!(s, AsOfSource::Vintage(_))));
+    assert_eq!(store.as_of(&table(), u2, None).expect("as of").len(), 3);
+}
+
+#[test]
+fn recovery_settles_interrupted_publishes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(dir.path());
+    let u1 = "2024-08-12T08:00:00";
+    let u2 = "2024-11-12T08:00:00";
+    let req = [tid("1"), tid("2")];
+    publish_meta(
+        &store.current_set(&table()),
+        &req,
+        &batch(&[("a", "1", Some(1.0)), ("a", "2", Some(2.0))]),
+        meta(u1),
+        &PublishOptions::default(),
+    );
+    // A replace interrupted after its vintage copy, before the new file:
+    // the premature vintage goes, the partition stays as it was.
+    let vkey = store.vintage_key(&table(), &req[0], Some(u1), u2);
+    store
+        .storage()
+        .copy(&store.partition_key(&table(), &req[0]), &vkey)
+        .expect("copy");
+    let intent = serde_json::json!({"kind": "replace", "entries": [
+        {"tid": "1", "digest": "not-the-current-digest", "vintage": vkey}]});
+    store
+        .data_dir()
+        .write_json(
+            "statbank_tables/_sync/intents/FOLK1A.json",
+            "intent",
+            &intent,
+        )
+        .expect("intent");
+    let r = store.recover().expect("recover");
+    assert_eq!(r.len(), 1);
+    assert!(store.storage().head(&vkey).expect("head").is_none());
+    assert_eq!(store.list_tids(&table()).expect("l").len(), 2);
+    // A swap interrupted after its intent: rolled forward.
+    let set = store.new_set(&table(), "r2").expect("set");
+    publish_meta(
+        &set,
+        &[tid("9")],
+        &batch(&[("b", "9", Some(9.0))]),
+        meta(u2),
+        &PublishOptions::default(),
+    );
+    store
+        .storage()
+        .put(
+            "statbank_tables/_sync/staging/FOLK1A/r2/.statbank-set",
+            b"r2",
+        )
+        .expect("marker");
+    let intent = serde_json::json!({"kind": "swap", "set_id": "r2",
+        "staging": "statbank_tables/_sync/staging/FOLK1A/r2", "new_tids": ["9"],
+        "old": [{"tid": "1"}, {"tid": "2"}]});
+    store
+        .data_dir()
+        .write_json(
+            "statbank_tables/_sync/intents/FOLK1A.json",
+            "intent",
+            &intent,
+        )
+        .expect("intent");
+    // and a leftover set that was never committed
+    let stray = store
+        .new_set(&TableId::new("OTHER").expect("id"), "x")
+        .expect("set");
+    store
+        .storage()
+        .put(&stray.key(&tid("1")), b"junk")
+        .expect("put");
+    store.recover().expect("recover");
+    assert_eq!(
+        store.list_tids(&table()).expect("l"),
+        [tid("9")].into_iter().collect()
+    );
+    assert!(store
+        .storage()
+        .list_recursive("statbank_tables/_sync")
+        .expect("l")
+        .is_empty());
+    // recovering twice is harmless
+    assert!(store.recover().expect("again").is_empty());
+}
+
+#[test]
+fn removed_periods_become_vintages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(dir.path());
+    let u1 = "2024-08-12T08:00:00";
+    publish_meta(
+        &store.current_set(&table()),
+        &[tid("1"), tid("2")],
+        &batch(&[("a", "1", Some(1.0)), ("a", "2", Some(2.0))]),
+        meta(u1),
+        &PublishOptions::default(),
+    );
+    let gone = store
+        .remove_periods(
+            &table(),
+            &[tid("1"), tid("7")],
+            &vintages_until("2025-01-01T00:00:00"),
+        )
+        .expect("remove");
+    assert_eq!(gone, vec![tid("1")]);
+    assert_eq!(
+        store.list_tids(&table()).expect("l"),
+        [tid("2")].into_iter().collect()
+    );
+    let asof = store
+        .as_of(&table(), "2024-12-01T00:00:00", None)
+        .expect("as of");
+    assert_eq!(
+        asof.len(),
+        2,
+        "the pruned period reads as of before its removal"
+    );
+    assert_eq!(
+        store
+            .as_of(&table(), "2025-01-01T00:00:00", None)
+            .expect("as of")
+            .len(),
+        1
+    );
 }

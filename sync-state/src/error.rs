@@ -44,8 +44,8 @@ pub enum Error {
     Corrupt {
         /// What the file is (`state`, `run manifest`, `frequency overrides`).
         what: &'static str,
-        /// The file.
-        path: PathBuf,
+        /// The file (a path, or an object's URL).
+        path: String,
         /// The parse error.
         #[source]
         source: serde_json::Error,
@@ -53,8 +53,44 @@ pub enum Error {
     /// A run manifest that does not exist.
     #[error("run manifest {path} not found")]
     ManifestNotFound {
-        /// The expected file.
-        path: PathBuf,
+        /// The expected file (a path, or an object's URL).
+        path: String,
+    },
+    /// A data folder location that cannot be used.
+    #[error("cannot use data folder {location:?}: {reason}")]
+    UnsupportedLocation {
+        /// The location as given.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+    /// An object-store request failed.
+    #[error("object store: {op} {location} failed")]
+    Storage {
+        /// What was being done (`put`, `get`, `list`, …).
+        op: &'static str,
+        /// The object's URL.
+        location: String,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another process holds the data folder's lock or lease.
+    #[error("another statbank-sync cycle is running on this data folder (lock {location} held{})", .holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
+    Locked {
+        /// The lock file or lease object.
+        location: String,
+        /// What the lock says about its holder.
+        holder: Option<String>,
+    },
+    /// The lease on an object-store data folder expired or was taken over:
+    /// this process must not write anything more.
+    #[error("lease {location} lost ({reason}): stopped before writing")]
+    LeaseLost {
+        /// The lease object.
+        location: String,
+        /// What happened.
+        reason: String,
     },
     /// Encoding a record as JSON failed (should not happen).
     #[error("cannot encode {what} as json")]
@@ -98,5 +134,31 @@ pub fn shorten(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
+    }
+}
+
+/// Longest error text stored in a manifest or `state.json` (a decode error
+/// can quote a whole hostile string: found by fuzzing).
+pub const MAX_ERROR_CHARS: usize = 2000;
+
+/// `msg` cut to [`MAX_ERROR_CHARS`] characters, saying how long it was.
+pub fn shorten_error(msg: String) -> String {
+    match msg.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((i, _)) => format!("{}… ({} bytes in all)", &msg[..i], msg.len()),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_errors_are_bounded_and_cut_on_a_character() {
+        assert_eq!(shorten_error("kort".into()), "kort");
+        let long = "æ".repeat(MAX_ERROR_CHARS + 10);
+        let s = shorten_error(long.clone());
+        assert!(s.starts_with(&"æ".repeat(MAX_ERROR_CHARS)));
+        assert!(s.ends_with(&format!("({} bytes in all)", long.len())));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::{fsio, DataDir, Error, TableId, Tid};
+use crate::{DataDir, Error, TableId, Tid};
 
 /// How often a table gets a new period. The JSON tokens are exactly
 /// `daily`, `weekly`, `monthly`, `quarterly`, `half_yearly`, `yearly`, `other`.
@@ -132,7 +132,7 @@ impl FrequencyOverrides {
     /// object is [`Error::Corrupt`].
     pub fn load(dir: &DataDir) -> Result<FrequencyOverrides, Error> {
         let raw: Option<BTreeMap<String, serde_json::Value>> =
-            fsio::read_json(&dir.overrides_file(), "frequency overrides")?;
+            dir.read_json(&dir.overrides_key(), "frequency overrides")?;
         Ok(FrequencyOverrides::from_map(raw.unwrap_or_default()))
     }
 
@@ -221,8 +221,9 @@ mod tests {
     fn corrupt_overrides_name_the_file() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = DataDir::new(tmp.path());
-        std::fs::create_dir_all(dir.sync_dir()).expect("mkdir");
-        std::fs::write(dir.overrides_file(), b"[1,2").expect("write");
+        dir.storage()
+            .put(&dir.overrides_key(), b"[1,2")
+            .expect("write");
         let err = FrequencyOverrides::load(&dir).expect_err("corrupt");
         assert!(
             err.to_string().contains("frequency_overrides.json"),

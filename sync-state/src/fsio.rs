@@ -9,12 +9,15 @@ use serde::Serialize;
 
 use crate::Error;
 
-/// Names of the temp files [`write_atomic`] creates: `.tmp-<random>.json.tmp`.
-const TEMP_PREFIX: &str = ".tmp-";
-const TEMP_SUFFIX: &str = ".json.tmp";
+/// Every temp file of this project starts with this prefix (`.tmp-<random>…`):
+/// hidden, never a partition or a record, and removed by
+/// [`clean_temp_files`] when a process died before renaming it.
+pub const TEMP_PREFIX: &str = ".tmp-";
+const TEMP_SUFFIX: &str = ".tmp";
 
-/// Removes the temp files [`write_atomic`] left in `dir` when a process died
-/// before renaming them; returns how many. A missing folder has none.
+/// Removes the temp files (`.tmp-*`) left in `dir` when a process died
+/// before renaming them; returns how many. A missing folder has none. Call it
+/// only while holding the data folder's lock.
 pub fn clean_temp_files(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -24,18 +27,23 @@ pub fn clean_temp_files(dir: &Path) -> usize {
         .filter(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)
+            name.starts_with(TEMP_PREFIX) && e.file_type().is_ok_and(|t| t.is_file())
         })
         .filter(|e| std::fs::remove_file(e.path()).is_ok())
         .count()
 }
 
-/// Writes `bytes` to `path` atomically and durably: a temp file in the same
-/// folder, `fsync`, rename over `path`, `fsync` of the folder. A reader sees
-/// the old file or the new one, never a mix. Creates the folder if needed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+/// The folder of `path`; `.` for a bare file name (`m.prom`).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// A complete, fsynced temp file in `dir` holding `bytes` (mode 0644);
+/// removed when dropped unless persisted.
+pub fn write_temp(dir: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, Error> {
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .suffix(TEMP_SUFFIX)
@@ -46,6 +54,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     tmp.as_file()
         .sync_all()
         .map_err(|e| Error::io(tmp.path(), e))?;
+    make_readable(tmp.path())?;
+    Ok(tmp)
+}
+
+/// A fresh temp-file name in `dir` (nothing is created).
+pub fn temp_name(dir: &Path) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(
+        "{TEMP_PREFIX}{}-{n}{TEMP_SUFFIX}",
+        std::process::id()
+    ))
+}
+
+/// Mode 0644: temp files are created 0600, but a published file must be
+/// readable by other users (node_exporter's textfile collector, readers of
+/// the mirror) as any normally created file would be.
+pub fn make_readable(path: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(path, e))?;
+    }
+    let _ = path;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically and durably: a temp file in the same
+/// folder, `fsync`, rename over `path`, `fsync` of the folder. A reader sees
+/// the old file or the new one, never a mix. Creates the folder if needed;
+/// the file gets mode 0644.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = folder_of(path);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = write_temp(dir, bytes)?;
     crate::crash::point("json written, before rename");
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     crate::crash::point("json renamed, before folder fsync");
@@ -58,10 +103,7 @@ pub fn write_json_atomic<T: Serialize>(
     what: &'static str,
     value: &T,
 ) -> Result<(), Error> {
-    let mut bytes =
-        serde_json::to_vec_pretty(value).map_err(|source| Error::Encode { what, source })?;
-    bytes.push(b'\n');
-    write_atomic(path, &bytes)
+    write_atomic(path, &encode_json(value, what)?)
 }
 
 /// Reads a JSON file; `Ok(None)` when it does not exist, [`Error::Corrupt`]
@@ -72,17 +114,38 @@ pub fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|source| Error::Corrupt {
-            what,
-            path: path.to_path_buf(),
-            source,
-        })
+    decode_json(&bytes, what, &path.display().to_string()).map(Some)
+}
+
+/// Decodes a JSON record; [`Error::Corrupt`] names `location` when it does
+/// not parse.
+pub fn decode_json<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+    location: &str,
+) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Corrupt {
+        what,
+        path: location.into(),
+        source,
+    })
+}
+
+/// Encodes a record as pretty JSON with a final newline.
+pub fn encode_json<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, Error> {
+    let mut bytes =
+        serde_json::to_vec_pretty(value).map_err(|source| Error::Encode { what, source })?;
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 /// `fsync` of a folder, so a rename inside it survives a power cut.
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     let f = std::fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
     f.sync_all().map_err(|e| Error::io(dir, e))
 }

@@ -99,11 +99,12 @@ impl Kind {
     }
 
     fn path(self, dir: &DataDir) -> PathBuf {
-        match self {
-            Kind::State => dir.state_file(),
-            Kind::Manifest => dir.manifest_file(&run()),
-            Kind::Overrides => dir.overrides_file(),
-        }
+        let key = match self {
+            Kind::State => dir.state_key(),
+            Kind::Manifest => dir.manifest_key(&run()),
+            Kind::Overrides => dir.overrides_key(),
+        };
+        dir.local_path(&key).expect("a local data folder")
     }
 }
 
@@ -503,9 +504,9 @@ proptest! {
                 prop_assert!(!v.is_empty() && v.len() <= crate::MAX_RUN_ID_LEN);
                 // the manifest file is a direct child of runs/
                 let dir = DataDir::new("/data");
-                let file = dir.manifest_file(&id);
-                let runs = dir.runs_dir();
-                prop_assert_eq!(file.parent(), Some(runs.as_path()));
+                let file = dir.manifest_key(&id);
+                let runs = dir.runs_key();
+                prop_assert_eq!(file.rsplit_once('/').map(|x| x.0), Some(runs.as_str()));
                 prop_assert_eq!(serde_json::from_str::<RunId>(&json).expect("serde agrees"), id);
             }
             Err(e) => {
@@ -587,8 +588,9 @@ fn the_seeds_load() {
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = DataDir::new(tmp.path());
-    std::fs::create_dir_all(dir.sync_dir()).expect("mkdir");
-    std::fs::write(dir.overrides_file(), OVERRIDES_SEED).expect("write");
+    let path = Kind::Overrides.path(&dir);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&path, OVERRIDES_SEED).expect("write");
     let o = FrequencyOverrides::load(&dir).expect("loads");
     assert_eq!(
         o.get(&TableId::new("FOLK1A").expect("id")),
@@ -615,7 +617,8 @@ fn unreadable_records_are_errors_naming_the_file() {
     }
     // and a missing manifest names the file it looked for
     let err = RunManifest::load(&dir, &RunId::new("nope").expect("id")).expect_err("missing");
-    names_file(&err, &dir.manifest_file(&RunId::new("nope").expect("id")));
+    let key = dir.manifest_key(&RunId::new("nope").expect("id"));
+    names_file(&err, &dir.local_path(&key).expect("local"));
 }
 
 /// Partition files are `<file_stem>.parquet`, and the partition store skips
@@ -668,9 +671,10 @@ fn timestamps_outside_years_0_to_9999_round_trip() {
     // the same through state.json
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = DataDir::new(tmp.path());
-    std::fs::create_dir_all(dir.sync_dir()).expect("mkdir");
+    let path = Kind::State.path(&dir);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(
-        dir.state_file(),
+        &path,
         br#"{"last_catalog_poll_at": "+10000-01-01T00:00:00"}"#,
     )
     .expect("write");

@@ -10,12 +10,12 @@
 //!
 //! ```
 //! use std::collections::BTreeSet;
-//! use sync_state::{infer_frequency, select_periods, Tid};
+//! use sync_state::{infer_frequency, select_periods, SelectOptions, Tid};
 //!
 //! let remote: Vec<Tid> = ["2023", "2024", "2025"].iter().map(|t| Tid::new(*t).unwrap()).collect();
 //! let local: BTreeSet<Tid> = remote[..2].iter().cloned().collect();
 //! let freq = infer_frequency(&remote);
-//! let plan = select_periods(&remote, &local, freq, false, false);
+//! let plan = select_periods(&remote, &local, freq, SelectOptions::default());
 //! assert_eq!(plan.new_periods, vec![Tid::new("2025").unwrap()]);
 //! assert_eq!(plan.fetch.len(), 3); // yearly tables refresh the last 4 periods
 //! ```
@@ -32,21 +32,24 @@ mod manifest;
 mod paths;
 mod plan;
 mod state;
+pub mod storage;
 mod time;
 
-pub use error::{error_chain, shorten, Error};
+pub use error::{error_chain, shorten, shorten_error, Error, MAX_ERROR_CHARS};
 pub use frequency::{infer_frequency, Frequency, FrequencyOverrides};
 pub use ids::{RunId, TableId, Tid, MAX_PARTITION_FILE_NAME, MAX_RUN_ID_LEN, MAX_TABLE_ID_LEN};
 pub use manifest::{
     latest_run, list_runs, pending_runs, ApplyStatus, ApplySummary, ApplyTableResult,
-    CatalogSection, DbApplyReport, PeriodCounts, RunManifest, RunStatus, Summary, TableResult,
-    TableStatus,
+    CatalogSection, DbApplyReport, PeriodCounts, RunManifest, RunStatus, SchemaChange, Summary,
+    TableResult, TableStatus, TypeChange, VanishedReport,
 };
 pub use paths::DataDir;
 pub use plan::{
     batches, catalog_gate, eligibility, estimate_rows_per_period, periods_per_request,
-    refresh_window, select_periods, Eligibility, GateDecision, PeriodSelection,
+    plan_verification, refresh_window, select_periods, Eligibility, GateDecision, GatePolicy,
+    PeriodSelection, SelectOptions, VerifyInputs, VerifyPlan, VerifyPolicy,
     CATALOG_POLL_INTERVAL_DAYS, MAX_ROWS_PER_CALL,
 };
 pub use state::{SyncState, TableState};
+pub use storage::{DataDirLock, Storage};
 pub use time::UtcSecond;

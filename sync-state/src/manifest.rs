@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{fsio, DataDir, Error, Frequency, RunId, TableId, Tid, UtcSecond};
+use crate::{DataDir, Error, Frequency, RunId, TableId, Tid, UtcSecond};
 
 /// Status of a whole run (sync or DB apply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -66,9 +66,38 @@ pub struct CatalogSection {
     /// The error, when fetching the catalog failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Tables with local partitions that the catalog no longer lists (they
+    /// keep their partitions and state unless `vanished` says otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_tables: Option<Vec<TableId>>,
+    /// What was done to tables gone from the catalog, when asked
+    /// (`--vanished-tables archive|delete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vanished: Option<VanishedReport>,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// What was done to tables gone from the catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VanishedReport {
+    /// `archive` or `delete`.
+    pub action: String,
+    /// The tables acted on.
+    pub tables: Vec<TableId>,
+    /// Where archived partitions went (`statbank_tables/_archive/<TABLE>/<run>/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+}
+
+/// A change of a table's schema signature (its variable ids).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaChange {
+    /// The variable ids of the partitions before.
+    pub before: Vec<String>,
+    /// The variable ids from tableinfo now.
+    pub after: Vec<String>,
 }
 
 /// Status of one table in a sync run.
@@ -147,6 +176,17 @@ pub struct TableResult {
     /// Bytes of response bodies received for this table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_fetched: Option<u64>,
+    /// The table's variables changed: the whole table was re-fetched and its
+    /// partition set swapped (`changed_tids` is the whole new set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_change: Option<SchemaChange>,
+    /// Periods outside the refresh window re-fetched in this cycle to verify
+    /// them against the source (rolling verification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_periods: Option<Vec<Tid>>,
+    /// Periods that still owe a verification after this cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_debt: Option<usize>,
     /// The error chain of a failed table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -174,6 +214,9 @@ impl TableResult {
             files_written: None,
             requests: None,
             bytes_fetched: None,
+            schema_change: None,
+            verified_periods: None,
+            verification_debt: None,
             error: None,
             extra: Map::new(),
         }
@@ -233,6 +276,15 @@ pub struct Summary {
     /// Partition files written in the run.
     #[serde(default)]
     pub files_written: u64,
+    /// Tables whose schema signature changed (re-fetched whole).
+    #[serde(default)]
+    pub tables_schema_changed: usize,
+    /// Periods verified outside the refresh window in the run.
+    #[serde(default)]
+    pub periods_verified: usize,
+    /// Periods still owing a verification after the run, over all tables.
+    #[serde(default)]
+    pub verification_debt: usize,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -259,6 +311,11 @@ impl Summary {
             }
             s.rows_written += r.rows_written.unwrap_or(0);
             s.files_written += r.files_written.unwrap_or(0);
+            if r.schema_change.is_some() {
+                s.tables_schema_changed += 1;
+            }
+            s.periods_verified += r.verified_periods.as_ref().map_or(0, Vec::len);
+            s.verification_debt += r.verification_debt.unwrap_or(0);
         }
         s
     }
@@ -310,6 +367,28 @@ pub struct ApplyTableResult {
     /// `true` when this table was created by `--create-missing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<bool>,
+    /// Partition columns the fact table lacks (`reason: schema_changed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_columns: Option<Vec<String>>,
+    /// Fact-table columns the partitions no longer have
+    /// (`reason: schema_changed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_columns: Option<Vec<String>>,
+    /// Columns whose type cannot hold the new values (`reason:
+    /// type_changed`), or that were widened by a rebuild.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_changes: Option<Vec<TypeChange>>,
+    /// `true` when the fact table was rebuilt from all of the table's
+    /// partitions (`--on-schema-change rebuild`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuilt: Option<bool>,
+    /// `true` when the periods were swapped in as whole partitions of a
+    /// `tid`-partitioned fact table (no row deletes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_swap: Option<bool>,
+    /// Rows written to `fact_history.<table>` (`--history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_rows: Option<u64>,
     /// The error chain of a failed table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -333,10 +412,33 @@ impl ApplyTableResult {
             dropped_null_rows: None,
             periods: None,
             created: None,
+            added_columns: None,
+            removed_columns: None,
+            type_changes: None,
+            rebuilt: None,
+            partition_swap: None,
+            history_rows: None,
             error: None,
             extra: Map::new(),
         }
     }
+}
+
+/// A column whose type does not fit the partitions' values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeChange {
+    /// The fact-table column.
+    pub column: String,
+    /// Its type before.
+    pub old_type: String,
+    /// The type it needs (or was widened to).
+    pub new_type: String,
+    /// A value that does not fit the old type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The period of that value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<Tid>,
 }
 
 /// Rows deleted and inserted for one period.
@@ -397,8 +499,14 @@ pub struct DbApplyReport {
     /// `true` for a `--dry-run` report (nothing was changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
-    /// Per-table results.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Per-table results, in the order applied; written as a map keyed by
+    /// table id (`db_apply.tables["FOLK1A"].reason`), read from a map or a
+    /// list.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "apply_tables_map"
+    )]
     pub tables: Option<Vec<ApplyTableResult>>,
     /// Counters.
     pub summary: ApplySummary,
@@ -421,6 +529,58 @@ impl DbApplyReport {
             summary: ApplySummary::default(),
             extra: Map::new(),
         }
+    }
+}
+
+/// `db_apply.tables` as the original writes it: an object keyed by table id.
+/// Lists (written by earlier versions of this project) are read too.
+mod apply_tables_map {
+    use super::ApplyTableResult;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
+
+    pub(super) fn serialize<S: Serializer>(
+        v: &Option<Vec<ApplyTableResult>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let Some(tables) = v else {
+            return s.serialize_none();
+        };
+        let mut map = serde_json::Map::new();
+        for t in tables {
+            let value = serde_json::to_value(t).map_err(serde::ser::Error::custom)?;
+            map.insert(t.table.to_string(), value);
+        }
+        map.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<ApplyTableResult>>, D::Error> {
+        let v = Option::<Value>::deserialize(d)?;
+        let items: Vec<Value> = match v {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Array(a)) => a,
+            Some(Value::Object(m)) => m
+                .into_iter()
+                .map(|(k, mut v)| {
+                    if let Value::Object(o) = &mut v {
+                        o.entry("table").or_insert(Value::String(k));
+                    }
+                    v
+                })
+                .collect(),
+            Some(_) => {
+                return Err(serde::de::Error::custom(
+                    "db_apply.tables must be an object",
+                ))
+            }
+        };
+        items
+            .into_iter()
+            .map(|v| serde_json::from_value(v).map_err(serde::de::Error::custom))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 }
 
@@ -457,13 +617,16 @@ pub struct RunManifest {
 impl RunManifest {
     /// Loads `runs/<run_id>.json`; [`Error::ManifestNotFound`] if absent.
     pub fn load(dir: &DataDir, run: &RunId) -> Result<RunManifest, Error> {
-        let path = dir.manifest_file(run);
-        fsio::read_json(&path, "run manifest")?.ok_or(Error::ManifestNotFound { path })
+        let key = dir.manifest_key(run);
+        dir.read_json(&key, "run manifest")?
+            .ok_or_else(|| Error::ManifestNotFound {
+                path: dir.display_key(&key),
+            })
     }
 
     /// Writes the manifest atomically and durably.
     pub fn save(&self, dir: &DataDir) -> Result<(), Error> {
-        fsio::write_json_atomic(&dir.manifest_file(&self.run_id), "run manifest", self)
+        dir.write_json(&dir.manifest_key(&self.run_id), "run manifest", self)
     }
 
     /// Tables with changed or deleted periods, in id order.
@@ -510,23 +673,13 @@ pub fn pending_runs(dir: &DataDir) -> Result<Vec<RunId>, Error> {
 /// Run ids of every manifest in `runs/`, sorted by file name (so the last is
 /// the latest run). Files that are not `<valid run id>.json` are ignored.
 pub fn list_runs(dir: &DataDir) -> Result<Vec<RunId>, Error> {
-    let runs_dir = dir.runs_dir();
-    let entries = match std::fs::read_dir(&runs_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(runs_dir, e)),
-    };
-    let mut runs = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(&runs_dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(stem) = name.strip_suffix(".json") {
-            if let Ok(run) = RunId::new(stem) {
-                runs.push(run);
-            }
-        }
-    }
+    let listing = dir.storage().list_dir(&dir.runs_key())?;
+    let mut runs: Vec<RunId> = listing
+        .files
+        .iter()
+        .filter_map(|(name, _)| name.strip_suffix(".json"))
+        .filter_map(|stem| RunId::new(stem).ok())
+        .collect();
     runs.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     Ok(runs)
 }
@@ -641,19 +794,62 @@ mod tests {
     fn latest_run_is_last_by_file_name() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = DataDir::new(tmp.path());
-        std::fs::create_dir_all(dir.runs_dir()).expect("mkdir");
+        let runs_dir = tmp.path().join("statbank_tables/_sync/runs");
+        std::fs::create_dir_all(&runs_dir).expect("mkdir");
         for name in [
             "20261129T220000Z.json",
             "20261122T220000Z.json",
             "notes.txt",
             ".tmp-x.json.tmp",
         ] {
-            std::fs::write(dir.runs_dir().join(name), b"{}").expect("write");
+            std::fs::write(runs_dir.join(name), b"{}").expect("write");
         }
         assert_eq!(
             latest_run(&dir).expect("list").expect("some").as_str(),
             "20261129T220000Z"
         );
         assert_eq!(list_runs(&dir).expect("list").len(), 2);
+    }
+
+    #[test]
+    fn db_apply_tables_are_a_map_keyed_by_table_and_lists_still_read() {
+        let mut r = DbApplyReport::no_changed_tids(RunId::new("r1").expect("id"));
+        r.status = RunStatus::PartialFailure;
+        let mut a = ApplyTableResult::new(
+            TableId::new("FOLK1A").expect("id"),
+            ApplyStatus::Failed,
+            vec![],
+        );
+        a.reason = Some("missing_partition_files".into());
+        let b = ApplyTableResult::new(
+            TableId::new("BIL10").expect("id"),
+            ApplyStatus::Applied,
+            vec![],
+        );
+        r.tables = Some(vec![a, b]);
+        let v = serde_json::to_value(&r).expect("json");
+        assert_eq!(v["tables"]["FOLK1A"]["reason"], "missing_partition_files");
+        assert_eq!(v["tables"]["BIL10"]["status"], "applied");
+        // insertion order is kept (the order applied)
+        let keys: Vec<&String> = v["tables"].as_object().expect("map").keys().collect();
+        assert_eq!(keys, vec!["FOLK1A", "BIL10"]);
+        let back: DbApplyReport = serde_json::from_value(v.clone()).expect("reads the map");
+        assert_eq!(back, r);
+        // the list an earlier version wrote
+        let mut old = v;
+        old["tables"] = serde_json::json!([
+            {"table": "FOLK1A", "status": "failed", "reason": "missing_partition_files", "changed_tids": []},
+            {"table": "BIL10", "status": "applied", "changed_tids": []}
+        ]);
+        let back: DbApplyReport = serde_json::from_value(old).expect("reads the list");
+        assert_eq!(back, r);
+        // a map entry without "table" takes its key
+        let m: DbApplyReport = serde_json::from_value(serde_json::json!({
+            "run_id": "r1", "status": "success",
+            "tables": {"X1": {"status": "applied", "changed_tids": []}},
+            "summary": {"tables_total": 1, "tables_applied": 1, "tables_skipped": 0, "tables_failed": 0}
+        }))
+        .expect("reads");
+        assert_eq!(m.tables.expect("tables")[0].table.as_str(), "X1");
     }
 }

@@ -1,82 +1,202 @@
-//! The on-disk layout of a data folder (guide "Disk Layout").
+//! The layout of a data folder ([docs/layout.md](../../docs/layout.md)), as
+//! storage keys that are the same on a local folder and an object store.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::{RunId, TableId};
+use crate::storage::{DataDirLock, Storage, WriteGuard};
+use crate::{Error, RunId, TableId, Tid};
 
-/// The paths of one data folder (`data/dst` by default):
+/// Key of the partitions' root.
+pub const TABLES: &str = "statbank_tables";
+/// Key of the sync control folder.
+pub const SYNC: &str = "statbank_tables/_sync";
+
+/// The keys of one data folder (`data/dst` by default, or an object-store
+/// prefix such as `s3://bucket/dst`):
 ///
 /// ```text
-/// <data>/statbank_tables/<TABLE_ID>/<urlquoted_tid>.parquet
-/// <data>/statbank_tables/_sync/state.json
-/// <data>/statbank_tables/_sync/runs/<run_id>.json
-/// <data>/statbank_tables/_sync/frequency_overrides.json
-/// <data>/statbank_tables/_sync/lock
-/// <data>/metadata/tables_info_raw_da/<TABLE_ID>.json
+/// statbank_tables/<TABLE_ID>/<urlquoted_tid>.parquet
+/// statbank_tables/_vintages/<TABLE_ID>/<urlquoted_tid>/<from>--<to>.parquet
+/// statbank_tables/_sync/state.json
+/// statbank_tables/_sync/runs/<run_id>.json
+/// statbank_tables/_sync/frequency_overrides.json
+/// statbank_tables/_sync/intents/<TABLE_ID>.json
+/// statbank_tables/_sync/staging/<TABLE_ID>/<set id>/…
+/// statbank_tables/_sync/lock
+/// metadata/tables_info_raw_da/<TABLE_ID>.json
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
-    root: PathBuf,
+    storage: Storage,
 }
 
 impl DataDir {
-    /// A data folder rooted at `root`.
+    /// A local data folder rooted at `root`.
     pub fn new(root: impl Into<PathBuf>) -> DataDir {
-        DataDir { root: root.into() }
+        DataDir {
+            storage: Storage::local(root),
+        }
     }
 
-    /// The data folder itself.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// A data folder at a local path or an object-store URL
+    /// (`s3://bucket/prefix`, `gs://…`, `az://…`); see [`Storage::parse`].
+    pub fn open(location: &str) -> Result<DataDir, Error> {
+        Ok(DataDir {
+            storage: Storage::parse(location)?,
+        })
     }
 
-    /// `<data>/statbank_tables`, the root of the partitions.
-    pub fn tables_root(&self) -> PathBuf {
-        self.root.join("statbank_tables")
+    /// A data folder on `storage`.
+    pub fn on(storage: Storage) -> DataDir {
+        DataDir { storage }
     }
 
-    /// `<data>/statbank_tables/<TABLE_ID>`.
-    pub fn table_dir(&self, table: &TableId) -> PathBuf {
-        self.tables_root().join(table.as_str())
+    /// The storage every record and partition goes through.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
-    /// `<data>/statbank_tables/_sync`.
-    pub fn sync_dir(&self) -> PathBuf {
-        self.tables_root().join("_sync")
+    /// The local folder, if this data folder is local.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.storage.local_root()
     }
 
-    /// `<data>/statbank_tables/_sync/state.json`.
-    pub fn state_file(&self) -> PathBuf {
-        self.sync_dir().join("state.json")
+    /// The location as given (a path or a URL).
+    pub fn describe(&self) -> String {
+        self.storage.describe()
     }
 
-    /// `<data>/statbank_tables/_sync/runs`.
-    pub fn runs_dir(&self) -> PathBuf {
-        self.sync_dir().join("runs")
+    /// How a key is shown to a person (a path, or the object's URL).
+    pub fn display_key(&self, key: &str) -> String {
+        self.storage.display_key(key)
     }
 
-    /// `<data>/statbank_tables/_sync/runs/<run_id>.json`.
-    pub fn manifest_file(&self, run: &RunId) -> PathBuf {
-        self.runs_dir().join(format!("{run}.json"))
+    /// Takes the data folder's lock (`flock` locally, a lease on an object
+    /// store) and returns it with a copy of this data folder whose every
+    /// write checks that the lock is still held.
+    pub fn lock(&self, note: &str) -> Result<(DataDirLock, DataDir), Error> {
+        let lock = DataDirLock::acquire(&self.storage, &self.lock_key(), note)?;
+        let guarded = match lock.guard() {
+            Some(g) => self.guarded(g),
+            None => self.clone(),
+        };
+        Ok((lock, guarded))
     }
 
-    /// `<data>/statbank_tables/_sync/frequency_overrides.json`.
-    pub fn overrides_file(&self) -> PathBuf {
-        self.sync_dir().join("frequency_overrides.json")
+    /// This data folder with `guard` asked before every write.
+    pub fn guarded(&self, guard: Arc<dyn WriteGuard>) -> DataDir {
+        DataDir {
+            storage: self.storage.guarded(guard),
+        }
     }
 
-    /// `<data>/statbank_tables/_sync/lock`, held while a cycle runs.
-    pub fn lock_file(&self) -> PathBuf {
-        self.sync_dir().join("lock")
+    /// `statbank_tables`, the root of the partitions.
+    pub fn tables_key(&self) -> String {
+        TABLES.to_string()
     }
 
-    /// `<data>/metadata/tables_info_raw_da`.
-    pub fn metadata_dir(&self) -> PathBuf {
-        self.root.join("metadata").join("tables_info_raw_da")
+    /// `statbank_tables/<TABLE_ID>`.
+    pub fn table_key(&self, table: &TableId) -> String {
+        format!("{TABLES}/{table}")
     }
 
-    /// `<data>/metadata/tables_info_raw_da/<TABLE_ID>.json`.
-    pub fn metadata_file(&self, table: &TableId) -> PathBuf {
-        self.metadata_dir().join(format!("{table}.json"))
+    /// `statbank_tables/<TABLE_ID>/<urlquoted_tid>.parquet`.
+    pub fn partition_key(&self, table: &TableId, tid: &Tid) -> String {
+        format!("{TABLES}/{table}/{}.parquet", tid.file_stem())
+    }
+
+    /// `statbank_tables/_vintages/<TABLE_ID>`.
+    pub fn vintages_key(&self, table: &TableId) -> String {
+        format!("{TABLES}/_vintages/{table}")
+    }
+
+    /// `statbank_tables/_sync/state.json`.
+    pub fn state_key(&self) -> String {
+        format!("{SYNC}/state.json")
+    }
+
+    /// `statbank_tables/_sync/runs`.
+    pub fn runs_key(&self) -> String {
+        format!("{SYNC}/runs")
+    }
+
+    /// `statbank_tables/_sync/runs/<run_id>.json`.
+    pub fn manifest_key(&self, run: &RunId) -> String {
+        format!("{SYNC}/runs/{run}.json")
+    }
+
+    /// `statbank_tables/_sync/frequency_overrides.json`.
+    pub fn overrides_key(&self) -> String {
+        format!("{SYNC}/frequency_overrides.json")
+    }
+
+    /// `statbank_tables/_sync/intents`: one record per table with a
+    /// multi-file publish in progress.
+    pub fn intents_key(&self) -> String {
+        format!("{SYNC}/intents")
+    }
+
+    /// `statbank_tables/_sync/staging`: new partition sets being built.
+    pub fn staging_key(&self) -> String {
+        format!("{SYNC}/staging")
+    }
+
+    /// `statbank_tables/_sync/lock`, held while a cycle runs.
+    pub fn lock_key(&self) -> String {
+        format!("{SYNC}/lock")
+    }
+
+    /// `metadata/tables_info_raw_da`.
+    pub fn metadata_key(&self) -> String {
+        "metadata/tables_info_raw_da".to_string()
+    }
+
+    /// `metadata/tables_info_raw_da/<TABLE_ID>.json`.
+    pub fn metadata_file_key(&self, table: &TableId) -> String {
+        format!("metadata/tables_info_raw_da/{table}.json")
+    }
+
+    /// The local path of a key (for a local data folder), for messages and
+    /// tools that need a file.
+    pub fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.local_root().map(|r| r.join(key))
+    }
+
+    /// Reads a JSON record; `Ok(None)` when absent, [`Error::Corrupt`]
+    /// naming the file when it does not parse.
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<T>, Error> {
+        match self.storage.get(key)? {
+            None => Ok(None),
+            Some(bytes) => crate::fsio::decode_json(&bytes, what, &self.display_key(key)).map(Some),
+        }
+    }
+
+    /// Writes a JSON record atomically and durably.
+    pub fn write_json<T: serde::Serialize>(
+        &self,
+        key: &str,
+        what: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.storage
+            .put(key, &crate::fsio::encode_json(value, what)?)
+    }
+
+    /// Removes temp files of the JSON records that an interrupted run left
+    /// (local folders; call only while holding the lock).
+    pub fn clean_temp_files(&self) {
+        for key in [
+            SYNC.to_string(),
+            self.runs_key(),
+            self.metadata_key(),
+            self.intents_key(),
+        ] {
+            self.storage.clean_temp_files(&key);
+        }
     }
 }

@@ -20,29 +20,65 @@ pub const MAX_ROWS_PER_CALL: u64 = 50_000_000;
 pub enum GateDecision {
     /// Poll the catalog.
     Poll,
-    /// Skip the poll: the last one is younger than 7 days.
+    /// Skip the poll: the last one is too recent.
     Skip {
         /// When the catalog was last polled.
         last_catalog_poll_at: UtcSecond,
     },
 }
 
-/// Guide §2: poll if forced, if never polled, or if the last poll is at least
-/// 7 days old.
+/// How often the catalog is polled.
+///
+/// A weekly schedule never fires exactly seven days after the previous
+/// poll: the poll time is recorded when the catalog answered, a scheduler
+/// starts a few seconds early or late, a pod waits for a node. A strict
+/// "at least 7 days" rule would then skip a scheduled run and leave the
+/// mirror two weeks stale. So the gate opens once `interval − grace` has
+/// passed: any run scheduled a week after the last one polls, while a
+/// manual run in the middle of the week still does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatePolicy {
+    /// The nominal interval between polls (7 days).
+    pub interval: Duration,
+    /// How much earlier than `interval` a run may come and still poll
+    /// (12 hours).
+    pub grace: Duration,
+}
+
+impl Default for GatePolicy {
+    fn default() -> Self {
+        GatePolicy {
+            interval: Duration::days(CATALOG_POLL_INTERVAL_DAYS),
+            grace: Duration::hours(12),
+        }
+    }
+}
+
+/// Guide §2 with a grace period ([`GatePolicy`]): poll if forced, if never
+/// polled, or if the last poll is at least `interval − grace` old.
 ///
 /// ```
 /// use chrono::{Duration, TimeZone, Utc};
-/// use sync_state::{catalog_gate, GateDecision, SyncState};
+/// use sync_state::{catalog_gate, GateDecision, GatePolicy, SyncState};
 /// let now = Utc.with_ymd_and_hms(2026, 11, 29, 22, 0, 0).unwrap();
+/// let policy = GatePolicy::default();
 /// let mut state = SyncState::default();
-/// assert_eq!(catalog_gate(&state, now, false), GateDecision::Poll);
-/// state.last_catalog_poll_at = Some((now - Duration::days(6)).into());
-/// assert!(matches!(catalog_gate(&state, now, false), GateDecision::Skip { .. }));
-/// assert_eq!(catalog_gate(&state, now, true), GateDecision::Poll);
+/// assert_eq!(catalog_gate(&state, now, false, &policy), GateDecision::Poll);
+/// state.last_catalog_poll_at = Some((now - Duration::days(3)).into());
+/// assert!(matches!(catalog_gate(&state, now, false, &policy), GateDecision::Skip { .. }));
+/// assert_eq!(catalog_gate(&state, now, true, &policy), GateDecision::Poll);
+/// // a weekly run that comes a little early still polls
+/// state.last_catalog_poll_at = Some((now - Duration::days(7) + Duration::seconds(3)).into());
+/// assert_eq!(catalog_gate(&state, now, false, &policy), GateDecision::Poll);
 /// ```
-pub fn catalog_gate(state: &SyncState, now: DateTime<Utc>, force: bool) -> GateDecision {
+pub fn catalog_gate(
+    state: &SyncState,
+    now: DateTime<Utc>,
+    force: bool,
+    policy: &GatePolicy,
+) -> GateDecision {
     match state.last_catalog_poll_at {
-        Some(last) if !force && now - last.get() < Duration::days(CATALOG_POLL_INTERVAL_DAYS) => {
+        Some(last) if !force && now - last.get() < policy.interval - policy.grace => {
             GateDecision::Skip {
                 last_catalog_poll_at: last,
             }
@@ -64,7 +100,9 @@ pub enum Eligibility {
     },
 }
 
-/// Guide §3.
+/// Guide §3, plus: a table that still owes verifications
+/// ([`TableState::verify_debt`]) is synced even when its `updated` did not
+/// change, so that its debt is paid within the policy's cycles.
 pub fn eligibility(
     entry: Option<&TableState>,
     catalog_updated: &str,
@@ -73,7 +111,8 @@ pub fn eligibility(
     let same = entry
         .and_then(|e| e.last_seen_updated.as_deref())
         .is_some_and(|u| u == catalog_updated);
-    if has_local_partitions && same {
+    let owes = entry.is_some_and(|e| !e.verify_debt.is_empty());
+    if has_local_partitions && same && !owes {
         Eligibility::Unchanged
     } else {
         Eligibility::Sync {
@@ -102,6 +141,15 @@ pub fn refresh_window(remote: &[Tid], window: usize) -> Vec<Tid> {
     remote[remote.len().saturating_sub(window)..].to_vec()
 }
 
+/// How [`select_periods`] chooses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SelectOptions {
+    /// No local partitions: fetch every remote period.
+    pub bootstrap: bool,
+    /// List local periods gone from the remote list in `deleted`.
+    pub prune: bool,
+}
+
 /// Guide §5: `new = remote − local`, `refresh = trailing window`, fetch
 /// `new ∪ refresh` (all of `remote` on bootstrap). With `prune`, local periods
 /// missing from `remote` are listed in `deleted`. Duplicate remote codes are
@@ -110,9 +158,9 @@ pub fn select_periods(
     remote: &[Tid],
     local: &BTreeSet<Tid>,
     frequency: Frequency,
-    bootstrap: bool,
-    prune: bool,
+    opts: SelectOptions,
 ) -> PeriodSelection {
+    let SelectOptions { bootstrap, prune } = opts;
     let mut seen = HashSet::with_capacity(remote.len());
     let remote: Vec<Tid> = remote
         .iter()
@@ -174,6 +222,128 @@ pub fn periods_per_request(rows_per_period: u64, max_rows: u64) -> usize {
     usize::try_from(n.max(1)).unwrap_or(usize::MAX)
 }
 
+/// How rolling verification of periods older than the refresh window is
+/// paid (see [`plan_verification`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyPolicy {
+    /// Cycles over which a table's debt is spread (default 4): each cycle
+    /// verifies `ceil(debt / cycles)` periods, so the debt clears within
+    /// `cycles` cycles. `0` turns rolling verification off (the original's
+    /// behaviour: only the refresh window is ever re-fetched).
+    pub cycles: u32,
+    /// At most this many periods per table and cycle (clearing may then take
+    /// longer than `cycles`).
+    pub max_periods: Option<usize>,
+    /// At most this many (estimated) rows per table and cycle.
+    pub max_rows: Option<u64>,
+}
+
+impl Default for VerifyPolicy {
+    fn default() -> Self {
+        VerifyPolicy {
+            cycles: 4,
+            max_periods: None,
+            max_rows: None,
+        }
+    }
+}
+
+/// What to verify in this cycle and what is owed afterwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyPlan {
+    /// Periods to fetch this cycle only to verify them (not in the
+    /// selection's `fetch`), in remote order.
+    pub verify: Vec<Tid>,
+    /// The debt left once `verify` has been fetched, in remote order.
+    pub debt_after: Vec<Tid>,
+    /// Periods verified per cycle from now on.
+    pub per_cycle: Option<usize>,
+}
+
+/// The inputs of [`plan_verification`] besides the selection.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyInputs<'a> {
+    /// The debt carried from earlier cycles.
+    pub debt: &'a [Tid],
+    /// The per-cycle amount fixed when that debt was incurred.
+    pub per_cycle: Option<usize>,
+    /// The catalog `updated` changed since the last sync: every period
+    /// outside what is fetched anyway now owes a verification.
+    pub updated_changed: bool,
+    /// Verify every period now (`--verify-all`).
+    pub verify_all: bool,
+    /// Estimated rows per period (for `max_rows`).
+    pub rows_per_period: u64,
+}
+
+/// Rolling verification: when a table's `updated` changes, every remote
+/// period that the cycle does not fetch anyway (everything outside new ∪
+/// refresh) owes one verification against the source; the debt is paid a
+/// slice per cycle, most recent periods first. Periods fetched anyway, or
+/// gone from the remote list, leave the debt. Bootstraps fetch everything
+/// and owe nothing.
+///
+/// ```
+/// use std::collections::BTreeSet;
+/// use sync_state::{plan_verification, select_periods, Frequency, SelectOptions, Tid, VerifyInputs, VerifyPolicy};
+/// let remote: Vec<Tid> = (2000..2024).map(|y| Tid::new(y.to_string()).unwrap()).collect();
+/// let local: BTreeSet<Tid> = remote.iter().cloned().collect();
+/// let sel = select_periods(&remote, &local, Frequency::Yearly, SelectOptions::default());
+/// let inputs = VerifyInputs { debt: &[], per_cycle: None, updated_changed: true,
+///                             verify_all: false, rows_per_period: 100 };
+/// let plan = plan_verification(&remote, &sel, inputs, &VerifyPolicy::default());
+/// assert_eq!(plan.verify.len(), 5);          // 20 old periods over 4 cycles
+/// assert_eq!(plan.debt_after.len(), 15);
+/// ```
+pub fn plan_verification(
+    remote: &[Tid],
+    sel: &PeriodSelection,
+    inputs: VerifyInputs<'_>,
+    policy: &VerifyPolicy,
+) -> VerifyPlan {
+    let fetched: HashSet<&Tid> = sel.fetch.iter().collect();
+    let outside: Vec<&Tid> = remote.iter().filter(|t| !fetched.contains(t)).collect();
+    if inputs.verify_all {
+        return VerifyPlan {
+            verify: outside.into_iter().cloned().collect(),
+            debt_after: Vec::new(),
+            per_cycle: None,
+        };
+    }
+    if policy.cycles == 0 {
+        return VerifyPlan::default();
+    }
+    let owed: HashSet<&Tid> = inputs.debt.iter().collect();
+    let debt: Vec<&Tid> = outside
+        .into_iter()
+        .filter(|t| inputs.updated_changed || owed.contains(t))
+        .collect();
+    if debt.is_empty() {
+        return VerifyPlan::default();
+    }
+    let spread = debt.len().div_ceil(policy.cycles as usize);
+    let mut per_cycle = match (inputs.updated_changed, inputs.per_cycle) {
+        (false, Some(n)) => n.max(1),
+        _ => spread.max(1),
+    };
+    if let Some(m) = policy.max_periods {
+        per_cycle = per_cycle.min(m.max(1));
+    }
+    if let Some(rows) = policy.max_rows {
+        let by_rows = usize::try_from(rows / inputs.rows_per_period.max(1)).unwrap_or(usize::MAX);
+        per_cycle = per_cycle.min(by_rows.max(1));
+    }
+    // Most recent first: the tail of the remote order.
+    let take_from = debt.len().saturating_sub(per_cycle);
+    let verify = debt[take_from..].iter().map(|t| (*t).clone()).collect();
+    let debt_after: Vec<Tid> = debt[..take_from].iter().map(|t| (*t).clone()).collect();
+    VerifyPlan {
+        per_cycle: (!debt_after.is_empty()).then_some(per_cycle),
+        verify,
+        debt_after,
+    }
+}
+
 /// Splits the periods to fetch into request batches of at most `per_request`.
 pub fn batches(fetch: &[Tid], per_request: usize) -> Vec<Vec<Tid>> {
     fetch
@@ -199,18 +369,27 @@ mod tests {
     }
 
     #[test]
-    fn gate_opens_after_exactly_seven_days() {
+    fn gate_opens_for_a_weekly_run_whatever_its_jitter() {
+        let p = GatePolicy::default();
         let mut s = SyncState {
             last_catalog_poll_at: Some((now() - Duration::days(7)).into()),
             ..SyncState::default()
         };
-        assert_eq!(catalog_gate(&s, now(), false), GateDecision::Poll);
-        s.last_catalog_poll_at = Some((now() - Duration::days(7) + Duration::seconds(1)).into());
+        assert_eq!(catalog_gate(&s, now(), false, &p), GateDecision::Poll);
+        // 7 days minus 3 seconds (scheduler jitter, a slow catalog answer)
+        s.last_catalog_poll_at = Some((now() - Duration::days(7) + Duration::seconds(3)).into());
+        assert_eq!(catalog_gate(&s, now(), false, &p), GateDecision::Poll);
+        // a run 6 days 12 hours after the poll: the edge of the grace
+        s.last_catalog_poll_at = Some((now() - Duration::days(7) + Duration::hours(12)).into());
+        assert_eq!(catalog_gate(&s, now(), false, &p), GateDecision::Poll);
+        // a manual run mid-week stays gated
+        s.last_catalog_poll_at =
+            Some((now() - Duration::days(7) + Duration::hours(12) + Duration::seconds(1)).into());
         assert!(matches!(
-            catalog_gate(&s, now(), false),
+            catalog_gate(&s, now(), false, &p),
             GateDecision::Skip { .. }
         ));
-        assert_eq!(catalog_gate(&s, now(), true), GateDecision::Poll);
+        assert_eq!(catalog_gate(&s, now(), true, &p), GateDecision::Poll);
     }
 
     #[test]
@@ -244,15 +423,23 @@ mod tests {
         let local: BTreeSet<Tid> = tids(&["2023K1", "2023K2", "2023K3", "2022K4"])
             .into_iter()
             .collect();
-        let sel = select_periods(&remote, &local, Frequency::Other, false, true);
+        let prune = SelectOptions {
+            bootstrap: false,
+            prune: true,
+        };
+        let sel = select_periods(&remote, &local, Frequency::Other, prune);
         assert_eq!(sel.new_periods, tids(&["2023K4", "2024K1"]));
         assert_eq!(sel.refresh_periods, tids(&["2023K4", "2024K1"]));
         assert_eq!(sel.fetch, tids(&["2023K4", "2024K1"]));
         assert_eq!(sel.deleted, tids(&["2022K4"]));
-        let sel = select_periods(&remote, &local, Frequency::Yearly, false, false);
+        let sel = select_periods(&remote, &local, Frequency::Yearly, SelectOptions::default());
         assert_eq!(sel.fetch, tids(&["2023K2", "2023K3", "2023K4", "2024K1"]));
         assert!(sel.deleted.is_empty());
-        let boot = select_periods(&remote, &BTreeSet::new(), Frequency::Quarterly, true, false);
+        let boot = SelectOptions {
+            bootstrap: true,
+            prune: false,
+        };
+        let boot = select_periods(&remote, &BTreeSet::new(), Frequency::Quarterly, boot);
         assert_eq!(boot.fetch, remote);
         assert_eq!(boot.new_periods, remote);
         assert_eq!(boot.refresh_periods, remote);
@@ -287,7 +474,7 @@ mod tests {
         fn selection_invariants(remote in arb_tids(), local in arb_tids(), f in 0usize..7, boot: bool, prune: bool) {
             let freq = Frequency::ALL[f];
             let local: BTreeSet<Tid> = local.into_iter().collect();
-            let sel = select_periods(&remote, &local, freq, boot, prune);
+            let sel = select_periods(&remote, &local, freq, SelectOptions { bootstrap: boot, prune });
             let remote_set: BTreeSet<&Tid> = remote.iter().collect();
             // fetch is a subsequence of remote, in remote order
             let mut it = remote.iter();
@@ -319,6 +506,56 @@ mod tests {
             if prune {
                 prop_assert_eq!(sel.deleted.len(), local.iter().filter(|t| !remote_set.contains(t)).count());
             }
+        }
+
+        /// The debt incurred by a changed `updated` is paid within the
+        /// policy's cycles, never verifies what is fetched anyway, and
+        /// drops periods gone from the remote list.
+        #[test]
+        fn verification_debt_clears_within_the_policy(
+            remote in arb_tids(),
+            f in 0usize..7,
+            cycles in 1u32..6,
+            gone in proptest::collection::vec(any::<proptest::sample::Index>(), 0..3),
+        ) {
+            let freq = Frequency::ALL[f];
+            let local: BTreeSet<Tid> = remote.iter().cloned().collect();
+            let policy = VerifyPolicy { cycles, ..VerifyPolicy::default() };
+            let sel = select_periods(&remote, &local, freq, SelectOptions::default());
+            let first = plan_verification(&remote, &sel, VerifyInputs {
+                debt: &[], per_cycle: None, updated_changed: true, verify_all: false, rows_per_period: 1,
+            }, &policy);
+            let window: BTreeSet<&Tid> = sel.fetch.iter().collect();
+            let owed_total = remote.iter().filter(|t| !window.contains(t)).count();
+            prop_assert_eq!(first.verify.len() + first.debt_after.len(), owed_total);
+            for t in &first.verify {
+                prop_assert!(!window.contains(t));
+            }
+            // Later cycles: `updated` unchanged, some periods vanish.
+            let mut remote2 = remote.clone();
+            for g in &gone {
+                if !remote2.is_empty() {
+                    let i = g.index(remote2.len());
+                    remote2.remove(i);
+                }
+            }
+            let mut debt = first.debt_after.clone();
+            let mut per = first.per_cycle;
+            let mut cycles_used = 1;
+            while !debt.is_empty() {
+                let sel2 = select_periods(&remote2, &local, freq, SelectOptions::default());
+                let p = plan_verification(&remote2, &sel2, VerifyInputs {
+                    debt: &debt, per_cycle: per, updated_changed: false, verify_all: false, rows_per_period: 1,
+                }, &policy);
+                for t in &p.verify {
+                    prop_assert!(remote2.contains(t) && debt.contains(t));
+                }
+                debt = p.debt_after;
+                per = p.per_cycle;
+                cycles_used += 1;
+                prop_assert!(cycles_used <= cycles as usize + 1, "not cleared in {} cycles", cycles);
+            }
+            prop_assert!(cycles_used <= cycles.max(1) as usize);
         }
 
         #[test]

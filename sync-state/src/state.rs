@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{fsio, DataDir, Error, Frequency, RunId, TableId, Tid, UtcSecond};
+use crate::{DataDir, Error, Frequency, RunId, TableId, Tid, UtcSecond};
 
 /// Contents of `statbank_tables/_sync/state.json`.
 ///
@@ -21,6 +21,10 @@ pub struct SyncState {
     /// Per-table state, by table id.
     #[serde(default)]
     pub tables: BTreeMap<TableId, TableState>,
+    /// Whether superseded partitions are kept as vintages in this data
+    /// folder (`--keep-vintages`, until `--no-keep-vintages`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_vintages: bool,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -59,6 +63,28 @@ pub struct TableState {
     /// Journal: periods removed at the source (pruned) but not yet reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_deleted_tids: Vec<Tid>,
+    /// The schema signature of the local partitions: the table's variable
+    /// ids in tableinfo order, time variable included
+    /// (`["OMRÅDE", "KØN", "Tid"]`). `None` for a mirror written before
+    /// signatures were kept (derived from the partitions on the next sync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variables: Option<Vec<String>>,
+    /// How many partitions the table has, as of its last sync (lets a
+    /// no-change cycle on an object store skip listing every table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_count: Option<usize>,
+    /// When the table was first missing from the catalog (it keeps its
+    /// partitions); cleared when it comes back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_from_catalog_at: Option<UtcSecond>,
+    /// Periods outside the refresh window that still owe one verification
+    /// against the source (see [`crate::VerifyPolicy`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_debt: Vec<Tid>,
+    /// How many periods of the debt are verified per cycle (fixed when the
+    /// debt was incurred, so it clears within the policy's cycles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_per_cycle: Option<usize>,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -68,12 +94,14 @@ impl SyncState {
     /// Loads `state.json`; an absent file is an empty state (first run), a
     /// corrupt one is [`Error::Corrupt`] and is never replaced silently.
     pub fn load(dir: &DataDir) -> Result<SyncState, Error> {
-        Ok(fsio::read_json(&dir.state_file(), "state")?.unwrap_or_default())
+        Ok(dir
+            .read_json(&dir.state_key(), "state")?
+            .unwrap_or_default())
     }
 
     /// Writes `state.json` atomically and durably.
     pub fn save(&self, dir: &DataDir) -> Result<(), Error> {
-        fsio::write_json_atomic(&dir.state_file(), "state", self)
+        dir.write_json(&dir.state_key(), "state", self)
     }
 }
 
@@ -117,12 +145,13 @@ mod tests {
     fn corrupt_state_is_an_error_and_not_replaced() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = DataDir::new(tmp.path());
-        std::fs::create_dir_all(dir.sync_dir()).expect("mkdir");
-        std::fs::write(dir.state_file(), b"{\"tables\": 3}").expect("write");
+        let file = tmp.path().join("statbank_tables/_sync/state.json");
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, b"{\"tables\": 3}").expect("write");
         let err = SyncState::load(&dir).expect_err("corrupt");
         assert!(err.to_string().contains("state.json"));
         assert_eq!(
-            std::fs::read(dir.state_file()).expect("still there"),
+            std::fs::read(&file).expect("still there"),
             b"{\"tables\": 3}"
         );
         assert_eq!(

@@ -36,7 +36,7 @@ pub fn fx() -> Result<Fx> {
     client.batch_execute("CREATE SCHEMA fact")?;
     let tmp = tempfile::tempdir()?;
     let data = DataDir::new(tmp.path());
-    let store = PartitionStore::new(data.tables_root());
+    let store = PartitionStore::new(&data);
     Ok(Fx {
         db,
         client,
@@ -44,6 +44,29 @@ pub fn fx() -> Result<Fx> {
         data,
         store,
     })
+}
+
+impl Fx {
+    /// The `db_apply` section as written into run `run`'s manifest (raw
+    /// JSON, to check the on-disk contract), if any.
+    pub fn saved_db_apply(&self, run: &RunId) -> Result<Option<serde_json::Value>> {
+        let key = self.data.manifest_key(run);
+        let bytes = self
+            .data
+            .storage()
+            .get(&key)?
+            .with_context(|| format!("manifest {key} missing"))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+        Ok(v.get("db_apply").cloned())
+    }
+}
+
+/// One table's result in a saved `db_apply` (a map keyed by table id, as
+/// the original writes it).
+pub fn saved_table<'v>(db_apply: &'v serde_json::Value, t: &str) -> &'v serde_json::Value {
+    db_apply["tables"]
+        .get(t)
+        .unwrap_or_else(|| panic!("no saved result for {t} in {db_apply}"))
 }
 
 /// A period code known to be valid.
@@ -81,7 +104,7 @@ impl Fx {
         )));
         let batch = RecordBatch::try_new(schema, cols)?;
         self.store
-            .write_partition(&table(t), &tid(period), &[batch])
+            .write_partition(&table(t), &tid(period), &[batch], &Default::default())
             .with_context(|| format!("writing partition {t}/{period}"))?;
         Ok(())
     }

@@ -180,7 +180,7 @@ fn sync_exit_statuses_and_json_logs() -> Result<()> {
         ensure!(out.code == Some(0), "env fallbacks: {}", out.stderr);
         // A held lock: refused with a clear error, exit 1.
         let data = sync_state::DataDir::new(&dir);
-        let _lock = bins::DataDirLock::acquire(&data.lock_file(), "test")?;
+        let _lock = sync_state::DataDirLock::acquire(data.storage(), &data.lock_key(), "test")?;
         let out = run("statbank-sync", &sync_args(&dir, &base), &[])?;
         ensure!(out.code == Some(1), "locked exits 1");
         ensure!(out.stderr.contains("lock"), "{}", out.stderr);
@@ -342,7 +342,10 @@ fn sigterm_mid_run() -> Result<()> {
         let reference = tempfile::tempdir()?;
         let rdir = reference.path().display().to_string();
         let base = emu.base_url();
-        let out = run("statbank-sync", &sync_args(&rdir, &base), &[])?;
+        // One fixed clock for both runs: partitions record when they were
+        // published, and the two runs must write the same bytes.
+        let now = [(sync_state::crash::FIXED_NOW_ENV, "2026-01-05T22:00:00Z")];
+        let out = run("statbank-sync", &sync_args(&rdir, &base), &now)?;
         ensure!(out.code == Some(0), "{}", out.stderr);
         let expected = tests::sync::snapshot(reference.path());
 
@@ -361,6 +364,7 @@ fn sigterm_mid_run() -> Result<()> {
         args.extend(["--table-concurrency", "1"]);
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.env(CHILD_ENV, "statbank-sync")
+            .env(now[0].0, now[0].1)
             .env("RUST_LOG", "info")
             .arg("statbank-sync")
             .args(&args)

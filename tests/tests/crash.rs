@@ -97,6 +97,10 @@ impl Run {
 fn child(kind: &str, args: &[String], crash_at: Option<u64>) -> Result<Run> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.env(CHILD_ENV, kind)
+        // One fixed clock for every run: partitions record when they were
+        // published, and an interrupted run must write the same bytes as
+        // the uninterrupted one.
+        .env(sync_state::crash::FIXED_NOW_ENV, "2026-01-05T22:00:00Z")
         .env("RUST_LOG", "warn")
         .env_remove(CRASH_AT_ENV)
         .args(args);
@@ -208,10 +212,9 @@ fn check(
                 let name = format!(
                     "{}/{}",
                     id,
-                    partition_store::PartitionStore::new(data.tables_root())
-                        .partition_path(id, &tid)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
+                    data.partition_key(id, &tid)
+                        .rsplit('/')
+                        .next()
                         .unwrap_or_default()
                 );
                 ensure!(

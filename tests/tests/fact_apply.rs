@@ -4,13 +4,12 @@
 use anyhow::Result;
 use fact_apply::{apply_run, ApplyOptions};
 use sync_state::{ApplyStatus, DbApplyReport, RunId, RunStatus};
-use tests::apply_fx::{fx, result, tids, Fx};
+use tests::apply_fx::{fx, result, saved_table, tids, Fx};
 
 /// What only these tests need of the fixture.
 trait FxExt {
     fn apply(&mut self, run: &RunId, opts: &ApplyOptions) -> Result<DbApplyReport>;
     fn count(&mut self, sql: &str) -> Result<i64>;
-    fn saved_db_apply(&self, run: &RunId) -> Result<Option<serde_json::Value>>;
 }
 
 impl FxExt for Fx {
@@ -20,12 +19,6 @@ impl FxExt for Fx {
 
     fn count(&mut self, sql: &str) -> Result<i64> {
         Ok(self.client.query_one(sql, &[])?.get(0))
-    }
-
-    fn saved_db_apply(&self, run: &RunId) -> Result<Option<serde_json::Value>> {
-        let text = std::fs::read_to_string(self.data.manifest_file(run))?;
-        let v: serde_json::Value = serde_json::from_str(&text)?;
-        Ok(v.get("db_apply").cloned())
     }
 }
 
@@ -103,7 +96,7 @@ fn a_delta_replaces_exactly_the_changed_periods() -> Result<()> {
     assert_eq!(saved["status"], "success");
     assert_eq!(saved["run_id"], "20261129T220000Z");
     assert_eq!(saved["summary"]["tables_applied"], 1);
-    let t = &saved["tables"][0];
+    let t = saved_table(&saved, "FOLK1A");
     assert_eq!(t["table"], "FOLK1A");
     assert_eq!(t["status"], "applied");
     assert_eq!(t["changed_tids"], serde_json::json!(["2024K2", "2024K3"]));
@@ -128,7 +121,7 @@ fn a_missing_fact_table_is_skipped() -> Result<()> {
     assert_eq!(report.summary.tables_skipped, 1);
     let saved = f.saved_db_apply(&run)?.expect("db_apply written");
     assert_eq!(
-        saved["tables"][0],
+        saved["tables"]["NOPE1"],
         serde_json::json!({"table":"NOPE1","status":"skipped","reason":"missing_fact_table","changed_tids":["2024K1"]})
     );
     assert_eq!(
@@ -154,7 +147,7 @@ fn missing_partition_files_fail_the_table_untouched() -> Result<()> {
     assert_eq!(report.status, RunStatus::PartialFailure);
     let saved = f.saved_db_apply(&run)?.expect("db_apply written");
     assert_eq!(
-        saved["tables"][0],
+        saved["tables"]["FOLK1A"],
         serde_json::json!({"table":"FOLK1A","status":"failed","reason":"missing_partition_files",
             "missing_tids":["2024K3"],"changed_tids":["2024K2","2024K3"]})
     );
@@ -269,10 +262,7 @@ fn schema_mismatch_and_bad_values_roll_back_only_their_table() -> Result<()> {
     );
     // failed tables keep the `error` shape of Appendix A
     let saved = f.saved_db_apply(&run)?.expect("db_apply written");
-    let bj = saved["tables"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["table"] == "BBB"))
-        .expect("BBB");
+    let bj = saved_table(&saved, "BBB");
     assert_eq!(bj["status"], "failed");
     assert!(bj["error"].as_str().is_some_and(|e| e.contains("IALT")));
     assert!(bj.get("reason").is_none());
@@ -360,7 +350,11 @@ fn a_dry_run_reports_and_changes_nothing() -> Result<()> {
             ("NEW1", &["2024K3"], &[]),
         ],
     )?;
-    let manifest_before = std::fs::read(f.data.manifest_file(&run))?;
+    let manifest_before = std::fs::read(
+        f.data
+            .local_path(&f.data.manifest_key(&run))
+            .expect("local"),
+    )?;
     let opts = ApplyOptions {
         dry_run: true,
         create_missing: true,
@@ -383,7 +377,14 @@ fn a_dry_run_reports_and_changes_nothing() -> Result<()> {
         f.count("SELECT count(*) FROM pg_tables WHERE tablename = 'new1'")?,
         0
     );
-    assert_eq!(std::fs::read(f.data.manifest_file(&run))?, manifest_before);
+    assert_eq!(
+        std::fs::read(
+            f.data
+                .local_path(&f.data.manifest_key(&run))
+                .expect("local")
+        )?,
+        manifest_before
+    );
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use fact_apply::{apply_run, ApplyOptions};
 use sync_state::{ApplyStatus, DbApplyReport, RunId, RunStatus};
-use tests::apply_fx::{fx, result, Fx, Row};
+use tests::apply_fx::{fx, result, saved_table, Fx, Row};
 
 /// How long a test waits for the apply before calling it hung.
 const HANG: Duration = Duration::from_secs(60);
@@ -28,7 +28,7 @@ trait FxExt {
     fn create(&mut self, name: &str) -> Result<()>;
     fn part_omrade(&self, t: &str, period: &str, rows: &[(&str, f64)]) -> Result<()>;
     fn manifest_one(&self, run: &str, tables: &[&str], period: &str) -> Result<RunId>;
-    fn saved_db_apply(&self, run: &RunId) -> Result<serde_json::Value>;
+    fn saved(&self, run: &RunId) -> Result<serde_json::Value>;
     fn spawn_apply(
         &self,
         client: postgres::Client,
@@ -83,11 +83,8 @@ impl FxExt for Fx {
     }
 
     /// The `db_apply` section as saved in the manifest.
-    fn saved_db_apply(&self, run: &RunId) -> Result<serde_json::Value> {
-        let text = std::fs::read_to_string(self.data.manifest_file(run))?;
-        let v: serde_json::Value = serde_json::from_str(&text)?;
-        v.get("db_apply")
-            .cloned()
+    fn saved(&self, run: &RunId) -> Result<serde_json::Value> {
+        self.saved_db_apply(run)?
             .context("no db_apply in the manifest")
     }
 
@@ -108,13 +105,6 @@ impl FxExt for Fx {
         });
         recv
     }
-}
-
-fn saved_table<'v>(db_apply: &'v serde_json::Value, t: &str) -> &'v serde_json::Value {
-    db_apply["tables"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|r| r["table"] == t))
-        .unwrap_or_else(|| panic!("no saved result for {t} in {db_apply}"))
 }
 
 /// Whether `e` is the error of a connection the server terminated: the
@@ -228,7 +218,7 @@ fn a_connection_killed_mid_apply_rolls_its_table_back_and_the_rerun_applies() ->
         "{ez}"
     );
 
-    let saved = f.saved_db_apply(&run)?;
+    let saved = f.saved(&run)?;
     assert_eq!(saved["status"], "partial_failure");
     assert_eq!(saved["summary"]["tables_failed"], 2);
     assert_eq!(saved_table(&saved, "DROPA")["status"], "applied");
@@ -252,7 +242,7 @@ fn a_connection_killed_mid_apply_rolls_its_table_back_and_the_rerun_applies() ->
     for t in ["dropa", "dropk", "dropz"] {
         assert_eq!(f.dump(t)?, expected_after, "{t}");
     }
-    assert_eq!(f.saved_db_apply(&run)?["status"], "success");
+    assert_eq!(f.saved(&run)?["status"], "success");
     Ok(())
 }
 
@@ -314,7 +304,7 @@ fn a_connection_killed_in_its_delete_rolls_the_table_back() -> Result<()> {
         e.contains("table ROWK: delete of changed periods failed") && is_lost_connection(&e),
         "{e}"
     );
-    let saved = f.saved_db_apply(&run)?;
+    let saved = f.saved(&run)?;
     assert_eq!(saved_table(&saved, "ROWK")["status"], "failed");
     assert_eq!(
         saved_table(&saved, "ROWK")["error"].as_str(),
@@ -384,7 +374,7 @@ fn a_connection_lost_before_the_apply_fails_every_table_and_changes_nothing() ->
             "{e}"
         );
     }
-    assert_eq!(f.saved_db_apply(&run)?["summary"]["tables_failed"], 2);
+    assert_eq!(f.saved(&run)?["summary"]["tables_failed"], 2);
     assert_eq!(f.dump("lost1")?, before);
 
     let mut fresh = f.apply_client(&format!("{app}-rerun"), None)?;
@@ -452,7 +442,7 @@ fn a_lock_timeout_fails_only_the_locked_table() -> Result<()> {
             && e.contains("canceling statement due to lock timeout"),
         "{e}"
     );
-    let saved = f.saved_db_apply(&run)?;
+    let saved = f.saved(&run)?;
     assert_eq!(saved["status"], "partial_failure");
     assert_eq!(saved_table(&saved, "TLOCKED")["status"], "failed");
     assert!(saved_table(&saved, "TLOCKED")["error"]
@@ -482,7 +472,7 @@ fn a_lock_timeout_fails_only_the_locked_table() -> Result<()> {
     assert_eq!((r.deleted_rows, r.inserted_rows), (Some(2), Some(2)));
     assert_eq!(f.dump("tlocked")?, expected_after);
     assert_eq!(f.dump("tfree")?, expected_after);
-    assert_eq!(f.saved_db_apply(&run)?["status"], "success");
+    assert_eq!(f.saved(&run)?["status"], "success");
     Ok(())
 }
 

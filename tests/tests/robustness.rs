@@ -175,9 +175,12 @@ async fn corrupt_state_overrides_and_manifests_are_clear_errors_and_kept() {
     let before = snapshot(dir);
 
     for (path, what) in [
-        (data.state_file(), "state.json"),
         (
-            data.sync_dir().join("frequency_overrides.json"),
+            data.local_path(&data.state_key()).expect("local"),
+            "state.json",
+        ),
+        (
+            data.local_path(&data.overrides_key()).expect("local"),
             "frequency_overrides.json",
         ),
     ] {
@@ -205,7 +208,9 @@ async fn corrupt_state_overrides_and_manifests_are_clear_errors_and_kept() {
     }
 
     // A corrupt manifest: the readers name it.
-    let mpath = data.manifest_file(&m.run_id);
+    let mpath = data
+        .local_path(&data.manifest_key(&m.run_id))
+        .expect("local");
     std::fs::write(&mpath, b"not json").expect("corrupt");
     let err = sync_state::RunManifest::load(&data, &m.run_id).expect_err("corrupt");
     assert!(
@@ -233,10 +238,31 @@ async fn corrupt_state_overrides_and_manifests_are_clear_errors_and_kept() {
         "{:?}",
         t.changed_tids
     );
-    assert_eq!(
-        std::fs::read(&part).expect("rewritten"),
-        before["MULTI0/2022.parquet"]
-    );
+    // Rewritten with the same content (the same content digest and rows);
+    // its footer now dates the content from this cycle's `updated`, since
+    // the corrupt file's own date could not be read.
+    let store = partition_store::PartitionStore::new(&data);
+    let footer = store
+        .footer(
+            &TableId::new("MULTI0").expect("id"),
+            &sync_state::Tid::new("2022").expect("tid"),
+        )
+        .expect("readable again");
+    let original = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(original.path().join("statbank_tables/MULTI0")).expect("mkdir");
+    std::fs::write(
+        original.path().join("statbank_tables/MULTI0/2022.parquet"),
+        &before["MULTI0/2022.parquet"],
+    )
+    .expect("write");
+    let was = partition_store::PartitionStore::new(&DataDir::new(original.path()))
+        .footer(
+            &TableId::new("MULTI0").expect("id"),
+            &sync_state::Tid::new("2022").expect("tid"),
+        )
+        .expect("original footer");
+    assert_eq!((footer.digest, footer.rows), (was.digest, was.rows));
+    assert_eq!(footer.valid_from.as_deref(), Some("2026-02-02T08:00:00"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -387,7 +413,11 @@ async fn state_is_rebuilt_from_the_partitions_after_moving_a_corrupt_state_away(
     let before = snapshot(dir);
     let state_before = SyncState::load(&data).expect("state");
     // The documented recovery: move the corrupt file away, run again.
-    std::fs::rename(data.state_file(), dir.join("state.json.corrupt")).expect("move");
+    std::fs::rename(
+        data.local_path(&data.state_key()).expect("local"),
+        dir.join("state.json.corrupt"),
+    )
+    .expect("move");
     let m = run_sync_cycle(&client, &options(dir, at_hours(1), true))
         .await
         .expect("cycle");

@@ -26,9 +26,10 @@ use sync_state::{latest_run, ApplyStatus, DataDir, DbApplyReport, RunId};
 #[derive(Debug, Parser)]
 #[command(name = "statbank-apply", version)]
 struct Args {
-    /// The data folder (partitions and run manifests).
+    /// The data folder (partitions and run manifests): a local path or
+    /// s3://bucket/prefix (gs://, az://).
     #[arg(long, env = "STATBANK_DATA_DIR", default_value = "data/dst")]
-    data_dir: std::path::PathBuf,
+    data_dir: String,
     /// Postgres connection string (URL or key=value). Never logged with its password.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
@@ -80,14 +81,15 @@ where
 }
 
 fn run(args: Args) -> Result<ExitCode> {
-    let data = DataDir::new(&args.data_dir);
+    let data = DataDir::open(&args.data_dir)?;
+    let runs_dir = data.display_key(&data.runs_key());
     let runs: Vec<RunId> = match (&args.run_id, args.pending) {
         (Some(r), _) => vec![r.clone()],
         (None, true) => sync_state::pending_runs(&data)
-            .with_context(|| format!("finding pending runs in {}", data.runs_dir().display()))?,
+            .with_context(|| format!("finding pending runs in {runs_dir}"))?,
         (None, false) => vec![latest_run(&data)
-            .with_context(|| format!("listing runs in {}", data.runs_dir().display()))?
-            .ok_or_else(|| anyhow!("no run manifest in {}", data.runs_dir().display()))?],
+            .with_context(|| format!("listing runs in {runs_dir}"))?
+            .ok_or_else(|| anyhow!("no run manifest in {runs_dir}"))?],
     };
     if runs.is_empty() {
         println!("no pending runs: every run with changes has been applied");

@@ -95,7 +95,7 @@ async fn async_run(args: Args) -> Result<ExitCode> {
     let client = args.sync.client()?;
     let stop = StopSignal::new();
     stop_on_signals(stop.clone());
-    let mut sync = args.sync.options();
+    let mut sync = args.sync.options()?;
     sync.stop = stop.clone();
     let mut opts = FlowOptions::new(sync);
     opts.database_url = args.database_url.clone();

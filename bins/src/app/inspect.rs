@@ -28,7 +28,7 @@ struct Args {
         default_value = "data/dst",
         global = true
     )]
-    data_dir: std::path::PathBuf,
+    data_dir: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -76,7 +76,7 @@ where
 }
 
 fn run(args: Args) -> Result<ExitCode> {
-    let dir = DataDir::new(&args.data_dir);
+    let dir = DataDir::open(&args.data_dir)?;
     let text = match args.cmd {
         Cmd::Status => queries::status(&dir)?,
         Cmd::Run { run_id } => queries::run(&dir, run_id.as_ref())?,

@@ -4,6 +4,7 @@
 //! on failure and returns the exit status.
 
 pub mod apply;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod flow;
 pub mod inspect;

@@ -65,15 +65,17 @@ async fn async_run(args: Args) -> Result<ExitCode> {
     let stop = StopSignal::new();
     stop_on_signals(stop.clone());
     let progress = Progress::new(!args.no_progress);
-    let mut opts = args.sync.options();
+    let mut opts = args.sync.options()?;
     opts.stop = stop;
     opts.progress = Some(progress.clone());
-    tracing::info!(data_dir = %args.sync.data_dir.display(), base_url = %args.sync.base_url, "sync cycle starting");
+    tracing::info!(data_dir = %args.sync.data_dir, base_url = %args.sync.base_url, "sync cycle starting");
     let manifest = run_sync_cycle(&client, &opts)
         .await
-        .with_context(|| format!("sync cycle on {}", args.sync.data_dir.display()))?;
+        .with_context(|| format!("sync cycle on {}", args.sync.data_dir))?;
     progress.finish();
-    let path = opts.data_dir.manifest_file(&manifest.run_id);
+    let path = opts
+        .data_dir
+        .display_key(&opts.data_dir.manifest_key(&manifest.run_id));
     print!("{}", sync_summary(&manifest, &path));
     let stats = client.stats();
     tracing::info!(
@@ -81,7 +83,7 @@ async fn async_run(args: Args) -> Result<ExitCode> {
         requests = stats.requests,
         retries = stats.retries,
         bytes = stats.bytes,
-        manifest = %path.display(),
+        manifest = %path,
         "sync finished: {}",
         manifest.status
     );

@@ -234,7 +234,7 @@ fn setup(args: &Args, db: &mut Client) -> Result<Setup> {
     // Partitions of the changed quarters and the floor script with the same rows.
     let t = Instant::now();
     let data = DataDir::new(work.join("data"));
-    let store = PartitionStore::new(data.tables_root());
+    let store = PartitionStore::new(&data);
     let table = TableId::new(TABLE)?;
     let schema = partition_schema(&["OMRÅDE", "KØN", "ALDER", "CIVILSTAND", "TID", "INDHOLD"]);
     let floor_sql = work.join("floor.sql");
@@ -286,7 +286,12 @@ fn setup(args: &Args, db: &mut Client) -> Result<Setup> {
         if !vals.is_empty() {
             flush(&mut cols, &mut vals, &mut batches)?;
         }
-        store.write_partition(&table, &Tid::new(code.as_str())?, &batches)?;
+        store.write_partition(
+            &table,
+            &Tid::new(code.as_str())?,
+            &batches,
+            &Default::default(),
+        )?;
     }
     writeln!(floor, "\\.")?;
     let list: Vec<&str> = changed.iter().map(|(_, d)| d.as_str()).collect();
@@ -354,7 +359,7 @@ fn time_ours(args: &Args, url: &str, s: &Setup) -> Result<Sample> {
         .arg("--database-url")
         .arg(url)
         .arg("--data-dir")
-        .arg(s.data.root())
+        .arg(s.data.describe())
         .arg("--run-id")
         .arg(s.run.as_str())
         .env_remove("DATABASE_URL")
@@ -479,7 +484,7 @@ fn parent(args: &Args) -> Result<()> {
                     py.display().to_string(),
                     args.seed_like_script.display().to_string(),
                     url.clone(),
-                    s.data.tables_root().display().to_string(),
+                    format!("{}/statbank_tables", s.data.describe()),
                     TABLE.to_string(),
                 ];
                 argv.extend(s.changed.iter().map(|(c, _)| c.clone()));

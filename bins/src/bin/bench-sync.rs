@@ -290,7 +290,7 @@ async fn no_change_cycle(args: &Args, work: &Path) -> Result<()> {
     let base = emu.base_url();
     let dir = work.join("catalog");
     let data = DataDir::new(&dir);
-    let store = PartitionStore::new(data.tables_root());
+    let store = PartitionStore::new(&data);
     let mut state = SyncState::default();
     let ids: Vec<String> = world.tables.keys().cloned().collect();
     for id in &ids {
@@ -305,7 +305,7 @@ async fn no_change_cycle(args: &Args, work: &Path) -> Result<()> {
                 std::sync::Arc::new(Float64Array::from(vec![Some(1.0)])) as ArrayRef,
             ],
         )?;
-        store.write_partition(&table, &tid, &[batch])?;
+        store.write_partition(&table, &tid, &[batch], &Default::default())?;
         state.tables.insert(
             table,
             TableState {

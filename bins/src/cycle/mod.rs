@@ -1,0 +1,586 @@
+//! `run_sync_cycle`: the whole storage side of one sync run
+//! ([docs/contract.md](../../../docs/contract.md) "Sync cycle").
+//!
+//! The steps, in order: take the data folder's lock; settle publishes a
+//! crash interrupted; the weekly gate; the catalog; tables gone from (or
+//! back in) the catalog; each table (bounded concurrency, see `table.rs`);
+//! the manifest; the state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use partition_store::{PartitionStore, PublishOptions, WriteLimits};
+use serde_json::json;
+use statbank_client::{error_chain, CatalogEntry, StatbankClient, TablesRequest};
+use sync_state::{
+    catalog_gate, CatalogSection, DataDir, FrequencyOverrides, GateDecision, GatePolicy, RunId,
+    RunManifest, RunStatus, Summary, SyncState, TableId, TableResult, TableState, TableStatus,
+    UtcSecond, VanishedReport, VerifyPolicy, MAX_ROWS_PER_CALL,
+};
+
+use crate::Error;
+
+mod schema;
+mod table;
+
+/// Where "now" comes from. Tests inject a fixed or moving clock; production
+/// uses the system clock.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl Clock {
+    /// The system clock (or the tests' fixed clock when the `test-hooks`
+    /// feature is on and `STATBANK_TEST_NOW` is set).
+    pub fn system() -> Clock {
+        match sync_state::crash::fixed_now() {
+            Some(t) => Clock::fixed(t),
+            None => Clock(Arc::new(Utc::now)),
+        }
+    }
+    /// A clock that always says `t`.
+    pub fn fixed(t: DateTime<Utc>) -> Clock {
+        Clock(Arc::new(move || t))
+    }
+    /// A clock backed by any function.
+    pub fn from_fn(f: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(f))
+    }
+    /// The current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// A shared "please stop" flag (SIGTERM, ctrl-c). Checked before every table
+/// and every request; work in flight finishes its current request and the
+/// table is recorded as failed (`interrupted`), so it is retried next time.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    /// A signal that is not raised.
+    pub fn new() -> StopSignal {
+        StopSignal::default()
+    }
+    /// Raises the signal.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    /// Whether the signal was raised.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Receives progress events (for a progress bar or log lines).
+pub trait ProgressSink: Send + Sync {
+    /// The catalog was read: `total` tables will be considered.
+    fn start(&self, _total: usize) {}
+    /// A table started syncing.
+    fn table_started(&self, _table: &TableId) {}
+    /// Rows were written.
+    fn rows(&self, _rows: u64) {}
+    /// A table finished (synced, skipped or failed).
+    fn table_finished(&self, _table: &TableId, _result: &TableResult) {}
+}
+
+/// What to do with tables that disappeared from the catalog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum VanishedTables {
+    /// Keep their partitions and state; report them (default).
+    #[default]
+    Keep,
+    /// Move their partitions to `statbank_tables/_archive/<TABLE>/<run>/`
+    /// and forget their state.
+    Archive,
+    /// Remove their partitions, vintages and state.
+    Delete,
+}
+
+/// Settings of one sync cycle.
+#[derive(Clone)]
+pub struct SyncOptions {
+    /// The data folder (`data/dst`, or `s3://bucket/prefix`).
+    pub data_dir: DataDir,
+    /// Poll the catalog even if the weekly gate is closed.
+    pub force_catalog_poll: bool,
+    /// When the weekly gate opens.
+    pub gate: GatePolicy,
+    /// The run id (default: the UTC start time `%Y%m%dT%H%M%SZ`).
+    pub run_id: Option<RunId>,
+    /// Only these tables (others are not considered at all).
+    pub tables: Option<Vec<TableId>>,
+    /// At most this many tables (after sorting by id).
+    pub max_tables: Option<usize>,
+    /// Remove partitions of periods that disappeared from the remote list and
+    /// report them as `deleted_tids`.
+    pub prune_deleted_periods: bool,
+    /// Keep superseded partitions as vintages: `Some(true)` turns it on for
+    /// the data folder (recorded in `state.json`), `Some(false)` off, `None`
+    /// keeps what the data folder has.
+    pub keep_vintages: Option<bool>,
+    /// Rolling verification of periods older than the refresh window.
+    pub verify: VerifyPolicy,
+    /// Verify every period of the selected tables in this cycle.
+    pub verify_all: bool,
+    /// What to do with tables gone from the catalog.
+    pub vanished_tables: VanishedTables,
+    /// Tables synced at once (the client bounds requests separately).
+    pub table_concurrency: usize,
+    /// Guards against runaway responses.
+    pub limits: WriteLimits,
+    /// Rows per BULK request used for batch sizing.
+    pub max_rows_per_call: u64,
+    /// The clock.
+    pub clock: Clock,
+    /// Stop flag.
+    pub stop: StopSignal,
+    /// Progress events.
+    pub progress: Option<Arc<dyn ProgressSink>>,
+}
+
+impl SyncOptions {
+    /// Defaults for a local data folder.
+    pub fn new(data_dir: impl Into<std::path::PathBuf>) -> SyncOptions {
+        SyncOptions::on(DataDir::new(data_dir))
+    }
+
+    /// Defaults for any data folder (local or object store).
+    pub fn on(data_dir: DataDir) -> SyncOptions {
+        SyncOptions {
+            data_dir,
+            force_catalog_poll: false,
+            gate: GatePolicy::default(),
+            run_id: None,
+            tables: None,
+            max_tables: None,
+            prune_deleted_periods: false,
+            keep_vintages: None,
+            verify: VerifyPolicy::default(),
+            verify_all: false,
+            vanished_tables: VanishedTables::Keep,
+            table_concurrency: 2,
+            limits: WriteLimits::default(),
+            max_rows_per_call: MAX_ROWS_PER_CALL,
+            clock: Clock::system(),
+            stop: StopSignal::new(),
+            progress: None,
+        }
+    }
+}
+
+/// What one cycle shares between its tables.
+struct Ctx<'a> {
+    client: &'a StatbankClient,
+    opts: &'a SyncOptions,
+    dir: DataDir,
+    store: PartitionStore,
+    state: Mutex<SyncState>,
+    overrides: FrequencyOverrides,
+    run_id: RunId,
+    /// The catalog `updated` of this cycle is the end of a superseded
+    /// vintage's validity; `None` when vintages are off.
+    keep_vintages: bool,
+}
+
+impl Ctx<'_> {
+    fn now(&self) -> UtcSecond {
+        UtcSecond::new(self.opts.clock.now())
+    }
+
+    /// Changes one table's state entry and saves `state.json`.
+    fn update_state(&self, table: &TableId, f: impl FnOnce(&mut TableState)) -> Result<(), Error> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| Error::Internal("state lock poisoned".into()))?;
+        f(state.tables.entry(table.clone()).or_default());
+        state.save(&self.dir)?;
+        Ok(())
+    }
+
+    fn entry(&self, table: &TableId) -> Option<TableState> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.tables.get(table).cloned())
+    }
+
+    fn publish_options(&self, catalog_updated: &str) -> PublishOptions {
+        PublishOptions {
+            vintages_until: self.keep_vintages.then(|| catalog_updated.to_string()),
+        }
+    }
+}
+
+/// Runs one sync cycle (the original's `run_sync_cycle(force_catalog_poll,
+/// run_id)`): publishes interrupted by a crash are settled first, then the
+/// weekly catalog gate, per-table eligibility, tableinfo and metadata cache,
+/// schema signature check (a changed signature re-fetches the table whole and
+/// swaps its partition set), period selection with rolling verification,
+/// streamed BULK downloads into staged partitions published whole, per-table
+/// state saves, and the run manifest, which is written in every case (also
+/// when the catalog cannot be fetched). Returns the manifest; `Err` only when
+/// the manifest itself cannot be written, the lease was lost, or another
+/// cycle holds the data folder's lock.
+pub async fn run_sync_cycle(
+    client: &StatbankClient,
+    opts: &SyncOptions,
+) -> Result<RunManifest, Error> {
+    let started = UtcSecond::new(opts.clock.now());
+    let (_lock, dir) = opts.data_dir.lock(&format!("run started {started}"))?;
+    let run_id = choose_run_id(&dir, opts, started)?;
+    dir.clean_temp_files();
+    let mut manifest = RunManifest {
+        run_id: run_id.clone(),
+        started_at: started,
+        finished_at: None,
+        status: RunStatus::Failed,
+        catalog: CatalogSection::default(),
+        tables: BTreeMap::new(),
+        summary: Summary::default(),
+        error: None,
+        db_apply: None,
+        extra: serde_json::Map::new(),
+    };
+    let outcome = cycle(client, opts, &dir, &run_id, &mut manifest).await;
+    finish(&dir, opts, &mut manifest, outcome)?;
+    Ok(manifest)
+}
+
+/// The run id: as given, or the start time (`_2`, `_3`, … when taken, so a
+/// default id never overwrites an earlier run's manifest).
+fn choose_run_id(dir: &DataDir, opts: &SyncOptions, started: UtcSecond) -> Result<RunId, Error> {
+    match &opts.run_id {
+        Some(r) => {
+            if dir.storage().head(&dir.manifest_key(r))?.is_some() {
+                tracing::warn!(run = %r, "a manifest with this run id exists and will be replaced");
+            }
+            Ok(r.clone())
+        }
+        None => unused_run_id(dir, RunId::from_time(started.get())),
+    }
+}
+
+type Finish = (SyncState, Option<UtcSecond>);
+
+/// Writes the manifest (after the partitions and state it describes), then
+/// the state: last poll, last run, and the journal cleared for every table
+/// the manifest reports.
+fn finish(
+    dir: &DataDir,
+    opts: &SyncOptions,
+    manifest: &mut RunManifest,
+    outcome: Result<Finish, Error>,
+) -> Result<(), Error> {
+    let finish = match outcome {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "sync cycle failed");
+            manifest.status = RunStatus::Failed;
+            manifest.error = Some(sync_state::shorten_error(error_chain(&e)));
+            None
+        }
+    };
+    manifest.finished_at = Some(UtcSecond::new(opts.clock.now()));
+    manifest.summary = Summary::of(&manifest.tables);
+    manifest.save(dir)?;
+    if let Some((mut state, polled_at)) = finish {
+        if let Some(t) = polled_at {
+            state.last_catalog_poll_at = Some(t);
+        }
+        state.last_run_id = Some(manifest.run_id.clone());
+        for (id, r) in &manifest.tables {
+            if r.status != TableStatus::Failed {
+                if let Some(e) = state.tables.get_mut(id) {
+                    e.pending_changed_tids.clear();
+                    e.pending_deleted_tids.clear();
+                }
+            }
+        }
+        state.save(dir)?;
+    }
+    Ok(())
+}
+
+async fn cycle(
+    client: &StatbankClient,
+    opts: &SyncOptions,
+    dir: &DataDir,
+    run_id: &RunId,
+    manifest: &mut RunManifest,
+) -> Result<Finish, Error> {
+    let mut state = SyncState::load(dir)?;
+    let overrides = FrequencyOverrides::load(dir)?;
+    if !overrides.ignored().is_empty() {
+        tracing::warn!(ignored = ?overrides.ignored(), "frequency overrides with an invalid table id or frequency were ignored");
+    }
+    if let Some(on) = opts.keep_vintages {
+        state.keep_vintages = on;
+    }
+    let store = PartitionStore::new(dir);
+    settle_interrupted(&store, manifest).await?;
+    let now = opts.clock.now();
+    if let GateDecision::Skip {
+        last_catalog_poll_at,
+    } = catalog_gate(&state, now, opts.force_catalog_poll, &opts.gate)
+    {
+        tracing::info!(%last_catalog_poll_at, "weekly gate closed: catalog not polled");
+        manifest.status = RunStatus::Skipped;
+        manifest.catalog = CatalogSection {
+            polled: false,
+            reason: Some("weekly_gate".into()),
+            last_catalog_poll_at: Some(last_catalog_poll_at),
+            ..CatalogSection::default()
+        };
+        return Ok((state, None));
+    }
+    let catalog = fetch_catalog(client, manifest).await?;
+    let polled_at = UtcSecond::new(opts.clock.now());
+    manifest.catalog = CatalogSection {
+        polled: true,
+        table_count: Some(catalog.len()),
+        polled_at: Some(polled_at),
+        ..CatalogSection::default()
+    };
+    let (work, invalid) = select_tables(catalog, opts);
+    if !invalid.is_empty() {
+        tracing::warn!(
+            count = invalid.len(),
+            "catalog entries with unusable ids were rejected"
+        );
+        manifest
+            .catalog
+            .extra
+            .insert("invalid_entries".into(), json!(invalid));
+    }
+    lifecycle(
+        &store,
+        opts,
+        run_id,
+        &mut state,
+        &work.in_catalog,
+        manifest,
+        polled_at,
+    )
+    .await?;
+    let ctx = Ctx {
+        client,
+        opts,
+        dir: dir.clone(),
+        store,
+        keep_vintages: state.keep_vintages,
+        state: Mutex::new(state),
+        overrides,
+        run_id: run_id.clone(),
+    };
+    if let Some(p) = &opts.progress {
+        p.start(work.items.len());
+    }
+    let results: Vec<(TableId, TableResult)> = futures_util::stream::iter(work.items)
+        .map(|w| table::process_table(&ctx, w))
+        .buffer_unordered(opts.table_concurrency.max(1))
+        .collect()
+        .await;
+    manifest.tables.extend(results);
+    let failed = manifest
+        .tables
+        .values()
+        .any(|r| r.status == TableStatus::Failed);
+    manifest.status = if failed || !invalid.is_empty() {
+        RunStatus::PartialFailure
+    } else {
+        RunStatus::Success
+    };
+    let state = ctx
+        .state
+        .into_inner()
+        .map_err(|_| Error::Internal("state lock poisoned".into()))?;
+    Ok((state, Some(polled_at)))
+}
+
+/// Rolls forward (or back) every multi-object publish a crash interrupted,
+/// before anything else reads or writes partitions; recorded in the
+/// manifest under `recovered`.
+async fn settle_interrupted(
+    store: &PartitionStore,
+    manifest: &mut RunManifest,
+) -> Result<(), Error> {
+    let s = store.clone();
+    let recovered = tokio::task::spawn_blocking(move || s.recover())
+        .await
+        .map_err(|e| Error::Internal(format!("recovery task failed: {e}")))??;
+    if !recovered.is_empty() {
+        let list: Vec<_> = recovered
+            .iter()
+            .map(|r| json!({"table": r.table, "kind": r.kind, "action": r.action}))
+            .collect();
+        manifest.extra.insert("recovered".into(), json!(list));
+    }
+    Ok(())
+}
+
+async fn fetch_catalog(
+    client: &StatbankClient,
+    manifest: &mut RunManifest,
+) -> Result<Vec<CatalogEntry>, Error> {
+    match client.tables(&TablesRequest::default()).await {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            manifest.catalog = CatalogSection {
+                polled: false,
+                reason: Some("catalog_error".into()),
+                error: Some(sync_state::shorten_error(error_chain(&e))),
+                ..CatalogSection::default()
+            };
+            Err(e.into())
+        }
+    }
+}
+
+/// One unit of work of the cycle.
+enum Work {
+    /// A catalog table.
+    Table(TableId, CatalogEntry),
+    /// A table asked for with `--tables` that the catalog does not list.
+    NotInCatalog(TableId),
+}
+
+struct Selected {
+    items: Vec<Work>,
+    /// Every valid id of the catalog (whatever the selection).
+    in_catalog: BTreeSet<TableId>,
+}
+
+fn select_tables(
+    catalog: Vec<CatalogEntry>,
+    opts: &SyncOptions,
+) -> (Selected, Vec<serde_json::Value>) {
+    let mut invalid = Vec::new();
+    let mut by_id: BTreeMap<TableId, CatalogEntry> = BTreeMap::new();
+    for entry in catalog {
+        match entry.table_id() {
+            Ok(id) => {
+                by_id.entry(id).or_insert(entry);
+            }
+            Err(e) => invalid.push(json!({"id": entry.id.chars().take(80).collect::<String>(), "error": e.to_string()})),
+        }
+    }
+    let in_catalog: BTreeSet<TableId> = by_id.keys().cloned().collect();
+    let mut items: Vec<Work> = match &opts.tables {
+        Some(wanted) => {
+            let wanted: BTreeSet<&TableId> = wanted.iter().collect();
+            wanted
+                .into_iter()
+                .map(|id| match by_id.remove(id) {
+                    Some(e) => Work::Table(id.clone(), e),
+                    None => Work::NotInCatalog(id.clone()),
+                })
+                .collect()
+        }
+        None => by_id
+            .into_iter()
+            .map(|(id, e)| Work::Table(id, e))
+            .collect(),
+    };
+    if let Some(n) = opts.max_tables {
+        items.truncate(n);
+    }
+    (Selected { items, in_catalog }, invalid)
+}
+
+/// Tables with a mirror that the catalog no longer lists keep their
+/// partitions and state (`removed_from_catalog_at` records when they were
+/// first missed) and are listed in `catalog.removed_tables`; tables that came
+/// back lose the mark and resume. Only `--vanished-tables archive|delete`
+/// removes anything.
+async fn lifecycle(
+    store: &PartitionStore,
+    opts: &SyncOptions,
+    run_id: &RunId,
+    state: &mut SyncState,
+    in_catalog: &BTreeSet<TableId>,
+    manifest: &mut RunManifest,
+    now: UtcSecond,
+) -> Result<(), Error> {
+    let mut removed = Vec::new();
+    for (id, t) in state.tables.iter_mut() {
+        if in_catalog.contains(id) {
+            if t.removed_from_catalog_at.take().is_some() {
+                tracing::info!(table = %id, "table is back in the catalog");
+            }
+        } else if t.bootstrap_complete || t.partition_count.unwrap_or(0) > 0 {
+            if t.removed_from_catalog_at.is_none() {
+                tracing::warn!(table = %id, "table is no longer in the catalog: its partitions are kept");
+                t.removed_from_catalog_at = Some(now);
+            }
+            removed.push(id.clone());
+        }
+    }
+    if removed.is_empty() {
+        return Ok(());
+    }
+    manifest.catalog.removed_tables = Some(removed.clone());
+    if opts.vanished_tables == VanishedTables::Keep {
+        return Ok(());
+    }
+    let archive = (opts.vanished_tables == VanishedTables::Archive).then(|| {
+        format!(
+            "{}/_archive/{{TABLE}}/{run_id}",
+            store.data_dir().tables_key()
+        )
+    });
+    for id in &removed {
+        let s = store.clone();
+        let (table, arch) = (id.clone(), archive.clone());
+        tokio::task::spawn_blocking(move || match arch {
+            Some(a) => s.archive_table(&table, &a.replace("{TABLE}", table.as_str())),
+            None => s.delete_table(&table),
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("vanished-table task failed: {e}")))??;
+        state.tables.remove(id);
+    }
+    manifest.catalog.vanished = Some(VanishedReport {
+        action: match opts.vanished_tables {
+            VanishedTables::Archive => "archive",
+            _ => "delete",
+        }
+        .into(),
+        tables: removed,
+        archive,
+    });
+    Ok(())
+}
+
+/// `base`, or `base_2`, `base_3`, … when a manifest with that id exists.
+fn unused_run_id(dir: &DataDir, base: RunId) -> Result<RunId, Error> {
+    let taken = |id: &RunId| -> Result<bool, Error> {
+        Ok(dir.storage().head(&dir.manifest_key(id))?.is_some())
+    };
+    if !taken(&base)? {
+        return Ok(base);
+    }
+    for n in 2..10_000 {
+        let id = RunId::new(format!("{base}_{n}"))?;
+        if !taken(&id)? {
+            return Ok(id);
+        }
+    }
+    Err(Error::Internal(format!("no free run id for {base}")))
+}

@@ -1,0 +1,224 @@
+//! Vintages: superseded partitions kept with their validity interval, and
+//! reads of a table as it was published at a given instant.
+//!
+//! A partition's content is valid from the catalog `updated` of the cycle
+//! that published it (footer key [`crate::VALID_FROM_KEY`]) until the
+//! `updated` of the cycle that superseded it. `updated` is the source's
+//! clock: Copenhagen local time without a zone, `YYYY-MM-DDTHH:MM:SS`, so
+//! two of them compare as text. A vintage is stored at
+//!
+//! ```text
+//! statbank_tables/_vintages/<TABLE_ID>/<urlquoted_tid>/<from>--<to>.parquet
+//! ```
+//!
+//! with `from`/`to` in the compact form `20240812T080000` (`unknown` when
+//! the superseded file predates validity records), so the interval is
+//! readable without opening the file.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sync_state::{TableId, Tid};
+
+use crate::{Error, PartitionReader, PartitionStore};
+
+/// The name part for an unknown start of validity.
+pub const UNKNOWN_FROM: &str = "unknown";
+
+/// `2024-08-12T08:00:00` → `20240812T080000` (other text: its ASCII letters
+/// and digits, at most 32).
+pub fn compact_stamp(updated: &str) -> String {
+    let s: String = updated
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(32)
+        .collect();
+    if s.is_empty() {
+        UNKNOWN_FROM.into()
+    } else {
+        s
+    }
+}
+
+/// `20240812T080000` → `2024-08-12T08:00:00`; `None` for anything else.
+pub fn expand_stamp(compact: &str) -> Option<String> {
+    let b = compact.as_bytes();
+    let ok = b.len() == 15
+        && b[8] == b'T'
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[9..].iter().all(u8::is_ascii_digit);
+    ok.then(|| {
+        format!(
+            "{}-{}-{}T{}:{}:{}",
+            &compact[0..4],
+            &compact[4..6],
+            &compact[6..8],
+            &compact[9..11],
+            &compact[11..13],
+            &compact[13..15]
+        )
+    })
+}
+
+/// One kept vintage of a period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vintage {
+    /// The period.
+    pub tid: Tid,
+    /// Valid from this `updated` (`None`: before validity was recorded).
+    pub valid_from: Option<String>,
+    /// Valid until this `updated` (exclusive).
+    pub valid_to: String,
+    /// Its storage key.
+    pub key: String,
+}
+
+impl Vintage {
+    /// Whether this vintage was the published content at `at` (source clock).
+    pub fn covers(&self, at: &str) -> bool {
+        self.valid_from.as_deref().is_none_or(|f| f <= at) && at < self.valid_to.as_str()
+    }
+}
+
+impl PartitionStore {
+    /// The key a vintage of `tid` valid `[from, to)` is kept under.
+    pub fn vintage_key(&self, table: &TableId, tid: &Tid, from: Option<&str>, to: &str) -> String {
+        format!(
+            "{}/{}/{}--{}.parquet",
+            self.data_dir().vintages_key(table),
+            tid.file_stem(),
+            from.map(compact_stamp)
+                .unwrap_or_else(|| UNKNOWN_FROM.to_string()),
+            compact_stamp(to)
+        )
+    }
+
+    /// Every vintage of `table`, by period, oldest first.
+    pub fn list_vintages(&self, table: &TableId) -> Result<BTreeMap<Tid, Vec<Vintage>>, Error> {
+        let prefix = self.data_dir().vintages_key(table);
+        let mut out: BTreeMap<Tid, Vec<Vintage>> = BTreeMap::new();
+        for obj in self.storage().list_recursive(&prefix)? {
+            let Some(rest) = obj.key.strip_prefix(&format!("{prefix}/")) else {
+                continue;
+            };
+            let Some((stem, name)) = rest.split_once('/') else {
+                continue;
+            };
+            let Ok(tid) = Tid::from_file_stem(stem) else {
+                continue;
+            };
+            let Some((from, to)) = name
+                .strip_suffix(".parquet")
+                .and_then(|n| n.split_once("--"))
+            else {
+                continue;
+            };
+            let Some(valid_to) = expand_stamp(to) else {
+                continue;
+            };
+            out.entry(tid.clone()).or_default().push(Vintage {
+                tid,
+                valid_from: expand_stamp(from),
+                valid_to,
+                key: obj.key.clone(),
+            });
+        }
+        for v in out.values_mut() {
+            v.sort_by(|a, b| a.valid_to.cmp(&b.valid_to));
+        }
+        Ok(out)
+    }
+
+    /// Opens a vintage of `table` for reading.
+    pub fn read_vintage(&self, table: &TableId, v: &Vintage) -> Result<PartitionReader, Error> {
+        crate::store::open_reader(self.storage(), &v.key)?.ok_or_else(|| Error::MissingPartition {
+            table: table.clone(),
+            tid: v.tid.clone(),
+            path: self.storage().display_key(&v.key),
+        })
+    }
+
+    /// Which stored content of each period was published at `at` (the
+    /// source's clock, `YYYY-MM-DDTHH:MM:SS`): the current partition when it
+    /// was valid from `at` or earlier, else the vintage whose interval holds
+    /// `at`. Periods that did not exist then are absent. `tids` limits the
+    /// periods (all when `None`).
+    pub fn as_of(
+        &self,
+        table: &TableId,
+        at: &str,
+        tids: Option<&BTreeSet<Tid>>,
+    ) -> Result<Vec<(Tid, AsOfSource)>, Error> {
+        let vintages = self.list_vintages(table)?;
+        let current = self.list_tids(table)?;
+        let mut all: BTreeSet<Tid> = current.iter().cloned().collect();
+        all.extend(vintages.keys().cloned());
+        let mut out = Vec::new();
+        for tid in all {
+            if tids.is_some_and(|w| !w.contains(&tid)) {
+                continue;
+            }
+            if current.contains(&tid) {
+                let f = self.footer(table, &tid)?;
+                if f.valid_from.as_deref().is_none_or(|from| from <= at) {
+                    out.push((tid, AsOfSource::Current));
+                    continue;
+                }
+            }
+            if let Some(v) = vintages
+                .get(&tid)
+                .and_then(|vs| vs.iter().rev().find(|v| v.covers(at)))
+            {
+                out.push((tid, AsOfSource::Vintage(v.clone())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens what [`PartitionStore::as_of`] chose for one period.
+    pub fn read_as_of(
+        &self,
+        table: &TableId,
+        tid: &Tid,
+        src: &AsOfSource,
+    ) -> Result<PartitionReader, Error> {
+        match src {
+            AsOfSource::Current => self.read_partition(table, tid),
+            AsOfSource::Vintage(v) => self.read_vintage(table, v),
+        }
+    }
+}
+
+/// Where a period's content as of an instant is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AsOfSource {
+    /// The current partition.
+    Current,
+    /// A kept vintage.
+    Vintage(Vintage),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        assert_eq!(compact_stamp("2024-08-12T08:00:00"), "20240812T080000");
+        assert_eq!(
+            expand_stamp("20240812T080000").as_deref(),
+            Some("2024-08-12T08:00:00")
+        );
+        assert_eq!(expand_stamp(UNKNOWN_FROM), None);
+        assert_eq!(compact_stamp(""), UNKNOWN_FROM);
+        let v = Vintage {
+            tid: Tid::new("2024K1").expect("tid"),
+            valid_from: Some("2024-08-12T08:00:00".into()),
+            valid_to: "2024-11-12T08:00:00".into(),
+            key: String::new(),
+        };
+        assert!(!v.covers("2024-08-12T07:59:59"));
+        assert!(v.covers("2024-08-12T08:00:00"));
+        assert!(v.covers("2024-11-12T07:59:59"));
+        assert!(!v.covers("2024-11-12T08:00:00"));
+    }
+}
