@@ -47,6 +47,14 @@ impl DataDir {
         })
     }
 
+    /// [`DataDir::open`] with object-store settings given in code (see
+    /// [`Storage::parse_with`]).
+    pub fn open_with(location: &str, options: &[(String, String)]) -> Result<DataDir, Error> {
+        Ok(DataDir {
+            storage: Storage::parse_with(location, options)?,
+        })
+    }
+
     /// A data folder on `storage`.
     pub fn on(storage: Storage) -> DataDir {
         DataDir { storage }

@@ -2,4 +2,5 @@
 //! an emulator-backed sync set-up.
 pub mod apply_fx;
 pub mod pg;
+pub mod s3;
 pub mod sync;

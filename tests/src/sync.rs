@@ -67,6 +67,29 @@ pub fn snapshot(data_dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// Every partition of a data folder on any storage (`TABLE/file` → bytes):
+/// the objects directly in each table's folder, as [`snapshot`] lists them
+/// on disk.
+pub fn snapshot_of(dir: &sync_state::DataDir) -> BTreeMap<String, Vec<u8>> {
+    let storage = dir.storage();
+    let mut out = BTreeMap::new();
+    let objects = storage.list_recursive("statbank_tables").expect("list");
+    for o in objects {
+        let parts: Vec<&str> = o.key.split('/').collect();
+        if let [_, table, file] = parts.as_slice() {
+            if table.starts_with('_') {
+                continue;
+            }
+            let bytes = storage
+                .get(&o.key)
+                .expect("get")
+                .expect("listed object exists");
+            out.insert(format!("{table}/{file}"), bytes.to_vec());
+        }
+    }
+    out
+}
+
 /// Files whose name marks them as temporary, anywhere under `data_dir`.
 pub fn temp_files(data_dir: &Path) -> Vec<String> {
     let mut out = Vec::new();

@@ -422,9 +422,21 @@ async fn settle_interrupted(
     manifest: &mut RunManifest,
 ) -> Result<(), Error> {
     let s = store.clone();
-    let recovered = tokio::task::spawn_blocking(move || s.recover())
-        .await
-        .map_err(|e| Error::Internal(format!("recovery task failed: {e}")))??;
+    let (aborted, recovered) = tokio::task::spawn_blocking(move || {
+        let aborted = s.storage().abort_stale_uploads()?;
+        Ok::<_, Error>((aborted, s.recover()?))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("recovery task failed: {e}")))??;
+    if aborted > 0 {
+        tracing::warn!(
+            aborted,
+            "aborted uploads that an interrupted run left unfinished"
+        );
+        manifest
+            .extra
+            .insert("aborted_uploads".into(), json!(aborted));
+    }
     if !recovered.is_empty() {
         let list: Vec<_> = recovered
             .iter()

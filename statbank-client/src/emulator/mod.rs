@@ -354,6 +354,70 @@ impl EmulatorHandle {
         self.with_table(table, |t| t.updated = updated.to_string());
     }
 
+    /// Inserts a variable at `position` (clamped; the time variable always
+    /// stays last): a new breakdown, so the table's shape changes. Does not
+    /// touch `updated`.
+    pub fn add_variable(&self, table: &str, position: usize, v: EmuVariable) {
+        self.with_table(table, |t| {
+            t.variables.retain(|x| x.id != v.id);
+            let at = position.min(t.variables.len());
+            t.variables.insert(at, v);
+        });
+    }
+
+    /// Removes a variable by id (a breakdown dropped). Does not touch
+    /// `updated`.
+    pub fn remove_variable(&self, table: &str, id: &str) {
+        self.with_table(table, |t| t.variables.retain(|x| x.id != id));
+    }
+
+    /// Renames a variable's id (its text and values stay). Does not touch
+    /// `updated`.
+    pub fn rename_variable(&self, table: &str, old: &str, new: &str) {
+        self.with_table(table, |t| {
+            if let Some(v) = t.variables.iter_mut().find(|x| x.id == old) {
+                v.id = new.to_string();
+            }
+        });
+    }
+
+    /// Adds a value (code = text) to a variable (a new region, age band…):
+    /// a value-list change, not a shape change. Does not touch `updated`.
+    pub fn add_value(&self, table: &str, variable: &str, code: &str) {
+        self.with_table(table, |t| {
+            if let Some(v) = t.variables.iter_mut().find(|x| x.id == variable) {
+                if !v.values.iter().any(|x| x.id == code) {
+                    v.values.push(EmuValue::code(code));
+                }
+            }
+        });
+    }
+
+    /// Removes a value from a variable. Does not touch `updated`.
+    pub fn remove_value(&self, table: &str, variable: &str, code: &str) {
+        self.with_table(table, |t| {
+            if let Some(v) = t.variables.iter_mut().find(|x| x.id == variable) {
+                v.values.retain(|x| x.id != code);
+            }
+        });
+    }
+
+    /// Renames a value's text (its code stays). Does not touch `updated`.
+    pub fn rename_value_text(&self, table: &str, variable: &str, code: &str, text: &str) {
+        self.with_table(table, |t| {
+            if let Some(v) = t.variables.iter_mut().find(|x| x.id == variable) {
+                if let Some(x) = v.values.iter_mut().find(|x| x.id == code) {
+                    x.text = text.to_string();
+                }
+            }
+        });
+    }
+
+    /// A copy of one table (to restore it after [`EmulatorHandle::remove_table`]).
+    pub fn table(&self, id: &str) -> Option<EmuTable> {
+        self.shared.lock().world.table(id).cloned()
+    }
+
     /// Adds or replaces a table.
     pub fn add_table(&self, t: EmuTable) {
         self.shared.lock().world.insert(t);

@@ -90,9 +90,20 @@ impl DataDirLock {
     /// `key`, or fails at once with [`Error::Locked`]. `note` says who holds
     /// it (shown to a process that is refused).
     pub fn acquire(storage: &Storage, key: &str, note: &str) -> Result<DataDirLock, Error> {
+        DataDirLock::acquire_with_ttl(storage, key, note, ttl())
+    }
+
+    /// [`DataDirLock::acquire`] with the lease's time to live given (object
+    /// stores; a local lock has none).
+    pub fn acquire_with_ttl(
+        storage: &Storage,
+        key: &str,
+        note: &str,
+        ttl: Duration,
+    ) -> Result<DataDirLock, Error> {
         match storage.local_root() {
             Some(root) => flock(root.join(key), note),
-            None => lease(storage, key, note),
+            None => lease(storage, key, note, ttl),
         }
     }
 
@@ -172,8 +183,7 @@ fn encode(body: &LeaseBody) -> Result<Vec<u8>, Error> {
     crate::fsio::encode_json(body, "lease")
 }
 
-fn lease(storage: &Storage, key: &str, note: &str) -> Result<DataDirLock, Error> {
-    let ttl = ttl();
+fn lease(storage: &Storage, key: &str, note: &str, ttl: Duration) -> Result<DataDirLock, Error> {
     let now = Utc::now();
     let body = LeaseBody {
         holder: holder(),

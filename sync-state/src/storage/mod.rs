@@ -121,6 +121,14 @@ impl Storage {
     /// `GOOGLE_*`, `AZURE_*`). Any other scheme is an error, never a local
     /// folder named after it.
     pub fn parse(location: &str) -> Result<Storage, Error> {
+        Storage::parse_with(location, &[])
+    }
+
+    /// [`Storage::parse`], with object-store settings given in code rather
+    /// than the environment (`("aws_endpoint", "http://127.0.0.1:8333")`,
+    /// `("aws_allow_http", "true")`, …; the keys `object_store` accepts).
+    /// They override the environment. Ignored for a local folder.
+    pub fn parse_with(location: &str, options: &[(String, String)]) -> Result<Storage, Error> {
         let Some((scheme, rest)) = split_scheme(location) else {
             return Ok(Storage::local(location));
         };
@@ -142,19 +150,19 @@ impl Storage {
                 ),
             });
         }
-        Storage::object(location)
+        Storage::object(location, options)
     }
 
     #[cfg(feature = "object-store")]
-    fn object(location: &str) -> Result<Storage, Error> {
+    fn object(location: &str, options: &[(String, String)]) -> Result<Storage, Error> {
         Ok(Storage {
-            backend: Backend::Object(object::Object::from_url(location)?),
+            backend: Backend::Object(object::Object::from_url(location, options)?),
             guard: None,
         })
     }
 
     #[cfg(not(feature = "object-store"))]
-    fn object(location: &str) -> Result<Storage, Error> {
+    fn object(location: &str, _options: &[(String, String)]) -> Result<Storage, Error> {
         Err(Error::UnsupportedLocation {
             location: location.into(),
             reason: "this build has no object-store backends (cargo features s3, gcs, azure)"
@@ -418,21 +426,15 @@ impl Storage {
         }
     }
 
-    /// Aborts multipart uploads under `prefix` that were started more than
-    /// `older_than` ago and never completed (object stores; a no-op locally).
-    /// Returns how many were aborted.
-    pub fn abort_stale_uploads(
-        &self,
-        prefix: &str,
-        older_than: std::time::Duration,
-    ) -> Result<usize, Error> {
+    /// Aborts the multipart uploads that a killed process left unfinished
+    /// (object stores; a no-op locally, where a partial file is a temp file).
+    /// Call it while holding the data folder's lock. Returns how many.
+    pub fn abort_stale_uploads(&self) -> Result<usize, Error> {
+        self.check()?;
         match &self.backend {
-            Backend::Local(_) => {
-                let _ = (prefix, older_than);
-                Ok(0)
-            }
+            Backend::Local(_) => Ok(0),
             #[cfg(feature = "object-store")]
-            Backend::Object(o) => o.abort_stale_uploads(prefix, older_than),
+            Backend::Object(o) => o.abort_stale_uploads(),
         }
     }
 }

@@ -9,19 +9,38 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjPath;
-use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 use super::{Listing, ObjectInfo};
 use crate::Error;
 
 /// Files up to this size are uploaded with one PUT; larger ones as a
-/// multipart upload of parts this size, at most [`UPLOAD_PARTS_IN_FLIGHT`]
-/// parts in memory at once.
-const PART_BYTES: usize = 8 * 1024 * 1024;
-const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
+/// multipart upload of parts this size, one part in memory at a time.
+/// `STATBANK_UPLOAD_PART_MIB` changes it (at least 5, the S3 minimum).
+fn part_bytes() -> usize {
+    static PART: OnceLock<usize> = OnceLock::new();
+    *PART.get_or_init(|| {
+        let mib = std::env::var("STATBANK_UPLOAD_PART_MIB")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(8)
+            .max(5);
+        mib * 1024 * 1024
+    })
+}
+
+/// Where a multipart upload in progress is recorded (key and upload id), so
+/// that one a killed process left behind is aborted by the next run.
+pub(super) const UPLOADS_PREFIX: &str = "statbank_tables/_sync/uploads";
+
+/// The record of an upload in progress.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UploadRecord {
+    key: String,
+    upload_id: String,
+}
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -58,6 +77,7 @@ where
 #[derive(Clone)]
 pub(super) struct Object {
     store: Arc<dyn ObjectStore>,
+    multipart: Arc<dyn MultipartStore>,
     /// The prefix inside the bucket (no leading or trailing `/`).
     prefix: String,
     url: String,
@@ -71,7 +91,7 @@ impl std::fmt::Debug for Object {
 }
 
 impl Object {
-    pub(super) fn from_url(location: &str) -> Result<Object, Error> {
+    pub(super) fn from_url(location: &str, options: &[(String, String)]) -> Result<Object, Error> {
         let unsupported = |reason: String| Error::UnsupportedLocation {
             location: location.into(),
             reason,
@@ -85,9 +105,11 @@ impl Object {
         }
         let prefix = prefix.trim_matches('/').to_string();
         ObjPath::parse(&prefix).map_err(|e| unsupported(e.to_string()))?;
-        let store = build(&scheme.to_ascii_lowercase(), location).map_err(unsupported)?;
+        let (store, multipart) =
+            build(&scheme.to_ascii_lowercase(), location, options).map_err(unsupported)?;
         Ok(Object {
             store,
+            multipart,
             prefix,
             url: location.trim_end_matches('/').to_string(),
             scratch: Arc::new(OnceLock::new()),
@@ -177,7 +199,7 @@ impl Object {
         let size = std::fs::metadata(file)
             .map_err(|e| Error::io(file, e))?
             .len();
-        let result = if size <= PART_BYTES as u64 {
+        let result = if size <= part_bytes() as u64 {
             let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
             self.put(key, &bytes)
         } else {
@@ -189,46 +211,89 @@ impl Object {
         result
     }
 
-    /// Streams `file` as a multipart upload in bounded parts; the object
-    /// appears only when the upload completes, and a failed upload is
-    /// aborted (no partial object, no orphaned parts).
+    /// Streams `file` as a multipart upload in bounded parts (one part in
+    /// memory at a time). The object appears only when the upload completes;
+    /// a failed upload is aborted, and the upload is recorded while it runs
+    /// so that one a killed process left is aborted by the next run
+    /// ([`Object::abort_stale_uploads`]).
     fn put_multipart(&self, key: &str, file: &Path) -> Result<(), Error> {
-        let (store, p) = (self.store.clone(), self.path(key)?);
-        let mut f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
-        let upload = block(async move { store.put_multipart(&p).await })
+        let (mp, p) = (self.multipart.clone(), self.path(key)?);
+        let p2 = p.clone();
+        let id = block(async move { mp.create_multipart(&p2).await })
             .map_err(|e| self.err("start upload of", key, e))?;
-        let mut writer = Some(WriteMultipart::new_with_chunk_size(upload, PART_BYTES));
-        let mut buf = vec![0u8; PART_BYTES];
-        let outcome: Result<(), Error> = loop {
-            let n = match f.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(e) => break Err(Error::io(file, e)),
-            };
-            let Some(mut w) = writer.take() else {
-                break Ok(());
-            };
-            w.write(&buf[..n]);
-            crate::crash::point("object upload part queued");
-            let (w, r) = block(async move {
-                let r = w.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await;
-                (w, r)
-            });
-            writer = Some(w);
-            if let Err(e) = r {
-                break Err(self.err("upload part of", key, e));
+        let record_key = format!(
+            "{UPLOADS_PREFIX}/{}-{}.json",
+            std::process::id(),
+            id.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(40)
+                .collect::<String>()
+        );
+        let record = serde_json::to_vec(&UploadRecord {
+            key: key.to_string(),
+            upload_id: id.clone(),
+        })
+        .map_err(|source| Error::Encode {
+            what: "upload record",
+            source,
+        })?;
+        self.put(&record_key, &record)?;
+        let outcome = self.upload_parts(key, &p, &id, file).and_then(|parts| {
+            let (mp, p2, id2) = (self.multipart.clone(), p.clone(), id.clone());
+            block(async move { mp.complete_multipart(&p2, &id2, parts).await })
+                .map(|_| ())
+                .map_err(|e| self.err("complete upload of", key, e))
+        });
+        let settled = match &outcome {
+            Ok(()) => true,
+            Err(_) => {
+                let (mp, p2, id2) = (self.multipart.clone(), p.clone(), id.clone());
+                block(async move { mp.abort_multipart(&p2, &id2).await }).is_ok()
             }
         };
-        let Some(w) = writer else {
-            return outcome;
-        };
-        match outcome {
-            Ok(()) => block(async move { w.finish().await })
-                .map(|_| ())
-                .map_err(|e| self.err("complete upload of", key, e)),
-            Err(e) => {
-                let _ = block(async move { w.abort().await });
-                Err(e)
+        // An upload that could not be aborted keeps its record: the next run
+        // aborts it.
+        if settled {
+            let _ = self.delete(&record_key);
+        }
+        outcome
+    }
+
+    fn upload_parts(
+        &self,
+        key: &str,
+        p: &ObjPath,
+        id: &str,
+        file: &Path,
+    ) -> Result<Vec<PartId>, Error> {
+        let mut f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+        let mut parts = Vec::new();
+        loop {
+            let chunk = part_bytes();
+            let mut buf = Vec::with_capacity(chunk);
+            (&mut f)
+                .take(chunk as u64)
+                .read_to_end(&mut buf)
+                .map_err(|e| Error::io(file, e))?;
+            if buf.is_empty() && !parts.is_empty() {
+                return Ok(parts);
+            }
+            let last = buf.len() < chunk;
+            let (mp, p, id, idx) = (
+                self.multipart.clone(),
+                p.clone(),
+                id.to_string(),
+                parts.len(),
+            );
+            let part = block(async move {
+                mp.put_part(&p, &id, idx, PutPayload::from(Bytes::from(buf)))
+                    .await
+            })
+            .map_err(|e| self.err("upload part of", key, e))?;
+            crate::crash::point("object upload part sent");
+            parts.push(part);
+            if last {
+                return Ok(parts);
             }
         }
     }
@@ -361,44 +426,101 @@ impl Object {
             .ok_or_else(|| Error::io(&base, std::io::Error::other("no staging folder")))
     }
 
-    pub(super) fn abort_stale_uploads(
-        &self,
-        prefix: &str,
-        older_than: std::time::Duration,
-    ) -> Result<usize, Error> {
-        // `object_store` has no portable listing of in-progress uploads; S3
-        // buckets should carry the standard lifecycle rule
-        // (AbortIncompleteMultipartUpload), documented in README. Uploads
-        // this process starts are aborted on every error path.
-        let _ = (prefix, older_than);
-        Ok(0)
+    /// Aborts every multipart upload recorded under [`UPLOADS_PREFIX`]:
+    /// called while holding the data folder's lock, so each was left by a
+    /// process that died (or failed to abort). Returns how many.
+    pub(super) fn abort_stale_uploads(&self) -> Result<usize, Error> {
+        let mut n = 0;
+        for obj in self.list_recursive(UPLOADS_PREFIX)? {
+            let Some(bytes) = self.get(&obj.key)? else {
+                continue;
+            };
+            if let Ok(r) = serde_json::from_slice::<UploadRecord>(&bytes) {
+                let (mp, p, id) = (self.multipart.clone(), self.path(&r.key)?, r.upload_id);
+                match block(async move { mp.abort_multipart(&p, &id).await }) {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => n += 1,
+                    Err(e) => {
+                        tracing::warn!(key = %r.key, error = %e, "cannot abort an abandoned upload");
+                        continue;
+                    }
+                }
+            }
+            self.delete(&obj.key)?;
+        }
+        Ok(n)
     }
 }
 
-fn build(scheme: &str, url: &str) -> Result<Arc<dyn ObjectStore>, String> {
+type Stores = (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>);
+
+fn both<S: ObjectStore + MultipartStore>(s: S) -> Stores {
+    let s = Arc::new(s);
+    (s.clone(), s)
+}
+
+/// Retries of one store request: 5 with exponential backoff from 100 ms,
+/// within 60 s (the crate's default of 10 within 3 minutes would hold a
+/// table for minutes on a key that keeps failing). The options
+/// `max_retries` and `retry_timeout_secs` change them.
+fn retry_config(options: &[(String, String)]) -> object_store::RetryConfig {
+    let get = |k: &str| {
+        options
+            .iter()
+            .find(|(key, _)| key == k)
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+    };
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig::default(),
+        max_retries: get("max_retries").map_or(5, |n| n as usize),
+        retry_timeout: std::time::Duration::from_secs(get("retry_timeout_secs").unwrap_or(60)),
+    }
+}
+
+/// Options of the store crate itself (not the retry settings above).
+fn store_options(options: &[(String, String)]) -> impl Iterator<Item = &(String, String)> {
+    options
+        .iter()
+        .filter(|(k, _)| k != "max_retries" && k != "retry_timeout_secs")
+}
+
+/// The builder for `scheme`, configured from the environment, the URL and
+/// then `options` (keys as `object_store` names them: `aws_endpoint`,
+/// `aws_access_key_id`, `google_service_account`, `azure_storage_account_name`…).
+fn build(scheme: &str, url: &str, options: &[(String, String)]) -> Result<Stores, String> {
+    let retry = retry_config(options);
     match scheme {
         #[cfg(feature = "s3")]
-        "s3" | "s3a" => object_store::aws::AmazonS3Builder::from_env()
-            .with_url(url)
-            .build()
-            .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-            .map_err(|e| e.to_string()),
+        "s3" | "s3a" => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_url(url)
+                .with_retry(retry);
+            for (k, v) in store_options(options) {
+                b = b.with_config(k.parse().map_err(|e| format!("option {k}: {e}"))?, v);
+            }
+            b.build().map(both).map_err(|e| e.to_string())
+        }
         #[cfg(feature = "gcs")]
-        "gs" => object_store::gcp::GoogleCloudStorageBuilder::from_env()
-            .with_url(url)
-            .build()
-            .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-            .map_err(|e| e.to_string()),
+        "gs" => {
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_url(url)
+                .with_retry(retry);
+            for (k, v) in store_options(options) {
+                b = b.with_config(k.parse().map_err(|e| format!("option {k}: {e}"))?, v);
+            }
+            b.build().map(both).map_err(|e| e.to_string())
+        }
         #[cfg(feature = "azure")]
         "az" | "abfs" | "abfss" | "azure" | "adl" => {
-            object_store::azure::MicrosoftAzureBuilder::from_env()
+            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_url(url)
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-                .map_err(|e| e.to_string())
+                .with_retry(retry);
+            for (k, v) in store_options(options) {
+                b = b.with_config(k.parse().map_err(|e| format!("option {k}: {e}"))?, v);
+            }
+            b.build().map(both).map_err(|e| e.to_string())
         }
         other => {
-            let _ = url;
+            let _ = (url, retry);
             Err(format!(
                 "this build has no {other}:// backend (cargo features s3, gcs, azure)"
             ))
