@@ -404,3 +404,57 @@ impl SyncArgs {
         Ok(opts)
     }
 }
+
+/// `--on-schema-change` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaChangeArg {
+    /// Fail the table untouched and keep the run pending (default).
+    #[default]
+    Fail,
+    /// Rebuild the fact table from all of its partitions, or widen
+    /// too-narrow columns, in one transaction.
+    Rebuild,
+}
+
+/// The DB-apply settings shared by `statbank-apply` and `statbank-flow`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApplyFlags {
+    /// Create missing fact tables from their partitions instead of skipping
+    /// them (a fresh database needs this once).
+    #[arg(long)]
+    pub create_missing: bool,
+    /// With --create-missing: create the tables LIST-partitioned on tid (one
+    /// partition per period), so applies swap partitions instead of
+    /// deleting rows.
+    #[arg(long, requires = "create_missing")]
+    pub partitioned: bool,
+    /// When a table's partitions no longer fit its fact table (upstream
+    /// schema change, values too long or no longer numeric): fail the table
+    /// and keep the run pending, or rebuild / widen it.
+    #[arg(long, value_enum, default_value = "fail")]
+    pub on_schema_change: SchemaChangeArg,
+    /// Also maintain <schema>_history.<table> (every published version of
+    /// every row, with valid_from / valid_to).
+    #[arg(long)]
+    pub history: bool,
+    /// Schema of the fact tables.
+    #[arg(long, default_value = "fact")]
+    pub schema: String,
+}
+
+impl ApplyFlags {
+    /// The apply options these flags describe.
+    pub fn options(&self) -> fact_apply::ApplyOptions {
+        fact_apply::ApplyOptions {
+            create_missing: self.create_missing,
+            partitioned: self.partitioned,
+            on_schema_change: match self.on_schema_change {
+                SchemaChangeArg::Fail => fact_apply::OnSchemaChange::Fail,
+                SchemaChangeArg::Rebuild => fact_apply::OnSchemaChange::Rebuild,
+            },
+            history: self.history,
+            schema: self.schema.clone(),
+            ..fact_apply::ApplyOptions::default()
+        }
+    }
+}

@@ -84,6 +84,39 @@ pub(crate) struct TargetColumn {
     pub generated: bool,
 }
 
+impl TargetColumn {
+    /// A target column as `CREATE TABLE` would make it (for dry runs).
+    pub(crate) fn inferred(name: &str, ty: &str) -> TargetColumn {
+        use postgres_types::Type;
+        let (t, typmod) = match ty {
+            "smallint" => (Type::INT2, -1),
+            "integer" => (Type::INT4, -1),
+            "bigint" => (Type::INT8, -1),
+            "double precision" => (Type::FLOAT8, -1),
+            "date" => (Type::DATE, -1),
+            "int4range" => (Type::INT4_RANGE, -1),
+            v if v.starts_with("varchar(") => (
+                Type::VARCHAR,
+                v.trim_start_matches("varchar(")
+                    .trim_end_matches(')')
+                    .parse::<i32>()
+                    .map(|n| n + 4)
+                    .unwrap_or(-1),
+            ),
+            _ => (Type::TEXT, -1),
+        };
+        TargetColumn {
+            name: name.to_owned(),
+            type_name: ty.to_owned(),
+            ty: Some(t),
+            typmod,
+            not_null: false,
+            has_default: false,
+            generated: false,
+        }
+    }
+}
+
 /// The oid of `schema.table` when it is an ordinary or partitioned table.
 pub(crate) fn table_oid(
     client: &mut impl GenericClient,

@@ -147,6 +147,9 @@ pub(crate) fn tid_type<'a>(tids: impl IntoIterator<Item = &'a Tid> + Clone) -> &
 pub(crate) struct InferredTable {
     /// `(name, type)` in partition order.
     pub columns: Vec<(String, String)>,
+    /// The longest value of each column, in characters (0 for `tid`,
+    /// `indhold`).
+    pub max_chars: Vec<usize>,
 }
 
 impl InferredTable {
@@ -279,7 +282,8 @@ pub(crate) fn infer_table(
             (name.clone(), ty)
         })
         .collect();
-    Ok(InferredTable { columns })
+    let max_chars = stats.iter().map(|s| s.max_chars).collect();
+    Ok(InferredTable { columns, max_chars })
 }
 
 #[cfg(test)]

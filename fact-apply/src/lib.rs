@@ -79,16 +79,25 @@
 //! plain thread or `tokio::task::spawn_blocking`.
 #![warn(missing_docs)]
 
-mod apply;
 mod catalog;
 mod convert;
+mod create;
+mod delta;
 mod error;
+mod history;
 mod infer;
+mod options;
 mod plan;
+mod rebuild;
+mod run;
+mod table;
+mod tx;
 
-pub use apply::{apply_run, apply_table, ApplyOptions};
 pub use convert::{code_to_range, column_name, tid_to_date, IntRange};
 pub use error::{error_chain, Error};
+pub use options::{ApplyOptions, OnSchemaChange, TableWork};
+pub use run::apply_run;
+pub use table::apply_table;
 
 /// The `postgres` crate this library is built on (for `Client`, `NoTls`,
 /// `Config`), so callers use the same version.

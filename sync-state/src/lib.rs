@@ -52,4 +52,4 @@ pub use plan::{
 };
 pub use state::{SyncState, TableState};
 pub use storage::{DataDirLock, Storage};
-pub use time::UtcSecond;
+pub use time::{source_time_to_utc, utc_to_source_time, UtcSecond, SOURCE_TIME_ZONE};

@@ -7,6 +7,43 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Error;
 
+/// StatBank's clock: catalog `updated` values are Copenhagen local times
+/// without a zone (`2024-08-12T08:00:00`).
+pub const SOURCE_TIME_ZONE: chrono_tz::Tz = chrono_tz::Europe::Copenhagen;
+
+/// The instant of a catalog `updated` value (`2024-08-12T08:00:00`,
+/// Copenhagen local time); `None` when it is not in that form. An hour
+/// repeated by the autumn clock change takes its first occurrence; one
+/// skipped in spring the instant after the gap.
+///
+/// ```
+/// use sync_state::source_time_to_utc;
+/// assert_eq!(source_time_to_utc("2024-08-12T08:00:00").unwrap().to_rfc3339(),
+///            "2024-08-12T06:00:00+00:00");
+/// assert_eq!(source_time_to_utc("2024-01-12T08:00:00").unwrap().to_rfc3339(),
+///            "2024-01-12T07:00:00+00:00");
+/// ```
+pub fn source_time_to_utc(updated: &str) -> Option<DateTime<Utc>> {
+    use chrono::TimeZone;
+    let naive = chrono::NaiveDateTime::parse_from_str(updated.trim(), "%Y-%m-%dT%H:%M:%S").ok()?;
+    let local = match SOURCE_TIME_ZONE.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(t) => t,
+        chrono::LocalResult::Ambiguous(a, _) => a,
+        chrono::LocalResult::None => SOURCE_TIME_ZONE
+            .from_local_datetime(&(naive + chrono::Duration::hours(1)))
+            .earliest()?,
+    };
+    Some(local.with_timezone(&Utc))
+}
+
+/// An instant on StatBank's clock (`2025-03-01T01:00:00` for
+/// `2025-03-01T00:00:00Z`), comparable as text with catalog `updated` values.
+pub fn utc_to_source_time(t: DateTime<Utc>) -> String {
+    t.with_timezone(&SOURCE_TIME_ZONE)
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
 /// A UTC instant truncated to the second; its JSON form is
 /// `2026-11-29T22:00:00Z` (Appendix A). Any RFC 3339 offset is accepted on
 /// read (`+00:00` as written by Python's `isoformat`).

@@ -260,12 +260,22 @@ fn schema_mismatch_and_bad_values_roll_back_only_their_table() -> Result<()> {
         f.count("SELECT count(*) FROM fact.eee WHERE tid = '2024-04-01'")?,
         1
     );
-    // failed tables keep the `error` shape of Appendix A
+    // failed tables keep the `error` of the original's shape; a code the
+    // column's type cannot hold is named as a type change (column, old
+    // type, offending value), which `--on-schema-change rebuild` widens
     let saved = f.saved_db_apply(&run)?.expect("db_apply written");
     let bj = saved_table(&saved, "BBB");
     assert_eq!(bj["status"], "failed");
     assert!(bj["error"].as_str().is_some_and(|e| e.contains("IALT")));
-    assert!(bj.get("reason").is_none());
+    assert_eq!(bj["reason"], "type_changed");
+    assert_eq!(bj["type_changes"][0]["column"], "alder");
+    assert_eq!(bj["type_changes"][0]["old_type"], "integer");
+    assert_eq!(bj["type_changes"][0]["value"], "IALT");
+    let dj = saved_table(&saved, "DDD");
+    assert!(
+        dj.get("reason").is_none(),
+        "a plain mismatch has no reason: {dj}"
+    );
     Ok(())
 }
 

@@ -43,16 +43,12 @@ struct Args {
     /// Report what would be deleted and inserted; change nothing (not even the manifest).
     #[arg(long)]
     dry_run: bool,
-    /// Create missing fact tables from their partitions instead of skipping them.
-    #[arg(long)]
-    create_missing: bool,
+    #[command(flatten)]
+    apply: crate::cli::ApplyFlags,
     /// Lenient mode of the original: apply the periods that have files, and
     /// only log row-count differences.
     #[arg(long)]
     no_strict: bool,
-    /// Schema of the fact tables.
-    #[arg(long, default_value = "fact")]
-    schema: String,
     /// Log format (logs go to stderr; the summary to stdout).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -109,9 +105,8 @@ fn run(args: Args) -> Result<ExitCode> {
         .with_context(|| format!("connecting to {shown_url}"))?;
     let opts = ApplyOptions {
         dry_run: args.dry_run,
-        create_missing: args.create_missing,
         strict: !args.no_strict,
-        schema: args.schema,
+        ..args.apply.options()
     };
     let mut all_ok = true;
     for run in &runs {

@@ -30,12 +30,8 @@ struct Args {
     /// Postgres connection string; without it the flow syncs to disk only.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// Create missing fact tables from their partitions instead of skipping them.
-    #[arg(long)]
-    create_missing: bool,
-    /// Schema of the fact tables.
-    #[arg(long, default_value = "fact")]
-    schema: String,
+    #[command(flatten)]
+    apply: crate::cli::ApplyFlags,
     /// Seconds to wait before each sync retry (the count is the number of retries).
     #[arg(long, value_delimiter = ',', default_value = "30,120,300")]
     sync_retry_delays: Vec<u64>,
@@ -99,8 +95,7 @@ async fn async_run(args: Args) -> Result<ExitCode> {
     sync.stop = stop.clone();
     let mut opts = FlowOptions::new(sync);
     opts.database_url = args.database_url.clone();
-    opts.apply.create_missing = args.create_missing;
-    opts.apply.schema = args.schema.clone();
+    opts.apply = args.apply.options();
     opts.sync_retry_delays = args
         .sync_retry_delays
         .iter()

@@ -1,0 +1,97 @@
+//! `--create-missing`: a missing fact table is created from its partitions
+//! (the original loader's inferred types), loaded from every partition of
+//! the table and indexed, all in one transaction.
+
+use postgres::Client;
+use sync_state::Tid;
+
+use crate::catalog::{table_columns, table_oid, TargetColumn};
+use crate::history::ensure_schema;
+use crate::infer::infer_table;
+use crate::tx::{
+    begin, build_plan, check_inserted, copy_to_temp, insert_from_temp, period_counts, tid_column,
+    tid_values, Ctx, Outcome,
+};
+use crate::Error;
+
+/// Creates the table from every partition of it on the storage (the changed
+/// periods included), loads them, and indexes it.
+pub(crate) fn create_and_load(
+    client: &mut Client,
+    ctx: &Ctx<'_>,
+    present: &[Tid],
+) -> Result<Outcome, Error> {
+    let mut tids: Vec<Tid> = ctx
+        .store
+        .list_tids(ctx.table)
+        .map_err(|source| Error::List {
+            table: ctx.table.clone(),
+            source,
+        })?
+        .into_iter()
+        .collect();
+    for t in present {
+        if !tids.contains(t) {
+            tids.push(t.clone());
+        }
+    }
+    let inferred = infer_table(ctx.store, ctx.table, &tids)?;
+    let create_sql = inferred.create_sql(&ctx.opts.schema, &ctx.name);
+    tracing::info!(table = %ctx.table, sql = %create_sql, "creating missing fact table");
+    let mut tx = begin(client, ctx.table, ctx.opts.dry_run)?;
+    let columns: Vec<TargetColumn> = if ctx.opts.dry_run {
+        // Nothing is created: plan against the inferred columns.
+        inferred
+            .columns
+            .iter()
+            .map(|(n, t)| TargetColumn::inferred(n, t))
+            .collect()
+    } else {
+        ensure_schema(&mut tx, ctx, &ctx.opts.schema)?;
+        tx.batch_execute(&create_sql)
+            .map_err(Error::db(ctx.table, "creating the table"))?;
+        let oid = table_oid(&mut tx, &ctx.opts.schema, &ctx.name)
+            .map_err(Error::db(ctx.table, "looking up the created table"))?
+            .ok_or_else(|| Error::NoPeriods {
+                table: ctx.table.clone(),
+            })?;
+        table_columns(&mut tx, ctx.table, oid)?
+    };
+    let plan = build_plan(ctx.store, ctx.table, &ctx.target, &columns, &tids)?;
+    let values = tid_values(&plan, ctx.table, &tids)?;
+    if ctx.opts.dry_run {
+        let mut discard = |_: &[crate::convert::Cell<'_>]| Ok(());
+        let mut inserted = std::collections::BTreeMap::new();
+        let mut dropped = 0;
+        for (i, tid) in tids.iter().enumerate() {
+            let s = crate::plan::stream_partition(ctx.store, ctx.table, tid, &plan, &mut discard)?;
+            inserted.insert(i, s.sent);
+            dropped += s.dropped;
+        }
+        tx.rollback()
+            .map_err(Error::db(ctx.table, "ending the read-only transaction"))?;
+        return Ok(Outcome {
+            periods: period_counts(&tids, &Default::default(), &inserted),
+            dropped,
+            created: true,
+            ..Outcome::default()
+        });
+    }
+    let stats = copy_to_temp(&mut tx, ctx, &plan, &tids)?;
+    sync_state::crash::point("apply: copied, before delete");
+    let n = insert_from_temp(&mut tx, ctx, &plan)?;
+    let inserted = check_inserted(&mut tx, ctx, &tid_column(&plan), &tids, &values, &stats, n)?;
+    for sql in inferred.index_sql(&ctx.opts.schema, &ctx.name) {
+        tx.batch_execute(&sql)
+            .map_err(Error::db(ctx.table, "creating the indexes"))?;
+    }
+    sync_state::crash::point("apply: before commit");
+    tx.commit().map_err(Error::db(ctx.table, "commit"))?;
+    sync_state::crash::point("apply: committed");
+    Ok(Outcome {
+        periods: period_counts(&tids, &Default::default(), &inserted),
+        dropped: stats.iter().map(|s| s.dropped).sum(),
+        created: true,
+        ..Outcome::default()
+    })
+}

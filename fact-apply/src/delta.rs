@@ -1,0 +1,139 @@
+//! The delta of an ordinary fact table, in one transaction: lock, plan,
+//! COPY the changed periods into a temp table, DELETE them from the target
+//! by typed `tid`, INSERT, check the counts, record history, commit.
+
+use std::collections::BTreeMap;
+
+use postgres::{Client, Transaction};
+use sync_state::Tid;
+
+use crate::catalog::table_columns;
+use crate::convert::Cell;
+use crate::history;
+use crate::plan::{stream_partition, Plan};
+use crate::tx::{
+    begin, check_inserted, copy_to_temp, delete_periods, grouped_count, insert_from_temp,
+    lock_target, period_counts, plan_for, tid_column, tid_values, Ctx, Outcome,
+};
+use crate::Error;
+
+/// Applies `present` (changed periods with partitions) and `deleted`
+/// (periods gone at the source) to the ordinary table `oid`. `prelude`
+/// statements (column widenings) run first, in the same transaction.
+pub(crate) fn apply_delta(
+    client: &mut Client,
+    ctx: &Ctx<'_>,
+    oid: u32,
+    present: &[Tid],
+    deleted: &[Tid],
+    prelude: &[String],
+    catalog_updated: Option<&str>,
+) -> Result<Outcome, Error> {
+    let dry = ctx.opts.dry_run;
+    let mut tx = begin(client, ctx.table, dry)?;
+    if !dry {
+        lock_target(&mut tx, ctx)?;
+        for sql in prelude {
+            tx.batch_execute(sql)
+                .map_err(Error::db(ctx.table, "widening a column"))?;
+        }
+    }
+    let columns = table_columns(&mut tx, ctx.table, oid)?;
+    let plan = plan_for(ctx, &columns, present, deleted)?;
+    // Changed periods first, then the pruned ones: positions in this array
+    // name the period in the grouped counts.
+    let all: Vec<Tid> = present.iter().chain(deleted).cloned().collect();
+    let values = tid_values(&plan, ctx.table, &all)?;
+    if dry {
+        return dry_run(tx, ctx, &plan, present, &all, &values);
+    }
+    let tid_col = tid_column(&plan);
+    let history = ctx
+        .opts
+        .history
+        .then(|| {
+            history::prepare(
+                &mut tx,
+                ctx,
+                &plan,
+                present,
+                deleted,
+                &values,
+                catalog_updated,
+            )
+        })
+        .transpose()?;
+    let stats = if present.is_empty() {
+        Vec::new()
+    } else {
+        let stats = copy_to_temp(&mut tx, ctx, &plan, present)?;
+        sync_state::crash::point("apply: copied, before delete");
+        stats
+    };
+    let deleted_by_pos = delete_periods(&mut tx, ctx, &tid_col, &values)?;
+    let mut inserted_by_pos = BTreeMap::new();
+    if !present.is_empty() {
+        let n = insert_from_temp(&mut tx, ctx, &plan)?;
+        inserted_by_pos = check_inserted(
+            &mut tx,
+            ctx,
+            &tid_col,
+            present,
+            &values[..present.len()],
+            &stats,
+            n,
+        )?;
+    }
+    let history_rows = match history {
+        Some(h) => Some(h.record_from(&mut tx, ctx, &plan, crate::tx::TEMP_TABLE)?),
+        None => None,
+    };
+    sync_state::crash::point("apply: before commit");
+    tx.commit().map_err(Error::db(ctx.table, "commit"))?;
+    sync_state::crash::point("apply: committed");
+    Ok(Outcome {
+        periods: period_counts(&all, &deleted_by_pos, &inserted_by_pos),
+        dropped: stats.iter().map(|s| s.dropped).sum(),
+        history_rows,
+        ..Outcome::default()
+    })
+}
+
+/// A dry run: every partition is read and converted (so bad values are
+/// found), the rows the delete would remove are counted, nothing is written.
+fn dry_run(
+    mut tx: Transaction<'_>,
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    present: &[Tid],
+    all: &[Tid],
+    values: &[Cell<'_>],
+) -> Result<Outcome, Error> {
+    let mut discard = |_: &[Cell<'_>]| Ok(());
+    let mut stats = Vec::with_capacity(present.len());
+    for tid in present {
+        stats.push(stream_partition(
+            ctx.store,
+            ctx.table,
+            tid,
+            plan,
+            &mut discard,
+        )?);
+    }
+    let deleted = grouped_count(
+        &mut tx,
+        ctx.table,
+        &ctx.target,
+        &tid_column(plan),
+        values,
+        "counting rows to delete",
+    )?;
+    let inserted: BTreeMap<usize, u64> = stats.iter().map(|s| s.sent).enumerate().collect();
+    tx.rollback()
+        .map_err(Error::db(ctx.table, "ending the read-only transaction"))?;
+    Ok(Outcome {
+        periods: period_counts(all, &deleted, &inserted),
+        dropped: stats.iter().map(|s| s.dropped).sum(),
+        ..Outcome::default()
+    })
+}

@@ -1,0 +1,136 @@
+//! A whole run: every table with changes, one transaction each, and the
+//! `db_apply` report written back into the manifest.
+
+use std::time::Instant;
+
+use chrono::Utc;
+use partition_store::PartitionStore;
+use postgres::Client;
+use sync_state::{
+    ApplyStatus, ApplySummary, ApplyTableResult, DataDir, DbApplyReport, RunId, RunManifest,
+    RunStatus, UtcSecond,
+};
+
+use crate::table::{apply_table, validate_schema};
+use crate::{ApplyOptions, Error, TableWork};
+
+/// Applies the run `run` (the original's `apply_incremental_run`).
+///
+/// Reads `runs/<run>.json`, applies every table with changed or deleted
+/// periods into `<schema>.<table id lower-cased>`, one transaction per table
+/// (see the crate documentation), and writes the report back into the same
+/// manifest as `db_apply`, atomically. A table that fails is rolled back and
+/// reported; the other tables go on. A dry run writes nothing at all: the
+/// report is only returned, so the manifest keeps the record of what was
+/// really applied.
+///
+/// Errors only when the manifest cannot be read or written; table failures
+/// are in the report (status `partial_failure`).
+///
+/// Blocking: never call this on a tokio worker thread (the synchronous
+/// `postgres` client runs its own runtime); use a plain thread or
+/// `tokio::task::spawn_blocking`.
+pub fn apply_run(
+    client: &mut Client,
+    data: &DataDir,
+    run: &RunId,
+    opts: &ApplyOptions,
+) -> Result<DbApplyReport, Error> {
+    validate_schema(&opts.schema)?;
+    let manifest = load(data, run)?;
+    let work: Vec<TableWork> = manifest
+        .tables_with_changes()
+        .map(|(id, r)| TableWork::of(id, r))
+        .collect();
+    if work.is_empty() {
+        let mut report = DbApplyReport::no_changed_tids(run.clone());
+        tracing::info!(run = %run, "no table has changed periods; nothing to apply");
+        if opts.dry_run {
+            report.dry_run = Some(true);
+        } else {
+            save_report(data, run, manifest, &report)?;
+        }
+        return Ok(report);
+    }
+    let started_at = UtcSecond::new(Utc::now());
+    let store = PartitionStore::new(data);
+    let mut tables = Vec::with_capacity(work.len());
+    for w in &work {
+        let t0 = Instant::now();
+        let result = apply_table(client, &store, w, opts);
+        log_result(&result, t0.elapsed().as_secs_f64(), opts.dry_run);
+        tables.push(result);
+    }
+    let summary = ApplySummary::of(&tables);
+    let report = DbApplyReport {
+        run_id: run.clone(),
+        started_at: Some(started_at),
+        finished_at: Some(UtcSecond::new(Utc::now())),
+        status: if summary.tables_failed > 0 {
+            RunStatus::PartialFailure
+        } else {
+            RunStatus::Success
+        },
+        reason: None,
+        dry_run: opts.dry_run.then_some(true),
+        tables: Some(tables),
+        summary,
+        extra: Default::default(),
+    };
+    if !opts.dry_run {
+        // Re-read so that nothing written to the manifest meanwhile is lost.
+        save_report(data, run, load(data, run)?, &report)?;
+    }
+    Ok(report)
+}
+
+fn load(data: &DataDir, run: &RunId) -> Result<RunManifest, Error> {
+    RunManifest::load(data, run).map_err(|source| Error::Manifest {
+        run: run.clone(),
+        source: Box::new(source),
+    })
+}
+
+fn save_report(
+    data: &DataDir,
+    run: &RunId,
+    mut manifest: RunManifest,
+    report: &DbApplyReport,
+) -> Result<(), Error> {
+    manifest.db_apply = Some(report.clone());
+    manifest.save(data).map_err(|source| Error::SaveManifest {
+        run: run.clone(),
+        source: Box::new(source),
+    })
+}
+
+fn log_result(r: &ApplyTableResult, secs: f64, dry_run: bool) {
+    match r.status {
+        ApplyStatus::Applied => tracing::info!(
+            table = %r.table,
+            dry_run,
+            periods = r.changed_tids.len(),
+            deleted_rows = r.deleted_rows.unwrap_or(0),
+            inserted_rows = r.inserted_rows.unwrap_or(0),
+            dropped_null_rows = r.dropped_null_rows.unwrap_or(0),
+            created = r.created.unwrap_or(false),
+            rebuilt = r.rebuilt.unwrap_or(false),
+            secs,
+            "table applied"
+        ),
+        ApplyStatus::Skipped => tracing::warn!(
+            table = %r.table,
+            reason = r.reason.as_deref().unwrap_or(""),
+            "table skipped"
+        ),
+        ApplyStatus::Failed => tracing::error!(
+            table = %r.table,
+            reason = r.reason.as_deref().unwrap_or(""),
+            missing_tids = ?r.missing_tids,
+            added_columns = ?r.added_columns,
+            removed_columns = ?r.removed_columns,
+            error = r.error.as_deref().unwrap_or(""),
+            "table failed"
+        ),
+    }
+}

@@ -1,0 +1,253 @@
+//! One table's apply, as named decisions: is there a fact table; is every
+//! changed period on the storage; do the partitions still fit the table
+//! (schema change, too-narrow types); then the path that applies it.
+
+use std::collections::BTreeSet;
+
+use partition_store::PartitionStore;
+use postgres::Client;
+use sync_state::{shorten_error, ApplyStatus, ApplyTableResult, Tid};
+
+use crate::catalog::table_oid;
+use crate::create::create_and_load;
+use crate::delta::apply_delta;
+use crate::error::error_chain;
+use crate::rebuild::{compare_columns, needed_widenings, rebuild, widen_sql};
+use crate::tx::{Ctx, Outcome};
+use crate::{ApplyOptions, Error, OnSchemaChange, TableWork};
+
+pub(crate) fn validate_schema(schema: &str) -> Result<(), Error> {
+    if schema.is_empty() || schema.len() > 63 || schema.chars().any(char::is_control) {
+        return Err(Error::InvalidSchema {
+            schema: schema.chars().take(80).collect(),
+        });
+    }
+    Ok(())
+}
+
+/// Applies one table's changed and deleted periods in one transaction and
+/// returns its result (never an error: a failure is the `failed` result,
+/// with the table rolled back).
+pub fn apply_table(
+    client: &mut Client,
+    store: &PartitionStore,
+    work: &TableWork,
+    opts: &ApplyOptions,
+) -> ApplyTableResult {
+    let table = &work.table;
+    let mut result =
+        ApplyTableResult::new(table.clone(), ApplyStatus::Applied, work.changed.clone());
+    // A period both changed and deleted has a fresh partition: it is changed.
+    let changed_set: BTreeSet<&Tid> = work.changed.iter().collect();
+    let deleted: Vec<Tid> = dedup(work.deleted.iter().filter(|t| !changed_set.contains(t)));
+    let changed: Vec<Tid> = dedup(work.changed.iter());
+    if !deleted.is_empty() {
+        result.deleted_tids = Some(deleted.clone());
+    }
+    if let Err(e) = validate_schema(&opts.schema) {
+        return fail(result, &e);
+    }
+    let ctx = Ctx::new(store, table, opts);
+    let oid = match table_oid(client, &opts.schema, &ctx.name) {
+        Ok(oid) => oid,
+        Err(source) => {
+            let e = Error::Db {
+                table: table.clone(),
+                step: "looking up the target table",
+                source,
+            };
+            return fail(result, &e);
+        }
+    };
+    if oid.is_none() && !opts.create_missing {
+        return skipped_missing(result, &ctx);
+    }
+    let present = match coverage(&ctx, &changed, &deleted, &mut result) {
+        Ok(Some(p)) => p,
+        Ok(None) => return result,
+        Err(e) => return fail(result, &e),
+    };
+    if present.is_empty() && deleted.is_empty() {
+        // Nothing to do (only possible when called with no periods at all).
+        result.deleted_rows = Some(0);
+        result.inserted_rows = Some(0);
+        return result;
+    }
+    let outcome = match oid {
+        None if present.is_empty() => {
+            // Only pruned periods of a table that does not exist.
+            return skipped_missing(result, &ctx);
+        }
+        None => create_and_load(client, &ctx, &present).map(Some),
+        Some(oid) => apply_existing(client, &ctx, oid, work, &present, &deleted, &mut result),
+    };
+    match outcome {
+        Ok(Some(o)) => fill(result, o),
+        Ok(None) => result,
+        Err(e) => fail(result, &e),
+    }
+}
+
+fn skipped_missing(mut result: ApplyTableResult, ctx: &Ctx<'_>) -> ApplyTableResult {
+    tracing::warn!(
+        table = %ctx.table,
+        target = %ctx.target,
+        "no fact table: skipped (statbank-apply --create-missing creates it from the partitions)"
+    );
+    result.status = ApplyStatus::Skipped;
+    result.reason = Some("missing_fact_table".into());
+    result
+}
+
+/// Every changed period must have its partition. Strict: a missing one
+/// fails the table untouched (`Ok(None)`, `result` filled); lenient: the
+/// periods with partitions are applied. Returns those periods.
+fn coverage(
+    ctx: &Ctx<'_>,
+    changed: &[Tid],
+    deleted: &[Tid],
+    result: &mut ApplyTableResult,
+) -> Result<Option<Vec<Tid>>, Error> {
+    let mut missing = Vec::new();
+    for tid in changed {
+        match ctx.store.has_partition(ctx.table, tid) {
+            Ok(true) => {}
+            Ok(false) => missing.push(tid.clone()),
+            Err(source) => {
+                return Err(Error::Check {
+                    table: ctx.table.clone(),
+                    tid: tid.clone(),
+                    path: ctx.store.display_partition(ctx.table, tid),
+                    source,
+                })
+            }
+        }
+    }
+    if !missing.is_empty()
+        && (ctx.opts.strict || (missing.len() == changed.len() && deleted.is_empty()))
+    {
+        result.status = ApplyStatus::Failed;
+        result.reason = Some("missing_partition_files".into());
+        result.missing_tids = Some(missing);
+        return Ok(None);
+    }
+    let missing_set: BTreeSet<&Tid> = missing.iter().collect();
+    let present: Vec<Tid> = changed
+        .iter()
+        .filter(|t| !missing_set.contains(t))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(table = %ctx.table, missing_tids = ?missing, "periods without partition files are left as they are (strict off)");
+        result.missing_tids = Some(missing);
+    }
+    Ok(Some(present))
+}
+
+/// An existing fact table: a schema change upstream is checked first (the
+/// partitions must fit the table, or it is rebuilt on request), then the
+/// delta; a value its column's type cannot hold is a type change (failed,
+/// or widened on request).
+fn apply_existing(
+    client: &mut Client,
+    ctx: &Ctx<'_>,
+    oid: u32,
+    work: &TableWork,
+    present: &[Tid],
+    deleted: &[Tid],
+    result: &mut ApplyTableResult,
+) -> Result<Option<Outcome>, Error> {
+    let rebuild_on_change = ctx.opts.on_schema_change == OnSchemaChange::Rebuild;
+    if let (Some(_), Some(first)) = (&work.schema_change, present.first()) {
+        let diff = compare_columns(client, ctx, oid, first)?;
+        if !diff.is_empty() {
+            result.added_columns = Some(diff.added.clone());
+            result.removed_columns = Some(diff.removed.clone());
+            if !rebuild_on_change || ctx.opts.dry_run {
+                result.status = ApplyStatus::Failed;
+                result.reason = Some("schema_changed".into());
+                result.error = Some(format!(
+                    "table {}: the partitions' columns no longer match {} (added {:?}, removed {:?}); \
+                     rebuild it with --on-schema-change rebuild, or migrate it by hand and apply again",
+                    ctx.table, ctx.target, diff.added, diff.removed
+                ));
+                return Ok(None);
+            }
+            let r = rebuild(client, ctx, oid)?;
+            result.rebuilt = Some(true);
+            if !r.type_changes.is_empty() {
+                result.type_changes = Some(r.type_changes);
+            }
+            return Ok(Some(r.outcome));
+        }
+    }
+    let catalog_updated = work.catalog_updated.as_deref();
+    match apply_delta(client, ctx, oid, present, deleted, &[], catalog_updated) {
+        Err(e @ Error::Value { .. }) if !present.is_empty() => {
+            let mut changes = needed_widenings(client, ctx, oid, present)?;
+            if changes.is_empty() {
+                return Err(e); // not a type too narrow for new values
+            }
+            if let Error::Value {
+                tid, column, value, ..
+            } = &e
+            {
+                for c in changes.iter_mut().filter(|c| &c.column == column) {
+                    c.value = Some(value.clone());
+                    c.tid = Some(tid.clone());
+                }
+            }
+            if !rebuild_on_change || ctx.opts.dry_run {
+                result.status = ApplyStatus::Failed;
+                result.reason = Some("type_changed".into());
+                result.error = Some(shorten_error(format!(
+                    "{}; widen with --on-schema-change rebuild",
+                    error_chain(&e)
+                )));
+                result.type_changes = Some(changes);
+                return Ok(None);
+            }
+            let prelude = widen_sql(&ctx.target, &changes);
+            tracing::warn!(table = %ctx.table, widen = ?prelude, "widening columns for new values");
+            let o = apply_delta(
+                client,
+                ctx,
+                oid,
+                present,
+                deleted,
+                &prelude,
+                catalog_updated,
+            )?;
+            result.type_changes = Some(changes);
+            Ok(Some(o))
+        }
+        other => other.map(Some),
+    }
+}
+
+fn fill(mut result: ApplyTableResult, o: Outcome) -> ApplyTableResult {
+    let deleted: u64 = o.periods.values().map(|c| c.deleted).sum();
+    result.deleted_rows = Some(o.replaced_rows.unwrap_or(deleted));
+    result.inserted_rows = Some(o.periods.values().map(|c| c.inserted).sum());
+    result.dropped_null_rows = Some(o.dropped);
+    result.periods = Some(o.periods);
+    if o.created {
+        result.created = Some(true);
+    }
+    if o.partition_swap {
+        result.partition_swap = Some(true);
+    }
+    result.history_rows = o.history_rows;
+    result
+}
+
+fn fail(mut result: ApplyTableResult, e: &Error) -> ApplyTableResult {
+    result.status = ApplyStatus::Failed;
+    result.error = Some(shorten_error(error_chain(e)));
+    result
+}
+
+fn dedup<'a>(tids: impl Iterator<Item = &'a Tid>) -> Vec<Tid> {
+    let mut seen = BTreeSet::new();
+    tids.filter(|t| seen.insert(*t)).cloned().collect()
+}

@@ -1,0 +1,409 @@
+//! The steps every apply path shares inside its transaction: plan, typed
+//! period values, the binary COPY into a temp table, the typed DELETE, the
+//! INSERT and the row-count checks.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use partition_store::PartitionStore;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::{Client, Transaction};
+use sync_state::{PeriodCounts, TableId, Tid};
+
+use crate::catalog::{qualified, quote_ident, TargetColumn};
+use crate::convert::Cell;
+use crate::plan::{stream_partition, PeriodStats, Plan};
+use crate::{ApplyOptions, Error};
+
+/// The name of the per-transaction staging table.
+pub(crate) const TEMP_TABLE: &str = "statbank_apply_delta";
+
+/// One table's apply: where it reads and writes.
+pub(crate) struct Ctx<'a> {
+    pub(crate) store: &'a PartitionStore,
+    pub(crate) table: &'a TableId,
+    pub(crate) opts: &'a ApplyOptions,
+    /// The fact table's name (`folk1a`).
+    pub(crate) name: String,
+    /// `"fact"."folk1a"`.
+    pub(crate) target: String,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(
+        store: &'a PartitionStore,
+        table: &'a TableId,
+        opts: &'a ApplyOptions,
+    ) -> Ctx<'a> {
+        let name = table.fact_table_name();
+        Ctx {
+            store,
+            table,
+            opts,
+            target: qualified(&opts.schema, &name),
+            name,
+        }
+    }
+}
+
+/// What a successful table apply did.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub(crate) periods: BTreeMap<String, PeriodCounts>,
+    pub(crate) dropped: u64,
+    pub(crate) created: bool,
+    pub(crate) partition_swap: bool,
+    pub(crate) history_rows: Option<u64>,
+    /// Rows the whole old table held (a rebuild replaces them all).
+    pub(crate) replaced_rows: Option<u64>,
+}
+
+pub(crate) fn begin<'c>(
+    client: &'c mut Client,
+    table: &TableId,
+    read_only: bool,
+) -> Result<Transaction<'c>, Error> {
+    client
+        .build_transaction()
+        .read_only(read_only)
+        .start()
+        .map_err(Error::db(table, "begin"))
+}
+
+/// Applies of the same table queue up instead of interleaving; readers are
+/// not blocked.
+pub(crate) fn lock_target(tx: &mut Transaction<'_>, ctx: &Ctx<'_>) -> Result<(), Error> {
+    tx.batch_execute(&format!(
+        "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+        ctx.target
+    ))
+    .map_err(Error::db(ctx.table, "locking the target"))
+}
+
+/// Builds the plan from the first partition (every other one is checked
+/// against it, and every period against the tid column, before anything is
+/// written).
+pub(crate) fn build_plan(
+    store: &PartitionStore,
+    table: &TableId,
+    target: &str,
+    columns: &[TargetColumn],
+    tids: &[Tid],
+) -> Result<Plan, Error> {
+    let mut plan: Option<Plan> = None;
+    for tid in tids {
+        let reader = store
+            .read_partition(table, tid)
+            .map_err(|source| Error::Read {
+                table: table.clone(),
+                tid: tid.clone(),
+                path: store.display_partition(table, tid),
+                source,
+            })?;
+        let schema = reader.schema();
+        let p = match plan.take() {
+            None => Plan::build(table, target, columns, tid, &schema)?,
+            Some(p) => {
+                p.map_schema(table, tid, &schema)?;
+                p
+            }
+        };
+        p.tid_cell(table, tid)?;
+        plan = Some(p);
+    }
+    plan.ok_or_else(|| Error::NoPeriods {
+        table: table.clone(),
+    })
+}
+
+/// The plan: from the partitions when there are any; with only deleted
+/// periods, from the target's `tid` column alone.
+pub(crate) fn plan_for(
+    ctx: &Ctx<'_>,
+    columns: &[TargetColumn],
+    present: &[Tid],
+    deleted: &[Tid],
+) -> Result<Plan, Error> {
+    if !present.is_empty() {
+        return build_plan(ctx.store, ctx.table, &ctx.target, columns, present);
+    }
+    let Some(first) = deleted.first() else {
+        return Err(Error::NoPeriods {
+            table: ctx.table.clone(),
+        });
+    };
+    // Only deletions: a one-column schema `TID: Utf8` is enough to type them.
+    let schema = arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+        "TID",
+        arrow_schema::DataType::Utf8,
+        false,
+    )]);
+    let tid_only: Vec<TargetColumn> = columns
+        .iter()
+        .filter(|c| c.name == "tid")
+        .cloned()
+        .collect();
+    Plan::build(ctx.table, &ctx.target, &tid_only, first, &schema)
+}
+
+/// The typed `tid` values of `tids`; fails when two periods collide.
+pub(crate) fn tid_values<'t>(
+    plan: &Plan,
+    table: &TableId,
+    tids: &'t [Tid],
+) -> Result<Vec<Cell<'t>>, Error> {
+    let mut values: Vec<Cell<'t>> = Vec::with_capacity(tids.len());
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, tid) in tids.iter().enumerate() {
+        let v = plan.tid_cell(table, tid)?;
+        // Debug tells every value apart (Display shows numerics generically).
+        let key = format!("{v:?}");
+        if let Some(&j) = seen.get(&key) {
+            return Err(Error::PeriodCollision {
+                table: table.clone(),
+                first: tids[j].clone(),
+                second: tids[i].clone(),
+                value: v.to_string(),
+            });
+        }
+        seen.insert(key, i);
+        values.push(v);
+    }
+    Ok(values)
+}
+
+/// The quoted name of the plan's `tid` column.
+pub(crate) fn tid_column(plan: &Plan) -> String {
+    quote_ident(&plan.columns[plan.tid].name)
+}
+
+/// Rows of `target` per period of `values` (by position in `values`), with
+/// the periods bound as one array of the tid column's own type.
+pub(crate) fn grouped_count(
+    tx: &mut Transaction<'_>,
+    table: &TableId,
+    target: &str,
+    tid_col: &str,
+    values: &[Cell<'_>],
+    step: &'static str,
+) -> Result<BTreeMap<usize, u64>, Error> {
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT array_position($1, {tid_col}), count(*) FROM {target} \
+                 WHERE {tid_col} = ANY($1) GROUP BY {tid_col}"
+            ),
+            &[&values],
+        )
+        .map_err(Error::db(table, step))?;
+    let mut by_pos = BTreeMap::new();
+    for row in &rows {
+        let pos: Option<i32> = row.try_get(0).map_err(Error::db(table, step))?;
+        let n: i64 = row.try_get(1).map_err(Error::db(table, step))?;
+        let n = u64::try_from(n).unwrap_or(0);
+        if let Some(p) = pos
+            .and_then(|p| usize::try_from(p).ok())
+            .filter(|p| *p >= 1)
+        {
+            *by_pos.entry(p - 1).or_insert(0) += n;
+        }
+    }
+    Ok(by_pos)
+}
+
+/// Deletes the rows of the periods (one `DELETE … WHERE tid = ANY($1)`, the
+/// array in the column's own type so its index is used) and returns the
+/// per-period counts taken just before (the target is locked against other
+/// writers, so they are what the delete removes; checked against its total).
+pub(crate) fn delete_periods(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    tid_col: &str,
+    values: &[Cell<'_>],
+) -> Result<BTreeMap<usize, u64>, Error> {
+    let (table, target) = (ctx.table, &ctx.target);
+    let by_pos = grouped_count(
+        tx,
+        table,
+        target,
+        tid_col,
+        values,
+        "counting rows to delete",
+    )?;
+    let deleted = tx
+        .execute(
+            &format!("DELETE FROM {target} WHERE {tid_col} = ANY($1)"),
+            &[&values],
+        )
+        .map_err(Error::db(table, "delete of changed periods"))?;
+    let counted: u64 = by_pos.values().sum();
+    if deleted != counted {
+        let e = Error::DeleteCount {
+            table: table.clone(),
+            counted,
+            deleted,
+        };
+        if ctx.opts.strict {
+            return Err(e);
+        }
+        tracing::warn!(table = %table, error = %e, "row-count check failed (strict off)");
+    }
+    Ok(by_pos)
+}
+
+/// Streams the partitions of `present` through the plan into a temp table
+/// (`ON COMMIT DROP`) with a binary COPY; per-period figures in order.
+pub(crate) fn copy_to_temp(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    present: &[Tid],
+) -> Result<Vec<PeriodStats>, Error> {
+    let table = ctx.table;
+    let col_defs: Vec<String> = plan
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type))
+        .collect();
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE {TEMP_TABLE} ({}) ON COMMIT DROP",
+        col_defs.join(", ")
+    ))
+    .map_err(Error::db(table, "creating the temp table"))?;
+    copy_into(tx, ctx, plan, present, TEMP_TABLE)
+}
+
+/// Streams the partitions of `present` into `into` (a temp or staging
+/// table with the plan's columns) with one binary COPY.
+pub(crate) fn copy_into(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    present: &[Tid],
+    into: &str,
+) -> Result<Vec<PeriodStats>, Error> {
+    let table = ctx.table;
+    let copy = tx
+        .copy_in(&format!(
+            "COPY {into} ({}) FROM STDIN (FORMAT binary)",
+            column_list(plan)
+        ))
+        .map_err(Error::db(table, "starting the copy"))?;
+    let t_copy = Instant::now();
+    let mut writer = BinaryCopyInWriter::new(copy, &plan.types());
+    let mut sink = |cells: &[Cell<'_>]| writer.write_raw(cells.iter());
+    let mut stats = Vec::with_capacity(present.len());
+    for tid in present {
+        stats.push(stream_partition(ctx.store, table, tid, plan, &mut sink)?);
+    }
+    let copied = writer
+        .finish()
+        .map_err(Error::db(table, "finishing the copy"))?;
+    let sent: u64 = stats.iter().map(|s| s.sent).sum();
+    if copied != sent {
+        return Err(Error::CopyCount {
+            table: table.clone(),
+            sent,
+            copied,
+        });
+    }
+    tracing::debug!(table = %table, rows = sent, secs = t_copy.elapsed().as_secs_f64(), "copied");
+    Ok(stats)
+}
+
+/// The plan's columns, quoted, comma-separated.
+pub(crate) fn column_list(plan: &Plan) -> String {
+    plan.columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `INSERT … SELECT` of the temp table into the target; rows inserted.
+pub(crate) fn insert_from_temp(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+) -> Result<u64, Error> {
+    let cols = column_list(plan);
+    tx.execute(
+        &format!(
+            "INSERT INTO {} ({cols}) SELECT {cols} FROM {TEMP_TABLE}",
+            ctx.target
+        ),
+        &[],
+    )
+    .map_err(Error::db(ctx.table, "insert of changed periods"))
+}
+
+/// What the target holds of each changed period must be exactly the
+/// partition's rows minus the dropped ones, and the insert must have stored
+/// every copied row (catches triggers, rules or policies that drop, keep or
+/// move rows). Strict: a mismatch is an error; otherwise logged.
+pub(crate) fn check_inserted(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    tid_col: &str,
+    present: &[Tid],
+    present_values: &[Cell<'_>],
+    stats: &[PeriodStats],
+    inserted: u64,
+) -> Result<BTreeMap<usize, u64>, Error> {
+    let table = ctx.table;
+    let by_pos = grouped_count(
+        tx,
+        table,
+        &ctx.target,
+        tid_col,
+        present_values,
+        "counting the inserted rows",
+    )?;
+    let mut problems = Vec::new();
+    for (i, (tid, s)) in present.iter().zip(stats).enumerate() {
+        let actual = by_pos.get(&i).copied().unwrap_or(0);
+        if actual != s.sent {
+            problems.push(Error::RowCount {
+                table: table.clone(),
+                tid: tid.clone(),
+                expected: s.sent,
+                actual,
+            });
+        }
+    }
+    let sent: u64 = stats.iter().map(|s| s.sent).sum();
+    if inserted != sent {
+        problems.push(Error::InsertCount {
+            table: table.clone(),
+            sent,
+            inserted,
+        });
+    }
+    for e in problems {
+        if ctx.opts.strict {
+            return Err(e);
+        }
+        tracing::warn!(table = %table, error = %e, "row-count check failed (strict off)");
+    }
+    Ok(by_pos)
+}
+
+/// Per-period figures for the report, by position in `all`.
+pub(crate) fn period_counts(
+    all: &[Tid],
+    deleted: &BTreeMap<usize, u64>,
+    inserted: &BTreeMap<usize, u64>,
+) -> BTreeMap<String, PeriodCounts> {
+    all.iter()
+        .enumerate()
+        .map(|(i, tid)| {
+            (
+                tid.as_str().to_owned(),
+                PeriodCounts {
+                    deleted: deleted.get(&i).copied().unwrap_or(0),
+                    inserted: inserted.get(&i).copied().unwrap_or(0),
+                },
+            )
+        })
+        .collect()
+}
