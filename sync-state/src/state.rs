@@ -85,6 +85,14 @@ pub struct TableState {
     /// debt was incurred, so it clears within the policy's cycles).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_per_cycle: Option<usize>,
+    /// Journal: a schema change whose new set was (or was about to be)
+    /// swapped in but not yet reported in a finished run manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_schema_change: Option<crate::SchemaChange>,
+    /// Journal: periods verified but not yet reported in a finished run
+    /// manifest (as `pending_changed_tids`, for `verified_periods`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_verified_tids: Vec<Tid>,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

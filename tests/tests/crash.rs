@@ -12,14 +12,15 @@
 //! `STATBANK_CRASH_FULL=1` uses a larger world (more chunks, more periods).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use statbank_client::emulator::{EmuTable, Emulator, World};
 use sync_state::crash::CRASH_AT_ENV;
 use sync_state::{list_runs, DataDir, RunManifest, SyncState, TableId, Tid};
-use tests::sync::{snapshot, temp_files};
+use tests::s3::S3;
+use tests::sync::{snapshot_of, temp_files};
 
 const CHILD_ENV: &str = "STATBANK_CRASH_CHILD";
 
@@ -82,6 +83,34 @@ fn world1() -> World {
     w
 }
 
+/// The third world: SEASON gains a variable (its set is swapped whole, the
+/// old one kept as vintages) and ANNUAL revises a period (replaced in place,
+/// the old content kept as a vintage).
+fn world2() -> World {
+    let mut w = world1();
+    if let Some(t) = w.table_mut("SEASON") {
+        t.variables.insert(
+            0,
+            statbank_client::emulator::EmuVariable {
+                id: "KØN".into(),
+                text: "køn".into(),
+                elimination: true,
+                map: None,
+                values: vec![
+                    statbank_client::emulator::EmuValue::code("1"),
+                    statbank_client::emulator::EmuValue::code("2"),
+                ],
+            },
+        );
+        t.updated = "2026-03-01T08:00:00".into();
+    }
+    if let Some(t) = w.table_mut("ANNUAL") {
+        t.revisions.insert("2023".into(), 1);
+        t.updated = "2026-03-01T08:00:00".into();
+    }
+    w
+}
+
 struct Run {
     status: ExitStatus,
     stderr: String,
@@ -94,16 +123,87 @@ impl Run {
     }
 }
 
-fn child(kind: &str, args: &[String], crash_at: Option<u64>) -> Result<Run> {
+/// Where a phase's data folders live: a local folder, or prefixes in the
+/// test S3 server (children get its settings through the environment).
+#[derive(Clone)]
+enum Target {
+    Local(PathBuf),
+    S3(&'static S3),
+}
+
+impl Target {
+    /// A fresh data folder named `name`.
+    fn location(&self, name: &str) -> String {
+        match self {
+            Target::Local(work) => work.join(name).display().to_string(),
+            Target::S3(s3) => s3.url(name),
+        }
+    }
+
+    fn open(&self, location: &str) -> Result<DataDir> {
+        Ok(match self {
+            Target::Local(_) => DataDir::new(location),
+            Target::S3(s3) => DataDir::open_with(location, &s3.options())?,
+        })
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        match self {
+            Target::Local(_) => Vec::new(),
+            Target::S3(s3) => s3.env(),
+        }
+    }
+
+    /// Every object of `from` copied under `to`.
+    fn copy(&self, from: &str, to: &str) -> Result<()> {
+        match self {
+            Target::Local(_) => copy_dir(Path::new(from), Path::new(to)),
+            Target::S3(_) => {
+                let (a, b) = (self.open(from)?, self.open(to)?);
+                for o in a.storage().list_recursive("")? {
+                    let bytes = a.storage().get(&o.key)?.context("listed object")?;
+                    b.storage().put(&o.key, &bytes)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn remove(&self, location: &str) -> Result<()> {
+        match self {
+            Target::Local(_) => Ok(std::fs::remove_dir_all(location)?),
+            Target::S3(_) => {
+                self.open(location)?.storage().delete_prefix("")?;
+                Ok(())
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Local(_) => "local",
+            Target::S3(_) => "s3",
+        }
+    }
+}
+
+fn child(
+    kind: &str,
+    args: &[String],
+    env: &[(String, String)],
+    crash_at: Option<u64>,
+) -> Result<Run> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.env(CHILD_ENV, kind)
-        // One fixed clock for every run: partitions record when they were
-        // published, and an interrupted run must write the same bytes as
-        // the uninterrupted one.
+        // One fixed clock for every run, so that an interrupted run and
+        // the uninterrupted one write the same records.
         .env(sync_state::crash::FIXED_NOW_ENV, "2026-01-05T22:00:00Z")
         .env("RUST_LOG", "warn")
         .env_remove(CRASH_AT_ENV)
         .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     if let Some(n) = crash_at {
         cmd.env(CRASH_AT_ENV, n.to_string());
     }
@@ -114,11 +214,11 @@ fn child(kind: &str, args: &[String], crash_at: Option<u64>) -> Result<Run> {
     })
 }
 
-fn sync_args(dir: &Path, base: &str) -> Vec<String> {
+fn sync_args(dir: &str, base: &str) -> Vec<String> {
     [
         "statbank-sync",
         "--data-dir",
-        &dir.display().to_string(),
+        dir,
         "--base-url",
         base,
         "--force-catalog-poll",
@@ -127,6 +227,7 @@ fn sync_args(dir: &Path, base: &str) -> Vec<String> {
         "0",
         "--max-retries",
         "0",
+        "--keep-vintages",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -147,47 +248,75 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Union of `changed_tids` per table over the manifests not in `before`.
-fn reported_changes(
-    dir: &Path,
+/// Union of `changed_tids` and `verified_periods` per table over the
+/// manifests not in `before`.
+fn reported(
+    data: &DataDir,
     before: &BTreeSet<String>,
-) -> Result<BTreeMap<TableId, BTreeSet<Tid>>> {
-    let data = DataDir::new(dir);
-    let mut out: BTreeMap<TableId, BTreeSet<Tid>> = BTreeMap::new();
-    for id in list_runs(&data)? {
+) -> Result<(
+    BTreeMap<TableId, BTreeSet<Tid>>,
+    BTreeMap<TableId, BTreeSet<Tid>>,
+)> {
+    let mut changed: BTreeMap<TableId, BTreeSet<Tid>> = BTreeMap::new();
+    let mut verified: BTreeMap<TableId, BTreeSet<Tid>> = BTreeMap::new();
+    for id in list_runs(data)? {
         if before.contains(id.as_str()) {
             continue;
         }
-        let m = RunManifest::load(&data, &id).with_context(|| format!("manifest {id} parses"))?;
+        let m = RunManifest::load(data, &id).with_context(|| format!("manifest {id} parses"))?;
         for (t, r) in m.tables {
-            out.entry(t).or_default().extend(r.changed_tids);
+            changed.entry(t.clone()).or_default().extend(r.changed_tids);
+            verified
+                .entry(t)
+                .or_default()
+                .extend(r.verified_periods.unwrap_or_default());
         }
     }
-    Ok(out)
+    Ok((changed, verified))
 }
 
-fn run_ids(dir: &Path) -> Result<BTreeSet<String>> {
-    Ok(list_runs(&DataDir::new(dir))?
+fn run_ids(data: &DataDir) -> Result<BTreeSet<String>> {
+    Ok(list_runs(data)?
         .into_iter()
         .map(|r| r.as_str().to_string())
         .collect())
 }
 
+/// Every vintage of a data folder (`key` → bytes).
+fn vintages(data: &DataDir) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for o in data.storage().list_recursive("statbank_tables/_vintages")? {
+        let b = data.storage().get(&o.key)?.context("listed vintage")?;
+        out.insert(o.key, b.to_vec());
+    }
+    Ok(out)
+}
+
+/// What an uninterrupted run leaves, to compare a recovered run with.
+struct Expected {
+    partitions: BTreeMap<String, Vec<u8>>,
+    vintages: BTreeMap<String, Vec<u8>>,
+    /// Changes every run must report (some manifest lists them).
+    must_report: BTreeMap<TableId, BTreeSet<Tid>>,
+    /// Periods that owe a verification after the cycle (still owed, or
+    /// verified by some manifest: a crash never loses the debt).
+    owed: BTreeMap<TableId, BTreeSet<Tid>>,
+}
+
 /// The checks after every crash + recovery.
 fn check(
-    dir: &Path,
-    expected: &BTreeMap<String, Vec<u8>>,
-    must_report: &BTreeMap<TableId, BTreeSet<Tid>>,
+    data: &DataDir,
+    expected: &Expected,
     runs_before: &BTreeSet<String>,
     world: &World,
 ) -> Result<()> {
-    let got = snapshot(dir);
-    if got != *expected {
+    let got = snapshot_of(data);
+    if got != expected.partitions {
         let a: BTreeSet<_> = got.keys().collect();
-        let b: BTreeSet<_> = expected.keys().collect();
+        let b: BTreeSet<_> = expected.partitions.keys().collect();
         let differing: Vec<_> = a
             .intersection(&b)
-            .filter(|k| got[**k] != expected[**k])
+            .filter(|k| got[**k] != expected.partitions[**k])
             .collect();
         bail!(
             "partitions differ from the uninterrupted run: extra {:?}, missing {:?}, different {:?}",
@@ -196,12 +325,28 @@ fn check(
             differing
         );
     }
-    let temps = temp_files(dir);
-    ensure!(temps.is_empty(), "temp files left: {temps:?}");
-    let data = DataDir::new(dir);
-    let state = SyncState::load(&data).context("state.json parses")?;
+    let v = vintages(data)?;
+    ensure!(
+        v == expected.vintages,
+        "vintages differ from the uninterrupted run: {:?} vs {:?}",
+        v.keys().collect::<Vec<_>>(),
+        expected.vintages.keys().collect::<Vec<_>>()
+    );
+    if let Some(root) = data.local_root() {
+        let temps = temp_files(root);
+        ensure!(temps.is_empty(), "temp files left: {temps:?}");
+    }
+    for prefix in [
+        "statbank_tables/_sync/intents",
+        "statbank_tables/_sync/staging",
+        "statbank_tables/_sync/uploads",
+    ] {
+        let left = data.storage().list_recursive(prefix)?;
+        ensure!(left.is_empty(), "{prefix} not settled: {left:?}");
+    }
+    let state = SyncState::load(data).context("state.json parses")?;
     // No table is marked synced (at the world's `updated`) without all of
-    // its periods on disk.
+    // its periods.
     for (id, e) in &state.tables {
         let Some(t) = world.table(id.as_str()) else {
             continue;
@@ -209,14 +354,8 @@ fn check(
         if e.last_seen_updated.as_deref() == Some(t.updated.as_str()) {
             for v in &t.time_values {
                 let tid = Tid::new(v.id.clone())?;
-                let name = format!(
-                    "{}/{}",
-                    id,
-                    data.partition_key(id, &tid)
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                );
+                let key = data.partition_key(id, &tid);
+                let name = key.trim_start_matches("statbank_tables/").to_string();
                 ensure!(
                     got.contains_key(&name),
                     "{id} marked synced but {name} is missing"
@@ -229,50 +368,73 @@ fn check(
             e.pending_changed_tids
         );
     }
-    // Every change was reported by some manifest: nothing hidden from the
-    // DB apply by the crash.
-    let reported = reported_changes(dir, runs_before)?;
-    for (t, tids) in must_report {
-        let empty = BTreeSet::new();
-        let r = reported.get(t).unwrap_or(&empty);
+    // Every change was reported by some manifest, and every period that
+    // owes a verification still owes it or was verified.
+    let (changed, verified) = reported(data, runs_before)?;
+    let empty = BTreeSet::new();
+    for (t, tids) in &expected.must_report {
+        let r = changed.get(t).unwrap_or(&empty);
         let missing: Vec<_> = tids.difference(r).collect();
         ensure!(
             missing.is_empty(),
             "{t}: changes never reported in a manifest: {missing:?}"
         );
     }
+    for (t, tids) in &expected.owed {
+        let debt: BTreeSet<Tid> = state
+            .tables
+            .get(t)
+            .map(|e| e.verify_debt.iter().cloned().collect())
+            .unwrap_or_default();
+        let done = verified.get(t).unwrap_or(&empty);
+        let lost: Vec<_> = tids
+            .iter()
+            .filter(|x| !debt.contains(*x) && !done.contains(*x))
+            .collect();
+        ensure!(
+            lost.is_empty(),
+            "{t}: verification debt lost by the crash: {lost:?}"
+        );
+    }
     Ok(())
 }
 
-/// Runs crash points 1, 2, … of one phase until a run passes them all.
-#[allow(clippy::too_many_arguments)]
-fn phase(
-    name: &str,
-    start: Option<&Path>,
-    base: &str,
-    work: &Path,
-    expected: &BTreeMap<String, Vec<u8>>,
-    must_report: &BTreeMap<TableId, BTreeSet<Tid>>,
-    world: &World,
-    labels: &mut BTreeMap<String, usize>,
-) -> Result<u64> {
+/// Runs crash points 1, 2, … of one phase until a run passes them all
+/// (every `stride`-th point; 1 = all).
+struct Phase<'a> {
+    name: &'a str,
+    target: &'a Target,
+    start: Option<&'a str>,
+    base: &'a str,
+    expected: &'a Expected,
+    world: &'a World,
+    stride: u64,
+}
+
+fn phase(p: &Phase<'_>, labels: &mut BTreeMap<String, usize>) -> Result<u64> {
     let mut points = 0;
-    for n in 1..=10_000u64 {
-        let dir = work.join(format!("{name}-{n}"));
-        if let Some(s) = start {
-            copy_dir(s, &dir)?;
+    let env = p.target.env();
+    let mut n = 1;
+    loop {
+        ensure!(n < 10_000, "{}: no end of crash points", p.name);
+        let loc = p.target.location(&format!("{}-{n}", p.name));
+        if let Some(s) = p.start {
+            p.target.copy(s, &loc)?;
         }
-        let runs_before = run_ids(&dir).unwrap_or_default();
-        let r = child("sync", &sync_args(&dir, base), Some(n))?;
+        let data = p.target.open(&loc)?;
+        let runs_before = run_ids(&data).unwrap_or_default();
+        let r = child("sync", &sync_args(&loc, p.base), &env, Some(n))?;
         if !r.crashed() {
             ensure!(
                 r.status.success(),
-                "{name}: run with crash point {n} failed: {}",
+                "{}: run with crash point {n} failed: {}",
+                p.name,
                 r.stderr
             );
+            p.target.remove(&loc)?;
             break;
         }
-        points = n;
+        points += 1;
         let label = r
             .stderr
             .lines()
@@ -282,56 +444,28 @@ fn phase(
             })
             .unwrap_or_else(|| "?".into());
         *labels.entry(label.clone()).or_default() += 1;
-        let rec = child("sync", &sync_args(&dir, base), None)?;
+        let rec = child("sync", &sync_args(&loc, p.base), &env, None)?;
         ensure!(
             rec.status.success(),
-            "{name}: recovery after crash point {n} ({label}) failed: {}",
+            "{}: recovery after crash point {n} ({label}) failed: {}",
+            p.name,
             rec.stderr
         );
-        check(&dir, expected, must_report, &runs_before, world)
-            .with_context(|| format!("{name}: after crash point {n} ({label})"))?;
-        std::fs::remove_dir_all(&dir)?;
+        check(&data, p.expected, &runs_before, p.world).with_context(|| {
+            format!(
+                "{} ({}): after crash point {n} ({label})",
+                p.name,
+                p.target.name()
+            )
+        })?;
+        p.target.remove(&loc)?;
+        n += p.stride;
     }
     Ok(points)
 }
 
-fn harness() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let (w0, w1) = (world0(), world1());
-    let emu0 = rt.block_on(Emulator::start(w0.clone()))?;
-    let emu1 = rt.block_on(Emulator::start(w1.clone()))?;
-    let tmp = tempfile::tempdir()?;
-    let work = tmp.path();
-
-    // The uninterrupted reference: bootstrap, then the incremental cycle.
-    let reference = work.join("reference");
-    let r = child("sync", &sync_args(&reference, &emu0.base_url()), None)?;
-    ensure!(
-        r.status.success(),
-        "reference bootstrap failed: {}",
-        r.stderr
-    );
-    let s0 = snapshot(&reference);
-    let base_copy = work.join("after-bootstrap");
-    copy_dir(&reference, &base_copy)?;
-    let runs0 = run_ids(&reference)?;
-    let r = child("sync", &sync_args(&reference, &emu1.base_url()), None)?;
-    ensure!(
-        r.status.success(),
-        "reference incremental failed: {}",
-        r.stderr
-    );
-    let s1 = snapshot(&reference);
-    let changed1 = reported_changes(&reference, &runs0)?;
-    ensure!(
-        changed1.values().map(BTreeSet::len).sum::<usize>() == 3,
-        "the incremental world changes 3 periods: {changed1:?}"
-    );
-    let all0: BTreeMap<TableId, BTreeSet<Tid>> = w0
-        .tables
+fn all_periods(w: &World) -> Result<BTreeMap<TableId, BTreeSet<Tid>>> {
+    w.tables
         .values()
         .map(|t| {
             let id = TableId::new(&t.id)?;
@@ -342,60 +476,177 @@ fn harness() -> Result<()> {
                 .collect::<Result<BTreeSet<_>, _>>()?;
             Ok((id, tids))
         })
-        .collect::<Result<_, sync_state::Error>>()?;
+        .collect::<Result<_, sync_state::Error>>()
+        .map_err(Into::into)
+}
+
+/// The uninterrupted reference of one phase: runs `base` on (a copy of)
+/// `start` and records what it left.
+fn reference(
+    target: &Target,
+    name: &str,
+    start: Option<&str>,
+    base: &str,
+    must_report: Option<BTreeMap<TableId, BTreeSet<Tid>>>,
+) -> Result<(String, Expected)> {
+    let loc = target.location(name);
+    if let Some(s) = start {
+        target.copy(s, &loc)?;
+    }
+    let data = target.open(&loc)?;
+    let before = run_ids(&data)?;
+    let r = child("sync", &sync_args(&loc, base), &target.env(), None)?;
+    ensure!(r.status.success(), "reference {name} failed: {}", r.stderr);
+    let (changed, verified) = reported(&data, &before)?;
+    let state = SyncState::load(&data)?;
+    let mut owed = verified;
+    for (t, e) in &state.tables {
+        owed.entry(t.clone())
+            .or_default()
+            .extend(e.verify_debt.iter().cloned());
+    }
+    Ok((
+        loc,
+        Expected {
+            partitions: snapshot_of(&data),
+            vintages: vintages(&data)?,
+            must_report: must_report.unwrap_or(changed),
+            owed,
+        },
+    ))
+}
+
+/// Bootstrap, incremental (revisions, a new period, verification debt),
+/// and schema change (a whole-set swap) with vintages on, each killed at
+/// every crash point (`stride`) on `target`.
+fn sync_phases(
+    target: &Target,
+    bases: [&str; 3],
+    worlds: [&World; 3],
+    stride: u64,
+    labels: &mut BTreeMap<String, usize>,
+) -> Result<[u64; 3]> {
+    let (ref0, e0) = reference(
+        target,
+        "reference-0",
+        None,
+        bases[0],
+        Some(all_periods(worlds[0])?),
+    )?;
+    let (ref1, e1) = reference(target, "reference-1", Some(&ref0), bases[1], None)?;
+    let changed1: usize = e1.must_report.values().map(BTreeSet::len).sum();
+    ensure!(
+        changed1 == 3,
+        "the incremental world changes 3 periods: {:?}",
+        e1.must_report
+    );
+    let (_ref2, e2) = reference(target, "reference-2", Some(&ref1), bases[2], None)?;
+    ensure!(
+        !e2.vintages.is_empty(),
+        "the schema-change world keeps vintages"
+    );
+    let mut points = [0; 3];
+    let phases = [
+        ("bootstrap", None, &e0),
+        ("incremental", Some(ref0.as_str()), &e1),
+        ("schema-change", Some(ref1.as_str()), &e2),
+    ];
+    for (i, (name, start, expected)) in phases.into_iter().enumerate() {
+        points[i] = phase(
+            &Phase {
+                name,
+                target,
+                start,
+                base: bases[i],
+                expected,
+                world: worlds[i],
+                stride,
+            },
+            labels,
+        )?;
+    }
+    Ok(points)
+}
+
+fn harness() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (w0, w1, w2) = (world0(), world1(), world2());
+    let emus = [
+        rt.block_on(Emulator::start(w0.clone()))?,
+        rt.block_on(Emulator::start(w1.clone()))?,
+        rt.block_on(Emulator::start(w2.clone()))?,
+    ];
+    let bases = [emus[0].base_url(), emus[1].base_url(), emus[2].base_url()];
+    let bases = [bases[0].as_str(), bases[1].as_str(), bases[2].as_str()];
+    let tmp = tempfile::tempdir()?;
+    let work = tmp.path();
 
     let mut labels = BTreeMap::new();
-    let p0 = phase(
-        "bootstrap",
-        None,
-        &emu0.base_url(),
-        work,
-        &s0,
-        &all0,
-        &w0,
-        &mut labels,
-    )?;
-    let p1 = phase(
-        "incremental",
-        Some(&base_copy),
-        &emu1.base_url(),
-        work,
-        &s1,
-        &changed1,
-        &w1,
-        &mut labels,
-    )?;
+    let local = Target::Local(work.to_path_buf());
+    let p = sync_phases(&local, bases, [&w0, &w1, &w2], 1, &mut labels)?;
     println!(
-        "crash harness (sync): {p0} kill points in the bootstrap, {p1} in the incremental cycle"
+        "crash harness (sync, local): {} kill points in the bootstrap, {} in the incremental cycle, {} in the schema-change cycle",
+        p[0], p[1], p[2]
     );
     for (label, n) in &labels {
         println!("  {n:>4} × {label}");
     }
     ensure!(
-        p0 + p1 >= 50,
-        "expected at least 50 kill points, found {}",
-        p0 + p1
+        p.iter().sum::<u64>() >= 100,
+        "expected at least 100 kill points, found {p:?}"
+    );
+    ensure!(
+        labels.keys().any(|l| l.contains("swap")),
+        "the whole-set swap has crash points"
+    );
+    ensure!(
+        labels.keys().any(|l| l.contains("vintage")),
+        "keeping vintages has crash points"
     );
 
-    apply_phase(work, &reference)?;
+    // The same on the object store, every third kill point.
+    match tests::s3::test_s3()? {
+        Some(s3) => {
+            let mut s3_labels = BTreeMap::new();
+            let p = sync_phases(&Target::S3(s3), bases, [&w0, &w1, &w2], 3, &mut s3_labels)?;
+            println!(
+                "crash harness (sync, s3, every third point): {} + {} + {} kill points",
+                p[0], p[1], p[2]
+            );
+            for (label, n) in &s3_labels {
+                println!("  {n:>4} × {label}");
+            }
+        }
+        None => println!("crash harness (sync, s3): SKIP, no S3 server"),
+    }
+
+    apply_phase(work, &local)?;
     rt.block_on(async {
-        emu0.shutdown().await;
-        emu1.shutdown().await;
+        for e in emus {
+            e.shutdown().await;
+        }
     });
     Ok(())
 }
 
 /// `statbank-apply` killed at each of its crash points against the real
 /// Postgres; after a re-run the fact table equals an uninterrupted apply.
-fn apply_phase(work: &Path, reference: &Path) -> Result<()> {
+fn apply_phase(work: &Path, local: &Target) -> Result<()> {
     let db = tests::pg::test_db()?;
     let mut pg = db.client()?;
+    // The reference after bootstrap and incremental cycle.
+    let reference_loc = local.location("reference-1");
+    let reference = Path::new(&reference_loc);
     let data = DataDir::new(reference);
     let runs: Vec<_> = list_runs(&data)?;
     let (bootstrap_run, incr_run) = match runs.as_slice() {
         [a, b] => (a.clone(), b.clone()),
         other => bail!("expected two reference runs, found {other:?}"),
     };
+    let env: Vec<(String, String)> = Vec::new();
     let apply_args = |dir: &Path, run: &str, schema: &str| -> Vec<String> {
         [
             "statbank-apply",
@@ -432,7 +683,7 @@ fn apply_phase(work: &Path, reference: &Path) -> Result<()> {
     let dir = work.join("apply-ref");
     copy_dir(reference, &dir)?;
     for run in [&bootstrap_run, &incr_run] {
-        let r = child("apply", &apply_args(&dir, run.as_str(), "ref"), None)?;
+        let r = child("apply", &apply_args(&dir, run.as_str(), "ref"), &env, None)?;
         ensure!(r.status.success(), "reference apply failed: {}", r.stderr);
     }
     let expected = table_rows(&mut pg, "ref")?;
@@ -451,7 +702,12 @@ fn apply_phase(work: &Path, reference: &Path) -> Result<()> {
         let mut remaining = Some(n);
         let mut crashed = false;
         for run in [&bootstrap_run, &incr_run] {
-            let r = child("apply", &apply_args(&dir, run.as_str(), &schema), remaining)?;
+            let r = child(
+                "apply",
+                &apply_args(&dir, run.as_str(), &schema),
+                &env,
+                remaining,
+            )?;
             if r.crashed() {
                 crashed = true;
                 remaining = None;
@@ -462,7 +718,12 @@ fn apply_phase(work: &Path, reference: &Path) -> Result<()> {
                     .and_then(|l| l.split_once(": ").map(|x| x.1.to_string()))
                     .unwrap_or_else(|| "?".into());
                 *labels.entry(label).or_default() += 1;
-                let rec = child("apply", &apply_args(&dir, run.as_str(), &schema), None)?;
+                let rec = child(
+                    "apply",
+                    &apply_args(&dir, run.as_str(), &schema),
+                    &env,
+                    None,
+                )?;
                 ensure!(
                     rec.status.success(),
                     "apply recovery after point {n} failed: {}",

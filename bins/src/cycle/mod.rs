@@ -310,6 +310,8 @@ fn finish(
                 if let Some(e) = state.tables.get_mut(id) {
                     e.pending_changed_tids.clear();
                     e.pending_deleted_tids.clear();
+                    e.pending_verified_tids.clear();
+                    e.pending_schema_change = None;
                 }
             }
         }

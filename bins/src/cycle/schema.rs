@@ -46,8 +46,14 @@ pub(super) fn before(
     local: &BTreeSet<Tid>,
     cached: Option<&TableInfo>,
 ) -> Result<Option<Before>, Error> {
-    if local.is_empty() {
+    let Some(last) = local.last() else {
         return Ok(None);
+    };
+    if let Some(v) = store.footer(table, last)?.variables {
+        return Ok(Some(Before {
+            signature: v,
+            mixed: false,
+        }));
     }
     if let Some(v) = prev.and_then(|p| p.variables.clone()) {
         return Ok(Some(Before {

@@ -146,6 +146,16 @@ fn carry_over(
         r.extra.insert("carried_over".into(), json!(true));
         r.changed_tids = changed;
     }
+    if r.schema_change.is_none() {
+        if let Some(c) = &prev.pending_schema_change {
+            r.schema_change = Some(c.clone());
+        }
+    }
+    if !prev.pending_verified_tids.is_empty() {
+        let mut verified = r.verified_periods.clone().unwrap_or_default();
+        push_unique(&mut verified, &prev.pending_verified_tids);
+        r.verified_periods = Some(verified);
+    }
     if !prev.pending_deleted_tids.is_empty() {
         let mut deleted = r.deleted_tids.clone().unwrap_or_default();
         for t in &prev.pending_deleted_tids {
@@ -388,9 +398,11 @@ async fn rebootstrap(
         .collect();
     // Journal the whole change before the swap: a crash after it must not
     // hide it from the DB apply.
+    let change = p.schema_change.clone();
     ctx.update_state(table, |s| {
         push_unique(&mut s.pending_changed_tids, &new_tids);
         push_unique(&mut s.pending_deleted_tids, &gone);
+        s.pending_schema_change = change;
     })?;
     let opts = ctx.publish_options(&entry.updated);
     let swap = {
@@ -468,6 +480,9 @@ fn save_synced(
         s.removed_from_catalog_at = None;
         s.verify_debt = vplan.map(|v| v.debt_after.clone()).unwrap_or_default();
         s.verify_per_cycle = vplan.and_then(|v| v.per_cycle);
+        if let Some(v) = vplan {
+            push_unique(&mut s.pending_verified_tids, &v.verify);
+        }
     })
 }
 

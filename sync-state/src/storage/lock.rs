@@ -2,11 +2,13 @@
 //! lease object on an object store.
 //!
 //! The lease (`statbank_tables/_sync/lock`) is a small JSON object created
-//! with a conditional PUT (create-only). It names its holder and carries an
-//! expiry; a thread renews it (conditional PUT on its version) every quarter
-//! of its time to live. Another process takes it over only after it expired,
-//! again with a conditional PUT on the expired version, so two processes can
-//! never both win. A process whose renewal failed, or whose last successful
+//! with a conditional PUT (create-only). It names its holder (host and pid)
+//! and carries an expiry; a thread renews it (conditional PUT on its
+//! version) every quarter of its time to live. Another process takes it
+//! over only after it expired — or at once when the holder is a process of
+//! the same host that no longer exists (a crashed run restarted on the same
+//! machine) — again with a conditional PUT on the version read, so two
+//! processes can never both win. A process whose renewal failed, or whose last successful
 //! renewal is older than the time to live (a paused or partitioned
 //! process), refuses every further write through the guarded storage
 //! ([`super::WriteGuard`]): it stops before writing state or manifest.
@@ -45,6 +47,10 @@ enum Inner {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LeaseBody {
     holder: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    pid: u32,
     note: String,
     acquired_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -171,12 +177,22 @@ fn ttl() -> Duration {
         .unwrap_or(DEFAULT_TTL)
 }
 
-fn holder() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown-host".into());
-    format!("{host} pid {}", std::process::id())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// Whether the lease's holder is a process of this host that is gone (so
+/// the lease may be taken over before it expires). Elsewhere, or when it
+/// cannot be told, the holder counts as alive and the lease must expire.
+fn holder_is_gone(b: &LeaseBody) -> bool {
+    b.pid != 0
+        && b.host == host()
+        && b.pid != std::process::id()
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{}", b.pid)).exists()
 }
 
 fn encode(body: &LeaseBody) -> Result<Vec<u8>, Error> {
@@ -186,7 +202,9 @@ fn encode(body: &LeaseBody) -> Result<Vec<u8>, Error> {
 fn lease(storage: &Storage, key: &str, note: &str, ttl: Duration) -> Result<DataDirLock, Error> {
     let now = Utc::now();
     let body = LeaseBody {
-        holder: holder(),
+        holder: format!("{} pid {}", host(), std::process::id()),
+        host: host(),
+        pid: std::process::id(),
         note: note.to_string(),
         acquired_at: now,
         expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
@@ -236,7 +254,9 @@ fn take_over_expired(
     };
     let current = storage.get(key)?.unwrap_or_default();
     let old: Option<LeaseBody> = serde_json::from_slice(&current).ok();
-    let expired = old.as_ref().is_none_or(|b| b.expires_at <= now);
+    let expired = old
+        .as_ref()
+        .is_none_or(|b| b.expires_at <= now || holder_is_gone(b));
     let shown = old.as_ref().map(|b| {
         format!(
             "{} ({}, until {})",

@@ -190,9 +190,12 @@ impl Object {
     pub(super) fn put(&self, key: &str, bytes: &[u8]) -> Result<(), Error> {
         let (store, p) = (self.store.clone(), self.path(key)?);
         let payload = PutPayload::from(Bytes::copy_from_slice(bytes));
+        crate::crash::point("object put, before");
         block(async move { store.put(&p, payload).await })
             .map(|_| ())
-            .map_err(|e| self.err("put", key, e))
+            .map_err(|e| self.err("put", key, e))?;
+        crate::crash::point("object put, after");
+        Ok(())
     }
 
     pub(super) fn put_file(&self, key: &str, file: &Path) -> Result<(), Error> {
