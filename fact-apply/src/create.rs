@@ -77,6 +77,13 @@ pub(crate) fn create_and_load(
             ..Outcome::default()
         });
     }
+    // History starts with the table: created while it is still empty, so
+    // every row enters it valid from its partition's `valid_from`.
+    let history = ctx
+        .opts
+        .history
+        .then(|| crate::history::prepare(&mut tx, ctx, &plan, &tids, &[], &values, None))
+        .transpose()?;
     let stats = copy_to_temp(&mut tx, ctx, &plan, &tids)?;
     sync_state::crash::point("apply: copied, before delete");
     let n = insert_from_temp(&mut tx, ctx, &plan)?;
@@ -85,6 +92,10 @@ pub(crate) fn create_and_load(
         tx.batch_execute(&sql)
             .map_err(Error::db(ctx.table, "creating the indexes"))?;
     }
+    let history_rows = match history {
+        Some(h) => Some(h.record_from(&mut tx, ctx, &plan, crate::tx::TEMP_TABLE)?),
+        None => None,
+    };
     sync_state::crash::point("apply: before commit");
     tx.commit().map_err(Error::db(ctx.table, "commit"))?;
     sync_state::crash::point("apply: committed");
@@ -92,6 +103,7 @@ pub(crate) fn create_and_load(
         periods: period_counts(&tids, &Default::default(), &inserted),
         dropped: stats.iter().map(|s| s.dropped).sum(),
         created: true,
+        history_rows,
         ..Outcome::default()
     })
 }

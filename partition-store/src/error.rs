@@ -46,6 +46,12 @@ pub enum Error {
         /// Where it was expected (a path, or an object's URL).
         path: String,
     },
+    /// An export whose batches do not share one schema.
+    #[error("cannot export {path}: the periods do not share one schema")]
+    MixedExport {
+        /// The file being written.
+        path: String,
+    },
     /// A stored record of the publish path (an intent) that cannot be used.
     #[error("table {table}: {message}")]
     Intent {

@@ -175,3 +175,18 @@ impl PartitionFileWriter {
         })
     }
 }
+
+/// Renames a complete staged file to a local `path` (mode 0644) and fsyncs
+/// its folder: for exports outside the data folder.
+pub(crate) fn persist_local(staged: StagedFile, path: &Path) -> Result<(), Error> {
+    sync_state::fsio::make_readable(staged.temp.path())?;
+    staged
+        .temp
+        .persist(path)
+        .map_err(|e| Error::io(path, e.error))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Ok(sync_state::fsio::sync_dir(dir)?)
+}

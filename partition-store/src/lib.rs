@@ -54,7 +54,9 @@ pub use error::Error;
 pub use publish::{PublishOptions, Recovered, SwapOutcome, TableSet};
 pub use request::{PublishOutcome, RequestWriter, StagedPeriod, StagedRequest, WriteLimits};
 pub use store::{PartitionFooter, PartitionInfo, PartitionReader, PartitionStore};
-pub use vintage::{compact_stamp, expand_stamp, AsOfSource, Vintage, UNKNOWN_FROM};
+pub use vintage::{
+    compact_stamp, expand_stamp, export_parquet, AsOfReader, AsOfSource, Vintage, UNKNOWN_FROM,
+};
 
 /// Name of the value column in BULK output and partitions.
 pub const VALUE_COLUMN: &str = "INDHOLD";

@@ -15,8 +15,10 @@
 //! the superseded file predates validity records), so the interval is
 //! readable without opening the file.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
 
+use arrow_array::RecordBatch;
 use sync_state::{TableId, Tid};
 
 use crate::{Error, PartitionReader, PartitionStore};
@@ -186,6 +188,118 @@ impl PartitionStore {
             AsOfSource::Vintage(v) => self.read_vintage(table, v),
         }
     }
+}
+
+impl PartitionStore {
+    /// The table (or `tids`) as published at `at` (source clock), streamed
+    /// period by period in batches of up to 64 Ki rows: memory is bounded by
+    /// one batch, however large the table.
+    pub fn read_table_as_of(
+        &self,
+        table: &TableId,
+        at: &str,
+        tids: Option<&BTreeSet<Tid>>,
+    ) -> Result<AsOfReader, Error> {
+        Ok(AsOfReader {
+            store: self.clone(),
+            table: table.clone(),
+            pending: self.as_of(table, at, tids)?.into(),
+            current: None,
+        })
+    }
+}
+
+/// Streams a table as of an instant (see
+/// [`PartitionStore::read_table_as_of`]): `(period, batch)` pairs.
+pub struct AsOfReader {
+    store: PartitionStore,
+    table: TableId,
+    pending: VecDeque<(Tid, AsOfSource)>,
+    current: Option<(Tid, PartitionReader)>,
+}
+
+impl AsOfReader {
+    /// The periods still to come, with where each is read from.
+    pub fn remaining(&self) -> impl Iterator<Item = &(Tid, AsOfSource)> {
+        self.pending.iter()
+    }
+}
+
+impl Iterator for AsOfReader {
+    type Item = Result<(Tid, RecordBatch), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((tid, reader)) = self.current.as_mut() {
+                match reader.next() {
+                    Some(Ok(b)) => return Some(Ok((tid.clone(), b))),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => self.current = None,
+                }
+            }
+            let (tid, src) = self.pending.pop_front()?;
+            match self.store.read_as_of(&self.table, &tid, &src) {
+                Ok(r) => self.current = Some((tid, r)),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// Writes `batches` into one Parquet file at `path` (temp file + rename),
+/// with the partitions' writer settings; returns the rows written. All
+/// batches must have the first one's schema.
+pub fn export_parquet(
+    path: &Path,
+    batches: impl Iterator<Item = Result<RecordBatch, Error>>,
+) -> Result<u64, Error> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut writer: Option<crate::file_writer::PartitionFileWriter> = None;
+    let mut batches = batches.peekable();
+    let schema = match batches.peek() {
+        Some(Ok(b)) => b.schema(),
+        Some(Err(_)) => {
+            return Err(batches.next().and_then(Result::err).unwrap_or_else(|| {
+                Error::MixedExport {
+                    path: path.display().to_string(),
+                }
+            }))
+        }
+        None => crate::partition_schema(&[crate::TIME_COLUMN, crate::VALUE_COLUMN]),
+    };
+    for b in batches {
+        let b = b?;
+        let w = match writer.as_mut() {
+            Some(w) => w,
+            None => writer.insert(crate::file_writer::PartitionFileWriter::create(
+                dir,
+                &schema,
+                &crate::PartitionMeta::default(),
+            )?),
+        };
+        if b.schema().fields() != schema.fields() {
+            return Err(Error::MixedExport {
+                path: path.display().to_string(),
+            });
+        }
+        w.write(&b)?;
+    }
+    let w = match writer {
+        Some(w) => w,
+        None => crate::file_writer::PartitionFileWriter::create(
+            dir,
+            &schema,
+            &crate::PartitionMeta::default(),
+        )?,
+    };
+    let staged = w.finish()?;
+    let rows = staged.rows;
+    crate::file_writer::persist_local(staged, path)?;
+    Ok(rows)
 }
 
 /// Where a period's content as of an instant is stored.

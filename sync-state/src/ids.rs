@@ -210,6 +210,13 @@ impl From<Tid> for String {
     }
 }
 
+impl std::str::FromStr for Tid {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Tid::new(s)
+    }
+}
+
 impl fmt::Display for Tid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

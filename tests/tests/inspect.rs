@@ -26,7 +26,7 @@ async fn status_table_run_and_plan_answer_the_debugging_questions() {
         .await
         .expect("cycle");
 
-    let s = inspect::status(&dir).expect("status");
+    let s = inspect::status(&dir).expect("status").text;
     assert!(s.contains("catalog not polled: weekly_gate"), "{s}");
     assert!(s.contains("tables failing for more than one run:"), "{s}");
     assert!(
@@ -34,21 +34,45 @@ async fn status_table_run_and_plan_answer_the_debugging_questions() {
         "{s}"
     );
 
-    let t = inspect::table(&dir, &TableId::new("GOOD").expect("id")).expect("table");
+    let t = inspect::table(&dir, &TableId::new("GOOD").expect("id"))
+        .expect("table")
+        .text;
     assert!(t.contains("local periods: 2 (2022 … 2023)"), "{t}");
     assert!(t.contains("changed=[2022,2023]"), "{t}");
 
+    // A summary of the run; --json gives the manifest itself.
     let r = inspect::run(&dir, None).expect("run");
-    assert!(r.contains("\"reason\": \"weekly_gate\""), "{r}");
+    assert!(
+        r.text.contains("catalog not polled: weekly_gate"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.lines().count() < 20, "{}", r.text);
+    assert_eq!(r.json["catalog"]["reason"], "weekly_gate");
+    let h = inspect::history(&dir, 10).expect("history");
+    assert_eq!(
+        h.text.lines().count(),
+        4,
+        "a header and one line per run: {}",
+        h.text
+    );
+    assert!(h.text.contains("(weekly_gate)"), "{}", h.text);
+    assert_eq!(h.json.as_array().map(Vec::len), Some(3));
 
     // Plan: nothing for an unchanged table; the new period after an update.
     let good = TableId::new("GOOD").expect("id");
-    let p = inspect::plan(&dir, &client, &good).await.expect("plan");
+    let p = inspect::plan(&dir, &client, &good)
+        .await
+        .expect("plan")
+        .text;
     assert!(p.contains("unchanged"), "{p}");
     emu.handle().add_period("GOOD", "2024");
     emu.handle().set_updated("GOOD", "2026-03-01T08:00:00");
     emu.handle().clear_requests();
-    let p = inspect::plan(&dir, &client, &good).await.expect("plan");
+    let p = inspect::plan(&dir, &client, &good)
+        .await
+        .expect("plan")
+        .text;
     assert!(p.contains("new periods (1): 2024"), "{p}");
     assert!(p.contains("fetch: 3 periods in 1 BULK request"), "{p}");
     assert!(

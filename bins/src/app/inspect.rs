@@ -1,11 +1,14 @@
-//! `statbank-inspect`: answers the guide's debugging questions, one command
-//! each, without changing anything.
+//! `statbank-inspect`: answers the debugging questions, one command each,
+//! without changing anything; `--json` for programs.
 //!
 //! ```text
-//! statbank-inspect [--data-dir DIR] status
-//! statbank-inspect [--data-dir DIR] run [RUN_ID]
-//! statbank-inspect [--data-dir DIR] table TABLE_ID
-//! statbank-inspect [--data-dir DIR] plan TABLE_ID [--base-url URL]
+//! statbank-inspect [--data-dir DIR] [--json] status
+//! statbank-inspect [--data-dir DIR] [--json] history [--last N]
+//! statbank-inspect [--data-dir DIR] [--json] run [RUN_ID]
+//! statbank-inspect [--data-dir DIR] [--json] table TABLE_ID
+//! statbank-inspect [--data-dir DIR] [--json] plan TABLE_ID [--base-url URL]
+//! statbank-inspect [--data-dir DIR] [--json] asof TABLE_ID --at TIME [--tids T,T] --out FILE.parquet
+//! statbank-inspect [--data-dir DIR] [--json] revisions TABLE_ID [--tid T]
 //! ```
 
 use std::process::ExitCode;
@@ -15,7 +18,7 @@ use crate::inspect as queries;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use statbank_client::{StatbankClient, DEFAULT_BASE_URL};
-use sync_state::{DataDir, RunId, TableId};
+use sync_state::{DataDir, RunId, TableId, Tid};
 
 /// Inspect a statbank-sync data folder.
 #[derive(Debug, Parser)]
@@ -29,6 +32,9 @@ struct Args {
         global = true
     )]
     data_dir: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -36,9 +42,15 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Last catalog poll, last run, tables by status, tables failing for
-    /// more than one run.
+    /// more than one run, pending applies, verification debt.
     Status,
-    /// A run manifest pretty-printed (the latest by default).
+    /// One line per run over time (status, tables, rows, duration, apply).
+    History {
+        /// How many runs (the newest).
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+    },
+    /// A summary of a run (the latest by default); --json: the manifest.
     Run {
         /// The run id.
         run_id: Option<RunId>,
@@ -55,6 +67,30 @@ enum Cmd {
         /// The StatBank API base URL.
         #[arg(long, env = "STATBANK_BASE_URL", default_value = DEFAULT_BASE_URL)]
         base_url: String,
+    },
+    /// Writes a table as it was published at an instant (from the current
+    /// partitions and the kept vintages) into one Parquet file.
+    Asof {
+        /// The table id.
+        table: TableId,
+        /// The instant: RFC 3339 (2025-03-01T00:00:00Z) or a date (2025-03-01).
+        #[arg(long)]
+        at: String,
+        /// Only these periods.
+        #[arg(long, value_delimiter = ',')]
+        tids: Option<Vec<Tid>>,
+        /// The Parquet file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Every kept vintage of a table's periods: validity, rows, cells that
+    /// differ from the previous version.
+    Revisions {
+        /// The table id.
+        table: TableId,
+        /// Only this period.
+        #[arg(long)]
+        tid: Option<Tid>,
     },
 }
 
@@ -77,10 +113,21 @@ where
 
 fn run(args: Args) -> Result<ExitCode> {
     let dir = DataDir::open(&args.data_dir)?;
-    let text = match args.cmd {
+    let report = match args.cmd {
         Cmd::Status => queries::status(&dir)?,
+        Cmd::History { last } => queries::history(&dir, last)?,
         Cmd::Run { run_id } => queries::run(&dir, run_id.as_ref())?,
         Cmd::Table { table } => queries::table(&dir, &table)?,
+        Cmd::Asof {
+            table,
+            at,
+            tids,
+            out,
+        } => {
+            let tids = tids.map(|t| t.into_iter().collect());
+            queries::asof(&dir, &table, &at, tids.as_ref(), &out)?
+        }
+        Cmd::Revisions { table, tid } => queries::revisions(&dir, &table, tid.as_ref())?,
         Cmd::Plan { table, base_url } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -92,6 +139,6 @@ fn run(args: Args) -> Result<ExitCode> {
             })?
         }
     };
-    print!("{text}");
+    print!("{}", report.render(args.json));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,117 @@
+//! `plan ID`: what the next run would fetch for a table.
+
+use std::fmt::Write;
+
+use partition_store::PartitionStore;
+use serde_json::json;
+use statbank_client::StatbankClient;
+use sync_state::{
+    batches, eligibility, estimate_rows_per_period, periods_per_request, select_periods, DataDir,
+    Eligibility, FrequencyOverrides, SyncState, TableId, MAX_ROWS_PER_CALL,
+};
+
+use super::Report;
+use crate::Error;
+
+/// `plan ID`: what the next run would fetch for `table` (tableinfo only, no
+/// data download), assuming the catalog gate is open.
+pub async fn plan(
+    dir: &DataDir,
+    client: &StatbankClient,
+    table: &TableId,
+) -> Result<Report, Error> {
+    let state = SyncState::load(dir)?;
+    let overrides = FrequencyOverrides::load(dir)?;
+    let store = PartitionStore::new(dir);
+    let (info, _) = client.table_info(table).await?;
+    let remote = info.tids().map_err(|e| Error::Shape {
+        table: table.to_string(),
+        message: format!("tableinfo: {e}"),
+    })?;
+    let local = store.list_tids(table)?;
+    let updated = info.updated.clone().unwrap_or_default();
+    let entry = state.tables.get(table);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "table {table}: remote updated {updated}, last seen {}",
+        entry
+            .and_then(|e| e.last_seen_updated.as_deref())
+            .unwrap_or("never")
+    );
+    let bootstrap = match eligibility(entry, &updated, !local.is_empty()) {
+        Eligibility::Unchanged => {
+            let _ = writeln!(
+                out,
+                "unchanged: the next run skips it (unchanged_updated) and fetches nothing"
+            );
+            let json = json!({"table": table, "remote_updated": updated, "unchanged": true});
+            return Ok(Report { text: out, json });
+        }
+        Eligibility::Sync { bootstrap } => bootstrap,
+    };
+    let (frequency, source) = match overrides.get(table) {
+        Some(f) => (f, "frequency_overrides.json"),
+        None => (sync_state::infer_frequency(&remote), "inferred"),
+    };
+    let sel = select_periods(
+        &remote,
+        &local,
+        frequency,
+        sync_state::SelectOptions {
+            bootstrap,
+            prune: false,
+        },
+    );
+    let per_request = periods_per_request(
+        estimate_rows_per_period(&info.value_counts(), remote.len()),
+        MAX_ROWS_PER_CALL,
+    );
+    let join = |v: &[sync_state::Tid]| v.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(
+        out,
+        "{}: frequency {frequency} ({source}), {} remote periods, {} local",
+        if bootstrap {
+            "bootstrap"
+        } else {
+            "incremental"
+        },
+        remote.len(),
+        local.len()
+    );
+    let _ = writeln!(
+        out,
+        "new periods ({}): {}",
+        sel.new_periods.len(),
+        join(&sel.new_periods)
+    );
+    let _ = writeln!(
+        out,
+        "refresh window ({}): {}",
+        sel.refresh_periods.len(),
+        join(&sel.refresh_periods)
+    );
+    let b = batches(&sel.fetch, per_request);
+    let _ = writeln!(
+        out,
+        "fetch: {} periods in {} BULK request(s) of at most {per_request} periods",
+        sel.fetch.len(),
+        b.len()
+    );
+    let json = json!({
+        "table": table,
+        "remote_updated": updated,
+        "unchanged": false,
+        "bootstrap": bootstrap,
+        "frequency": frequency,
+        "frequency_source": source,
+        "remote_periods": remote.len(),
+        "local_periods": local.len(),
+        "new_periods": sel.new_periods,
+        "refresh_periods": sel.refresh_periods,
+        "fetch": sel.fetch,
+        "requests": b.len(),
+        "verification_debt": entry.map(|e| e.verify_debt.len()).unwrap_or(0),
+    });
+    Ok(Report { text: out, json })
+}

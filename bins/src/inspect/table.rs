@@ -1,0 +1,177 @@
+//! `table ID`: one table's state, periods, schema history, verification
+//! debt, vintages and recent results.
+
+use std::fmt::Write;
+
+use partition_store::PartitionStore;
+use serde_json::json;
+use sync_state::{DataDir, SyncState, TableId, Tid};
+
+use super::{recent_manifests, Report, HISTORY_RUNS};
+use crate::Error;
+
+fn list(v: &Option<Vec<Tid>>) -> String {
+    v.as_ref()
+        .map(|v| v.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(","))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// `table ID`.
+pub fn table(dir: &DataDir, table: &TableId) -> Result<Report, Error> {
+    let state = SyncState::load(dir)?;
+    let store = PartitionStore::new(dir);
+    let local = store.list_tids(table)?;
+    let entry = state.tables.get(table);
+    let mut out = String::new();
+    let _ = writeln!(out, "table {table}");
+    match entry {
+        Some(e) => {
+            let _ = writeln!(
+                out,
+                "state: last seen updated {}, last sync {}, {} ({}), frequency {}{}",
+                e.last_seen_updated.as_deref().unwrap_or("-"),
+                e.last_sync_at
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                e.last_status.as_deref().unwrap_or("never synced"),
+                e.last_run_id.as_ref().map(|r| r.as_str()).unwrap_or("-"),
+                e.frequency
+                    .map(|f| f.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                e.last_error
+                    .as_deref()
+                    .map(|x| format!(", last error: {x}"))
+                    .unwrap_or_default()
+            );
+            if let Some(v) = &e.variables {
+                let _ = writeln!(out, "schema signature: [{}]", v.join(", "));
+            }
+            let _ = writeln!(
+                out,
+                "verification debt: {} older period(s){}",
+                e.verify_debt.len(),
+                e.verify_per_cycle
+                    .map(|n| format!(", {n} per cycle"))
+                    .unwrap_or_default()
+            );
+            if let Some(t) = e.removed_from_catalog_at {
+                let _ = writeln!(out, "not in the catalog since {t} (mirror kept)");
+            }
+        }
+        None => {
+            let _ = writeln!(out, "state: no entry (never synced)");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "local periods: {} ({} … {})",
+        local.len(),
+        local.first().map(|t| t.as_str()).unwrap_or("-"),
+        local.last().map(|t| t.as_str()).unwrap_or("-")
+    );
+    let vintages = store.list_vintages(table)?;
+    let n_vintages: usize = vintages.values().map(Vec::len).sum();
+    let _ = writeln!(
+        out,
+        "vintages: {n_vintages} of {} period(s) (statbank-inspect revisions {table})",
+        vintages.len()
+    );
+    let meta = dir.metadata_file_key(table);
+    let present = dir.storage().head(&meta)?.is_some();
+    let _ = writeln!(
+        out,
+        "tableinfo cache: {}{}",
+        dir.display_key(&meta),
+        if present { "" } else { " (missing)" }
+    );
+    let manifests = recent_manifests(dir, HISTORY_RUNS)?;
+    let schema_history: Vec<_> = manifests
+        .iter()
+        .filter_map(|m| {
+            let c = m.tables.get(table)?.schema_change.as_ref()?;
+            Some((m.run_id.clone(), c.clone()))
+        })
+        .collect();
+    if schema_history.is_empty() {
+        let _ = writeln!(out, "schema history: no change in the recent runs");
+    } else {
+        let _ = writeln!(out, "schema history (newest first):");
+        for (run, c) in &schema_history {
+            let _ = writeln!(
+                out,
+                "  {run}: [{}] -> [{}]",
+                c.before.join(", "),
+                c.after.join(", ")
+            );
+        }
+    }
+    let _ = writeln!(out, "recent runs (newest first):");
+    let mut results = Vec::new();
+    for m in &manifests {
+        let Some(r) = m.tables.get(table) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "  {} {}{} new=[{}] refresh=[{}] changed=[{}] unchanged=[{}] verified=[{}] rows={}{}",
+            m.run_id,
+            r.status.as_str(),
+            r.reason
+                .as_deref()
+                .map(|x| format!(" ({x})"))
+                .unwrap_or_default(),
+            list(&r.new_periods),
+            list(&r.refresh_periods),
+            r.changed_tids
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            list(&r.unchanged_refreshed),
+            list(&r.verified_periods),
+            r.rows_written
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.error
+                .as_deref()
+                .map(|e| format!(" error: {e}"))
+                .unwrap_or_default()
+        );
+        let applied = m
+            .db_apply
+            .as_ref()
+            .and_then(|a| a.tables.iter().flatten().find(|t| &t.table == table));
+        if let Some(t) = applied {
+            let _ = writeln!(
+                out,
+                "      db_apply {:?}{}{}",
+                t.status,
+                t.reason
+                    .as_deref()
+                    .map(|x| format!(" ({x})"))
+                    .unwrap_or_default(),
+                t.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        results.push(json!({"run_id": m.run_id, "result": r, "db_apply": applied}));
+        if results.len() >= 10 {
+            break;
+        }
+    }
+    if results.is_empty() {
+        let _ = writeln!(out, "  (not in any recent manifest)");
+    }
+    let json = json!({
+        "table": table,
+        "state": entry,
+        "local_periods": local,
+        "vintages": n_vintages,
+        "tableinfo_cache": dir.display_key(&meta),
+        "schema_history": schema_history.iter().map(|(r, c)| json!({"run_id": r, "before": c.before, "after": c.after})).collect::<Vec<_>>(),
+        "recent_runs": results,
+    });
+    Ok(Report { text: out, json })
+}
