@@ -49,7 +49,9 @@ pub(super) fn before(
     let Some(last) = local.last() else {
         return Ok(None);
     };
-    if let Some(v) = store.footer(table, last)?.variables {
+    // An unreadable partition (corrupt) does not decide: it is rewritten
+    // when its period is refreshed.
+    if let Some(v) = store.footer(table, last).ok().and_then(|f| f.variables) {
         return Ok(Some(Before {
             signature: v,
             mixed: false,
@@ -63,7 +65,9 @@ pub(super) fn before(
     }
     let mut seen: Vec<Vec<String>> = Vec::new();
     for tid in local {
-        let f = store.footer(table, tid)?;
+        let Ok(f) = store.footer(table, tid) else {
+            continue;
+        };
         let sig = f.variables.unwrap_or_else(|| {
             f.columns
                 .into_iter()
