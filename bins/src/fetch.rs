@@ -104,8 +104,12 @@ pub(crate) async fn fetch_batch(
     }
 }
 
-/// Parsed batches buffered between the parser and the Parquet writer.
-const BATCH_QUEUE: usize = 8;
+/// Parsed batches buffered between the parser and the Parquet writer, and
+/// their size: enough to keep both threads busy, small enough that memory
+/// does not depend on the response (about 1 MiB per batch of a
+/// FOLK1A-shaped table).
+const BATCH_QUEUE: usize = 4;
+const PARSE_BATCH_ROWS: usize = 32 * 1024;
 
 enum WriterMsg {
     Schema(arrow_schema::SchemaRef),
@@ -163,6 +167,7 @@ fn parse_loop(
 ) -> Result<(), Error> {
     let handover = || Error::Internal(format!("table {table}: parquet writer stopped"));
     let mut parser = BulkParser::new(table.as_str(), lang)
+        .with_batch_rows(PARSE_BATCH_ROWS)
         .with_max_rows(limits.max_rows_per_period.saturating_mul(tids.len() as u64));
     let mut batches = Vec::new();
     let mut schema_sent = false;

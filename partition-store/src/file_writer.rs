@@ -11,7 +11,7 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use tempfile::NamedTempFile;
+use tempfile::{NamedTempFile, TempPath};
 
 use crate::digest::ContentHasher;
 use crate::{
@@ -19,23 +19,38 @@ use crate::{
     VARIABLES_KEY,
 };
 
-/// Rows handed to the Parquet writer per call. A multiple of the writer's
-/// mini-batch size (1024), so page boundaries, and therefore the file's
-/// bytes, depend only on the rows and never on the incoming batch sizes.
-const CHUNK_ROWS: usize = 8192;
+/// The writer's mini-batch size: every write hands it a multiple of this
+/// many rows (the remainder waits for the next batch), so page boundaries,
+/// and therefore the file's bytes, depend only on the rows and never on the
+/// incoming batch sizes.
+const CHUNK_ROWS: usize = 1024;
 
 pub(crate) fn writer_properties(schema: &SchemaRef) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_dictionary_enabled(false)
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        .set_write_batch_size(1024)
+        // Min/max of the code columns cost a comparison per value and prune
+        // nothing (every code occurs in the file's one row group); `TID`
+        // and `INDHOLD` keep theirs.
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_write_batch_size(CHUNK_ROWS)
         .set_created_by(format!(
             "statbank-sync version {} (parquet-rs)",
             env!("CARGO_PKG_VERSION")
         ));
     if schema.field_with_name(VALUE_COLUMN).is_ok() {
-        b = b.set_column_encoding(ColumnPath::from(VALUE_COLUMN), Encoding::BYTE_STREAM_SPLIT);
+        b = b
+            .set_column_encoding(ColumnPath::from(VALUE_COLUMN), Encoding::BYTE_STREAM_SPLIT)
+            .set_column_statistics_enabled(
+                ColumnPath::from(VALUE_COLUMN),
+                EnabledStatistics::Chunk,
+            );
+    }
+    if schema.field_with_name(crate::TIME_COLUMN).is_ok() {
+        b = b.set_column_statistics_enabled(
+            ColumnPath::from(crate::TIME_COLUMN),
+            EnabledStatistics::Chunk,
+        );
     }
     if let Ok(level) = ZstdLevel::try_new(1) {
         b = b.set_compression(Compression::ZSTD(level));
@@ -60,7 +75,9 @@ impl PartitionMeta {
 
 /// A staged partition file: complete and fsynced, not yet renamed into place.
 pub(crate) struct StagedFile {
-    pub(crate) temp: NamedTempFile,
+    /// The file, closed (a request of thousands of periods holds no open
+    /// descriptors), removed when dropped unless published.
+    pub(crate) temp: TempPath,
     pub(crate) rows: u64,
     pub(crate) digest: String,
 }
@@ -169,7 +186,7 @@ impl PartitionFileWriter {
             .map_err(|e| Error::parquet(&self.temp_path, e))?;
         file.sync_all().map_err(|e| Error::io(&self.temp_path, e))?;
         Ok(StagedFile {
-            temp: self.temp,
+            temp: self.temp.into_temp_path(),
             rows: self.rows,
             digest,
         })
@@ -179,7 +196,7 @@ impl PartitionFileWriter {
 /// Renames a complete staged file to a local `path` (mode 0644) and fsyncs
 /// its folder: for exports outside the data folder.
 pub(crate) fn persist_local(staged: StagedFile, path: &Path) -> Result<(), Error> {
-    sync_state::fsio::make_readable(staged.temp.path())?;
+    sync_state::fsio::make_readable(&staged.temp)?;
     staged
         .temp
         .persist(path)

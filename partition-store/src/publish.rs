@@ -516,7 +516,7 @@ pub(crate) fn publish_files(
             storage.copy(&key, v)?;
             sync_state::crash::point("vintage kept, before publish");
         }
-        storage.put_file(&key, staged.temp.path())?;
+        storage.put_file(&key, &staged.temp)?;
     }
     if !vintages.is_empty() {
         set.store.clear_intent(&set.table)?;

@@ -129,9 +129,13 @@ impl RequestWriter {
             .clone();
         let n = batch.num_rows();
         let mut start = 0;
+        // A batch of one period (the parser never lets a batch span two)
+        // is recognised by two vectorised passes instead of a comparison
+        // per row.
+        let uniform = one_value(&tids);
         while start < n {
             let code = tids.value(start);
-            let mut end = start + 1;
+            let mut end = if uniform { n } else { start + 1 };
             while end < n && tids.value(end) == code {
                 end += 1;
             }
@@ -291,11 +295,8 @@ impl RequestWriter {
                 let mut w = PartitionFileWriter::create(&self.dir, &self.schema, &self.meta)?;
                 if let Some(earlier) = self.finished.remove(&tid) {
                     let r = crate::store::PartitionReader::open(
-                        earlier
-                            .temp
-                            .reopen()
-                            .map_err(|e| Error::io(earlier.temp.path(), e))?,
-                        earlier.temp.path().display().to_string(),
+                        File::open(&earlier.temp).map_err(|e| Error::io(&*earlier.temp, e))?,
+                        earlier.temp.display().to_string(),
                     )?;
                     for b in r {
                         w.write(&b?)?;
@@ -332,6 +333,29 @@ impl RequestWriter {
             parts,
         })
     }
+}
+
+/// Whether every value of `a` is the same (no nulls): all lengths equal,
+/// and the value bytes repeat with that period.
+fn one_value(a: &StringArray) -> bool {
+    let n = a.len();
+    if n == 0 || a.null_count() > 0 {
+        return false;
+    }
+    let offs = a.value_offsets();
+    let len = offs[1] - offs[0];
+    if offs.windows(2).any(|w| w[1] - w[0] != len) {
+        return false;
+    }
+    let (Ok(start), Ok(end), Ok(len)) = (
+        usize::try_from(offs[0]),
+        usize::try_from(offs[n]),
+        usize::try_from(len),
+    ) else {
+        return false;
+    };
+    let bytes = &a.value_data()[start..end];
+    bytes.len() < len || bytes[len..] == bytes[..bytes.len() - len]
 }
 
 fn sync_state_truncate(s: &str) -> String {
@@ -433,4 +457,9 @@ impl StagedRequest {
         crate::publish::publish_files(&self.set, files, plan, opts)?;
         Ok(out)
     }
+}
+
+#[cfg(test)]
+pub(crate) fn one_value_for_tests(a: &StringArray) -> bool {
+    one_value(a)
 }

@@ -168,7 +168,7 @@ impl PartitionStore {
         }
         let staged = w.finish()?;
         let (rows, digest) = (staged.rows, staged.digest.clone());
-        self.storage().put_file(&key, staged.temp.path())?;
+        self.storage().put_file(&key, &staged.temp)?;
         Ok(PartitionInfo { key, rows, digest })
     }
 

@@ -374,6 +374,21 @@ fn bytes_do_not_depend_on_batching() {
     assert_eq!(bytes_one, std::fs::read(&path).expect("read"));
 }
 
+#[test]
+fn a_batch_of_one_period_is_recognised_exactly() {
+    let arr = |v: &[&str]| StringArray::from(v.to_vec());
+    assert!(crate::request::one_value_for_tests(&arr(&["2024K1"; 5])));
+    assert!(!crate::request::one_value_for_tests(&arr(&[
+        "2024K1", "2024K2", "2024K1"
+    ])));
+    assert!(!crate::request::one_value_for_tests(&arr(&[
+        "ab", "ab", "abab"
+    ])));
+    assert!(!crate::request::one_value_for_tests(&arr(&["a", "b"])));
+    assert!(crate::request::one_value_for_tests(&arr(&["x"])));
+    assert!(crate::request::one_value_for_tests(&arr(&["", ""])));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     #[test]

@@ -13,6 +13,8 @@ use crate::{Error, Lang};
 
 /// The value column of every BULK header.
 pub const VALUE_COLUMN: &str = "INDHOLD";
+/// The time column of a BULK header (the `Tid` variable upper-cased).
+pub const TIME_COLUMN: &str = "TID";
 /// Default rows per emitted batch.
 pub const DEFAULT_BATCH_ROWS: usize = 64 * 1024;
 /// Longest column name accepted in a header.
@@ -55,6 +57,16 @@ pub struct BulkParser {
     bom_buf: Vec<u8>,
     last_byte: Option<u8>,
     max_rows: Option<u64>,
+    /// The start of a line whose end has not arrived yet (fast path).
+    pending: Vec<u8>,
+    /// Parse every line with csv-core (the general reader) instead of the
+    /// fast path for plain lines.
+    general: bool,
+    /// Field bounds of the current line (fast path).
+    bounds: Vec<(usize, usize)>,
+    /// csv-core is inside a record that continues on the next line (a
+    /// quoted field with a line break): lines go to it until it ends.
+    general_open: bool,
 }
 
 struct Header {
@@ -62,6 +74,11 @@ struct Header {
     value_idx: usize,
     dims: Vec<StringBuilder>,
     values: Float64Builder,
+    /// The `TID` column among `dims`: a batch ends where its value changes,
+    /// so that no batch spans two periods.
+    tid_dim: Option<usize>,
+    /// The `TID` of the rows in the open batch.
+    last_tid: Vec<u8>,
 }
 
 /// What a finished parse saw.
@@ -96,7 +113,18 @@ impl BulkParser {
             bom_buf: Vec::new(),
             last_byte: None,
             max_rows: None,
+            pending: Vec::new(),
+            general: false,
+            bounds: Vec::with_capacity(16),
+            general_open: false,
         }
+    }
+
+    /// Parses every line with the general CSV reader (quotes, lone CR),
+    /// never the fast path: the reference the fast path is tested against.
+    pub fn with_general_reader(mut self) -> BulkParser {
+        self.general = true;
+        self
     }
 
     /// Rows per emitted batch (default 65,536).
@@ -149,9 +177,187 @@ impl BulkParser {
             } else {
                 0
             };
-            return self.parse(&buf[start..], out);
+            return self.feed(&buf[start..], out);
         }
-        self.parse(chunk, out)
+        self.feed(chunk, out)
+    }
+
+    fn feed(&mut self, input: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), Error> {
+        if self.general {
+            self.parse(input, out)
+        } else {
+            self.fast(input, out)
+        }
+    }
+
+    /// The fast path: complete lines are split on `\n` and `;` in place
+    /// (no copy into a record buffer, no CSV state machine); a line with a
+    /// quote, an inner CR or no field at all goes through csv-core, which
+    /// then sees exactly what the general reader would. The start of an
+    /// unfinished line waits in `pending`.
+    fn fast(&mut self, mut input: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), Error> {
+        if !self.pending.is_empty() {
+            let Some(nl) = memchr::memchr(b'\n', input) else {
+                if self.pending.len() + input.len() > MAX_FIELD_BYTES * MAX_COLUMNS {
+                    self.line += 1;
+                    return Err(self.err("line too long"));
+                }
+                self.pending.extend_from_slice(input);
+                return Ok(());
+            };
+            let mut line = std::mem::take(&mut self.pending);
+            line.extend_from_slice(&input[..=nl]);
+            let r = self.lines(&line, out);
+            line.clear();
+            self.pending = line;
+            r?;
+            input = &input[nl + 1..];
+        }
+        let complete = match memchr::memrchr(b'\n', input) {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        self.lines(&input[..complete], out)?;
+        let rest = &input[complete..];
+        if rest.len() > MAX_FIELD_BYTES * MAX_COLUMNS {
+            self.line += 1;
+            return Err(self.err("line too long"));
+        }
+        self.pending.extend_from_slice(rest);
+        Ok(())
+    }
+
+    /// Complete lines (each ending in `\n`). A block that is valid UTF-8
+    /// and has no quote is split in one scan for `;`, `\n` and `\r`;
+    /// anything else goes line by line.
+    fn lines(&mut self, block: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), Error> {
+        if block.is_empty() {
+            return Ok(());
+        }
+        match std::str::from_utf8(block) {
+            Ok(text) if memchr::memchr(b'"', block).is_none() => self.scan(text, out),
+            _ => {
+                let mut start = 0;
+                while start < block.len() {
+                    let end = memchr::memchr(b'\n', &block[start..])
+                        .map_or(block.len(), |i| start + i + 1);
+                    self.line_fast(&block[start..end], out)?;
+                    start = end;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The fast path proper: one pass over a block of complete, quote-free
+    /// lines; fields are slices of `text`, appended straight to the column
+    /// builders.
+    fn scan(&mut self, text: &str, out: &mut Vec<RecordBatch>) -> Result<(), Error> {
+        let block = text.as_bytes();
+        let mut bounds = std::mem::take(&mut self.bounds);
+        bounds.clear();
+        let (mut line_start, mut field_start) = (0usize, 0usize);
+        let mut dirty = false; // a CR inside the line
+        let mut result = Ok(());
+        for i in memchr::memchr3_iter(b';', b'\n', b'\r', block) {
+            match block[i] {
+                b';' => {
+                    bounds.push((field_start, i));
+                    field_start = i + 1;
+                }
+                b'\r' => {
+                    if block.get(i + 1) != Some(&b'\n') {
+                        dirty = true;
+                    }
+                }
+                _ => {
+                    let end = if i > line_start && block[i - 1] == b'\r' {
+                        i - 1
+                    } else {
+                        i
+                    };
+                    let raw = &block[line_start..=i];
+                    result = if dirty || end == line_start || self.general_open {
+                        self.line_general(raw, out)
+                    } else if bounds.len() >= MAX_COLUMNS {
+                        self.line += 1;
+                        Err(self.err(format!("more than {MAX_COLUMNS} fields")))
+                    } else {
+                        bounds.push((field_start, end));
+                        self.line += 1;
+                        self.fields(text, &bounds, out)
+                    };
+                    if result.is_err() {
+                        break;
+                    }
+                    bounds.clear();
+                    dirty = false;
+                    line_start = i + 1;
+                    field_start = i + 1;
+                }
+            }
+        }
+        self.bounds = bounds;
+        result
+    }
+
+    /// One line with its `\n`, outside the one-pass scan.
+    fn line_fast(&mut self, raw: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), Error> {
+        let mut line = &raw[..raw.len() - 1];
+        if line.last() == Some(&b'\r') {
+            line = &line[..line.len() - 1];
+        }
+        if self.general_open || line.is_empty() || memchr::memchr2(b'"', b'\r', line).is_some() {
+            return self.line_general(raw, out);
+        }
+        self.line += 1;
+        let text = std::str::from_utf8(line)
+            .map_err(|e| self.err(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+        let mut bounds = std::mem::take(&mut self.bounds);
+        bounds.clear();
+        let mut s = 0;
+        for i in memchr::memchr_iter(b';', line) {
+            bounds.push((s, i));
+            s = i + 1;
+        }
+        bounds.push((s, line.len()));
+        let r = if bounds.len() > MAX_COLUMNS {
+            Err(self.err(format!("more than {MAX_COLUMNS} fields")))
+        } else {
+            self.fields(text, &bounds, out)
+        };
+        self.bounds = bounds;
+        r
+    }
+
+    /// A split line: the header, or a data row.
+    fn fields(
+        &mut self,
+        text: &str,
+        bounds: &[(usize, usize)],
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<(), Error> {
+        if self.header.is_some() {
+            return self.row(text, bounds, out);
+        }
+        let mut joined = String::new();
+        let mut ends = Vec::with_capacity(bounds.len());
+        for (a, b) in bounds {
+            joined.push_str(&text[*a..*b]);
+            ends.push(joined.len());
+        }
+        self.header = Some(Self::header(&self.table, self.line, &joined, &ends)?);
+        Ok(())
+    }
+
+    /// A line the fast path does not take: csv-core, exactly as the
+    /// general reader would see it. A record that goes on past the line (a
+    /// quoted line break) keeps the following lines on this path until it
+    /// ends.
+    fn line_general(&mut self, raw: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), Error> {
+        self.parse(raw, out)?;
+        self.general_open = self.out_len > 0 || self.ends_len > 0;
+        Ok(())
     }
 
     fn parse(&mut self, mut input: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), Error> {
@@ -206,49 +412,84 @@ impl BulkParser {
                 "invalid UTF-8 at byte {bad} (a field ends inside a character)"
             )));
         }
-        let Some(header) = self.header.as_mut() else {
+        if self.header.is_none() {
             let h = Self::header(&self.table, self.line, text, ends)?;
             self.header = Some(h);
             return Ok(());
+        }
+        let mut bounds = Vec::with_capacity(ends.len());
+        let mut start = 0;
+        for &end in ends {
+            bounds.push((start, end));
+            start = end;
+        }
+        // `text` borrows `self.out`: move it out for the call.
+        let buf = std::mem::take(&mut self.out);
+        let r = match std::str::from_utf8(&buf[..self.out_len]) {
+            Ok(text) => self.row(text, &bounds, out),
+            Err(e) => Err(self.err(format!("invalid UTF-8 at byte {}", e.valid_up_to()))),
+        };
+        self.out = buf;
+        r
+    }
+
+    /// One data row: its fields are `text[a..b]` for each bound.
+    fn row(
+        &mut self,
+        text: &str,
+        bounds: &[(usize, usize)],
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<(), Error> {
+        let Some(header) = self.header.as_mut() else {
+            return Err(self.err("no header"));
         };
         let ncols = header.dims.len() + 1;
-        if ends.len() != ncols {
-            let (got, line) = (ends.len(), self.line);
-            return Err(Error::Bulk {
-                table: self.table.clone(),
-                line,
-                message: format!("expected {ncols} fields, found {got}"),
-            });
+        if bounds.len() != ncols {
+            let n = bounds.len();
+            return Err(self.err(format!("expected {ncols} fields, found {n}")));
         }
-        let mut start = 0;
+        // A batch never spans two periods.
+        if let Some(t) = header.tid_dim {
+            let ix = if t >= header.value_idx { t + 1 } else { t };
+            let (a, b) = bounds[ix];
+            let tid = &text.as_bytes()[a..b];
+            if tid != header.last_tid.as_slice() {
+                if self.rows_in_batch > 0 {
+                    out.push(self.flush_batch()?);
+                }
+                if let Some(h) = self.header.as_mut() {
+                    h.last_tid.clear();
+                    h.last_tid.extend_from_slice(tid);
+                }
+            }
+        }
+        let Some(header) = self.header.as_mut() else {
+            return Err(self.err("no header"));
+        };
         let mut dim = 0;
-        for (i, &end) in ends.iter().enumerate() {
-            let field = &text[start..end];
+        let mut problem = None;
+        for (i, &(a, b)) in bounds.iter().enumerate() {
+            let field = &text[a..b];
             if i == header.value_idx {
                 match parse_value(field, self.decimal) {
                     Ok(v) => header.values.append_option(v),
                     Err(()) => {
-                        let line = self.line;
-                        return Err(Error::Bulk {
-                            table: self.table.clone(),
-                            line,
-                            message: format!("bad number {:?} in {VALUE_COLUMN}", shorten(field)),
-                        });
+                        problem =
+                            Some(format!("bad number {:?} in {VALUE_COLUMN}", shorten(field)));
+                        break;
                     }
                 }
             } else {
                 if field.len() > MAX_FIELD_BYTES {
-                    let line = self.line;
-                    return Err(Error::Bulk {
-                        table: self.table.clone(),
-                        line,
-                        message: format!("field longer than {MAX_FIELD_BYTES} bytes"),
-                    });
+                    problem = Some(format!("field longer than {MAX_FIELD_BYTES} bytes"));
+                    break;
                 }
                 header.dims[dim].append_value(field);
                 dim += 1;
             }
-            start = end;
+        }
+        if let Some(p) = problem {
+            return Err(self.err(p));
         }
         self.rows += 1;
         self.rows_in_batch += 1;
@@ -310,6 +551,8 @@ impl BulkParser {
             value_idx,
             dims: (0..value_idx).map(|_| StringBuilder::new()).collect(),
             values: Float64Builder::new(),
+            tid_dim: names[..value_idx].iter().position(|n| *n == TIME_COLUMN),
+            last_tid: Vec::new(),
         })
     }
 
@@ -324,13 +567,20 @@ impl BulkParser {
             });
         };
         let n = h.dims.len();
+        let rows = self.batch_rows;
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(n + 1);
         let mut dims = h.dims.iter_mut();
         for i in 0..=n {
             if i == h.value_idx {
-                cols.push(Arc::new(h.values.finish()));
+                let mut full =
+                    std::mem::replace(&mut h.values, Float64Builder::with_capacity(rows));
+                cols.push(Arc::new(full.finish()));
             } else if let Some(d) = dims.next() {
-                cols.push(Arc::new(d.finish()));
+                // The next batch's builder is sized up front (a finished
+                // builder starts empty and would regrow by copying).
+                let bytes = d.values_slice().len().max(rows);
+                let mut full = std::mem::replace(d, StringBuilder::with_capacity(rows, bytes));
+                cols.push(Arc::new(full.finish()));
             }
         }
         RecordBatch::try_new(h.schema.clone(), cols).map_err(|e| Error::Bulk {
@@ -351,7 +601,7 @@ impl BulkParser {
             } else {
                 0
             };
-            self.parse(&buf[start..], out)?;
+            self.feed(&buf[start..], out)?;
         }
         if !matches!(self.last_byte, Some(b'\n')) {
             return Err(Error::Truncated {
@@ -380,12 +630,53 @@ fn shorten(s: &str) -> String {
     sync_state::shorten(s, 40)
 }
 
+/// Exact powers of ten (every one up to 10^22 is an `f64`).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The common case of [`parse_value`]: `[-]digits[<sep>digits]` with at
+/// most 15 digits. The mantissa and the power of ten are both exact `f64`s,
+/// so one division rounds correctly: the same bits as `str::parse`.
+fn fast_value(b: &[u8], decimal: u8) -> Option<f64> {
+    let (neg, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let mut m: u64 = 0;
+    let mut n = 0;
+    let mut frac: Option<usize> = None;
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                m = m * 10 + u64::from(c - b'0');
+                n += 1;
+            }
+            c if c == decimal && frac.is_none() => frac = Some(digits.len() - i - 1),
+            _ => return None,
+        }
+    }
+    if n == 0 || n > 15 {
+        return None;
+    }
+    let v = m as f64 / POW10[frac.unwrap_or(0)];
+    Some(if neg { -v } else { v })
+}
+
 /// Parses an `INDHOLD` cell: `..` (or empty) is missing; otherwise an
 /// optional sign, digits and at most one decimal separator `decimal`.
 fn parse_value(field: &str, decimal: u8) -> Result<Option<f64>, ()> {
     let b = field.as_bytes();
     if b == b".." || b.is_empty() {
         return Ok(None);
+    }
+    if let Some(v) = fast_value(b, decimal) {
+        return Ok(Some(v));
     }
     let mut buf = [0u8; 64];
     if b.len() > buf.len() {
@@ -620,7 +911,109 @@ mod tests {
         "[0-9A-Za-zæøåÆØÅ /:_.-]{1,12}".prop_filter("no bare quote", |s| !s.starts_with('"'))
     }
 
+    /// Rows, or the error's kind (the line it names), of `body` parsed by
+    /// the fast path or by the general reader.
+    fn outcome(
+        body: &[u8],
+        chunk: usize,
+        general: bool,
+    ) -> Result<Vec<(Vec<String>, Option<f64>)>, String> {
+        let mut p = BulkParser::new("T", Lang::Da).with_batch_rows(4);
+        if general {
+            p = p.with_general_reader();
+        }
+        let mut batches = Vec::new();
+        for c in body.chunks(chunk.max(1)) {
+            p.push(c, &mut batches).map_err(|e| e.to_string())?;
+        }
+        p.finish(&mut batches).map_err(|e| e.to_string())?;
+        Ok(rows_of(&batches))
+    }
+
+    #[test]
+    fn fast_values_are_the_bits_of_str_parse() {
+        for s in [
+            "0",
+            "-0",
+            "1",
+            "37,7",
+            "105,0",
+            "-12,25",
+            "0,1",
+            "5,",
+            ",5",
+            "999999999999999",
+            "123456789012,345",
+            "1,0000000000001",
+            "+3",
+        ] {
+            let std = s.replace(',', ".").parse::<f64>().expect("std parses");
+            let ours = parse_value(s, b',').expect("parses").expect("a value");
+            assert_eq!(ours.to_bits(), std.to_bits(), "{s}");
+        }
+    }
+
+    #[test]
+    fn batches_never_span_two_periods() {
+        let body = b"A;TID;INDHOLD\r\nx;1;1\r\ny;1;2\r\nx;2;3\r\nx;3;4\r\ny;3;5\r\n";
+        let batches = parse_all("T", body, Lang::Da, 5).expect("parses");
+        let tids: Vec<Vec<String>> = batches
+            .iter()
+            .map(|b| {
+                let t = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("s");
+                (0..t.len()).map(|i| t.value(i).to_string()).collect()
+            })
+            .collect();
+        assert_eq!(tids, vec![vec!["1", "1"], vec!["2"], vec!["3", "3"]]);
+    }
+
     proptest! {
+        /// The fast path gives what the general CSV reader gives: the same
+        /// rows, or an error for the same input.
+        #[test]
+        fn the_fast_path_equals_the_general_reader(
+            lines in proptest::collection::vec("[0-9a-zæø;.,\"\r-]{0,24}", 0..12),
+            header in proptest::bool::ANY,
+            crlf in proptest::bool::ANY,
+            chunk in 1usize..40,
+        ) {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let mut body = String::new();
+            if header {
+                body.push_str("A;B;INDHOLD");
+                body.push_str(nl);
+            }
+            for l in &lines {
+                body.push_str(l);
+                body.push_str(nl);
+            }
+            let fast = outcome(body.as_bytes(), chunk, false);
+            let general = outcome(body.as_bytes(), chunk, true);
+            match (&fast, &general) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                _ => prop_assert!(false, "fast {:?} vs general {:?} on {:?}", fast, general, body),
+            }
+        }
+
+        #[test]
+        fn fast_numbers_equal_str_parse(m in 0u64..1_000_000_000_000_000, k in 0usize..16, neg: bool) {
+            let digits = m.to_string();
+            let s = if k == 0 || k >= digits.len() {
+                digits.clone()
+            } else {
+                format!("{},{}", &digits[..digits.len() - k], &digits[digits.len() - k..])
+            };
+            let s = if neg { format!("-{s}") } else { s };
+            let std = s.replace(',', ".").parse::<f64>().expect("std");
+            let ours = parse_value(&s, b',').expect("ours").expect("value");
+            prop_assert_eq!(ours.to_bits(), std.to_bits());
+        }
+
         #[test]
         fn any_rows_survive_write_then_parse(
             rows in proptest::collection::vec((proptest::collection::vec(arb_code(), 3), proptest::option::of(-1e9f64..1e9)), 0..60),

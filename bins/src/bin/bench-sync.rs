@@ -1,23 +1,28 @@
 //! `bench-sync`: the sync's speed and memory targets, measured side by side
-//! with the alternatives in `../shared/bench/`.
+//! with the references in `bins/bench/reference/` (see its README).
 //!
 //! ```text
-//! cargo run --release -p bins --bin bench-sync -- [--periods 10,100] [--runs 3]
-//!     [--python /tmp/peers/bin/python] [--peers-dir ../shared/bench]
+//! cargo run --release -p bins --features bench --bin bench-sync -- \
+//!     [--periods 10,100] [--daily 5000] [--runs 5] \
+//!     [--python /tmp/peers/bin/python --reference-dir bins/bench/reference] \
+//!     [--s3-endpoint http://127.0.0.1:8333 --s3-bucket statbank-test]
 //! ```
 //!
+//! Every case is a whole process: ours is this binary re-executed with
+//! `--child-sync` (it runs `bins::run_sync_cycle` exactly as `statbank-sync`
+//! does and reports its own peak RSS and object-store requests); the
+//! references run under `/usr/bin/time`. Rounds alternate the order; the
+//! table at the end gives medians with the spread (min–max) of the rounds.
+//!
 //! 1. A FOLK1A-shaped table (OMRÅDE 105 × KØN 3 × ALDER 127 × CIVILSTAND 5 =
-//!    200,025 cells per quarter) served by the emulator on loopback, and a
-//!    bootstrap cycle of it in one BULK request, for each `--periods` count.
-//!    Ours runs as a child process (this binary re-executed with
-//!    `--child-sync`, which runs `bins::run_sync_cycle` exactly as
-//!    `statbank-sync` does and reports its own peak RSS); the peers run under
-//!    `/usr/bin/time`. Wall times are whole processes; rounds alternate the
-//!    order; medians are printed.
-//! 2. A cycle in which nothing changed over the real 2,339-table catalog:
-//!    the data folder is prepared (untimed) with one partition and an
-//!    up-to-date state entry per table; the forced cycle is timed and its HTTP
-//!    requests counted at the emulator.
+//!    200,025 cells per quarter) bootstrapped in one BULK request from the
+//!    emulator on loopback, for each `--periods` count.
+//! 2. A daily table of `--daily` periods (20 series) in one request.
+//! 3. With an S3 server: the 10-period bootstrap into a bucket prefix,
+//!    against the local one in the same rounds.
+//! 4. A cycle in which nothing changed over the real 2,339-table catalog
+//!    (locally, and on S3 when given): API requests, object-store requests,
+//!    wall time.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,22 +39,32 @@ use sync_state::{DataDir, SyncState, TableId, TableState, Tid};
 #[derive(Debug, Parser)]
 #[command(name = "bench-sync")]
 struct Args {
-    /// Period counts to bootstrap (comma-separated).
+    /// FOLK1A-shaped period counts to bootstrap (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "10,100")]
     periods: Vec<usize>,
-    /// Timed rounds per configuration.
-    #[arg(long, default_value_t = 3)]
+    /// Periods of the daily table (0 = skip).
+    #[arg(long, default_value_t = 5000)]
+    daily: usize,
+    /// Timed rounds per case.
+    #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// A Python with pandas, pyarrow and httpx for the peers (skipped if absent).
+    /// A Python with the references' packages (bins/bench/reference/requirements.txt).
     #[arg(long)]
     python: Option<PathBuf>,
-    /// Folder of the peer scripts.
-    #[arg(long, default_value = "../shared/bench")]
-    peers_dir: PathBuf,
-    /// Run the peers only for these period counts (they need a lot of memory).
+    /// The folder of the reference scripts (bins/bench/reference).
+    #[arg(long)]
+    reference_dir: Option<PathBuf>,
+    /// Run the references only for these period counts (they need a lot of memory).
     #[arg(long, value_delimiter = ',', default_value = "10")]
-    peer_periods: Vec<usize>,
-    /// Skip the no-change catalog cycle.
+    reference_periods: Vec<usize>,
+    /// An S3 endpoint for the object-store cases (credentials from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "STATBANK_TEST_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The bucket for the object-store cases.
+    #[arg(long, default_value = "statbank-test")]
+    s3_bucket: String,
+    /// Skip the no-change catalog cycles.
     #[arg(long)]
     skip_catalog: bool,
     /// Only serve the FOLK1A-shaped world with this many periods (for
@@ -61,9 +76,7 @@ struct Args {
     #[arg(long, hide = true)]
     base_url: Option<String>,
     #[arg(long, hide = true)]
-    data_dir: Option<PathBuf>,
-    #[arg(long, hide = true)]
-    force: bool,
+    data_dir: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -84,22 +97,22 @@ fn child_sync(args: &Args) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let manifest = rt.block_on(async {
+    let data = DataDir::open(&dir)?;
+    let (manifest, store_requests) = rt.block_on(async {
         let client = StatbankClient::builder()
             .base_url(&base)
             .min_interval(Duration::ZERO)
             .build()?;
-        let mut opts = bins::SyncOptions::new(&dir);
+        let mut opts = bins::SyncOptions::on(data.clone());
         opts.force_catalog_poll = true;
-        bins::run_sync_cycle(&client, &opts)
-            .await
-            .map_err(anyhow::Error::from)
+        let m = bins::run_sync_cycle(&client, &opts).await?;
+        Ok::<_, anyhow::Error>((m, data.storage().requests()))
     })?;
     if !manifest.status.is_ok() {
         bail!("sync status {}: {:?}", manifest.status, manifest.error);
     }
     println!(
-        "rows={} files={} hwm_kib={}",
+        "rows={} files={} hwm_kib={} store_requests={store_requests}",
         manifest.summary.rows_written,
         manifest.summary.files_written,
         bins::bench::peak_rss_kib().unwrap_or(0)
@@ -107,19 +120,20 @@ fn child_sync(args: &Args) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Sample {
     wall_s: f64,
     hwm_kib: Option<u64>,
     rows: Option<u64>,
+    store_requests: Option<u64>,
 }
 
-fn run_ours(base: &str, dir: &Path) -> Result<Sample> {
+fn run_ours(base: &str, dir: &str, env: &[(String, String)]) -> Result<Sample> {
     let exe = std::env::current_exe()?;
     let t = Instant::now();
     let out = Command::new(exe)
-        .args(["--child-sync", "--base-url", base, "--data-dir"])
-        .arg(dir)
+        .args(["--child-sync", "--base-url", base, "--data-dir", dir])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()?;
     let wall_s = t.elapsed().as_secs_f64();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -130,18 +144,20 @@ fn run_ours(base: &str, dir: &Path) -> Result<Sample> {
         );
     }
     let field = |k: &str| {
-        stdout
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")).map(str::to_string))
+        stdout.split_whitespace().find_map(|w| {
+            w.strip_prefix(&format!("{k}="))
+                .and_then(|v| v.parse().ok())
+        })
     };
     Ok(Sample {
         wall_s,
-        hwm_kib: field("hwm_kib").and_then(|v| v.parse().ok()),
-        rows: field("rows").and_then(|v| v.parse().ok()),
+        hwm_kib: field("hwm_kib"),
+        rows: field("rows"),
+        store_requests: field("store_requests"),
     })
 }
 
-fn run_peer(python: &Path, script: &Path, base: &str, dir: &Path) -> Result<Sample> {
+fn run_reference(python: &Path, script: &Path, base: &str, dir: &Path) -> Result<Sample> {
     let t = Instant::now();
     let out = Command::new("/usr/bin/time")
         .args(["-f", bins::bench::TIME_FORMAT])
@@ -163,18 +179,62 @@ fn run_peer(python: &Path, script: &Path, base: &str, dir: &Path) -> Result<Samp
             .split_whitespace()
             .next()
             .and_then(|v| v.parse().ok()),
+        store_requests: None,
     })
 }
 
-fn report(name: &str, samples: &[Sample]) -> (f64, f64) {
-    let wall = bins::bench::median(samples.iter().map(|s| s.wall_s).collect());
-    let rss = samples.iter().filter_map(|s| s.hwm_kib).max().unwrap_or(0) as f64 / 1024.0;
-    let rows = samples.iter().find_map(|s| s.rows).unwrap_or(0);
-    println!(
-        "  {name:<28} wall {wall:>7.3} s (median of {})  peak RSS {rss:>7.1} MiB  rows {rows}",
-        samples.len()
-    );
-    (wall, rss)
+/// Median and spread of a case.
+struct Stats {
+    wall: f64,
+    wall_min: f64,
+    wall_max: f64,
+    rss_mib: f64,
+    rss_min: f64,
+}
+
+fn stats(samples: &[Sample]) -> Stats {
+    let walls: Vec<f64> = samples.iter().map(|s| s.wall_s).collect();
+    let rss: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| s.hwm_kib)
+        .map(|k| k as f64 / 1024.0)
+        .collect();
+    Stats {
+        wall: bins::bench::median(walls.clone()),
+        wall_min: walls.iter().copied().fold(f64::INFINITY, f64::min),
+        wall_max: walls.iter().copied().fold(0.0, f64::max),
+        rss_mib: rss.iter().copied().fold(0.0, f64::max),
+        rss_min: rss.iter().copied().fold(f64::INFINITY, f64::min),
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.3} s ({:.3}–{:.3}), peak {:.1} MiB ({:.1}–{:.1})",
+            self.wall, self.wall_min, self.wall_max, self.rss_mib, self.rss_min, self.rss_mib
+        )
+    }
+}
+
+/// The summary table, row by row.
+#[derive(Default)]
+struct Table(Vec<[String; 5]>);
+
+impl Table {
+    fn row(&mut self, work: &str, ours: String, reference: String, ratio: String, target: &str) {
+        self.0
+            .push([work.into(), ours, reference, ratio, target.into()]);
+    }
+
+    fn print(&self) {
+        println!("\n| work | ours (median, min–max) | reference | ratio | target |");
+        println!("|---|---|---|---|---|");
+        for r in &self.0 {
+            println!("| {} | {} | {} | {} | {} |", r[0], r[1], r[2], r[3], r[4]);
+        }
+    }
 }
 
 fn folk1a_world(periods: usize) -> World {
@@ -196,6 +256,27 @@ fn folk1a_world(periods: usize) -> World {
     w
 }
 
+fn daily_world(days: usize) -> World {
+    let start = chrono::NaiveDate::from_ymd_opt(1990, 1, 1).unwrap_or_default();
+    let codes: Vec<String> = (0..days)
+        .map(|i| {
+            (start + chrono::Duration::days(i as i64))
+                .format("%YM%mD%d")
+                .to_string()
+        })
+        .collect();
+    let refs: Vec<&str> = codes.iter().map(String::as_str).collect();
+    let mut w = World::new();
+    let mut t = EmuTable::synthetic("DNVALD", &refs, &[("VALUTA", 20)]);
+    t.decimals = 4;
+    w.insert(t);
+    w
+}
+
+fn s3_env() -> Vec<(String, String)> {
+    vec![("AWS_ALLOW_HTTP".into(), "true".into())]
+}
+
 async fn parent(args: &Args) -> Result<()> {
     if let Some(n) = args.serve {
         let emu = Emulator::start(folk1a_world(n)).await?;
@@ -204,102 +285,183 @@ async fn parent(args: &Args) -> Result<()> {
         return Ok(());
     }
     let work = tempfile::tempdir()?;
-    let mut ours_10: Option<f64> = None;
+    let mut table = Table::default();
+    let mut first_rss: Option<f64> = None;
     for &n in &args.periods {
-        let emu = Emulator::start(folk1a_world(n)).await?;
+        folk1a_case(args, work.path(), n, &mut table, &mut first_rss).await?;
+    }
+    if args.daily > 0 {
+        let emu = Emulator::start(daily_world(args.daily)).await?;
         let base = emu.base_url();
-        println!(
-            "FOLK1A-shaped bootstrap, {n} periods ({} rows), one BULK request, emulator at {base}",
-            n * 200_025
-        );
-        let peers: Vec<(&str, PathBuf)> = match (&args.python, args.peer_periods.contains(&n)) {
-            (Some(_), true) => vec![
-                (
-                    "seed_like_sync.py (original)",
-                    args.peers_dir.join("seed_like_sync.py"),
-                ),
-                (
-                    "arrow_sync.py (pyarrow)",
-                    args.peers_dir.join("arrow_sync.py"),
-                ),
-            ],
-            _ => vec![],
-        };
         let mut ours = Vec::new();
-        let mut theirs: Vec<Vec<Sample>> = vec![Vec::new(); peers.len()];
         for round in 0..args.runs.max(1) {
-            let mut run_ours_once = || -> Result<()> {
-                let d = work.path().join(format!("ours-{n}-{round}"));
-                let s = run_ours(&base, &d)?;
-                if s.rows != Some((n * 200_025) as u64) {
-                    bail!("ours wrote {:?} rows, expected {}", s.rows, n * 200_025);
-                }
-                ours.push(s);
-                std::fs::remove_dir_all(&d)?;
-                Ok(())
-            };
-            if round % 2 == 0 {
-                run_ours_once()?;
-            }
-            for (i, (_, script)) in peers.iter().enumerate() {
-                let d = work.path().join(format!("peer{i}-{n}-{round}"));
-                let python = args.python.as_deref().unwrap_or(Path::new("python3"));
-                match run_peer(python, script, &base, &d) {
-                    Ok(s) => theirs[i].push(s),
-                    Err(e) => println!("  peer {} failed: {e:#}", script.display()),
-                }
-                let _ = std::fs::remove_dir_all(&d);
-            }
-            if round % 2 == 1 {
-                run_ours_once()?;
-            }
+            let d = work.path().join(format!("daily-{round}"));
+            ours.push(run_ours(&base, &d.display().to_string(), &[])?);
+            std::fs::remove_dir_all(&d)?;
         }
-        let (wall, rss) = report("ours (statbank-sync cycle)", &ours);
-        for (i, (name, _)) in peers.iter().enumerate() {
-            if !theirs[i].is_empty() {
-                let (pw, prss) = report(name, &theirs[i]);
-                println!(
-                    "    ratio ours/peer: wall {:.3}, peak RSS {:.3}",
-                    wall / pw,
-                    rss / prss
-                );
-            }
-        }
-        if n == 10 {
-            ours_10 = Some(rss);
-            println!("    target: wall <= 0.5 s, peak RSS <= 100 MiB");
-        } else if let Some(r10) = ours_10 {
-            println!(
-                "    peak RSS vs 10 periods: {:+.1}% (target within 10%)",
-                (rss / r10 - 1.0) * 100.0
-            );
-        }
+        let s = stats(&ours);
+        println!("daily table, {} periods in one request: {s}", args.daily);
+        table.row(
+            &format!(
+                "bootstrap, daily table, {} periods × 20 series, one request",
+                args.daily
+            ),
+            s.to_string(),
+            "—".into(),
+            first_rss
+                .map(|r| format!("peak {:+.0}% vs 10 quarters", (s.rss_mib / r - 1.0) * 100.0))
+                .unwrap_or_default(),
+            "≤ 64 MiB",
+        );
         emu.shutdown().await;
     }
     if !args.skip_catalog {
-        no_change_cycle(args, work.path()).await?;
+        no_change_local(args, work.path(), &mut table).await?;
+        if let Some(endpoint) = &args.s3_endpoint {
+            no_change_s3(args, endpoint, &mut table).await?;
+        }
     }
+    table.print();
     Ok(())
 }
 
-/// Prepares a data folder in which every table of the real catalog is up to
-/// date, then times a forced cycle.
-async fn no_change_cycle(args: &Args, work: &Path) -> Result<()> {
-    let world = World::full_catalog();
-    let emu = Emulator::start(world.clone()).await?;
+/// The FOLK1A-shaped bootstrap of `n` quarters: ours, the references (for
+/// `--reference-periods`), and on S3 (10 quarters, with an S3 endpoint).
+async fn folk1a_case(
+    args: &Args,
+    work: &Path,
+    n: usize,
+    table: &mut Table,
+    first_rss: &mut Option<f64>,
+) -> Result<()> {
+    let emu = Emulator::start(folk1a_world(n)).await?;
     let base = emu.base_url();
-    let dir = work.join("catalog");
-    let data = DataDir::new(&dir);
-    let store = PartitionStore::new(&data);
+    let rows = (n * 200_025) as u64;
+    println!(
+        "FOLK1A-shaped bootstrap, {n} quarters ({rows} rows), one BULK request, emulator at {base}"
+    );
+    let references: Vec<(&str, PathBuf)> = match (&args.python, &args.reference_dir) {
+        (Some(_), Some(dir)) if args.reference_periods.contains(&n) => vec![
+            ("original (pandas)", dir.join("original_sync.py")),
+            ("pyarrow", dir.join("pyarrow_sync.py")),
+        ],
+        _ => vec![],
+    };
+    let s3 = args.s3_endpoint.as_ref().filter(|_| n == 10);
+    let mut ours = Vec::new();
+    let mut ours_s3 = Vec::new();
+    let mut theirs: Vec<Vec<Sample>> = vec![Vec::new(); references.len()];
+    for round in 0..args.runs.max(1) {
+        let mut once = || -> Result<()> {
+            let d = work.join(format!("ours-{n}-{round}"));
+            let s = run_ours(&base, &d.display().to_string(), &[])?;
+            if s.rows != Some(rows) {
+                bail!("ours wrote {:?} rows, expected {rows}", s.rows);
+            }
+            ours.push(s);
+            std::fs::remove_dir_all(&d)?;
+            if let Some(endpoint) = s3 {
+                let url = format!(
+                    "s3://{}/bench-{}-{n}-{round}",
+                    args.s3_bucket,
+                    std::process::id()
+                );
+                let mut env = s3_env();
+                env.push(("AWS_ENDPOINT_URL".into(), endpoint.clone()));
+                let s = run_ours(&base, &url, &env)?;
+                if s.rows != Some(rows) {
+                    bail!("ours on S3 wrote {:?} rows, expected {rows}", s.rows);
+                }
+                ours_s3.push(s);
+            }
+            Ok(())
+        };
+        if round % 2 == 0 {
+            once()?;
+        }
+        for (i, (_, script)) in references.iter().enumerate() {
+            let d = work.join(format!("ref{i}-{n}-{round}"));
+            let python = args.python.as_deref().unwrap_or(Path::new("python3"));
+            match run_reference(python, script, &base, &d) {
+                Ok(s) => theirs[i].push(s),
+                Err(e) => println!("  reference {} failed: {e:#}", script.display()),
+            }
+            let _ = std::fs::remove_dir_all(&d);
+        }
+        if round % 2 == 1 {
+            once()?;
+        }
+    }
+    let s = stats(&ours);
+    println!("  ours: {s}");
+    let first = *first_rss.get_or_insert(s.rss_mib);
+    let mut reference = "—".to_string();
+    let mut ratio = if n == args.periods[0] {
+        String::new()
+    } else {
+        format!(
+            "peak {:+.0}% vs {} quarters",
+            (s.rss_mib / first - 1.0) * 100.0,
+            args.periods[0]
+        )
+    };
+    for (i, (name, _)) in references.iter().enumerate() {
+        if theirs[i].is_empty() {
+            continue;
+        }
+        let t = stats(&theirs[i]);
+        println!("  {name}: {t}");
+        println!(
+            "    ratio ours/{name}: wall {:.3}, peak {:.3}",
+            s.wall / t.wall,
+            s.rss_mib / t.rss_mib
+        );
+        if i == 0 {
+            reference = format!("{name} {:.3} s, {:.0} MiB", t.wall, t.rss_mib);
+            ratio = format!("{:.3} (wall)", s.wall / t.wall);
+        }
+    }
+    table.row(
+        &format!("bootstrap, FOLK1A-shaped, {n} quarters, {rows} rows, one BULK body"),
+        s.to_string(),
+        reference,
+        ratio,
+        if n == args.periods[0] {
+            "≤ 0.2× the original (stretch 0.12×); ≤ 64 MiB"
+        } else {
+            "≤ 64 MiB, independent of body size"
+        },
+    );
+    if !ours_s3.is_empty() {
+        let t = stats(&ours_s3);
+        let reqs = ours_s3
+            .iter()
+            .filter_map(|x| x.store_requests)
+            .max()
+            .unwrap_or(0);
+        println!("  ours into S3: {t}, {reqs} object-store requests");
+        table.row(
+            &format!("bootstrap into S3 (SeaweedFS), {n} quarters"),
+            format!("{t}; {reqs} store requests"),
+            format!("local disk {:.3} s", s.wall),
+            format!("{:.2}× local", t.wall / s.wall),
+            "≤ 1.5× local; ≤ 100 MiB",
+        );
+    }
+    emu.shutdown().await;
+    Ok(())
+}
+
+/// One partition and an up-to-date state entry per table of the catalog.
+fn prepare_catalog(world: &World, data: &DataDir) -> Result<usize> {
+    let store = PartitionStore::new(data);
     let mut state = SyncState::default();
-    let ids: Vec<String> = world.tables.keys().cloned().collect();
-    for id in &ids {
-        let t = world.table(id).ok_or_else(|| anyhow!("table {id}"))?;
+    for (id, t) in &world.tables {
         let table = TableId::new(id.clone())?;
         let tid = Tid::new(t.latest_period().unwrap_or("2024").to_string())?;
         let schema = partition_schema(&["TID", "INDHOLD"]);
         let batch = RecordBatch::try_new(
-            schema.clone(),
+            schema,
             vec![
                 std::sync::Arc::new(StringArray::from(vec![tid.as_str()])) as ArrayRef,
                 std::sync::Arc::new(Float64Array::from(vec![Some(1.0)])) as ArrayRef,
@@ -311,34 +473,91 @@ async fn no_change_cycle(args: &Args, work: &Path) -> Result<()> {
             TableState {
                 last_seen_updated: Some(t.updated.clone()),
                 bootstrap_complete: true,
+                partition_count: Some(1),
                 ..TableState::default()
             },
         );
     }
-    state.save(&data)?;
-    println!(
-        "no-change cycle over the real catalog ({} tables), emulator at {base}",
-        ids.len()
-    );
+    state.save(data)?;
+    Ok(world.tables.len())
+}
+
+async fn no_change(
+    args: &Args,
+    emu: &Emulator,
+    location: &str,
+    env: &[(String, String)],
+) -> Result<(Stats, usize, u64)> {
     let mut samples = Vec::new();
+    let mut api = 0;
     for _ in 0..args.runs.max(1) {
         emu.handle().clear_requests();
-        let s = run_ours(&base, &dir)?;
-        let requests = emu.handle().requests().len();
-        println!(
-            "  round: wall {:.3} s, HTTP requests {requests}, rows written {:?}",
-            s.wall_s, s.rows
-        );
-        if requests != 1 || s.rows != Some(0) {
+        let s = run_ours(&emu.base_url(), location, env)?;
+        api = emu.handle().requests().len();
+        if api != 1 || s.rows != Some(0) {
             bail!(
-                "a no-change cycle made {requests} requests and wrote {:?} rows",
+                "a no-change cycle made {api} API requests and wrote {:?} rows",
                 s.rows
             );
         }
         samples.push(s);
     }
-    report("ours (no-change cycle)", &samples);
-    println!("    target: exactly 1 request, wall < 0.3 s");
+    let store = samples
+        .iter()
+        .filter_map(|s| s.store_requests)
+        .max()
+        .unwrap_or(0);
+    Ok((stats(&samples), api, store))
+}
+
+async fn no_change_local(args: &Args, work: &Path, table: &mut Table) -> Result<()> {
+    let world = World::full_catalog();
+    let emu = Emulator::start(world.clone()).await?;
+    let dir = work.join("catalog");
+    let n = prepare_catalog(&world, &DataDir::new(&dir))?;
+    let (s, api, _) = no_change(args, &emu, &dir.display().to_string(), &[]).await?;
+    println!("no-change cycle over the real catalog ({n} tables), local: {s}, {api} API request");
+    table.row(
+        &format!("no-change cycle, real catalog ({n} tables), local disk"),
+        format!("{s}; {api} API request"),
+        "—".into(),
+        String::new(),
+        "1 API request",
+    );
+    emu.shutdown().await;
+    Ok(())
+}
+
+async fn no_change_s3(args: &Args, endpoint: &str, table: &mut Table) -> Result<()> {
+    let world = World::full_catalog();
+    let emu = Emulator::start(world.clone()).await?;
+    let url = format!(
+        "s3://{}/bench-catalog-{}",
+        args.s3_bucket,
+        std::process::id()
+    );
+    let options = vec![
+        ("aws_endpoint".to_string(), endpoint.to_string()),
+        ("aws_allow_http".to_string(), "true".to_string()),
+    ];
+    let data = DataDir::open_with(&url, &options)?;
+    let t = Instant::now();
+    let n = tokio::task::spawn_blocking(move || prepare_catalog(&world, &data)).await??;
+    println!(
+        "prepared {n} tables on {url} in {:.1} s (untimed)",
+        t.elapsed().as_secs_f64()
+    );
+    let mut env = s3_env();
+    env.push(("AWS_ENDPOINT_URL".into(), endpoint.to_string()));
+    let (s, api, store) = no_change(args, &emu, &url, &env).await?;
+    println!("no-change cycle over the real catalog ({n} tables), S3: {s}, {api} API request, {store} store requests");
+    table.row(
+        &format!("no-change cycle, real catalog ({n} tables), S3"),
+        format!("{s}; {api} API request, {store} store requests"),
+        "—".into(),
+        String::new(),
+        "1 API request, constant store requests, ≤ 0.5 s",
+    );
     emu.shutdown().await;
     Ok(())
 }

@@ -196,6 +196,15 @@ impl Storage {
         }
     }
 
+    /// Requests sent to the object store so far (0 for a local folder).
+    pub fn requests(&self) -> u64 {
+        match &self.backend {
+            Backend::Local(_) => 0,
+            #[cfg(feature = "object-store")]
+            Backend::Object(o) => o.requests(),
+        }
+    }
+
     /// Whether this is a local folder (cheap listings, atomic renames).
     pub fn is_local(&self) -> bool {
         self.local_root().is_some()

@@ -76,6 +76,8 @@ where
 
 #[derive(Clone)]
 pub(super) struct Object {
+    /// Requests sent (for the benches and metrics).
+    requests: Arc<std::sync::atomic::AtomicU64>,
     store: Arc<dyn ObjectStore>,
     multipart: Arc<dyn MultipartStore>,
     /// The prefix inside the bucket (no leading or trailing `/`).
@@ -108,6 +110,7 @@ impl Object {
         let (store, multipart) =
             build(&scheme.to_ascii_lowercase(), location, options).map_err(unsupported)?;
         Ok(Object {
+            requests: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             store,
             multipart,
             prefix,
@@ -118,6 +121,15 @@ impl Object {
 
     pub(super) fn url(&self) -> &str {
         &self.url
+    }
+
+    pub(super) fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, n: u64) {
+        self.requests
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn path(&self, key: &str) -> Result<ObjPath, Error> {
@@ -153,6 +165,7 @@ impl Object {
     }
 
     pub(super) fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
+        self.count(1);
         let (store, p) = (self.store.clone(), self.path(key)?);
         let r = block(async move {
             match store.get(&p).await {
@@ -165,12 +178,14 @@ impl Object {
     }
 
     pub(super) fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Bytes, Error> {
+        self.count(1);
         let (store, p) = (self.store.clone(), self.path(key)?);
         block(async move { store.get_range(&p, start..start + len).await })
             .map_err(|e| self.err("get range of", key, e))
     }
 
     pub(super) fn head(&self, key: &str) -> Result<Option<ObjectInfo>, Error> {
+        self.count(1);
         let (store, p) = (self.store.clone(), self.path(key)?);
         let r = block(async move {
             match store.head(&p).await {
@@ -188,6 +203,7 @@ impl Object {
     }
 
     pub(super) fn put(&self, key: &str, bytes: &[u8]) -> Result<(), Error> {
+        self.count(1);
         let (store, p) = (self.store.clone(), self.path(key)?);
         let payload = PutPayload::from(Bytes::copy_from_slice(bytes));
         crate::crash::point("object put, before");
@@ -288,6 +304,7 @@ impl Object {
                 id.to_string(),
                 parts.len(),
             );
+            self.count(1);
             let part = block(async move {
                 mp.put_part(&p, &id, idx, PutPayload::from(Bytes::from(buf)))
                     .await
@@ -327,6 +344,7 @@ impl Object {
         bytes: &[u8],
         mode: PutMode,
     ) -> Result<Option<ObjectInfo>, Error> {
+        self.count(1);
         let (store, p) = (self.store.clone(), self.path(key)?);
         let payload = PutPayload::from(Bytes::copy_from_slice(bytes));
         let opts = PutOptions {
@@ -350,6 +368,7 @@ impl Object {
     }
 
     pub(super) fn delete(&self, key: &str) -> Result<bool, Error> {
+        self.count(2);
         let (store, p) = (self.store.clone(), self.path(key)?);
         let r = block(async move {
             match store.head(&p).await {
@@ -362,12 +381,14 @@ impl Object {
     }
 
     pub(super) fn copy(&self, from: &str, to: &str) -> Result<(), Error> {
+        self.count(1);
         let (store, a, b) = (self.store.clone(), self.path(from)?, self.path(to)?);
         block(async move { store.copy(&a, &b).await })
             .map_err(|e| self.err("copy", &format!("{from} -> {to}"), e))
     }
 
     pub(super) fn list_dir(&self, prefix: &str) -> Result<Listing, Error> {
+        self.count(1);
         let (store, p) = (self.store.clone(), self.path(prefix)?);
         let r = block(async move { store.list_with_delimiter(Some(&p)).await })
             .map_err(|e| self.err("list", prefix, e))?;
@@ -388,6 +409,7 @@ impl Object {
     }
 
     pub(super) fn list_recursive(&self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
+        self.count(1);
         let (store, p) = (self.store.clone(), self.path(prefix)?);
         let metas = block(async move {
             let mut s = store.list(Some(&p));
