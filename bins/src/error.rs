@@ -13,9 +13,10 @@ pub enum Error {
     /// State, manifest or overrides failed.
     #[error(transparent)]
     State(#[from] sync_state::Error),
-    /// The DB apply failed as a whole.
+    /// The DB apply failed as a whole (boxed: the apply's errors carry a
+    /// table, a period and a file).
     #[error(transparent)]
-    Apply(#[from] fact_apply::Error),
+    Apply(Box<fact_apply::Error>),
     /// A file-system operation failed.
     #[error("i/o error on {path}")]
     Io {
@@ -39,6 +40,12 @@ pub enum Error {
     /// A background task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<fact_apply::Error> for Error {
+    fn from(e: fact_apply::Error) -> Error {
+        Error::Apply(Box::new(e))
+    }
 }
 
 impl Error {

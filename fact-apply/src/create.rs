@@ -6,8 +6,11 @@ use postgres::Client;
 use sync_state::Tid;
 
 use crate::catalog::{table_columns, table_oid, TargetColumn};
+use crate::convert::Cell;
 use crate::history::ensure_schema;
 use crate::infer::infer_table;
+use crate::plan::Plan;
+use crate::swap::{literal, partition_name};
 use crate::tx::{
     begin, build_plan, check_inserted, copy_to_temp, insert_from_temp, period_counts, tid_column,
     tid_values, Ctx, Outcome,
@@ -26,7 +29,7 @@ pub(crate) fn create_and_load(
         .list_tids(ctx.table)
         .map_err(|source| Error::List {
             table: ctx.table.clone(),
-            source,
+            source: Box::new(source),
         })?
         .into_iter()
         .collect();
@@ -36,7 +39,10 @@ pub(crate) fn create_and_load(
         }
     }
     let inferred = infer_table(ctx.store, ctx.table, &tids)?;
-    let create_sql = inferred.create_sql(&ctx.opts.schema, &ctx.name);
+    let mut create_sql = inferred.create_sql(&ctx.opts.schema, &ctx.name);
+    if ctx.opts.partitioned {
+        create_sql.push_str(" PARTITION BY LIST (tid)");
+    }
     tracing::info!(table = %ctx.table, sql = %create_sql, "creating missing fact table");
     let mut tx = begin(client, ctx.table, ctx.opts.dry_run)?;
     let columns: Vec<TargetColumn> = if ctx.opts.dry_run {
@@ -59,6 +65,9 @@ pub(crate) fn create_and_load(
     };
     let plan = build_plan(ctx.store, ctx.table, &ctx.target, &columns, &tids)?;
     let values = tid_values(&plan, ctx.table, &tids)?;
+    if ctx.opts.partitioned && !ctx.opts.dry_run {
+        create_partitions(&mut tx, ctx, &plan, &tids, &values)?;
+    }
     if ctx.opts.dry_run {
         let mut discard = |_: &[crate::convert::Cell<'_>]| Ok(());
         let mut inserted = std::collections::BTreeMap::new();
@@ -106,4 +115,27 @@ pub(crate) fn create_and_load(
         history_rows,
         ..Outcome::default()
     })
+}
+
+/// One partition per period of a table created `--partitioned`; the rows
+/// inserted into the parent are routed to them, and the indexes created on
+/// the parent afterwards are built on each.
+fn create_partitions(
+    tx: &mut postgres::Transaction<'_>,
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    tids: &[Tid],
+    values: &[Cell<'_>],
+) -> Result<(), Error> {
+    let ty = plan.columns[plan.tid].pg_type.clone();
+    for (tid, value) in tids.iter().zip(values) {
+        let lit = literal(tx, ctx, &ty, value)?;
+        let name = crate::catalog::qualified(&ctx.opts.schema, &partition_name(&ctx.name, tid));
+        tx.batch_execute(&format!(
+            "CREATE TABLE {name} PARTITION OF {} FOR VALUES IN ({lit})",
+            ctx.target
+        ))
+        .map_err(Error::db(ctx.table, "creating a period's partition"))?;
+    }
+    Ok(())
 }

@@ -197,7 +197,7 @@ pub(crate) fn infer_table(
             table: table.clone(),
             tid: tid.clone(),
             path: store.display_partition(table, tid),
-            source,
+            source: Box::new(source),
         };
         let reader = store.read_partition(table, tid).map_err(part_err)?;
         let schema = reader.schema();

@@ -90,6 +90,7 @@ mod options;
 mod plan;
 mod rebuild;
 mod run;
+mod swap;
 mod table;
 mod tx;
 

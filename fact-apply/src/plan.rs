@@ -502,7 +502,7 @@ where
         table: table.clone(),
         tid: tid.clone(),
         path: path(),
-        source,
+        source: Box::new(source),
     };
     let reader = store.read_partition(table, tid).map_err(part_err)?;
     let footer_rows = reader.num_rows();

@@ -58,7 +58,7 @@ pub(crate) fn compare_columns(
             table: ctx.table.clone(),
             tid: tid.clone(),
             path: ctx.store.display_partition(ctx.table, tid),
-            source,
+            source: Box::new(source),
         })?;
     let partition: Vec<String> = footer.columns.iter().map(|c| column_name(c)).collect();
     let target: Vec<String> = table_columns(client, ctx.table, oid)?
@@ -173,7 +173,7 @@ pub(crate) fn rebuild(client: &mut Client, ctx: &Ctx<'_>, oid: u32) -> Result<Re
         .list_tids(ctx.table)
         .map_err(|source| Error::List {
             table: ctx.table.clone(),
-            source,
+            source: Box::new(source),
         })?
         .into_iter()
         .collect();

@@ -13,6 +13,7 @@ use crate::create::create_and_load;
 use crate::delta::apply_delta;
 use crate::error::error_chain;
 use crate::rebuild::{compare_columns, needed_widenings, rebuild, widen_sql};
+use crate::swap::{apply_swap, is_partitioned_by_tid};
 use crate::tx::{Ctx, Outcome};
 use crate::{ApplyOptions, Error, OnSchemaChange, TableWork};
 
@@ -118,7 +119,7 @@ fn coverage(
                     table: ctx.table.clone(),
                     tid: tid.clone(),
                     path: ctx.store.display_partition(ctx.table, tid),
-                    source,
+                    source: Box::new(source),
                 })
             }
         }
@@ -158,6 +159,7 @@ fn apply_existing(
     result: &mut ApplyTableResult,
 ) -> Result<Option<Outcome>, Error> {
     let rebuild_on_change = ctx.opts.on_schema_change == OnSchemaChange::Rebuild;
+    let partitioned = is_partitioned_by_tid(client, ctx, oid)?;
     if let (Some(_), Some(first)) = (&work.schema_change, present.first()) {
         let diff = compare_columns(client, ctx, oid, first)?;
         if !diff.is_empty() {
@@ -173,6 +175,15 @@ fn apply_existing(
                 ));
                 return Ok(None);
             }
+            if partitioned {
+                result.status = ApplyStatus::Failed;
+                result.reason = Some("schema_changed".into());
+                result.error = Some(format!(
+                    "table {}: {} is partitioned; a rebuild would lose its partitioning: migrate it by hand (add or drop the columns) and apply again",
+                    ctx.table, ctx.target
+                ));
+                return Ok(None);
+            }
             let r = rebuild(client, ctx, oid)?;
             result.rebuilt = Some(true);
             if !r.type_changes.is_empty() {
@@ -182,7 +193,14 @@ fn apply_existing(
         }
     }
     let catalog_updated = work.catalog_updated.as_deref();
-    match apply_delta(client, ctx, oid, present, deleted, &[], catalog_updated) {
+    let delta = |client: &mut Client, prelude: &[String]| {
+        if partitioned && !ctx.opts.dry_run {
+            apply_swap(client, ctx, oid, present, deleted, prelude, catalog_updated)
+        } else {
+            apply_delta(client, ctx, oid, present, deleted, prelude, catalog_updated)
+        }
+    };
+    match delta(client, &[]) {
         Err(e @ Error::Value { .. }) if !present.is_empty() => {
             let mut changes = needed_widenings(client, ctx, oid, present)?;
             if changes.is_empty() {

@@ -98,7 +98,7 @@ pub(crate) fn build_plan(
                 table: table.clone(),
                 tid: tid.clone(),
                 path: store.display_partition(table, tid),
-                source,
+                source: Box::new(source),
             })?;
         let schema = reader.schema();
         let p = match plan.take() {

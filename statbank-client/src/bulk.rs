@@ -771,7 +771,10 @@ mod tests {
         Ok(out)
     }
 
-    fn rows_of(batches: &[RecordBatch]) -> Vec<(Vec<String>, Option<f64>)> {
+    /// Parsed rows: the codes and the value.
+    type Rows = Vec<(Vec<String>, Option<f64>)>;
+
+    fn rows_of(batches: &[RecordBatch]) -> Rows {
         let mut rows = Vec::new();
         for b in batches {
             let n = b.num_columns();
@@ -913,11 +916,7 @@ mod tests {
 
     /// Rows, or the error's kind (the line it names), of `body` parsed by
     /// the fast path or by the general reader.
-    fn outcome(
-        body: &[u8],
-        chunk: usize,
-        general: bool,
-    ) -> Result<Vec<(Vec<String>, Option<f64>)>, String> {
+    fn outcome(body: &[u8], chunk: usize, general: bool) -> Result<Rows, String> {
         let mut p = BulkParser::new("T", Lang::Da).with_batch_rows(4);
         if general {
             p = p.with_general_reader();

@@ -40,7 +40,7 @@ const QUOTE_SET: &AsciiSet = &NON_ALPHANUMERIC
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct TableId(String);
+pub struct TableId(Box<str>);
 
 impl TableId {
     /// Validates and upper-cases a table id.
@@ -53,7 +53,7 @@ impl TableId {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             && !id.starts_with('-');
         if ok {
-            Ok(TableId(id.to_ascii_uppercase()))
+            Ok(TableId(id.to_ascii_uppercase().into()))
         } else {
             Err(Error::InvalidTableId {
                 id: truncate_for_message(id),
@@ -81,7 +81,7 @@ impl TryFrom<String> for TableId {
 
 impl From<TableId> for String {
     fn from(id: TableId) -> String {
-        id.0
+        id.0.into()
     }
 }
 
@@ -123,7 +123,7 @@ impl AsRef<str> for TableId {
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Tid(String);
+pub struct Tid(Box<str>);
 
 impl Tid {
     /// Validates a period code.
@@ -157,7 +157,7 @@ impl Tid {
                 reason: "period code too long for a file name",
             });
         }
-        Ok(Tid(code))
+        Ok(Tid(code.into()))
     }
 
     /// The period code as sent by the API.
@@ -206,7 +206,7 @@ impl TryFrom<&str> for Tid {
 
 impl From<Tid> for String {
     fn from(t: Tid) -> String {
-        t.0
+        t.0.into()
     }
 }
 

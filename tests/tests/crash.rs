@@ -248,17 +248,14 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Periods per table.
+type Periods = BTreeMap<TableId, BTreeSet<Tid>>;
+
 /// Union of `changed_tids` and `verified_periods` per table over the
 /// manifests not in `before`.
-fn reported(
-    data: &DataDir,
-    before: &BTreeSet<String>,
-) -> Result<(
-    BTreeMap<TableId, BTreeSet<Tid>>,
-    BTreeMap<TableId, BTreeSet<Tid>>,
-)> {
-    let mut changed: BTreeMap<TableId, BTreeSet<Tid>> = BTreeMap::new();
-    let mut verified: BTreeMap<TableId, BTreeSet<Tid>> = BTreeMap::new();
+fn reported(data: &DataDir, before: &BTreeSet<String>) -> Result<(Periods, Periods)> {
+    let mut changed: Periods = BTreeMap::new();
+    let mut verified: Periods = BTreeMap::new();
     for id in list_runs(data)? {
         if before.contains(id.as_str()) {
             continue;
@@ -623,7 +620,8 @@ fn harness() -> Result<()> {
         None => println!("crash harness (sync, s3): SKIP, no S3 server"),
     }
 
-    apply_phase(work, &local)?;
+    apply_phase(work, &local, false)?;
+    apply_phase(work, &local, true)?;
     rt.block_on(async {
         for e in emus {
             e.shutdown().await;
@@ -634,7 +632,10 @@ fn harness() -> Result<()> {
 
 /// `statbank-apply` killed at each of its crash points against the real
 /// Postgres; after a re-run the fact table equals an uninterrupted apply.
-fn apply_phase(work: &Path, local: &Target) -> Result<()> {
+/// `partitioned`: the tables are created LIST-partitioned on `tid` and
+/// applied by swapping partitions.
+fn apply_phase(work: &Path, local: &Target, partitioned: bool) -> Result<()> {
+    let kind = if partitioned { "p" } else { "" };
     let db = tests::pg::test_db()?;
     let mut pg = db.client()?;
     // The reference after bootstrap and incremental cycle.
@@ -648,6 +649,7 @@ fn apply_phase(work: &Path, local: &Target) -> Result<()> {
     };
     let env: Vec<(String, String)> = Vec::new();
     let apply_args = |dir: &Path, run: &str, schema: &str| -> Vec<String> {
+        let extra: &[&str] = if partitioned { &["--partitioned"] } else { &[] };
         [
             "statbank-apply",
             "--data-dir",
@@ -661,6 +663,7 @@ fn apply_phase(work: &Path, local: &Target) -> Result<()> {
             schema,
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect()
     };
@@ -679,22 +682,39 @@ fn apply_phase(work: &Path, local: &Target) -> Result<()> {
         Ok(out)
     };
     // Reference: both runs applied without interruption.
-    pg.batch_execute("CREATE SCHEMA ref")?;
-    let dir = work.join("apply-ref");
+    let ref_schema = format!("ref{kind}");
+    pg.batch_execute(&format!("CREATE SCHEMA {ref_schema}"))?;
+    let dir = work.join(format!("apply-ref{kind}"));
     copy_dir(reference, &dir)?;
     for run in [&bootstrap_run, &incr_run] {
-        let r = child("apply", &apply_args(&dir, run.as_str(), "ref"), &env, None)?;
+        let r = child(
+            "apply",
+            &apply_args(&dir, run.as_str(), &ref_schema),
+            &env,
+            None,
+        )?;
         ensure!(r.status.success(), "reference apply failed: {}", r.stderr);
     }
-    let expected = table_rows(&mut pg, "ref")?;
+    let expected = table_rows(&mut pg, &ref_schema)?;
     ensure!(!expected.is_empty());
+    let partitioned_tables: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid \
+             WHERE c.relnamespace = $1::text::regnamespace",
+            &[&ref_schema],
+        )?
+        .get(0);
+    ensure!(
+        partitioned_tables == if partitioned { 3 } else { 0 },
+        "{partitioned_tables} partitioned tables in {ref_schema}"
+    );
 
     let mut points = 0;
     let mut labels: BTreeMap<String, usize> = BTreeMap::new();
     for n in 1..=1000u64 {
-        let schema = format!("crash{n}");
+        let schema = format!("crash{n}{kind}");
         pg.batch_execute(&format!("CREATE SCHEMA {schema}"))?;
-        let dir = work.join(format!("apply-{n}"));
+        let dir = work.join(format!("apply-{n}{kind}"));
         copy_dir(reference, &dir)?;
         // Crash point n counts over both applies (bootstrap, then incremental);
         // after a crash the interrupted apply is re-run and the rest run
@@ -757,7 +777,8 @@ fn apply_phase(work: &Path, local: &Target) -> Result<()> {
         points = n;
     }
     println!(
-        "crash harness (apply): {points} kill points over two applies; fact tables equal the uninterrupted result after every one"
+        "crash harness (apply{}): {points} kill points over two applies; fact tables equal the uninterrupted result after every one",
+        if partitioned { ", partitioned" } else { "" }
     );
     for (label, n) in &labels {
         println!("  {n:>4} × {label}");

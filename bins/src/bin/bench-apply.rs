@@ -1,27 +1,33 @@
-//! `bench-apply`: measures `fact-apply` on a FOLK1A-shaped table against the
-//! floor of the same SQL run by `psql` from a prepared file.
+//! `bench-apply`: measures `fact-apply` on a FOLK1A-shaped table, the
+//! plain (row) path and the partition-swap path, against the floor of the
+//! same rows applied by `psql` from a prepared file, and optionally the
+//! original system's apply (`original_apply.py`).
 //!
 //! ```text
-//! cargo run --release -p bins --bin bench-apply -- \
-//!     --database-url postgres://postgres@127.0.0.1:5432/test [--quarters 10] [--changed 4] [--runs 3]
+//! cargo run --release -p bins --features bench --bin bench-apply -- \
+//!     --database-url postgres://postgres@127.0.0.1:5432/test [--quarters 10] [--changed 4] [--runs 3] \
+//!     [--python /path/to/venv/bin/python --reference-dir bins/bench/reference]
 //! ```
 //!
 //! Set-up (not timed): a fresh database `bench_apply_<pid>` on the server of
 //! `--database-url` holding `fact.folk1a (omrade text, kon text, alder text,
 //! civilstand text, tid date, indhold double precision)` with `--quarters` ×
 //! 200,025 rows (omrade 105 × kon 3 × alder 127 × civilstand 5) and a btree
-//! index on every column but `indhold`; the last `--changed` quarters written
-//! as partitions with new values, a run manifest naming them, and the floor
-//! script: `BEGIN; CREATE TEMP TABLE …; COPY … FROM STDIN (rows inline, already
-//! transformed); DELETE … WHERE tid = ANY('{…}'::date[]); INSERT … SELECT;
-//! COMMIT;`.
+//! index on every column but `indhold`, and the same table in `factp`
+//! LIST-partitioned on `tid` (one partition per quarter, the same indexes on
+//! the parent); the last `--changed` quarters written as partitions with new
+//! values, a run manifest naming them, and the floor script: `BEGIN; CREATE
+//! TEMP TABLE …; COPY … FROM STDIN (rows inline, already transformed);
+//! DELETE … WHERE tid = ANY('{…}'::date[]); INSERT … SELECT; COMMIT;`.
 //!
-//! Each round (after an untimed `VACUUM ANALYZE`) runs, alternating their
-//! order, (a) this binary re-executed as a child that connects and calls
-//! `fact_apply::apply_run` and reports its own peak RSS (`VmHWM`), and (b)
-//! `psql -f floor.sql`; both are timed as whole processes. Prints medians and
-//! the ratio. `--seed-like PYTHON` also times `seed_like_apply.py` (the
-//! original's apply) with that interpreter.
+//! Each round runs, in rotating order and each after an untimed `VACUUM
+//! ANALYZE` and `CHECKPOINT`, (a) this binary re-executed as a child calling
+//! `fact_apply::apply_run` on the plain table, (b) the same on the
+//! partitioned table (partition swap), (c) `psql -f floor.sql` on the plain
+//! table, and (d) with `--python`, `original_apply.py`; all timed as whole
+//! processes, peak RSS from `VmHWM` or `/usr/bin/time`. After each, the dead
+//! tuples left in the fact table (`n_dead_tup` of the table and its
+//! partitions). Prints one table of medians with the spread and ratios.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -61,12 +67,13 @@ struct Args {
     /// Keep the scratch database.
     #[arg(long)]
     keep: bool,
-    /// Also time /work/shared/bench/seed_like_apply.py with this python.
+    /// Also time the original system's apply (`original_apply.py` in
+    /// `--reference-dir`) with this Python (pandas, psycopg).
     #[arg(long)]
-    seed_like: Option<PathBuf>,
-    /// Path of seed_like_apply.py.
-    #[arg(long, default_value = "/work/shared/bench/seed_like_apply.py")]
-    seed_like_script: PathBuf,
+    python: Option<PathBuf>,
+    /// The folder of the reference scripts (bins/bench/reference).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/reference"))]
+    reference_dir: PathBuf,
     /// Internal: run one apply and report (used by the parent).
     #[arg(long, hide = true)]
     child_apply: bool,
@@ -76,6 +83,9 @@ struct Args {
     /// Internal: run id of the child.
     #[arg(long, hide = true)]
     run_id: Option<String>,
+    /// Internal: schema of the child's fact table.
+    #[arg(long, hide = true, default_value = "fact")]
+    schema: String,
 }
 
 const ROWS_PER_QUARTER: usize = 105 * 3 * 127 * 5;
@@ -104,7 +114,11 @@ fn child_apply(args: &Args) -> Result<()> {
     let t0 = Instant::now();
     let mut client = Client::connect(&args.database_url, NoTls)?;
     let t1 = Instant::now();
-    let report = apply_run(&mut client, &data, &run, &ApplyOptions::default())?;
+    let opts = ApplyOptions {
+        schema: args.schema.clone(),
+        ..ApplyOptions::default()
+    };
+    let report = apply_run(&mut client, &data, &run, &opts)?;
     let apply_s = t1.elapsed().as_secs_f64();
     let t = report
         .tables
@@ -115,11 +129,12 @@ fn child_apply(args: &Args) -> Result<()> {
         bail!("apply failed: {e}");
     }
     println!(
-        "CHILD apply_s={apply_s:.3} total_s={:.3} hwm_kib={} deleted={} inserted={} status={}",
+        "CHILD apply_s={apply_s:.3} total_s={:.3} hwm_kib={} deleted={} inserted={} swap={} status={}",
         t0.elapsed().as_secs_f64(),
         bins::bench::peak_rss_kib().unwrap_or(0),
         t.deleted_rows.unwrap_or(0),
         t.inserted_rows.unwrap_or(0),
+        t.partition_swap.unwrap_or(false),
         report.status
     );
     Ok(())
@@ -183,7 +198,6 @@ impl Drop for RemoveOnDrop {
 
 struct Setup {
     _tmp: Option<RemoveOnDrop>,
-    work: PathBuf,
     data: DataDir,
     run: RunId,
     floor_sql: PathBuf,
@@ -224,9 +238,29 @@ fn setup(args: &Args, db: &mut Client) -> Result<Setup> {
          CREATE INDEX ON fact.folk1a (alder); CREATE INDEX ON fact.folk1a (civilstand);
          CREATE INDEX ON fact.folk1a (tid);",
     )?;
+    // The same table LIST-partitioned on tid, one partition per quarter
+    // (named as `--create-missing --partitioned` names them).
+    let mut sql = String::from(
+        "CREATE SCHEMA factp;
+         CREATE TABLE factp.folk1a (LIKE fact.folk1a) PARTITION BY LIST (tid);",
+    );
+    for (code, day) in &quarters {
+        sql.push_str(&format!(
+            "CREATE TABLE factp.folk1a_{} PARTITION OF factp.folk1a FOR VALUES IN ('{day}');",
+            code.to_ascii_lowercase()
+        ));
+    }
+    sql.push_str(
+        "INSERT INTO factp.folk1a SELECT * FROM fact.folk1a;
+         CREATE INDEX ON factp.folk1a (omrade); CREATE INDEX ON factp.folk1a (kon);
+         CREATE INDEX ON factp.folk1a (alder); CREATE INDEX ON factp.folk1a (civilstand);
+         CREATE INDEX ON factp.folk1a (tid);",
+    );
+    db.batch_execute(&sql)?;
     db.batch_execute("VACUUM ANALYZE fact.folk1a")?;
+    db.batch_execute("VACUUM ANALYZE factp.folk1a")?;
     eprintln!(
-        "set-up: fact.folk1a with {} rows and 5 indexes in {:.1} s",
+        "set-up: fact.folk1a and factp.folk1a (partitioned) with {} rows and 5 indexes in {:.1} s",
         args.quarters * ROWS_PER_QUARTER,
         t.elapsed().as_secs_f64()
     );
@@ -337,7 +371,6 @@ fn setup(args: &Args, db: &mut Client) -> Result<Setup> {
     );
     Ok(Setup {
         _tmp: tmp,
-        work,
         data,
         run,
         floor_sql,
@@ -351,7 +384,7 @@ struct Sample {
     hwm_kib: Option<u64>,
 }
 
-fn time_ours(args: &Args, url: &str, s: &Setup) -> Result<Sample> {
+fn time_ours(url: &str, s: &Setup, schema: &str) -> Result<Sample> {
     let exe = std::env::current_exe()?;
     let t = Instant::now();
     let out = Command::new(exe)
@@ -362,6 +395,8 @@ fn time_ours(args: &Args, url: &str, s: &Setup) -> Result<Sample> {
         .arg(s.data.describe())
         .arg("--run-id")
         .arg(s.run.as_str())
+        .arg("--schema")
+        .arg(schema)
         .env_remove("DATABASE_URL")
         .output()?;
     let wall_s = t.elapsed().as_secs_f64();
@@ -391,7 +426,10 @@ fn time_ours(args: &Args, url: &str, s: &Setup) -> Result<Sample> {
             field("inserted")
         );
     }
-    let _ = args;
+    let swapped = field("swap").as_deref() == Some("true");
+    if swapped != (schema == "factp") {
+        bail!("our apply into {schema} swapped partitions: {swapped}");
+    }
     Ok(Sample {
         wall_s,
         apply_s: field("apply_s").and_then(|v| v.parse().ok()),
@@ -430,6 +468,162 @@ fn time_cmd(mut argv: Vec<String>) -> Result<Sample> {
     })
 }
 
+/// The paths timed each round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ApplyPath {
+    Plain,
+    Swap,
+    Floor,
+    Original,
+}
+
+impl ApplyPath {
+    /// The schema whose `folk1a` the path writes.
+    fn schema(self) -> &'static str {
+        match self {
+            ApplyPath::Swap => "factp",
+            _ => "fact",
+        }
+    }
+}
+
+/// One timed run and the dead tuples it left.
+struct Measured {
+    sample: Sample,
+    dead: i64,
+}
+
+/// Dead tuples in `<schema>.folk1a` and its partitions.
+fn dead_tuples(db: &mut Client, schema: &str) -> Result<i64> {
+    // Backends flush their statistics when they exit; give the server a moment.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sql = format!(
+        "SELECT coalesce(sum(n_dead_tup), 0)::bigint FROM pg_stat_user_tables \
+         WHERE relid = '{schema}.folk1a'::regclass \
+            OR relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = '{schema}.folk1a'::regclass)"
+    );
+    Ok(db.query_one(&sql, &[])?.get(0))
+}
+
+fn run_path(
+    args: &Args,
+    db: &mut Client,
+    url: &str,
+    s: &Setup,
+    path: ApplyPath,
+) -> Result<Measured> {
+    let schema = path.schema();
+    db.batch_execute(&format!("VACUUM ANALYZE {schema}.folk1a"))?;
+    db.batch_execute("CHECKPOINT")?;
+    let sample = match path {
+        ApplyPath::Plain | ApplyPath::Swap => time_ours(url, s, schema)?,
+        ApplyPath::Floor => time_cmd(vec![
+            "psql".into(),
+            "-X".into(),
+            "-q".into(),
+            "-d".into(),
+            url.to_string(),
+            "-f".into(),
+            s.floor_sql.display().to_string(),
+        ])?,
+        ApplyPath::Original => {
+            let py = args.python.as_ref().ok_or_else(|| anyhow!("--python"))?;
+            let mut argv = vec![
+                py.display().to_string(),
+                args.reference_dir
+                    .join("original_apply.py")
+                    .display()
+                    .to_string(),
+                url.to_string(),
+                format!("{}/statbank_tables", s.data.describe()),
+                TABLE.to_string(),
+            ];
+            argv.extend(s.changed.iter().map(|(c, _)| c.clone()));
+            time_cmd(argv)?
+        }
+    };
+    let dead = dead_tuples(db, schema)?;
+    eprintln!(
+        "{path:?}: wall {:.3} s{}, peak RSS {:.1} MiB, {dead} dead tuples",
+        sample.wall_s,
+        sample
+            .apply_s
+            .map(|a| format!(" (apply_run alone {a:.3} s)"))
+            .unwrap_or_default(),
+        sample.hwm_kib.unwrap_or(0) as f64 / 1024.0
+    );
+    Ok(Measured { sample, dead })
+}
+
+/// `median s (min–max)` of the wall times.
+fn spread(v: &[Measured]) -> (f64, String) {
+    let w: Vec<f64> = v.iter().map(|m| m.sample.wall_s).collect();
+    let med = bins::bench::median(w.clone());
+    let min = w.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = w.iter().copied().fold(0.0, f64::max);
+    (med, format!("{med:.3} s ({min:.3}–{max:.3})"))
+}
+
+fn peak_mib(v: &[Measured]) -> f64 {
+    v.iter().filter_map(|m| m.sample.hwm_kib).max().unwrap_or(0) as f64 / 1024.0
+}
+
+fn dead_median(v: &[Measured]) -> i64 {
+    bins::bench::median(v.iter().map(|m| m.dead as f64).collect()) as i64
+}
+
+fn report(args: &Args, s: &Setup, results: &[(ApplyPath, Vec<Measured>)]) {
+    let get = |p: ApplyPath| results.iter().find(|(q, _)| *q == p).map(|(_, v)| &v[..]);
+    let rows = s.changed.len() * ROWS_PER_QUARTER;
+    println!(
+        "bench-apply: folk1a, {} rows, 5 btree indexes; {} changed quarters = {rows} rows; {} rounds, whole processes, medians (min–max)",
+        args.quarters * ROWS_PER_QUARTER,
+        s.changed.len(),
+        args.runs
+    );
+    println!(
+        "\n| work | ours | reference | ratio | dead tuples after (ours / reference) | target |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let floor = get(ApplyPath::Floor).map(spread);
+    let floor_dead = get(ApplyPath::Floor).map(dead_median).unwrap_or(0);
+    for (path, label, target) in [
+        (
+            ApplyPath::Plain,
+            "apply into the plain table",
+            "≈ 1× the floor (unchanged)",
+        ),
+        (
+            ApplyPath::Swap,
+            "apply into the table partitioned by tid (swap)",
+            "≤ 0.5× the floor, ~0 dead tuples",
+        ),
+    ] {
+        let (Some(ours), Some((floor_s, floor_txt))) = (get(path), &floor) else {
+            continue;
+        };
+        let (ours_s, ours_txt) = spread(ours);
+        println!(
+            "| {label} | {ours_txt}, {:.0} MiB | psql DELETE+INSERT on the plain table {floor_txt} | {:.2} | {} / {floor_dead} | {target} |",
+            peak_mib(ours),
+            ours_s / floor_s,
+            dead_median(ours),
+        );
+    }
+    if let (Some(orig), Some(plain)) = (get(ApplyPath::Original), get(ApplyPath::Plain)) {
+        let (orig_s, orig_txt) = spread(orig);
+        let (plain_s, plain_txt) = spread(plain);
+        println!(
+            "| apply into the plain table vs the original | {plain_txt}, {:.0} MiB | original_apply.py (pandas) {orig_txt}, {:.0} MiB | {:.2} | {} / {} | — |",
+            peak_mib(plain),
+            peak_mib(orig),
+            plain_s / orig_s,
+            dead_median(plain),
+            dead_median(orig),
+        );
+    }
+}
+
 fn parent(args: &Args) -> Result<()> {
     let dbname = format!("bench_apply_{}", std::process::id());
     let mut admin = Client::connect(&args.database_url, NoTls).context("connecting")?;
@@ -438,98 +632,40 @@ fn parent(args: &Args) -> Result<()> {
     let result = (|| -> Result<()> {
         let mut db = Client::connect(&url, NoTls)?;
         let s = setup(args, &mut db)?;
-        let rows = s.changed.len() * ROWS_PER_QUARTER;
-        let mut ours = Vec::new();
-        let mut floor = Vec::new();
-        let mut peer = Vec::new();
+        let mut paths = vec![ApplyPath::Plain, ApplyPath::Swap, ApplyPath::Floor];
+        if args.python.is_some() {
+            paths.push(ApplyPath::Original);
+        }
+        let mut results: Vec<(ApplyPath, Vec<Measured>)> =
+            paths.iter().map(|p| (*p, Vec::new())).collect();
         for round in 0..args.runs {
-            let mut order = [0, 1];
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for which in order {
-                db.batch_execute("VACUUM ANALYZE fact.folk1a")?;
-                db.batch_execute("CHECKPOINT")?;
-                if which == 0 {
-                    let x = time_ours(args, &url, &s)?;
-                    eprintln!(
-                        "round {round}: ours  wall {:.3} s (apply {:.3} s), peak RSS {:.1} MiB",
-                        x.wall_s,
-                        x.apply_s.unwrap_or(f64::NAN),
-                        x.hwm_kib.unwrap_or(0) as f64 / 1024.0
-                    );
-                    ours.push(x);
-                } else {
-                    let x = time_cmd(vec![
-                        "psql".into(),
-                        "-X".into(),
-                        "-q".into(),
-                        "-d".into(),
-                        url.clone(),
-                        "-f".into(),
-                        s.floor_sql.display().to_string(),
-                    ])?;
-                    eprintln!(
-                        "round {round}: floor wall {:.3} s (psql peak RSS {:.1} MiB)",
-                        x.wall_s,
-                        x.hwm_kib.unwrap_or(0) as f64 / 1024.0
-                    );
-                    floor.push(x);
-                }
-            }
-            if let Some(py) = &args.seed_like {
-                db.batch_execute("VACUUM ANALYZE fact.folk1a")?;
-                db.batch_execute("CHECKPOINT")?;
-                let mut argv = vec![
-                    py.display().to_string(),
-                    args.seed_like_script.display().to_string(),
-                    url.clone(),
-                    format!("{}/statbank_tables", s.data.describe()),
-                    TABLE.to_string(),
-                ];
-                argv.extend(s.changed.iter().map(|(c, _)| c.clone()));
-                let x = time_cmd(argv)?;
-                eprintln!(
-                    "round {round}: seed_like_apply.py wall {:.3} s, peak RSS {:.1} MiB",
-                    x.wall_s,
-                    x.hwm_kib.unwrap_or(0) as f64 / 1024.0
-                );
-                peer.push(x);
+            // Rotate the order so no path always runs first.
+            let n = paths.len();
+            for k in 0..n {
+                let i = (k + round) % n;
+                let m = run_path(args, &mut db, &url, &s, paths[i])?;
+                results[i].1.push(m);
             }
         }
-        let count: i64 = db
-            .query_one("SELECT count(*) FROM fact.folk1a", &[])?
+        for schema in ["fact", "factp"] {
+            let count: i64 = db
+                .query_one(&format!("SELECT count(*) FROM {schema}.folk1a"), &[])?
+                .get(0);
+            if count as usize != args.quarters * ROWS_PER_QUARTER {
+                bail!("{schema}.folk1a has {count} rows after the runs");
+            }
+        }
+        let differ: i64 = db
+            .query_one(
+                "SELECT count(*) FROM ((TABLE fact.folk1a EXCEPT ALL TABLE factp.folk1a) \
+                 UNION ALL (TABLE factp.folk1a EXCEPT ALL TABLE fact.folk1a)) d",
+                &[],
+            )?
             .get(0);
-        if count as usize != args.quarters * ROWS_PER_QUARTER {
-            bail!("table has {count} rows after the runs");
+        if differ != 0 {
+            bail!("the plain and the partitioned table differ in {differ} rows");
         }
-        let ours_wall = bins::bench::median(ours.iter().map(|x| x.wall_s).collect());
-        let ours_apply = bins::bench::median(ours.iter().filter_map(|x| x.apply_s).collect());
-        let ours_rss = ours.iter().filter_map(|x| x.hwm_kib).max().unwrap_or(0);
-        let floor_wall = bins::bench::median(floor.iter().map(|x| x.wall_s).collect());
-        println!("bench-apply: fact.folk1a {} rows, {} changed quarters = {rows} rows deleted + inserted, {} rounds (medians)",
-            args.quarters * ROWS_PER_QUARTER, s.changed.len(), args.runs);
-        println!(
-            "  ours (fact-apply, whole process) wall {ours_wall:.3} s  ({:.0} rows/s; apply_run alone {ours_apply:.3} s)  peak RSS {:.1} MiB",
-            rows as f64 / ours_wall,
-            ours_rss as f64 / 1024.0
-        );
-        println!(
-            "  floor (psql -f prepared SQL)      wall {floor_wall:.3} s  ({:.0} rows/s)",
-            rows as f64 / floor_wall
-        );
-        println!("  ratio ours / floor: {:.3}", ours_wall / floor_wall);
-        if !peer.is_empty() {
-            let peer_wall = bins::bench::median(peer.iter().map(|x| x.wall_s).collect());
-            let peer_rss = peer.iter().filter_map(|x| x.hwm_kib).max().unwrap_or(0);
-            println!(
-                "  seed_like_apply.py (original)     wall {peer_wall:.3} s  ({:.0} rows/s)  peak RSS {:.1} MiB  ratio ours / peer {:.3}",
-                rows as f64 / peer_wall,
-                peer_rss as f64 / 1024.0,
-                ours_wall / peer_wall
-            );
-        }
-        let _ = &s.work;
+        report(args, &s, &results);
         Ok(())
     })();
     if args.keep {
