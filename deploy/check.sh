@@ -7,7 +7,7 @@
 #   deploy/check.sh                       # builds the binaries (debug) first
 #   STATBANK_BIN_DIR=target/release deploy/check.sh
 #
-# Without STATBANK_BIN_DIR it runs `cargo build -p bins --bins` and uses
+# Without STATBANK_BIN_DIR it runs `cargo build -p bins --bins --features emulator` and uses
 # target/debug (after `cargo test` that only compiles and links the five
 # binaries); without cargo, target/release or else target/debug as found.
 # Needs root on Debian/Ubuntu the first time (apt-get, pip into a cached
@@ -25,8 +25,8 @@ complete() {
 if [ -z "${STATBANK_BIN_DIR:-}" ]; then
     if command -v cargo >/dev/null && [ -f "$repo/Cargo.toml" ]; then
         # Always current with the source (a no-op when nothing changed).
-        echo "deploy/check.sh: cargo build -p bins --bins"
-        (cd "$repo" && cargo build -p bins --bins)
+        echo "deploy/check.sh: cargo build -p bins --bins --features emulator"
+        (cd "$repo" && cargo build -p bins --bins --features emulator)
         STATBANK_BIN_DIR=$repo/target/debug
     elif complete "$repo/target/release"; then
         STATBANK_BIN_DIR=$repo/target/release

@@ -34,6 +34,22 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A database connection string that cannot be parsed (shown with its
+    /// password redacted).
+    #[error("invalid database URL {url}")]
+    DatabaseUrl {
+        /// The connection string, password redacted.
+        url: String,
+    },
+    /// Connecting to the database failed.
+    #[error("connecting to {url}")]
+    Connect {
+        /// The connection string, password redacted.
+        url: String,
+        /// The driver's error.
+        #[source]
+        source: fact_apply::postgres::Error,
+    },
     /// The work was stopped (SIGTERM, ctrl-c) before it finished.
     #[error("interrupted before completion")]
     Interrupted,

@@ -13,7 +13,9 @@ use statbank_client::{error_chain, ClientStats, StatbankClient};
 use sync_state::{DbApplyReport, RunId, RunManifest, RunStatus, TableStatus};
 
 use crate::metrics::{write_metrics, MetricsInput};
-use crate::{password_of, redact_url, run_sync_cycle, scrub, Error, StopSignal, SyncOptions};
+use crate::{
+    password_of, redact_url, run_sync_cycle, scrub, url_origin, Error, StopSignal, SyncOptions,
+};
 
 /// Settings of one flow run.
 #[derive(Clone)]
@@ -35,6 +37,9 @@ pub struct FlowOptions {
     /// Also PUT the metrics to this Pushgateway URL
     /// (e.g. `http://pushgateway:9091/metrics/job/statbank_sync`).
     pub metrics_push_url: Option<String>,
+    /// The run was started by a schedule (cron, timer, CronJob, Prefect): a
+    /// run the weekly gate skips then raises an alert. `run_schedule` sets it.
+    pub scheduled: bool,
 }
 
 impl FlowOptions {
@@ -49,6 +54,7 @@ impl FlowOptions {
             alert_webhook: None,
             metrics_file: None,
             metrics_push_url: None,
+            scheduled: false,
         }
     }
 }
@@ -56,7 +62,7 @@ impl FlowOptions {
 /// Whether the alert webhook received the summary.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AlertOutcome {
-    /// The webhook URL, credentials removed.
+    /// The webhook's scheme and host only (its path may hold a token).
     pub url: String,
     /// A 2xx answer was received.
     pub delivered: bool,
@@ -100,102 +106,23 @@ pub struct FlowReport {
 pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<FlowReport, Error> {
     let dir = opts.sync.data_dir.clone();
     let stats_before = client.stats();
-
-    // 1. Sync, retried while the run as a whole fails (catalog unreachable,
-    //    disk error). Per-table failures are not retried here: the tables
-    //    keep their old state and the next cycle retries them.
     let sync_started = Instant::now();
-    let mut attempts = 0u32;
-    let mut last_err: Option<Error> = None;
-    let mut manifest: Option<RunManifest> = None;
-    loop {
-        attempts += 1;
-        match run_sync_cycle(client, &opts.sync).await {
-            Ok(m) if m.status != RunStatus::Failed => {
-                manifest = Some(m);
-                break;
-            }
-            Ok(m) => {
-                tracing::warn!(attempt = attempts, run = %m.run_id, error = m.error.as_deref().unwrap_or(""), "sync attempt failed");
-                manifest = Some(m);
-            }
-            Err(e) if e.is_locked() => return Err(e),
-            Err(e) => {
-                tracing::warn!(attempt = attempts, error = %error_chain(&e), "sync attempt failed");
-                last_err = Some(e);
-            }
-        }
-        let Some(wait) = opts.sync_retry_delays.get(attempts as usize - 1) else {
-            break;
-        };
-        tracing::info!(wait_secs = wait.as_secs_f64(), "retrying the sync");
-        if !sleep_unless_stopped(*wait, &opts.sync.stop).await {
-            break;
-        }
-    }
+    let (mut manifest, sync_attempts) = sync_with_retries(client, opts).await?;
     let sync_seconds = sync_started.elapsed().as_secs_f64();
-    let Some(mut manifest) = manifest else {
-        return Err(last_err.unwrap_or_else(|| Error::Internal("no sync attempt ran".into())));
-    };
     let run_id = manifest.run_id.clone();
     let sync_status = manifest.status;
 
-    // 2a. Earlier runs whose apply failed or never ran: their periods are
-    //     not in this run's changed_tids, so they are applied first, oldest
-    //     first (each against the current partitions, which is correct:
-    //     the partitions are the truth).
-    let mut earlier: Vec<serde_json::Value> = Vec::new();
-    let mut earlier_failed = false;
-    if let (Some(url), false) = (&opts.database_url, sync_status == RunStatus::Failed) {
-        for run in sync_state::pending_runs(&dir)?
-            .into_iter()
-            .filter(|r| *r != run_id)
-        {
-            tracing::info!(run = %run, "applying an earlier run whose apply had not succeeded");
-            let (rep, err, n) = apply_with_retries(url, &dir, &run, opts).await?;
-            let status = rep.as_ref().map(|r| r.status);
-            if err.is_some() || status.is_some_and(|s| !s.is_ok()) {
-                earlier_failed = true;
-            }
-            earlier.push(json!({"run_id": run, "status": status, "error": err, "attempts": n}));
-        }
-    }
-
-    // 2. Apply, only when something changed.
-    let changed = manifest.tables.values().any(|r| {
-        !r.changed_tids.is_empty() || r.deleted_tids.as_ref().is_some_and(|d| !d.is_empty())
-    });
+    let (earlier, earlier_failed) = apply_earlier_runs(opts, &run_id, sync_status).await?;
     let apply_started = Instant::now();
-    let mut apply: Option<DbApplyReport> = None;
-    let mut apply_attempts = 0u32;
-    let mut apply_error: Option<String> = None;
-    let mut apply_note: Option<String> = None;
-    if sync_status == RunStatus::Failed {
-        apply_note = Some("sync failed: apply not run".into());
-    } else if !changed {
-        let report = DbApplyReport::no_changed_tids(run_id.clone());
-        manifest.db_apply = Some(report.clone());
-        manifest.save(&dir)?;
-        apply = Some(report);
-        apply_note = Some("no table has changed periods: nothing to apply".into());
-    } else if let Some(url) = &opts.database_url {
-        let (rep, err, n) = apply_with_retries(url, &dir, &run_id, opts).await?;
-        apply = rep;
-        apply_error = err;
-        apply_attempts = n;
-        // apply_run wrote db_apply into the manifest: reload it.
-        manifest = RunManifest::load(&dir, &run_id)?;
-    } else {
-        let note = "no database URL given: the DB apply was NOT run (run statbank-apply later)";
-        tracing::warn!("{note}");
-        apply_note = Some(note.into());
-        let mut report = DbApplyReport::no_changed_tids(run_id.clone());
-        report.reason = Some("no_database_url".into());
-        manifest.db_apply = Some(report);
-    }
+    let step = apply_this_run(opts, &mut manifest).await?;
     let apply_seconds = apply_started.elapsed().as_secs_f64();
 
-    let mut status = combine(sync_status, apply.as_ref(), apply_error.is_some(), changed);
+    let mut status = combine(
+        sync_status,
+        step.report.as_ref(),
+        step.error.is_some(),
+        step.changed,
+    );
     if earlier_failed && status.is_ok() {
         status = RunStatus::PartialFailure;
     }
@@ -203,111 +130,262 @@ pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<Flo
         run_id: run_id.clone(),
         status,
         sync_status,
-        sync_attempts: attempts,
-        apply,
-        apply_attempts,
-        apply_error,
-        apply_note,
+        sync_attempts,
+        apply: step.report,
+        apply_attempts: step.attempts,
+        apply_error: step.error,
+        apply_note: step.note,
         alert: None,
         sync_seconds,
         apply_seconds,
-        manifest: manifest.clone(),
+        manifest,
     };
-
-    // 3. Alert, then record the flow in the manifest.
-    if matches!(status, RunStatus::PartialFailure | RunStatus::Failed) {
+    log_failures(&report);
+    if let Some(reason) = alert_reason(&report, opts.scheduled) {
         if let Some(url) = &opts.alert_webhook {
-            report.alert = Some(send_alert(url, &report).await);
+            report.alert = Some(send_alert(url, &report, &reason, &dir).await);
         }
     }
-    manifest.extra.insert(
-        "flow".into(),
-        json!({
-            "status": status,
-            "sync_attempts": attempts,
-            "apply_attempts": apply_attempts,
-            "apply_error": report.apply_error,
-            "apply_note": report.apply_note,
-            "earlier_runs_applied": earlier,
-            "sync_seconds": sync_seconds,
-            "apply_seconds": apply_seconds,
-            "alert": report.alert,
-        }),
-    );
-    manifest.save(&dir)?;
-    report.manifest = manifest;
-
-    // 4. Metrics.
+    record_flow(&mut report, &earlier, &dir)?;
     let stats = client.stats();
     let delta = ClientStats {
         requests: stats.requests - stats_before.requests,
         retries: stats.retries - stats_before.retries,
         bytes: stats.bytes - stats_before.bytes,
     };
-    if opts.metrics_file.is_some() || opts.metrics_push_url.is_some() {
-        let input = MetricsInput {
-            report: &report,
-            client: delta,
-            now: opts.sync.clock.now(),
-        };
-        if let Err(e) = write_metrics(
-            opts.metrics_file.as_deref(),
-            opts.metrics_push_url.as_deref(),
-            &input,
-        )
-        .await
-        {
-            tracing::error!(error = %error_chain(&e), "cannot write metrics");
-        }
-    }
+    emit_metrics(opts, &report, delta).await;
     tracing::info!(run = %run_id, status = %status, "flow finished: {status}");
     Ok(report)
 }
 
+/// One attempt's outcome: final, or worth another try.
+enum Attempt<T> {
+    /// Done: no retry.
+    Done(T),
+    /// Failed in a way a retry may fix.
+    Again(T),
+}
+
+/// Calls `attempt` (with its 1-based number) until it is done, waiting
+/// `delays[i]` before retry `i + 1`; stops early when `stop` is raised.
+/// Returns the last outcome and the attempts made. An `Err` ends it at once.
+async fn with_retries<T>(
+    what: &str,
+    delays: &[Duration],
+    stop: &StopSignal,
+    mut attempt: impl AsyncFnMut(u32) -> Result<Attempt<T>, Error>,
+) -> Result<(T, u32), Error> {
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        let again = match attempt(n).await? {
+            Attempt::Done(t) => return Ok((t, n)),
+            Attempt::Again(t) => t,
+        };
+        let Some(wait) = delays.get(n as usize - 1) else {
+            return Ok((again, n));
+        };
+        tracing::info!(wait_secs = wait.as_secs_f64(), "retrying the {what}");
+        if !sleep_unless_stopped(*wait, stop).await {
+            return Ok((again, n));
+        }
+    }
+}
+
+/// The sync cycle, retried while the run as a whole fails (catalog
+/// unreachable, disk error). Per-table failures are not retried here: the
+/// tables keep their old state and the next cycle retries them.
+async fn sync_with_retries(
+    client: &StatbankClient,
+    opts: &FlowOptions,
+) -> Result<(RunManifest, u32), Error> {
+    let (last, attempts) = with_retries(
+        "sync",
+        &opts.sync_retry_delays,
+        &opts.sync.stop,
+        async |n| match run_sync_cycle(client, &opts.sync).await {
+            Ok(m) if m.status != RunStatus::Failed => Ok(Attempt::Done(Ok(m))),
+            Ok(m) => {
+                tracing::warn!(attempt = n, run = %m.run_id, error = m.error.as_deref().unwrap_or(""), "sync attempt failed");
+                Ok(Attempt::Again(Ok(m)))
+            }
+            Err(e) if e.is_locked() => Err(e),
+            Err(e) => {
+                tracing::warn!(attempt = n, error = %error_chain(&e), "sync attempt failed");
+                Ok(Attempt::Again(Err(e)))
+            }
+        },
+    )
+    .await?;
+    Ok((last?, attempts))
+}
+
+/// Earlier runs whose apply failed or never ran: their periods are not in
+/// this run's `changed_tids`, so they are applied first, oldest first (each
+/// against the current partitions, which is correct: the partitions are the
+/// truth). Returns what was done and whether any of them failed.
+async fn apply_earlier_runs(
+    opts: &FlowOptions,
+    this_run: &RunId,
+    sync_status: RunStatus,
+) -> Result<(Vec<serde_json::Value>, bool), Error> {
+    let mut earlier = Vec::new();
+    let mut failed = false;
+    let Some(url) = &opts.database_url else {
+        return Ok((earlier, failed));
+    };
+    if sync_status == RunStatus::Failed {
+        return Ok((earlier, failed));
+    }
+    let dir = &opts.sync.data_dir;
+    for run in sync_state::pending_runs(dir)?
+        .into_iter()
+        .filter(|r| r != this_run)
+    {
+        tracing::info!(run = %run, "applying an earlier run whose apply had not succeeded");
+        let (result, n) = apply_with_retries(url, dir, &run, opts).await?;
+        let (status, error) = match &result {
+            Ok(rep) => (Some(rep.status), None),
+            Err(e) => (None, Some(e.clone())),
+        };
+        if error.is_some() || status.is_some_and(|s| !s.is_ok()) {
+            failed = true;
+            tracing::warn!(run = %run, status = ?status, error = error.as_deref().unwrap_or(""), "an earlier run's apply did not succeed");
+        }
+        earlier.push(json!({"run_id": run, "status": status, "error": error, "attempts": n}));
+    }
+    Ok((earlier, failed))
+}
+
+/// What the apply of this run did.
+struct ApplyStep {
+    /// Some table has changed or deleted periods.
+    changed: bool,
+    report: Option<DbApplyReport>,
+    attempts: u32,
+    error: Option<String>,
+    note: Option<String>,
+}
+
+/// Applies this run, only when something changed; records `db_apply` in
+/// `manifest` (reloaded after the apply wrote it).
+async fn apply_this_run(
+    opts: &FlowOptions,
+    manifest: &mut RunManifest,
+) -> Result<ApplyStep, Error> {
+    let dir = &opts.sync.data_dir;
+    let run_id = manifest.run_id.clone();
+    let changed = manifest.tables.values().any(|r| {
+        !r.changed_tids.is_empty() || r.deleted_tids.as_ref().is_some_and(|d| !d.is_empty())
+    });
+    let mut step = ApplyStep {
+        changed,
+        report: None,
+        attempts: 0,
+        error: None,
+        note: None,
+    };
+    if manifest.status == RunStatus::Failed {
+        step.note = Some("sync failed: apply not run".into());
+    } else if !changed {
+        let report = DbApplyReport::no_changed_tids(run_id);
+        manifest.db_apply = Some(report.clone());
+        manifest.save(dir)?;
+        step.report = Some(report);
+        step.note = Some("no table has changed periods: nothing to apply".into());
+    } else if let Some(url) = &opts.database_url {
+        let (result, n) = apply_with_retries(url, dir, &run_id, opts).await?;
+        step.attempts = n;
+        match result {
+            Ok(rep) => step.report = Some(rep),
+            Err(e) => step.error = Some(e),
+        }
+        *manifest = RunManifest::load(dir, &run_id)?;
+    } else {
+        let note = "no database URL given: the DB apply was NOT run (run statbank-apply later)";
+        tracing::warn!("{note}");
+        step.note = Some(note.into());
+        let mut report = DbApplyReport::no_changed_tids(run_id);
+        report.reason = Some("no_database_url".into());
+        manifest.db_apply = Some(report);
+    }
+    Ok(step)
+}
+
 /// Applies one run with the configured retries. Returns the last report,
-/// the last error (when no report could be produced) and the attempts made.
+/// or the last error (the password scrubbed) when no report could be
+/// produced, and the attempts made.
 async fn apply_with_retries(
     url: &str,
     dir: &sync_state::DataDir,
     run: &RunId,
     opts: &FlowOptions,
-) -> Result<(Option<DbApplyReport>, Option<String>, u32), Error> {
+) -> Result<(Result<DbApplyReport, String>, u32), Error> {
     let secret = password_of(url);
-    let mut attempts = 0u32;
-    let mut report = None;
-    let mut error: Option<String>;
-    loop {
-        attempts += 1;
-        let (u, d, r, o) = (
-            url.to_string(),
-            dir.clone(),
-            run.clone(),
-            opts.apply.clone(),
-        );
-        let res = tokio::task::spawn_blocking(move || apply_blocking(&u, &d, &r, &o))
-            .await
-            .map_err(|e| Error::Internal(format!("apply task failed: {e}")))?;
-        match res {
-            Ok(rep) if rep.status != RunStatus::Failed => {
-                return Ok((Some(rep), None, attempts));
-            }
-            Ok(rep) => {
-                tracing::warn!(run = %run, attempt = attempts, "apply attempt failed");
-                report = Some(rep);
-                error = None;
-            }
-            Err(e) => {
-                let msg = scrub(&e, secret.as_deref());
-                tracing::warn!(run = %run, attempt = attempts, error = %msg, "apply attempt failed");
-                error = Some(msg);
-            }
+    with_retries(
+        "apply",
+        &opts.apply_retry_delays,
+        &opts.sync.stop,
+        async |n| {
+            let (u, d, r, o) = (
+                url.to_string(),
+                dir.clone(),
+                run.clone(),
+                opts.apply.clone(),
+            );
+            let res = tokio::task::spawn_blocking(move || apply_blocking(&u, &d, &r, &o))
+                .await
+                .map_err(|e| Error::Internal(format!("apply task failed: {e}")))?;
+            Ok(match res {
+                Ok(rep) if rep.status != RunStatus::Failed => Attempt::Done(Ok(rep)),
+                Ok(rep) => {
+                    tracing::warn!(run = %run, attempt = n, failed = %failed_apply_tables(&rep), "apply attempt failed");
+                    Attempt::Again(Ok(rep))
+                }
+                Err(e) => {
+                    let msg = scrub(&error_chain(&e), secret.as_deref());
+                    tracing::warn!(run = %run, attempt = n, error = %msg, "apply attempt failed");
+                    Attempt::Again(Err(msg))
+                }
+            })
+        },
+    )
+    .await
+}
+
+/// `TABLE (reason): error; …` of the failed tables of an apply.
+fn failed_apply_tables(rep: &DbApplyReport) -> String {
+    let failed: Vec<String> = rep
+        .tables
+        .iter()
+        .flatten()
+        .filter(|t| t.status == sync_state::ApplyStatus::Failed)
+        .map(|t| {
+            format!(
+                "{} ({}): {}",
+                t.table,
+                t.reason.as_deref().unwrap_or("failed"),
+                t.error.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    if failed.is_empty() {
+        rep.reason.clone().unwrap_or_default()
+    } else {
+        failed.join("; ")
+    }
+}
+
+/// Failed tables at WARN, one line each, so log-based alerting sees them.
+fn log_failures(report: &FlowReport) {
+    for (id, r) in &report.manifest.tables {
+        if r.status == TableStatus::Failed {
+            tracing::warn!(table = %id, error = r.error.as_deref().unwrap_or(""), "table failed to sync");
         }
-        let Some(wait) = opts.apply_retry_delays.get(attempts as usize - 1) else {
-            return Ok((report, error, attempts));
-        };
-        tracing::info!(wait_secs = wait.as_secs_f64(), "retrying the apply");
-        if !sleep_unless_stopped(*wait, &opts.sync.stop).await {
-            return Ok((report, error, attempts));
+    }
+    for t in report.apply.iter().flat_map(|a| a.tables.iter().flatten()) {
+        if t.status == sync_state::ApplyStatus::Failed {
+            tracing::warn!(table = %t.table, reason = t.reason.as_deref().unwrap_or(""), error = t.error.as_deref().unwrap_or(""), "table failed to apply");
         }
     }
 }
@@ -348,19 +426,87 @@ fn apply_blocking(
     dir: &sync_state::DataDir,
     run: &RunId,
     opts: &ApplyOptions,
-) -> Result<DbApplyReport, String> {
-    let shown = redact_url(url);
-    let mut config: Config = url
-        .parse()
-        .map_err(|_| format!("invalid database URL {shown}"))?;
+) -> Result<DbApplyReport, Error> {
+    let mut config: Config = url.parse().map_err(|_| Error::DatabaseUrl {
+        url: redact_url(url),
+    })?;
     if config.get_application_name().is_none() {
         config.application_name("statbank-flow");
     }
-    let mut client = config
-        .connect(NoTls)
-        .map_err(|e| format!("connecting to {shown}: {}", error_chain(&e)))?;
-    fact_apply::apply_run(&mut client, dir, run, opts)
-        .map_err(|e| format!("applying run {run}: {}", error_chain(&e)))
+    let mut client = config.connect(NoTls).map_err(|source| Error::Connect {
+        url: redact_url(url),
+        source,
+    })?;
+    Ok(fact_apply::apply_run(&mut client, dir, run, opts)?)
+}
+
+/// Records the flow's own section in the manifest and saves it.
+fn record_flow(
+    report: &mut FlowReport,
+    earlier: &[serde_json::Value],
+    dir: &sync_state::DataDir,
+) -> Result<(), Error> {
+    report.manifest.extra.insert(
+        "flow".into(),
+        json!({
+            "status": report.status,
+            "sync_attempts": report.sync_attempts,
+            "apply_attempts": report.apply_attempts,
+            "apply_error": report.apply_error,
+            "apply_note": report.apply_note,
+            "earlier_runs_applied": earlier,
+            "sync_seconds": report.sync_seconds,
+            "apply_seconds": report.apply_seconds,
+            "alert": report.alert,
+        }),
+    );
+    report.manifest.save(dir)?;
+    Ok(())
+}
+
+/// Writes and pushes the metrics, as configured; failures are logged.
+async fn emit_metrics(opts: &FlowOptions, report: &FlowReport, client: ClientStats) {
+    if opts.metrics_file.is_none() && opts.metrics_push_url.is_none() {
+        return;
+    }
+    let dir = &opts.sync.data_dir;
+    let state = match sync_state::SyncState::load(dir) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "metrics: cannot read the sync state");
+            None
+        }
+    };
+    let pending_runs = sync_state::pending_runs(dir).map(|r| r.len()).unwrap_or(0);
+    let input = MetricsInput {
+        report,
+        client,
+        now: opts.sync.clock.now(),
+        state: state.as_ref(),
+        pending_runs,
+        last_success: last_success(dir),
+        scheduled: opts.scheduled,
+    };
+    if let Err(e) = write_metrics(
+        opts.metrics_file.as_deref(),
+        opts.metrics_push_url.as_deref(),
+        &input,
+    )
+    .await
+    {
+        tracing::error!(error = %error_chain(&e), "cannot write metrics");
+    }
+}
+
+/// When the newest run whose flow ended `success` finished, from the
+/// manifests (newest first, stopping at the first).
+fn last_success(dir: &sync_state::DataDir) -> Option<DateTime<Utc>> {
+    let runs = sync_state::list_runs(dir).ok()?;
+    runs.iter().rev().find_map(|id| {
+        let m = RunManifest::load(dir, id).ok()?;
+        let ok = m.extra.get("flow")?.get("status")?.as_str()? == "success";
+        ok.then(|| m.finished_at.unwrap_or(m.started_at).get())
+    })
 }
 
 /// Sleeps `d`, waking early (and returning `false`) when `stop` is raised.
@@ -378,8 +524,46 @@ pub async fn sleep_unless_stopped(d: Duration, stop: &StopSignal) -> bool {
     }
 }
 
-async fn send_alert(url: &str, report: &FlowReport) -> AlertOutcome {
+/// Why this run is worth an alert, if it is: it failed or partially
+/// failed, or a scheduled run was skipped by the weekly gate (the schedule
+/// expected a catalog poll).
+fn alert_reason(report: &FlowReport, scheduled: bool) -> Option<String> {
+    match report.status {
+        RunStatus::Failed | RunStatus::PartialFailure => Some(report.status.to_string()),
+        RunStatus::Skipped
+            if scheduled && report.manifest.catalog.reason.as_deref() == Some("weekly_gate") =>
+        {
+            let last = report
+                .manifest
+                .catalog
+                .last_catalog_poll_at
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            tracing::warn!(last_catalog_poll_at = %last, "a scheduled run was skipped by the weekly gate: the catalog was polled too recently");
+            Some(format!(
+                "scheduled run skipped by the weekly gate (catalog last polled {last})"
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// This machine's name, for the alert (empty when unknown).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The alert body: chat-ready `text` (Slack, Teams, Mattermost and most
+/// webhook receivers show it), and the details as fields.
+fn alert_body(report: &FlowReport, reason: &str, dir: &sync_state::DataDir) -> serde_json::Value {
+    use std::fmt::Write;
     let m = &report.manifest;
+    let host = host_name();
+    let manifest = dir.display_key(&dir.manifest_key(&report.run_id));
     let failed: Vec<_> = m
         .tables
         .iter()
@@ -393,8 +577,46 @@ async fn send_alert(url: &str, report: &FlowReport) -> AlertOutcome {
         .filter(|t| t.status == sync_state::ApplyStatus::Failed)
         .map(|t| json!({"table": t.table, "reason": t.reason, "error": t.error}))
         .collect();
-    let body = json!({
+    let mut text = format!(
+        "statbank-sync on {}: run {} {reason}",
+        if host.is_empty() { "?" } else { &host },
+        report.run_id
+    );
+    if let Some(e) = &m.error {
+        let _ = write!(text, "\nsync failed: {e}");
+    }
+    for (id, r) in m
+        .tables
+        .iter()
+        .filter(|(_, r)| r.status == TableStatus::Failed)
+        .take(5)
+    {
+        let _ = write!(text, "\n• {id}: {}", r.error.as_deref().unwrap_or("failed"));
+    }
+    if failed.len() > 5 {
+        let _ = write!(
+            text,
+            "\n• … {} more tables failed to sync",
+            failed.len() - 5
+        );
+    }
+    if let Some(a) = &report.apply {
+        if a.status == RunStatus::Failed || a.status == RunStatus::PartialFailure {
+            let _ = write!(text, "\napply {}: {}", a.status, failed_apply_tables(a));
+        }
+    }
+    if let Some(e) = &report.apply_error {
+        let _ = write!(text, "\napply failed: {e}");
+    }
+    let _ = write!(text, "\nmanifest: {manifest}");
+    json!({
+        "text": text,
         "source": "statbank-sync",
+        "host": host,
+        "data_dir": dir.describe(),
+        "manifest": manifest,
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "reason": reason,
         "run_id": report.run_id,
         "status": report.status,
         "sync_status": report.sync_status,
@@ -403,27 +625,34 @@ async fn send_alert(url: &str, report: &FlowReport) -> AlertOutcome {
         "apply_error": report.apply_error,
         "apply_failed_tables": apply_failed,
         "summary": m.summary,
-    });
-    let shown = redact_url(url);
+    })
+}
+
+/// POSTs the alert (three tries on network errors and 5xx). Only the
+/// webhook's scheme and host are ever logged or recorded.
+async fn send_alert(
+    url: &str,
+    report: &FlowReport,
+    reason: &str,
+    dir: &sync_state::DataDir,
+) -> AlertOutcome {
+    let body = alert_body(report, reason, dir);
+    let shown = url_origin(url);
+    let mut last = AlertOutcome {
+        url: shown.clone(),
+        delivered: false,
+        http_status: None,
+        error: None,
+    };
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
     {
         Ok(c) => c,
         Err(e) => {
-            return AlertOutcome {
-                url: shown,
-                delivered: false,
-                http_status: None,
-                error: Some(error_chain(&e)),
-            }
+            last.error = Some(error_chain(&e));
+            return last;
         }
-    };
-    let mut last = AlertOutcome {
-        url: shown.clone(),
-        delivered: false,
-        http_status: None,
-        error: None,
     };
     for attempt in 0..3 {
         if attempt > 0 {
@@ -445,8 +674,9 @@ async fn send_alert(url: &str, report: &FlowReport) -> AlertOutcome {
                 }
             }
             Err(e) => {
-                // reqwest errors include the URL: scrub it.
-                last.error = Some(scrub(&error_chain(&e), Some(url)).replace(url, &shown));
+                // reqwest errors name the URL: keep only its origin.
+                let text = error_chain(&e.without_url());
+                last.error = Some(scrub(&text, Some(url)));
             }
         }
     }
@@ -490,6 +720,7 @@ pub async fn run_schedule(
         }
         let mut o = opts.clone();
         o.sync.run_id = None;
+        o.scheduled = true;
         let result = run_flow(client, &o).await;
         runs += 1;
         on_report(&result);

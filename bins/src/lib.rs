@@ -31,4 +31,4 @@ mod redact;
 
 pub use cycle::{run_sync_cycle, Clock, ProgressSink, StopSignal, SyncOptions, VanishedTables};
 pub use error::Error;
-pub use redact::{password_of, redact_url, scrub};
+pub use redact::{password_of, redact_url, scrub, url_origin};

@@ -37,6 +37,27 @@ pub fn redact_url(url: &str) -> String {
         .join(" ")
 }
 
+/// Only the scheme and host of a URL (`https://hooks.slack.com/…`): what may
+/// be shown of a webhook or push URL, whose path or query can hold a token.
+///
+/// ```
+/// assert_eq!(bins::url_origin("https://hooks.slack.com/services/T0/B0/secret"), "https://hooks.slack.com/…");
+/// assert_eq!(bins::url_origin("http://u:pw@127.0.0.1:9091/metrics/job/x"), "http://127.0.0.1:9091/…");
+/// assert_eq!(bins::url_origin("http://gateway:9091"), "http://gateway:9091");
+/// assert_eq!(bins::url_origin("not a url"), "<url>");
+/// ```
+pub fn url_origin(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return "<url>".into();
+    };
+    let rest = &url[scheme_end + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let more = if end < rest.len() { "/…" } else { "" };
+    format!("{}{host}{more}", &url[..scheme_end + 3])
+}
+
 /// Removes every occurrence of `secret` from `text`.
 pub fn scrub(text: &str, secret: Option<&str>) -> String {
     match secret {
@@ -54,8 +75,11 @@ pub fn password_of(url: &str) -> Option<String> {
         let userinfo = &rest[..at];
         return userinfo.split_once(':').map(|(_, p)| p.to_string());
     }
-    url.split(' ')
-        .find_map(|kv| kv.strip_prefix("password=").map(str::to_string))
+    url.split(' ').find_map(|kv| {
+        kv.get(..9)
+            .filter(|k| k.eq_ignore_ascii_case("password="))
+            .map(|_| kv[9..].to_string())
+    })
 }
 
 #[cfg(test)]

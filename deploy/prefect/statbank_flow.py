@@ -564,6 +564,15 @@ def weekly_statbank_sync_flow(
     synced = sync(folder, force_catalog_poll=force_catalog_poll, tables=tables, history=history)
     manifest = _load_manifest(Path(synced["manifest"])) or {}
     changes = _changes(manifest)
+    catalog = manifest.get("catalog") or {}
+    if catalog.get("reason") == "weekly_gate":
+        # Not an error for a manual run, but a scheduled weekly run should
+        # never land here (the gate opens 6.5 days after the last poll).
+        logger.warning(
+            "weekly gate closed: the catalog was last polled at %s, nothing was synced "
+            "(force_catalog_poll=True polls regardless)",
+            catalog.get("last_catalog_poll_at"),
+        )
     result: Dict[str, Any] = {"sync": synced, "changed_tables": len(changes), "apply": None}
     logger.info("run %s: %d table(s) with changed or deleted periods", synced["run_id"], len(changes))
 

@@ -51,6 +51,10 @@ pub struct TableState {
     /// The error of the last failed attempt, else `null`.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Runs in a row in which this table failed (0, and absent, after a
+    /// success).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failures: u32,
     /// The run that last touched this table.
     #[serde(default)]
     pub last_run_id: Option<RunId>,
@@ -111,6 +115,10 @@ impl SyncState {
     pub fn save(&self, dir: &DataDir) -> Result<(), Error> {
         dir.write_json(&dir.state_key(), "state", self)
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

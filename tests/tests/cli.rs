@@ -23,7 +23,11 @@ fn main() -> ExitCode {
         Ok("statbank-inspect") => return bins::app::inspect::main(argv),
         _ => {}
     }
-    let tests: [Case; 5] = [
+    let tests: [Case; 6] = [
+        (
+            "an_operators_flow_alert_is_chat_ready_and_keeps_its_secrets",
+            operators_flow_alert,
+        ),
         (
             "sigterm_mid_run_leaves_a_state_the_next_run_completes",
             sigterm_mid_run,
@@ -66,7 +70,15 @@ struct Out {
 }
 
 fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Out> {
+    run_in(None, bin, args, env)
+}
+
+/// Runs `bin` in the folder `cwd` (default: this process's).
+fn run_in(cwd: Option<&Path>, bin: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Out> {
     let mut cmd = Command::new(std::env::current_exe()?);
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
     cmd.env(CHILD_ENV, bin)
         .env_remove("DATABASE_URL")
         .env_remove("STATBANK_DATA_DIR")
@@ -410,6 +422,137 @@ fn sigterm_mid_run() -> Result<()> {
             tests::sync::snapshot(tmp.path()) == expected,
             "converged to the uninterrupted result"
         );
+        Ok(())
+    })
+}
+
+/// A webhook receiver on loopback (its own runtime) recording JSON bodies.
+struct Receiver {
+    url_base: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn receiver() -> Result<Receiver> {
+    use axum::routing::post;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/services/{a}/{b}/{token}",
+        post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let g = g.clone();
+            async move {
+                g.lock().expect("lock").push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Receiver {
+        url_base: format!("http://{addr}"),
+        got,
+        _rt: rt,
+    })
+}
+
+/// As an operator runs it: a relative `--metrics-file`, a Slack-style
+/// webhook whose path holds the token, and an apply that fails (the
+/// database is down). The metrics file is written where asked, readable by
+/// others (0644), with the pending apply; the alert has `text` naming the
+/// run, host, manifest and time; the token is in no output and no file.
+fn operators_flow_alert() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    const TOKEN: &str = "XoxbT0kenInThePath";
+    let hook = receiver()?;
+    with_emulator(|emu| {
+        let tmp = tempfile::tempdir()?;
+        let base = emu.base_url();
+        let webhook = format!("{}/services/T0/B0/{TOKEN}", hook.url_base);
+        let mut args = sync_args("data", &base);
+        args.extend([
+            "--metrics-file",
+            "m.prom",
+            "--apply-retry-delays",
+            "0",
+            "--alert-webhook",
+            &webhook,
+        ]);
+        let out = run_in(
+            Some(tmp.path()),
+            "statbank-flow",
+            &args,
+            &[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/test")],
+        )?;
+        ensure!(
+            out.code == Some(2),
+            "{:?}\n{}\n{}",
+            out.code,
+            out.stdout,
+            out.stderr
+        );
+        let prom_path = tmp.path().join("m.prom");
+        let prom = std::fs::read_to_string(&prom_path)
+            .with_context(|| format!("no metrics file: {}", out.stderr))?;
+        let mode = std::fs::metadata(&prom_path)?.permissions().mode() & 0o777;
+        ensure!(mode == 0o644, "metrics file mode {mode:o}");
+        ensure!(prom.contains("statbank_apply_pending_runs 1"), "{prom}");
+        ensure!(
+            prom.contains("statbank_flow_last_status{status=\"partial_failure\"} 1"),
+            "{prom}"
+        );
+        ensure!(
+            !prom.contains("statbank_flow_last_success_timestamp_seconds"),
+            "no run has succeeded yet: {prom}"
+        );
+        let bodies = hook.got.lock().expect("lock").clone();
+        ensure!(bodies.len() == 1, "{bodies:?}");
+        let b = &bodies[0];
+        let text = b["text"].as_str().unwrap_or("");
+        ensure!(text.contains("partial_failure"), "{text}");
+        ensure!(text.contains("apply failed"), "{text}");
+        ensure!(
+            text.contains("_sync/runs/"),
+            "the manifest is named: {text}"
+        );
+        ensure!(
+            b["manifest"].as_str().is_some_and(|m| m.ends_with(".json")),
+            "{b}"
+        );
+        ensure!(
+            b["data_dir"].as_str().is_some_and(|d| d.ends_with("data")),
+            "{b}"
+        );
+        ensure!(b["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{b}");
+        ensure!(b.get("host").is_some(), "{b}");
+        for (what, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            ensure!(!text.contains(TOKEN), "webhook token in {what}:\n{text}");
+        }
+        ensure!(
+            out.stdout
+                .contains(&format!("alert to {}/…: delivered", hook.url_base)),
+            "{}",
+            out.stdout
+        );
+        let mut stack = vec![tmp.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d)? {
+                let p = e?.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let text = String::from_utf8_lossy(&std::fs::read(&p)?).into_owned();
+                    ensure!(!text.contains(TOKEN), "webhook token in {}", p.display());
+                }
+            }
+        }
         Ok(())
     })
 }

@@ -221,6 +221,11 @@ fn failures_alert_the_webhook_and_exit_statuses_follow() -> Result<()> {
             assert_eq!(bodies.len(), 3, "alert and metrics push");
             assert_eq!(bodies[1]["status"], "partial_failure");
             assert_eq!(bodies[1]["failed_tables"][0]["table"], "OTHER");
+            let text = bodies[1]["text"].as_str().unwrap_or("");
+            assert!(
+                text.contains("partial_failure") && text.contains("OTHER"),
+                "{text}"
+            );
             assert_eq!(bodies[1]["summary"]["tables_failed"], 1);
             let pushed = bodies[2]["pushed"].as_str().unwrap_or("");
             assert!(
@@ -331,4 +336,64 @@ fn a_run_whose_apply_failed_is_applied_by_the_next_flow() -> Result<()> {
     let m = RunManifest::load(&DataDir::new(dir), &first.run_id)?;
     assert_eq!(m.db_apply.map(|a| a.status), Some(RunStatus::Success));
     Ok(())
+}
+
+#[test]
+fn a_scheduled_run_is_never_silently_skipped() -> Result<()> {
+    let rt = runtime();
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    rt.block_on(async {
+        let emu = Emulator::start(world()).await?;
+        let client = fast_client(&emu.base_url(), 0);
+        let (url, got) = webhook().await?;
+        let metrics = dir.join("statbank.prom");
+        let flow = |now, force: bool| {
+            let mut o = flow_opts(options(dir, now, force), None);
+            o.scheduled = true;
+            o.alert_webhook = Some(url.clone());
+            o.metrics_file = Some(metrics.clone());
+            o
+        };
+        let first = run_flow(&client, &flow(at_hours(0), true)).await?;
+        assert_eq!(first.status, RunStatus::Success);
+
+        // A scheduled run one day later: skipped by the gate, and said so.
+        let r = run_flow(&client, &flow(at_hours(24), false)).await?;
+        assert_eq!(r.status, RunStatus::Skipped);
+        let alert = r.alert.expect("a skipped scheduled run alerts");
+        assert!(alert.delivered, "{alert:?}");
+        {
+            let bodies = got.lock().expect("lock");
+            let text = bodies[0]["text"].as_str().unwrap_or("");
+            assert!(text.contains("skipped by the weekly gate"), "{text}");
+        }
+        let prom = std::fs::read_to_string(&metrics)?;
+        assert!(
+            prom.contains("statbank_flow_gate_skipped_total{scheduled=\"true\"} 1"),
+            "{prom}"
+        );
+        let success_at = |prom: &str| {
+            prom.lines()
+                .find_map(|l| l.strip_prefix("statbank_flow_last_success_timestamp_seconds "))
+                .map(str::to_string)
+        };
+        assert_eq!(
+            success_at(&prom),
+            Some(at_hours(0).timestamp().to_string()),
+            "a skipped run does not count as a success"
+        );
+
+        // The next weekly run fires 3 s early (scheduler jitter, a slow
+        // catalog answer last week): the gate opens all the same.
+        let early = at_hours(7 * 24) - chrono::Duration::seconds(3);
+        let r = run_flow(&client, &flow(early, false)).await?;
+        assert_eq!(r.status, RunStatus::Success, "{:?}", r.manifest.catalog);
+        assert!(r.manifest.catalog.polled);
+        assert!(r.alert.is_none());
+        let prom = std::fs::read_to_string(&metrics)?;
+        assert_eq!(success_at(&prom), Some(early.timestamp().to_string()));
+        emu.shutdown().await;
+        anyhow::Ok(())
+    })
 }

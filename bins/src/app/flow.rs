@@ -4,7 +4,7 @@
 //! ```text
 //! statbank-flow [sync flags of statbank-sync] [--database-url URL]
 //!               [--schedule "0 22 * * 0"] [--metrics-file FILE]
-//!               [--alert-webhook URL] [--log-format text|json]
+//!               [--alert-webhook URL] [--scheduled] [--log-format text|json]
 //! ```
 //!
 //! Exit status (one run): 0 for `success`/`skipped`, 2 for
@@ -51,6 +51,10 @@ struct Args {
     /// POST a JSON summary here when a run ends in partial_failure or failed.
     #[arg(long, env = "STATBANK_ALERT_WEBHOOK", hide_env_values = true)]
     alert_webhook: Option<String>,
+    /// This run was started by a scheduler (systemd timer, CronJob): a run
+    /// the weekly gate skips then raises the alert. Implied by --schedule.
+    #[arg(long, env = "STATBANK_SCHEDULED")]
+    scheduled: bool,
     /// No progress bar, even on a terminal.
     #[arg(long)]
     no_progress: bool,
@@ -109,6 +113,7 @@ async fn async_run(args: Args) -> Result<ExitCode> {
     opts.metrics_file = args.metrics_file.clone();
     opts.metrics_push_url = args.metrics_push_url.clone();
     opts.alert_webhook = args.alert_webhook.clone();
+    opts.scheduled = args.scheduled;
     if opts.database_url.is_none() {
         tracing::warn!("no --database-url / DATABASE_URL: the flow syncs to disk only");
     }

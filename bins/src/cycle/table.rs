@@ -97,6 +97,7 @@ fn failed(ctx: &Ctx<'_>, table: &TableId, entry: &CatalogEntry, e: &Error) -> Ta
     if let Err(se) = ctx.update_state(table, |s| {
         s.last_status = Some("failed".into());
         s.last_error = Some(msg);
+        s.consecutive_failures = s.consecutive_failures.saturating_add(1);
         s.last_sync_at = Some(now);
         s.last_run_id = Some(run_id);
     }) {
@@ -474,6 +475,7 @@ fn save_synced(
         s.bootstrap_complete = true;
         s.last_status = Some("synced".into());
         s.last_error = None;
+        s.consecutive_failures = 0;
         s.last_run_id = Some(run_id);
         s.variables = Some(signature);
         s.partition_count = Some(partitions);
