@@ -110,6 +110,31 @@ pub(crate) fn prepare<'t>(
 }
 
 impl Pending<'_> {
+    /// Closes the open versions of every period not among the present ones
+    /// (a rebuild's new set lacks them), when the new set starts.
+    pub(crate) fn close_absent(
+        &self,
+        tx: &mut Transaction<'_>,
+        ctx: &Ctx<'_>,
+    ) -> Result<u64, Error> {
+        let Some(start) = self.valid_from.iter().max() else {
+            return Ok(0);
+        };
+        let tid_type = &self.tid_type;
+        tx.execute(
+            &format!(
+                "UPDATE {} SET valid_to = $2::text::timestamptz \
+                 WHERE valid_to IS NULL AND NOT (tid = ANY($1::{tid_type}[]))",
+                self.target
+            ),
+            &[&self.present, start],
+        )
+        .map_err(Error::db(
+            ctx.table,
+            "closing history rows of periods the rebuild dropped",
+        ))
+    }
+
     /// Inserts the new versions (the rows of `source`, the temp table of a
     /// delta or a rebuilt table) with their start; returns how many.
     pub(crate) fn record_from(
@@ -122,6 +147,8 @@ impl Pending<'_> {
         if self.present.is_empty() {
             return Ok(0);
         }
+        // A rebuilt table may have gained columns since `prepare`.
+        add_missing_columns(tx, ctx, &schema_of(&ctx.opts.schema), &self.target)?;
         let cols = column_list(plan);
         let select: Vec<String> = plan
             .columns

@@ -1,5 +1,7 @@
 //! How a run is applied, and one table's share of it.
 
+use std::collections::BTreeSet;
+
 use sync_state::{SchemaChange, TableId, TableResult, Tid};
 
 /// What to do when a table's partitions no longer fit its fact table (a
@@ -73,6 +75,13 @@ pub struct TableWork {
     /// The catalog `updated` of the sync (the end of validity of removed
     /// periods, for history).
     pub catalog_updated: Option<String>,
+    /// Periods a later run reports deleted: when an earlier run is applied
+    /// late, a changed period of it without a partition is one of these,
+    /// and is applied as deleted rather than failing as missing.
+    pub removed_later: BTreeSet<Tid>,
+    /// A later run swapped the table's whole set for a new schema: changed
+    /// periods without a partition are gone with it (applied as deleted).
+    pub reshaped_later: bool,
 }
 
 impl TableWork {
@@ -84,6 +93,8 @@ impl TableWork {
             deleted,
             schema_change: None,
             catalog_updated: None,
+            removed_later: BTreeSet::new(),
+            reshaped_later: false,
         }
     }
 
@@ -95,6 +106,8 @@ impl TableWork {
             deleted: r.deleted_tids.clone().unwrap_or_default(),
             schema_change: r.schema_change.clone(),
             catalog_updated: r.catalog_updated.clone(),
+            removed_later: BTreeSet::new(),
+            reshaped_later: false,
         }
     }
 }

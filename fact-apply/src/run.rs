@@ -38,10 +38,13 @@ pub fn apply_run(
 ) -> Result<DbApplyReport, Error> {
     validate_schema(&opts.schema)?;
     let manifest = load(data, run)?;
-    let work: Vec<TableWork> = manifest
+    let mut work: Vec<TableWork> = manifest
         .tables_with_changes()
         .map(|(id, r)| TableWork::of(id, r))
         .collect();
+    if !work.is_empty() {
+        note_later_removals(data, &manifest, &mut work)?;
+    }
     if work.is_empty() {
         let mut report = DbApplyReport::no_changed_tids(run.clone());
         tracing::info!(run = %run, "no table has changed periods; nothing to apply");
@@ -82,6 +85,34 @@ pub fn apply_run(
         save_report(data, run, load(data, run)?, &report)?;
     }
     Ok(report)
+}
+
+/// What runs after `manifest` removed from each table of `work` (a run
+/// applied late, e.g. a pending one, meets the partitions as they are now).
+fn note_later_removals(
+    data: &DataDir,
+    manifest: &RunManifest,
+    work: &mut [TableWork],
+) -> Result<(), Error> {
+    let runs = sync_state::list_runs(data).map_err(|source| Error::Manifest {
+        run: manifest.run_id.clone(),
+        source: Box::new(source),
+    })?;
+    for id in runs.iter().filter(|id| **id != manifest.run_id) {
+        let later = load(data, id)?;
+        if later.started_at < manifest.started_at {
+            continue;
+        }
+        for w in work.iter_mut() {
+            let Some(r) = later.tables.get(&w.table) else {
+                continue;
+            };
+            w.removed_later
+                .extend(r.deleted_tids.iter().flatten().cloned());
+            w.reshaped_later |= r.schema_change.is_some();
+        }
+    }
+    Ok(())
 }
 
 fn load(data: &DataDir, run: &RunId) -> Result<RunManifest, Error> {

@@ -63,7 +63,7 @@ pub fn apply_table(
     if oid.is_none() && !opts.create_missing {
         return skipped_missing(result, &ctx);
     }
-    let present = match coverage(&ctx, &changed, &deleted, &mut result) {
+    let (present, deleted) = match coverage(&ctx, work, &changed, deleted, &mut result) {
         Ok(Some(p)) => p,
         Ok(None) => return result,
         Err(e) => return fail(result, &e),
@@ -100,19 +100,27 @@ fn skipped_missing(mut result: ApplyTableResult, ctx: &Ctx<'_>) -> ApplyTableRes
     result
 }
 
-/// Every changed period must have its partition. Strict: a missing one
-/// fails the table untouched (`Ok(None)`, `result` filled); lenient: the
-/// periods with partitions are applied. Returns those periods.
+/// Every changed period must have its partition, unless a later run
+/// removed it (deleted upstream, or gone with a later schema change): that
+/// period is applied as deleted, which is what the partitions say now.
+/// Strict: another missing one fails the table untouched (`Ok(None)`,
+/// `result` filled); lenient: the periods with partitions are applied.
+/// Returns the periods to load and the periods to delete.
 fn coverage(
     ctx: &Ctx<'_>,
+    work: &TableWork,
     changed: &[Tid],
-    deleted: &[Tid],
+    mut deleted: Vec<Tid>,
     result: &mut ApplyTableResult,
-) -> Result<Option<Vec<Tid>>, Error> {
+) -> Result<Option<(Vec<Tid>, Vec<Tid>)>, Error> {
     let mut missing = Vec::new();
     for tid in changed {
         match ctx.store.has_partition(ctx.table, tid) {
             Ok(true) => {}
+            Ok(false) if work.reshaped_later || work.removed_later.contains(tid) => {
+                tracing::info!(table = %ctx.table, %tid, "period removed by a later run: applied as deleted");
+                deleted.push(tid.clone());
+            }
             Ok(false) => missing.push(tid.clone()),
             Err(source) => {
                 return Err(Error::Check {
@@ -124,6 +132,9 @@ fn coverage(
             }
         }
     }
+    if deleted.len() > result.deleted_tids.as_ref().map_or(0, Vec::len) {
+        result.deleted_tids = Some(deleted.clone());
+    }
     if !missing.is_empty()
         && (ctx.opts.strict || (missing.len() == changed.len() && deleted.is_empty()))
     {
@@ -132,17 +143,17 @@ fn coverage(
         result.missing_tids = Some(missing);
         return Ok(None);
     }
-    let missing_set: BTreeSet<&Tid> = missing.iter().collect();
+    let absent: BTreeSet<&Tid> = missing.iter().chain(&deleted).collect();
     let present: Vec<Tid> = changed
         .iter()
-        .filter(|t| !missing_set.contains(t))
+        .filter(|t| !absent.contains(t))
         .cloned()
         .collect();
     if !missing.is_empty() {
         tracing::warn!(table = %ctx.table, missing_tids = ?missing, "periods without partition files are left as they are (strict off)");
         result.missing_tids = Some(missing);
     }
-    Ok(Some(present))
+    Ok(Some((present, deleted)))
 }
 
 /// An existing fact table: a schema change upstream is checked first (the
@@ -227,15 +238,7 @@ fn apply_existing(
             }
             let prelude = widen_sql(&ctx.target, &changes);
             tracing::warn!(table = %ctx.table, widen = ?prelude, "widening columns for new values");
-            let o = apply_delta(
-                client,
-                ctx,
-                oid,
-                present,
-                deleted,
-                &prelude,
-                catalog_updated,
-            )?;
+            let o = delta(client, &prelude)?;
             result.type_changes = Some(changes);
             Ok(Some(o))
         }

@@ -456,3 +456,65 @@ fn upgrading_derives_signatures_without_rebootstrapping() {
         Some(&["OMRÅDE".to_string(), "KØN".into(), "Tid".into()][..])
     );
 }
+
+/// A rebuild keeps `fact_history` true: the old versions close when the new
+/// set starts, a period the new set lacks closes too, and the new rows are
+/// the only open ones.
+#[test]
+fn a_rebuild_with_history_closes_the_old_versions_and_the_dropped_periods() {
+    let mut s = Setup::new();
+    let m0 = s.sync(0);
+    let with_history = ApplyOptions {
+        history: true,
+        ..create()
+    };
+    let r = s.apply(&m0.run_id, &with_history);
+    assert_eq!(r.status, RunStatus::Success);
+    let old_rows = s.count("SELECT count(*) FROM fact.drift1");
+    assert_eq!(
+        s.count("SELECT count(*) FROM fact_history.drift1 WHERE valid_to IS NULL"),
+        old_rows
+    );
+
+    let h = s.emu.handle();
+    h.add_variable("DRIFT1", 2, alder());
+    h.remove_period("DRIFT1", "2020K1");
+    h.set_updated("DRIFT1", "2026-02-01T08:00:00");
+    let m1 = s.sync(24);
+    assert!(m1.tables[&id("DRIFT1")].schema_change.is_some());
+    let r = s.apply(
+        &m1.run_id,
+        &ApplyOptions {
+            history: true,
+            on_schema_change: OnSchemaChange::Rebuild,
+            ..ApplyOptions::default()
+        },
+    );
+    let t = tests::apply_fx::result(&r, "DRIFT1");
+    assert_eq!(t.status, ApplyStatus::Applied, "{:?}", t.error);
+    let new_rows = s.count("SELECT count(*) FROM fact.drift1");
+    assert_eq!(new_rows, 19 * 30 * 3 * 2);
+    assert_eq!(
+        s.count("SELECT count(*) FROM fact_history.drift1 WHERE valid_to IS NULL"),
+        new_rows,
+        "only the rebuilt rows are current"
+    );
+    assert_eq!(
+        s.count(
+            "SELECT count(*) FROM fact_history.drift1 WHERE tid = '2020-01-01' AND valid_to IS NULL"
+        ),
+        0,
+        "the dropped period is closed"
+    );
+    assert_eq!(
+        s.count("SELECT count(*) FROM fact_history.drift1"),
+        old_rows + new_rows,
+        "every old version kept once, every new one added once"
+    );
+    assert_eq!(
+        s.count(
+            "SELECT count(*) FROM fact_history.drift1 WHERE alder IS NOT NULL AND valid_to IS NULL"
+        ),
+        new_rows
+    );
+}

@@ -170,6 +170,48 @@ fn missing_partition_files_fail_the_table_untouched() -> Result<()> {
     Ok(())
 }
 
+/// A pending run applied late: one of its changed periods was removed by a
+/// later run (its file is gone for good). That period is applied as deleted,
+/// so the pending run completes instead of failing forever; a period whose
+/// file is missing without a later removal still fails the table.
+#[test]
+fn a_late_apply_treats_periods_a_later_run_removed_as_deleted() -> Result<()> {
+    let mut f = fx()?;
+    folk_table(&mut f, "folk1a")?;
+    f.part(
+        "FOLK1A",
+        "2024K2",
+        H,
+        &[(&["000", "1", "2024K2"], Some(9.0))],
+    )?;
+    let run1 = f.manifest("r1", &[("FOLK1A", &["2024K2", "2024K3"], &[])])?;
+    // The later run reports 2024K3 removed upstream (its file is gone).
+    let _run2 = f.manifest("r2", &[("FOLK1A", &[], &["2024K3"])])?;
+    let report = f.apply(&run1, &ApplyOptions::default())?;
+    let r = result(&report, "FOLK1A");
+    assert_eq!(r.status, ApplyStatus::Applied, "{r:?}");
+    assert_eq!(r.deleted_tids, Some(tids(&["2024K3"])));
+    assert_eq!(r.missing_tids, None);
+    assert_eq!(
+        f.count("SELECT count(*) FROM fact.folk1a WHERE tid = '2024-07-01'")?,
+        0,
+        "the removed period is deleted"
+    );
+    assert_eq!(
+        f.count("SELECT count(*) FROM fact.folk1a WHERE tid = '2024-04-01'")?,
+        1
+    );
+
+    // Without a later removal the same gap still fails the table.
+    let run3 = f.manifest("r3", &[("FOLK1A", &["2024K2", "2024K4"], &[])])?;
+    let report = f.apply(&run3, &ApplyOptions::default())?;
+    let r = result(&report, "FOLK1A");
+    assert_eq!(r.status, ApplyStatus::Failed);
+    assert_eq!(r.reason.as_deref(), Some("missing_partition_files"));
+    assert_eq!(r.missing_tids, Some(tids(&["2024K4"])));
+    Ok(())
+}
+
 #[test]
 fn schema_mismatch_and_bad_values_roll_back_only_their_table() -> Result<()> {
     let mut f = fx()?;
