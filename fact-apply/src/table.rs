@@ -100,6 +100,9 @@ fn skipped_missing(mut result: ApplyTableResult, ctx: &Ctx<'_>) -> ApplyTableRes
     result
 }
 
+/// The periods to load and the periods to delete.
+type Periods = (Vec<Tid>, Vec<Tid>);
+
 /// Every changed period must have its partition, unless a later run
 /// removed it (deleted upstream, or gone with a later schema change): that
 /// period is applied as deleted, which is what the partitions say now.
@@ -112,7 +115,7 @@ fn coverage(
     changed: &[Tid],
     mut deleted: Vec<Tid>,
     result: &mut ApplyTableResult,
-) -> Result<Option<(Vec<Tid>, Vec<Tid>)>, Error> {
+) -> Result<Option<Periods>, Error> {
     let mut missing = Vec::new();
     for tid in changed {
         match ctx.store.has_partition(ctx.table, tid) {
