@@ -30,7 +30,8 @@ pub struct FlowOptions {
     pub sync_retry_delays: Vec<Duration>,
     /// Waits before the apply's retries (default 60 s: one retry).
     pub apply_retry_delays: Vec<Duration>,
-    /// POST a JSON summary here on `partial_failure` or `failed`.
+    /// POST a JSON summary here on `partial_failure` or `failed`, and when a
+    /// scheduled run is skipped by the weekly gate.
     pub alert_webhook: Option<String>,
     /// Write Prometheus text-format metrics here after the run.
     pub metrics_file: Option<PathBuf>,
@@ -99,6 +100,9 @@ pub struct FlowReport {
     pub apply_seconds: f64,
     /// The final manifest (as written).
     pub manifest: RunManifest,
+    /// Earlier runs whose pending apply this run retried: `run_id`,
+    /// `status`, `error`, `attempts` each.
+    pub earlier_runs: Vec<serde_json::Value>,
 }
 
 /// Runs the flow once. `Err` only when not even a manifest could be written
@@ -139,6 +143,7 @@ pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<Flo
         sync_seconds,
         apply_seconds,
         manifest,
+        earlier_runs: earlier,
     };
     log_failures(&report);
     if let Some(reason) = alert_reason(&report, opts.scheduled) {
@@ -146,7 +151,7 @@ pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<Flo
             report.alert = Some(send_alert(url, &report, &reason, &dir).await);
         }
     }
-    record_flow(&mut report, &earlier, &dir)?;
+    record_flow(&mut report, &dir)?;
     let stats = client.stats();
     let delta = ClientStats {
         requests: stats.requests - stats_before.requests,
@@ -238,10 +243,17 @@ async fn apply_earlier_runs(
         return Ok((earlier, failed));
     }
     let dir = &opts.sync.data_dir;
-    for run in sync_state::pending_runs(dir)?
-        .into_iter()
-        .filter(|r| r != this_run)
-    {
+    let pending = match sync_state::pending_runs(dir) {
+        Ok(p) => p,
+        Err(e) => {
+            // An unreadable earlier manifest must not cost this run its apply.
+            let msg = error_chain(&e);
+            tracing::warn!(error = %msg, "cannot list the runs awaiting an apply");
+            earlier.push(json!({"error": msg}));
+            return Ok((earlier, true));
+        }
+    };
+    for run in pending.into_iter().filter(|r| r != this_run) {
         tracing::info!(run = %run, "applying an earlier run whose apply had not succeeded");
         let (result, n) = apply_with_retries(url, dir, &run, opts).await?;
         let (status, error) = match &result {
@@ -441,11 +453,7 @@ fn apply_blocking(
 }
 
 /// Records the flow's own section in the manifest and saves it.
-fn record_flow(
-    report: &mut FlowReport,
-    earlier: &[serde_json::Value],
-    dir: &sync_state::DataDir,
-) -> Result<(), Error> {
+fn record_flow(report: &mut FlowReport, dir: &sync_state::DataDir) -> Result<(), Error> {
     report.manifest.extra.insert(
         "flow".into(),
         json!({
@@ -454,7 +462,7 @@ fn record_flow(
             "apply_attempts": report.apply_attempts,
             "apply_error": report.apply_error,
             "apply_note": report.apply_note,
-            "earlier_runs_applied": earlier,
+            "earlier_runs_applied": report.earlier_runs,
             "sync_seconds": report.sync_seconds,
             "apply_seconds": report.apply_seconds,
             "alert": report.alert,
@@ -477,7 +485,13 @@ async fn emit_metrics(opts: &FlowOptions, report: &FlowReport, client: ClientSta
             None
         }
     };
-    let pending_runs = sync_state::pending_runs(dir).map(|r| r.len()).unwrap_or(0);
+    let pending_runs = match sync_state::pending_runs(dir) {
+        Ok(r) => Some(r.len()),
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "metrics: cannot count the runs awaiting an apply");
+            None
+        }
+    };
     let input = MetricsInput {
         report,
         client,
@@ -608,6 +622,22 @@ fn alert_body(report: &FlowReport, reason: &str, dir: &sync_state::DataDir) -> s
     if let Some(e) = &report.apply_error {
         let _ = write!(text, "\napply failed: {e}");
     }
+    let earlier_failed: Vec<&serde_json::Value> = report
+        .earlier_runs
+        .iter()
+        .filter(|r| r.get("status").and_then(|s| s.as_str()) != Some("success"))
+        .collect();
+    for r in &earlier_failed {
+        let _ = write!(
+            text,
+            "\nearlier run {} still not applied: {}",
+            r.get("run_id").and_then(|v| v.as_str()).unwrap_or("?"),
+            r.get("error")
+                .and_then(|v| v.as_str())
+                .or_else(|| r.get("status").and_then(|v| v.as_str()))
+                .unwrap_or("failed")
+        );
+    }
     let _ = write!(text, "\nmanifest: {manifest}");
     json!({
         "text": text,
@@ -624,6 +654,7 @@ fn alert_body(report: &FlowReport, reason: &str, dir: &sync_state::DataDir) -> s
         "failed_tables": failed,
         "apply_error": report.apply_error,
         "apply_failed_tables": apply_failed,
+        "earlier_runs_failed": earlier_failed,
         "summary": m.summary,
     })
 }
@@ -709,9 +740,18 @@ pub async fn run_schedule(
     mut on_report: impl FnMut(&Result<FlowReport, Error>),
 ) -> Result<usize, Error> {
     let mut runs = 0usize;
+    let mut last_fire: Option<DateTime<Utc>> = None;
     loop {
         let now = Utc::now();
         let next = next_fire(cron, now)?;
+        if let Some(fired) = last_fire {
+            // Fire times that passed while the last run was going.
+            let missed = next_fire(cron, fired)?;
+            if missed < now {
+                tracing::warn!(missed = %missed.to_rfc3339(), "a scheduled run was skipped: the previous run was still going");
+            }
+        }
+        last_fire = Some(next);
         tracing::info!(next_run = %next.to_rfc3339(), "next scheduled run");
         let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
         if !sleep_unless_stopped(wait, &opts.sync.stop).await {

@@ -31,8 +31,9 @@ pub struct MetricsInput<'a> {
     /// The sync state after the run (last catalog poll, failing tables,
     /// verification debt), when it could be read.
     pub state: Option<&'a SyncState>,
-    /// Runs whose apply has not succeeded yet.
-    pub pending_runs: usize,
+    /// Runs whose apply has not succeeded yet (`None`: they could not be
+    /// counted, and the series is left out rather than shown as 0).
+    pub pending_runs: Option<usize>,
     /// When the newest run that ended `success` finished, from the run
     /// manifests (used when there is no previous metrics file).
     pub last_success: Option<DateTime<Utc>>,
@@ -347,11 +348,14 @@ fn apply_metrics(m: &Metrics, input: &MetricsInput<'_>) -> Result<(), Error> {
         "DB apply attempts of the last run.",
         f64::from(r.apply_attempts),
     )?;
-    m.gauge(
-        "statbank_apply_pending_runs",
-        "Runs whose changed periods still await a successful DB apply.",
-        input.pending_runs as f64,
-    )
+    match input.pending_runs {
+        Some(n) => m.gauge(
+            "statbank_apply_pending_runs",
+            "Runs whose changed periods still await a successful DB apply.",
+            n as f64,
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Writes the metrics file (atomically, mode 0644) and pushes them, as

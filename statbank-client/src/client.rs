@@ -588,6 +588,18 @@ impl BulkResponse {
 }
 
 fn transport(endpoint: Endpoint, table: &Option<String>, e: reqwest::Error) -> Error {
+    if is_dns_failure(&e) {
+        let host = e
+            .url()
+            .and_then(|u| u.host_str())
+            .unwrap_or("?")
+            .to_string();
+        return Error::Unresolved {
+            endpoint,
+            host,
+            source: e,
+        };
+    }
     if e.is_timeout() {
         Error::Timeout {
             endpoint,
@@ -600,6 +612,22 @@ fn transport(endpoint: Endpoint, table: &Option<String>, e: reqwest::Error) -> E
             source: e,
         }
     }
+}
+
+/// A connect error whose cause is a failed name lookup.
+fn is_dns_failure(e: &reqwest::Error) -> bool {
+    if !e.is_connect() {
+        return false;
+    }
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 async fn read_limited(resp: reqwest::Response, limit: usize) -> Vec<u8> {
@@ -724,5 +752,33 @@ mod tests {
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
         let e = error_from_body(Endpoint::Data, None, StatusCode::NOT_FOUND, None, b"<html>");
         assert!(!e.is_retryable());
+    }
+}
+
+#[cfg(test)]
+mod offline_tests {
+    use super::*;
+
+    /// A host that cannot resolve (`.invalid` never does) fails at once,
+    /// naming the host and the way to the emulator, with no retries.
+    #[tokio::test]
+    async fn an_unresolvable_host_fails_fast_with_a_hint() {
+        let client = StatbankClient::builder()
+            .base_url("http://statbank.invalid/v1")
+            .max_retries(4)
+            .min_interval(Duration::ZERO)
+            .build()
+            .expect("client");
+        let started = std::time::Instant::now();
+        let err = client
+            .tables(&TablesRequest::default())
+            .await
+            .expect_err("cannot resolve");
+        assert!(matches!(err, Error::Unresolved { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("statbank.invalid"), "{text}");
+        assert!(text.contains("--base-url"), "{text}");
+        assert_eq!(client.stats().retries, 0);
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

@@ -93,6 +93,18 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The API's host name cannot be resolved (offline, or a wrong
+    /// `--base-url`). Not retried: the run fails at once, naming the host.
+    #[error("cannot resolve host {host} for {endpoint}: offline? Against the local emulator (statbank-emulator) pass --base-url http://127.0.0.1:8080/v1")]
+    Unresolved {
+        /// The function called.
+        endpoint: Endpoint,
+        /// The host name.
+        host: String,
+        /// The underlying error.
+        #[source]
+        source: reqwest::Error,
+    },
     /// A JSON answer that does not have the expected shape.
     #[error("cannot decode {endpoint} response{}", for_table(.table))]
     Decode {

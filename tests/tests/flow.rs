@@ -202,9 +202,9 @@ fn failures_alert_the_webhook_and_exit_statuses_follow() -> Result<()> {
             assert_eq!(bodies[0]["run_id"], report.run_id.as_str());
         }
 
-        // One table failing: partial failure names it; the apply ran for the
-        // rest (there is no fact schema here, so the DB apply fails too and
-        // the alert carries both).
+        // One table failing: partial failure names it (no database here: the
+        // apply is not run, only the sync's failure is alerted); the metrics
+        // push carries the failing table too.
         emu.handle().clear_faults();
         let mut w2 = EmuTable::synthetic("OTHER", &["2020"], &[("X", 2)]);
         w2.updated = "2026-01-01T08:00:00".into();

@@ -46,9 +46,10 @@ struct Args {
     #[arg(long, env = "STATBANK_METRICS_FILE")]
     metrics_file: Option<std::path::PathBuf>,
     /// Also PUT the metrics to this Pushgateway URL.
-    #[arg(long, env = "STATBANK_METRICS_PUSH_URL")]
+    #[arg(long, env = "STATBANK_METRICS_PUSH_URL", hide_env_values = true)]
     metrics_push_url: Option<String>,
-    /// POST a JSON summary here when a run ends in partial_failure or failed.
+    /// POST a JSON summary (with a chat-ready `text`) here when a run ends in
+    /// partial_failure or failed, or a --scheduled run is skipped by the gate.
     #[arg(long, env = "STATBANK_ALERT_WEBHOOK", hide_env_values = true)]
     alert_webhook: Option<String>,
     /// This run was started by a scheduler (systemd timer, CronJob): a run
