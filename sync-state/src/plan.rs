@@ -254,7 +254,8 @@ pub struct VerifyPlan {
     /// Periods to fetch this cycle only to verify them (not in the
     /// selection's `fetch`), in remote order.
     pub verify: Vec<Tid>,
-    /// The debt left once `verify` has been fetched, in remote order.
+    /// The debt left once `verify` has been fetched, in the order it will
+    /// be paid (longest-owed first).
     pub debt_after: Vec<Tid>,
     /// Periods verified per cycle from now on.
     pub per_cycle: Option<usize>,
@@ -279,9 +280,11 @@ pub struct VerifyInputs<'a> {
 /// Rolling verification: when a table's `updated` changes, every remote
 /// period that the cycle does not fetch anyway (everything outside new ∪
 /// refresh) owes one verification against the source; the debt is paid a
-/// slice per cycle, most recent periods first. Periods fetched anyway, or
-/// gone from the remote list, leave the debt. Bootstraps fetch everything
-/// and owe nothing.
+/// slice per cycle, most recent periods first. A new `updated` while debt is
+/// still owed puts the periods already owed first (they have waited
+/// longest), so the oldest periods are reached even when a table changes
+/// every week. Periods fetched anyway, or gone from the remote list, leave
+/// the debt. Bootstraps fetch everything and owe nothing.
 ///
 /// ```
 /// use std::collections::BTreeSet;
@@ -313,11 +316,7 @@ pub fn plan_verification(
     if policy.cycles == 0 {
         return VerifyPlan::default();
     }
-    let owed: HashSet<&Tid> = inputs.debt.iter().collect();
-    let debt: Vec<&Tid> = outside
-        .into_iter()
-        .filter(|t| inputs.updated_changed || owed.contains(t))
-        .collect();
+    let debt = owed_queue(&outside, inputs);
     if debt.is_empty() {
         return VerifyPlan::default();
     }
@@ -333,15 +332,39 @@ pub fn plan_verification(
         let by_rows = usize::try_from(rows / inputs.rows_per_period.max(1)).unwrap_or(usize::MAX);
         per_cycle = per_cycle.min(by_rows.max(1));
     }
-    // Most recent first: the tail of the remote order.
-    let take_from = debt.len().saturating_sub(per_cycle);
-    let verify = debt[take_from..].iter().map(|t| (*t).clone()).collect();
-    let debt_after: Vec<Tid> = debt[..take_from].iter().map(|t| (*t).clone()).collect();
+    let (now, later) = debt.split_at(per_cycle.min(debt.len()));
+    let paid: HashSet<&Tid> = now.iter().copied().collect();
+    // Fetched in remote order; what is left stays in the order it is paid.
+    let verify = remote
+        .iter()
+        .filter(|t| paid.contains(t))
+        .cloned()
+        .collect();
+    let debt_after: Vec<Tid> = later.iter().map(|t| (*t).clone()).collect();
     VerifyPlan {
         per_cycle: (!debt_after.is_empty()).then_some(per_cycle),
         verify,
         debt_after,
     }
+}
+
+/// The debt as a queue, in the order it is paid: what was already owed
+/// first (in its order, so the longest-waiting periods are paid first and a
+/// table updated every week still reaches its oldest periods), then, when
+/// `updated` changed, the newly owed periods, most recent first. Only
+/// periods outside this cycle's fetch and still on the remote list count.
+fn owed_queue<'a>(outside: &[&'a Tid], inputs: VerifyInputs<'a>) -> Vec<&'a Tid> {
+    let outside_set: HashSet<&Tid> = outside.iter().copied().collect();
+    let mut seen: HashSet<&Tid> = HashSet::new();
+    let mut queue: Vec<&Tid> = inputs
+        .debt
+        .iter()
+        .filter(|t| outside_set.contains(t) && seen.insert(t))
+        .collect();
+    if inputs.updated_changed {
+        queue.extend(outside.iter().rev().copied().filter(|t| seen.insert(t)));
+    }
+    queue
 }
 
 /// Splits the periods to fetch into request batches of at most `per_request`.
@@ -556,6 +579,46 @@ mod tests {
                 prop_assert!(cycles_used <= cycles as usize + 1, "not cleared in {} cycles", cycles);
             }
             prop_assert!(cycles_used <= cycles.max(1) as usize);
+        }
+
+        /// A table whose `updated` changes every cycle still verifies every
+        /// old period within twice the policy's cycles: what is already
+        /// owed is paid before what a new `updated` adds.
+        #[test]
+        fn a_table_updated_every_cycle_reaches_its_oldest_periods(
+            remote in arb_tids(),
+            f in 0usize..7,
+            cycles in 1u32..6,
+        ) {
+            let freq = Frequency::ALL[f];
+            let local: BTreeSet<Tid> = remote.iter().cloned().collect();
+            let policy = VerifyPolicy { cycles, ..VerifyPolicy::default() };
+            let sel = select_periods(&remote, &local, freq, SelectOptions::default());
+            let window: BTreeSet<&Tid> = sel.fetch.iter().collect();
+            let old: BTreeSet<&Tid> = remote.iter().filter(|t| !window.contains(t)).collect();
+            let mut last_verified: std::collections::BTreeMap<&Tid, usize> = Default::default();
+            let (mut debt, mut per) = (Vec::new(), None);
+            let horizon = 4 * cycles as usize + 4;
+            for cycle in 1..=horizon {
+                let p = plan_verification(&remote, &sel, VerifyInputs {
+                    debt: &debt, per_cycle: per, updated_changed: true, verify_all: false, rows_per_period: 1,
+                }, &policy);
+                for t in &p.verify {
+                    let t = remote.iter().find(|r| *r == t).expect("remote");
+                    last_verified.insert(t, cycle);
+                }
+                debt = p.debt_after;
+                per = p.per_cycle;
+                // Every old period owed since cycle 1 was verified within
+                // 2 × cycles of the last time it was (or of cycle 1).
+                if cycle >= 2 * cycles as usize {
+                    for t in &old {
+                        let since = last_verified.get(t).copied().unwrap_or(0);
+                        prop_assert!(cycle - since <= 2 * cycles as usize,
+                            "{} waited {} cycles", t, cycle - since);
+                    }
+                }
+            }
         }
 
         #[test]

@@ -147,7 +147,25 @@ fn old_revisions_converge_within_four_weekly_cycles_and_reach_postgres() {
     revise_old_periods(&s.emu, "2026-02-01T08:00:00");
     let mut found: BTreeMap<&str, usize> = BTreeMap::new();
     for week in 1..=4 {
+        s.emu.handle().clear_requests();
         let m = s.cycle(week, |_| {});
+        // Visits only to pay debt (`updated` unchanged, weeks 2–4) use the
+        // cached tableinfo: no tableinfo request, only the BULK slices.
+        let infos = s
+            .emu
+            .handle()
+            .requests()
+            .iter()
+            .filter(|r| r.endpoint == Some(statbank_client::emulator::Endpoint::TableInfo))
+            .count();
+        if week == 1 {
+            assert_eq!(infos, 4, "the updated tables' tableinfo is fetched");
+        } else {
+            assert_eq!(
+                infos, 0,
+                "week {week}: tableinfo requested on a debt-only visit"
+            );
+        }
         for (t, p) in OLD {
             let r = &m.tables[&id(t)];
             if r.changed_tids.contains(&tid(p)) {

@@ -186,7 +186,7 @@ async fn sync_table(
     bootstrap: bool,
     prev: Option<&TableState>,
 ) -> Result<TableResult, Error> {
-    let p = prepare(ctx, table, prev).await?;
+    let p = prepare(ctx, table, entry, prev).await?;
     let mut r = if p.schema_change.is_some() {
         rebootstrap(ctx, table, entry, &p).await?
     } else {
@@ -204,6 +204,7 @@ async fn sync_table(
 async fn prepare(
     ctx: &Ctx<'_>,
     table: &TableId,
+    entry: &CatalogEntry,
     prev: Option<&TableState>,
 ) -> Result<Prepared, Error> {
     let dir = &ctx.dir;
@@ -211,17 +212,25 @@ async fn prepare(
     if removed > 0 {
         tracing::info!(table = %table, removed, "removed temp files of an interrupted run");
     }
-    let (info, raw) = ctx.client.table_info(table).await?;
-    let remote = info.tids().map_err(|e| Error::Shape {
-        table: table.to_string(),
-        message: format!("tableinfo: {e}"),
-    })?;
-    let local = ctx.store.list_tids(table)?;
     let cache_key = dir.metadata_file_key(table);
     let cached: Option<TableInfo> = dir
         .storage()
         .get(&cache_key)?
         .and_then(|b| serde_json::from_slice(&b).ok());
+    let (info, raw) = match cached.clone().filter(|_| debt_only_visit(ctx, entry, prev)) {
+        // The table did not change upstream (`updated` is the one its
+        // cache was written under): its cached tableinfo still holds.
+        Some(info) => (info, None),
+        None => {
+            let (info, raw) = ctx.client.table_info(table).await?;
+            (info, Some(raw))
+        }
+    };
+    let remote = info.tids().map_err(|e| Error::Shape {
+        table: table.to_string(),
+        message: format!("tableinfo: {e}"),
+    })?;
+    let local = ctx.store.list_tids(table)?;
     let signature = schema::signature_of(&info);
     let before = {
         let (store, table, prev, local) = (
@@ -236,7 +245,9 @@ async fn prepare(
         .await
         .map_err(|e| Error::Internal(format!("signature task failed: {e}")))??
     };
-    dir.storage().put(&cache_key, &raw)?;
+    if let Some(raw) = raw {
+        dir.storage().put(&cache_key, &raw)?;
+    }
     let schema_change = before
         .filter(|b| b.mixed || !schema::same(&b.signature, &signature))
         .map(|b| SchemaChange {
@@ -264,6 +275,16 @@ async fn prepare(
         signature,
         schema_change,
     })
+}
+
+/// A visit only to pay verification debt: the table synced completely
+/// before, under the same catalog `updated`, and owes verifications.
+fn debt_only_visit(ctx: &Ctx<'_>, entry: &CatalogEntry, prev: Option<&TableState>) -> bool {
+    prev.is_some_and(|s| {
+        s.bootstrap_complete
+            && !s.verify_debt.is_empty()
+            && s.last_seen_updated.as_deref() == Some(entry.updated.as_str())
+    }) && !ctx.opts.verify_all
 }
 
 /// The usual path: new periods, the refresh window and this cycle's slice of
