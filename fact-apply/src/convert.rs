@@ -1,4 +1,4 @@
-//! Pure conversions of the original `process_fact_table` (Appendix A): column
+//! Pure conversions of the original `process_fact_table` (`docs/apply.md`, "Column names and conversions"): column
 //! names, period codes (`Tid`) to dates or ranges, age codes to integers or
 //! ranges, and the binary wire encodings of the values sent to Postgres.
 //!

@@ -275,7 +275,7 @@ pub struct DataRequest {
 
 impl DataRequest {
     /// The sync's request: every non-time variable `*`, the time variable
-    /// restricted to `tids` (guide §6).
+    /// restricted to `tids` (`docs/sync.md`, "BULK request").
     pub fn all_values_for_periods(table: TableId, info: &TableInfo, tids: &[Tid]) -> DataRequest {
         let time_id = info.time_variable().map(|v| v.id.clone());
         let variables = info

@@ -1,4 +1,4 @@
-//! Frequency inference, overrides and refresh windows (guide §4, §5).
+//! Frequency inference, overrides and refresh windows (`docs/sync.md`, "Frequency" and "Period selection").
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -60,7 +60,7 @@ impl Frequency {
         Frequency::ALL.into_iter().find(|f| f.as_str() == s)
     }
 
-    /// How many trailing periods are re-fetched every sync (guide §5).
+    /// How many trailing periods are re-fetched every sync (`docs/sync.md`, "Period selection").
     pub fn refresh_window(self) -> usize {
         match self {
             Frequency::Daily => 14,
@@ -73,7 +73,7 @@ impl Frequency {
         }
     }
 
-    /// The frequency of one period code, by the guide's patterns.
+    /// The frequency of one period code, by the patterns of `docs/sync.md`, "Frequency".
     pub fn of_code(code: &str) -> Frequency {
         static PATTERNS: OnceLock<Vec<(Regex, Frequency)>> = OnceLock::new();
         let patterns = PATTERNS.get_or_init(|| {
@@ -103,7 +103,7 @@ impl fmt::Display for Frequency {
 }
 
 /// Infers a table's frequency from its last non-empty period code
-/// (Appendix A); `other` when there is none.
+/// (`docs/sync.md`, "Frequency"); `other` when there is none.
 ///
 /// ```
 /// use sync_state::{infer_frequency, Frequency, Tid};

@@ -1,5 +1,5 @@
-//! `runs/<run_id>.json`: the immutable record of one run (guide "Run Manifest
-//! Contract", Appendix A), including the `db_apply` section.
+//! `runs/<run_id>.json`: the immutable record of one run (`docs/records.md`,
+//! "Run manifest"), including the `db_apply` section.
 
 use std::collections::BTreeMap;
 
@@ -123,7 +123,7 @@ impl TableStatus {
     }
 }
 
-/// One table's result in a sync manifest. The three shapes of Appendix A are
+/// One table's result in a sync manifest. The three shapes of `docs/records.md` ("Table results") are
 /// built by [`TableResult::skipped`], [`TableResult::synced`] and
 /// [`TableResult::failed`]; absent fields are not written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -54,7 +54,7 @@ impl Default for GatePolicy {
     }
 }
 
-/// Guide §2 with a grace period ([`GatePolicy`]): poll if forced, if never
+/// The weekly gate (`docs/sync.md`, "Weekly catalog gate") with a grace period ([`GatePolicy`]): poll if forced, if never
 /// polled, or if the last poll is at least `interval − grace` old.
 ///
 /// ```
@@ -87,7 +87,7 @@ pub fn catalog_gate(
     }
 }
 
-/// Whether a catalog table is synced in this cycle (guide §3).
+/// Whether a catalog table is synced in this cycle (`docs/sync.md`, "Eligibility").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Eligibility {
     /// Local partitions exist and `last_seen_updated` equals the catalog's
@@ -100,7 +100,7 @@ pub enum Eligibility {
     },
 }
 
-/// Guide §3, plus: a table that still owes verifications
+/// `docs/sync.md`, "Eligibility", plus: a table that still owes verifications
 /// ([`TableState::verify_debt`]) is synced even when its `updated` did not
 /// change, so that its debt is paid within the policy's cycles.
 pub fn eligibility(
@@ -121,7 +121,7 @@ pub fn eligibility(
     }
 }
 
-/// The periods chosen for one table (guide §5, Appendix A).
+/// The periods chosen for one table (`docs/sync.md`, "Period selection").
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PeriodSelection {
     /// Remote periods with no local partition, in remote order (all remote
@@ -150,7 +150,7 @@ pub struct SelectOptions {
     pub prune: bool,
 }
 
-/// Guide §5: `new = remote − local`, `refresh = trailing window`, fetch
+/// `docs/sync.md`, "Period selection": `new = remote − local`, `refresh = trailing window`, fetch
 /// `new ∪ refresh` (all of `remote` on bootstrap). With `prune`, local periods
 /// missing from `remote` are listed in `deleted`. Duplicate remote codes are
 /// kept once.
@@ -205,7 +205,7 @@ pub fn select_periods(
     }
 }
 
-/// Appendix A: rows per period ≈ ceil(product of every variable's value count
+/// `docs/sync.md`, "Batching": rows per period ≈ ceil(product of every variable's value count
 /// / number of periods). `value_counts` includes the time variable.
 pub fn estimate_rows_per_period(value_counts: &[usize], n_periods: usize) -> u64 {
     let product = value_counts
@@ -216,7 +216,7 @@ pub fn estimate_rows_per_period(value_counts: &[usize], n_periods: usize) -> u64
     u64::try_from(rows).unwrap_or(u64::MAX)
 }
 
-/// Appendix A: periods per request = max(1, `max_rows` // rows per period).
+/// `docs/sync.md`, "Batching": periods per request = max(1, `max_rows` // rows per period).
 pub fn periods_per_request(rows_per_period: u64, max_rows: u64) -> usize {
     let n = max_rows / rows_per_period.max(1);
     usize::try_from(n.max(1)).unwrap_or(usize::MAX)

@@ -1,4 +1,4 @@
-//! `state.json`: the mutable sync state (guide "`state.json` Contract").
+//! `state.json`: the mutable sync state (`docs/records.md`, "State file").
 
 use std::collections::BTreeMap;
 

@@ -45,7 +45,7 @@ pub fn utc_to_source_time(t: DateTime<Utc>) -> String {
 }
 
 /// A UTC instant truncated to the second; its JSON form is
-/// `2026-11-29T22:00:00Z` (Appendix A). Any RFC 3339 offset is accepted on
+/// `2026-11-29T22:00:00Z` (`docs/records.md`). Any RFC 3339 offset is accepted on
 /// read (`+00:00` as written by Python's `isoformat`).
 ///
 /// ```

@@ -101,11 +101,22 @@ static SERVER: Mutex<Weak<Server>> = Mutex::new(Weak::new());
 /// A fresh database on the first server found (see the module docs).
 pub fn test_db() -> Result<TestDb> {
     if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        announce(&format!("DATABASE_URL ({})", bins::redact_url(&url)));
         return create_db(&url, None).context("creating a test database on DATABASE_URL");
     }
     let server = shared_server()?;
     let admin = server.admin_url();
+    announce(&match &*server {
+        Server::Local(_) => format!("a local initdb cluster ({})", bins::redact_url(&admin)),
+        _ => format!("a testcontainers Postgres ({})", bins::redact_url(&admin)),
+    });
     create_db(&admin, Some(server))
+}
+
+/// Says once per test process which Postgres the tests use.
+fn announce(what: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("tests use Postgres from {what}"));
 }
 
 fn shared_server() -> Result<Arc<Server>> {

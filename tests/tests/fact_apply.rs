@@ -91,7 +91,7 @@ fn a_delta_replaces_exactly_the_changed_periods() -> Result<()> {
             "(101,1,2024-04-01,41)",
         ]
     );
-    // the report is in the manifest, in the Appendix A shape
+    // the report is in the manifest, in the shape `docs/records.md` documents
     let saved = f.saved_db_apply(&run)?.expect("db_apply written");
     assert_eq!(saved["status"], "success");
     assert_eq!(saved["run_id"], "20261129T220000Z");

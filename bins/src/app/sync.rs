@@ -1,4 +1,4 @@
-//! `statbank-sync`: one sync cycle of the StatBank mirror (guide §1–§7).
+//! `statbank-sync`: one sync cycle of the StatBank mirror (`docs/sync.md`).
 //!
 //! ```text
 //! statbank-sync [--data-dir DIR] [--base-url URL] [--force-catalog-poll]

@@ -1,5 +1,5 @@
 //! `run_sync_cycle`: the whole storage side of one sync run
-//! ([docs/contract.md](../../../docs/contract.md) "Sync cycle").
+//! (the contract: `docs/sync.md`).
 //!
 //! The steps, in order: take the data folder's lock; settle publishes a
 //! crash interrupted; the weekly gate; the catalog; tables gone from (or
