@@ -433,7 +433,7 @@ pub struct ApplyFlags {
     /// and keep the run pending, or rebuild / widen it.
     #[arg(long, value_enum, default_value = "fail")]
     pub on_schema_change: SchemaChangeArg,
-    /// Also maintain <schema>_history.<table> (every published version of
+    /// Also maintain SCHEMA_history.TABLE (every published version of
     /// every row, with valid_from / valid_to).
     #[arg(long)]
     pub history: bool,

@@ -6,6 +6,10 @@
 //! wrong types, removed and repeated nodes) and with generated
 //! tableinfo-shaped documents.
 //!
+//! The edits are made by the mutation engine shared with `sync-state`'s fuzz
+//! targets (`sync_state::fuzz_support`, a dev-dependency feature); the
+//! seeds, JSON tokens and hostile values are this file's.
+//!
 //! The decode steps are the client's own: `get_json` turns a body into
 //! `Vec<CatalogEntry>` / `TableInfo` with `serde_json::from_slice`, and the
 //! sync then calls [`TableInfo::tids`], [`TableInfo::value_counts`],
@@ -26,8 +30,12 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
+use proptest::strategy::BoxedStrategy;
 use proptest::test_runner::Config;
 use reqwest::StatusCode;
+use sync_state::fuzz_support::{
+    self, edit_tree, hostile_string, other_value, Growth, Mutator, TreeEdit,
+};
 
 use crate::client::error_from_body;
 use crate::model::{CatalogEntry, DataRequest, Lang, TableInfo, TidsError};
@@ -133,220 +141,27 @@ const TOKENS: &[&[u8]] = &[
     b"\"active\":\"yes\"",
 ];
 
-/// One edit of a seed.
-#[derive(Debug, Clone)]
-enum Mutation {
-    FlipBit(Index, u8),
-    SetByte(Index, u8),
-    InsertBytes(Index, Vec<u8>),
-    InsertToken(Index, Index),
-    /// `n` copies of `[` or `{`: deep nesting.
-    Nest(Index, bool, usize),
-    Delete(Index, usize),
-    Truncate(Index),
-    /// Copies `len` bytes from one place to another.
-    Splice(Index, Index, usize),
-}
+/// The byte-level edits of the recordings.
+const MUTATOR: Mutator = Mutator {
+    tokens: TOKENS,
+    set_byte: true,
+};
 
-fn arb_mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        4 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Mutation::FlipBit(i, b)),
-        2 => (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::SetByte(i, b)),
-        2 => (any::<Index>(), proptest::collection::vec(any::<u8>(), 1..8))
-            .prop_map(|(i, b)| Mutation::InsertBytes(i, b)),
-        4 => (any::<Index>(), any::<Index>()).prop_map(|(i, t)| Mutation::InsertToken(i, t)),
-        1 => (any::<Index>(), any::<bool>(), prop_oneof![1usize..200, 200usize..5_000])
-            .prop_map(|(i, arr, n)| Mutation::Nest(i, arr, n)),
-        2 => (any::<Index>(), 1usize..64).prop_map(|(i, n)| Mutation::Delete(i, n)),
-        1 => any::<Index>().prop_map(Mutation::Truncate),
-        2 => (any::<Index>(), any::<Index>(), 1usize..256)
-            .prop_map(|(a, b, n)| Mutation::Splice(a, b, n)),
-    ]
-}
-
-fn mutate(seed: &[u8], mutations: &[Mutation]) -> Vec<u8> {
-    let mut b = seed.to_vec();
-    for m in mutations {
-        // Positions are taken modulo `len + 1`, so every edit applies (to the
-        // end of an empty buffer too).
-        match m {
-            Mutation::FlipBit(i, bit) => {
-                if !b.is_empty() {
-                    let p = i.index(b.len());
-                    b[p] ^= 1 << bit;
-                }
-            }
-            Mutation::SetByte(i, v) => {
-                if !b.is_empty() {
-                    let p = i.index(b.len());
-                    b[p] = *v;
-                }
-            }
-            Mutation::InsertBytes(i, bytes) => {
-                let p = i.index(b.len() + 1);
-                b.splice(p..p, bytes.iter().copied());
-            }
-            Mutation::InsertToken(i, t) => {
-                let p = i.index(b.len() + 1);
-                let token = TOKENS[t.index(TOKENS.len())];
-                b.splice(p..p, token.iter().copied());
-            }
-            Mutation::Nest(i, arr, n) => {
-                let p = i.index(b.len() + 1);
-                let c = if *arr { b'[' } else { b'{' };
-                b.splice(p..p, std::iter::repeat_n(c, *n));
-            }
-            Mutation::Delete(i, n) => {
-                let p = i.index(b.len() + 1);
-                let end = (p + n).min(b.len());
-                b.drain(p..end);
-            }
-            Mutation::Truncate(i) => {
-                let p = i.index(b.len() + 1);
-                b.truncate(p);
-            }
-            Mutation::Splice(from, to, n) => {
-                if !b.is_empty() {
-                    let s = from.index(b.len());
-                    let e = (s + n).min(b.len());
-                    let chunk = b[s..e].to_vec();
-                    let p = to.index(b.len() + 1);
-                    b.splice(p..p, chunk);
-                }
-            }
-        }
-    }
-    b
-}
-
-/// One structure-aware edit of a seed's JSON tree, at the node picked by the
-/// index among all nodes (depth first): the result stays JSON, so decoding
-/// gets past the syntax into the model's fields and `tids()`.
-#[derive(Debug, Clone)]
-enum TreeEdit {
-    /// Replaces a string node (picked among the strings) by another string.
-    SetString(Index, String),
-    /// Replaces the node by a value of another type.
-    SetOther(Index, serde_json::Value),
-    /// Removes the node from its object or array.
-    Remove(Index),
-    /// Appends `n` copies of one of the node's elements (arrays only).
-    Repeat(Index, Index, usize),
-}
-
-fn hostile_string() -> impl Strategy<Value = String> {
-    prop_oneof![
-        3 => "[0-9A-Za-zÆØÅæøå /:._-]{0,12}",
-        2 => any::<String>(),
-        1 => Just(String::new()),
-        1 => Just(".".to_string()),
-        1 => Just("..".to_string()),
-        1 => Just("../../etc/passwd".to_string()),
-        1 => Just("a\u{0}b".to_string()),
-        1 => "\\PC{240,300}",
-        1 => (any::<char>(), 0usize..2_000).prop_map(|(c, n)| std::iter::repeat_n(c, n).collect()),
-    ]
-}
-
-fn arb_tree_edit() -> impl Strategy<Value = TreeEdit> {
-    let other = prop_oneof![
-        Just(serde_json::Value::Null),
-        Just(serde_json::json!(true)),
-        Just(serde_json::json!(false)),
-        Just(serde_json::json!(0)),
-        Just(serde_json::json!(-1)),
-        Just(serde_json::json!(u64::MAX)),
-        Just(serde_json::json!(1.5e300)),
-        Just(serde_json::json!([])),
-        Just(serde_json::json!({})),
-        Just(serde_json::json!([{"id": "2024"}])),
-        Just(serde_json::json!({"id": "Tid", "time": true, "values": []})),
-    ];
-    prop_oneof![
-        6 => (any::<Index>(), hostile_string()).prop_map(|(i, s)| TreeEdit::SetString(i, s)),
-        1 => (any::<Index>(), other).prop_map(|(i, v)| TreeEdit::SetOther(i, v)),
-        1 => any::<Index>().prop_map(TreeEdit::Remove),
-        1 => (any::<Index>(), any::<Index>(), prop_oneof![1usize..10, 10usize..2_000])
-            .prop_map(|(i, j, n)| TreeEdit::Repeat(i, j, n)),
-    ]
-}
-
-/// JSON pointers of every node below the root, depth first, and whether the
-/// node is a string.
-fn node_pointers(v: &serde_json::Value, at: &str, out: &mut Vec<(String, bool)>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, child) in m {
-                let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
-                out.push((p.clone(), child.is_string()));
-                node_pointers(child, &p, out);
-            }
-        }
-        serde_json::Value::Array(a) => {
-            for (i, child) in a.iter().enumerate() {
-                let p = format!("{at}/{i}");
-                out.push((p.clone(), child.is_string()));
-                node_pointers(child, &p, out);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn edit_tree(seed: &[u8], edits: &[TreeEdit]) -> Vec<u8> {
-    let mut v: serde_json::Value = serde_json::from_slice(seed).expect("seed is JSON");
-    for e in edits {
-        let mut ptrs = Vec::new();
-        node_pointers(&v, "", &mut ptrs);
-        if ptrs.is_empty() {
-            break;
-        }
-        let pick = |i: &Index| ptrs[i.index(ptrs.len())].0.clone();
-        match e {
-            TreeEdit::SetString(i, s) => {
-                let strings: Vec<&String> =
-                    ptrs.iter().filter(|(_, s)| *s).map(|(p, _)| p).collect();
-                if !strings.is_empty() {
-                    let p = strings[i.index(strings.len())].clone();
-                    if let Some(n) = v.pointer_mut(&p) {
-                        *n = serde_json::Value::String(s.clone());
-                    }
-                }
-            }
-            TreeEdit::SetOther(i, o) => {
-                if let Some(n) = v.pointer_mut(&pick(i)) {
-                    *n = o.clone();
-                }
-            }
-            TreeEdit::Remove(i) => {
-                let p = pick(i);
-                let (parent, last) = p.rsplit_once('/').expect("pointer has a parent");
-                match v.pointer_mut(parent) {
-                    Some(serde_json::Value::Object(m)) => {
-                        let key = last.replace("~1", "/").replace("~0", "~");
-                        m.shift_remove(&key);
-                    }
-                    Some(serde_json::Value::Array(a)) => {
-                        if let Ok(k) = last.parse::<usize>() {
-                            if k < a.len() {
-                                a.remove(k);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            TreeEdit::Repeat(i, j, n) => {
-                if let Some(serde_json::Value::Array(a)) = v.pointer_mut(&pick(i)) {
-                    if !a.is_empty() {
-                        let el = a[j.index(a.len())].clone();
-                        a.extend(std::iter::repeat_n(el, *n));
-                    }
-                }
-            }
-        }
-    }
-    serde_json::to_vec(&v).expect("encodes")
+/// Tree edits with hostile strings (long runs of one character among them)
+/// and tableinfo-shaped values; repeated elements grow the lists.
+fn arb_tree_edit() -> BoxedStrategy<TreeEdit> {
+    let strings = hostile_string(vec![(
+        1,
+        (any::<char>(), 0usize..2_000)
+            .prop_map(|(c, n)| std::iter::repeat_n(c, n).collect())
+            .boxed(),
+    )]);
+    let others = other_value(vec![
+        serde_json::json!(false),
+        serde_json::json!([{"id": "2024"}]),
+        serde_json::json!({"id": "Tid", "time": true, "values": []}),
+    ]);
+    fuzz_support::arb_tree_edit(strings, others, Growth::Repeat)
 }
 
 /// Checks a period code the way the partition store uses it
@@ -550,20 +365,20 @@ proptest! {
     #[test]
     fn mutated_tableinfo_recordings_never_panic(
         seed in any::<Index>(),
-        mutations in proptest::collection::vec(arb_mutation(), 1..8),
+        mutations in proptest::collection::vec(MUTATOR.arb_mutation(), 1..8),
     ) {
         let seeds = tableinfo_seeds();
-        let body = mutate(&seeds[seed.index(seeds.len())], &mutations);
+        let body = MUTATOR.mutate(&seeds[seed.index(seeds.len())], &mutations);
         exercise_tableinfo(&body);
     }
 
     #[test]
     fn mutated_catalog_recordings_never_panic(
         seed in any::<Index>(),
-        mutations in proptest::collection::vec(arb_mutation(), 1..8),
+        mutations in proptest::collection::vec(MUTATOR.arb_mutation(), 1..8),
     ) {
         let seeds = catalog_seeds();
-        let body = mutate(&seeds[seed.index(seeds.len())], &mutations);
+        let body = MUTATOR.mutate(&seeds[seed.index(seeds.len())], &mutations);
         exercise_catalog(&body);
     }
 
@@ -571,10 +386,10 @@ proptest! {
     fn edited_tableinfo_recordings_never_panic(
         seed in any::<Index>(),
         edits in proptest::collection::vec(arb_tree_edit(), 1..4),
-        mutations in proptest::collection::vec(arb_mutation(), 0..2),
+        mutations in proptest::collection::vec(MUTATOR.arb_mutation(), 0..2),
     ) {
         let seeds = tableinfo_seeds();
-        let body = mutate(&edit_tree(&seeds[seed.index(seeds.len())], &edits), &mutations);
+        let body = MUTATOR.mutate(&edit_tree(&seeds[seed.index(seeds.len())], &edits), &mutations);
         exercise_tableinfo(&body);
     }
 
@@ -582,11 +397,11 @@ proptest! {
     fn edited_catalog_recordings_never_panic(
         seed in any::<Index>(),
         edits in proptest::collection::vec(arb_tree_edit(), 1..4),
-        mutations in proptest::collection::vec(arb_mutation(), 0..2),
+        mutations in proptest::collection::vec(MUTATOR.arb_mutation(), 0..2),
     ) {
         let seeds = catalog_seeds();
         // the two seeds that are JSON (the third is the cut-off recording)
-        let body = mutate(&edit_tree(&seeds[seed.index(2)], &edits), &mutations);
+        let body = MUTATOR.mutate(&edit_tree(&seeds[seed.index(2)], &edits), &mutations);
         exercise_catalog(&body);
     }
 

@@ -11,6 +11,9 @@
 //! target asserts: no panic; an error names the file; what loads is saved
 //! and loaded back unchanged.
 //!
+//! The edits are made by the shared engine in [`crate::fuzz_support`]; the
+//! seeds, JSON tokens and hostile values are this file's.
+//!
 //! The number of cases comes from `PROPTEST_CASES` (default 256, a smoke run
 //! of a few seconds); a long run:
 //!
@@ -21,9 +24,12 @@
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use proptest::sample::Index;
+use proptest::strategy::BoxedStrategy;
 use proptest::test_runner::Config;
 
+use crate::fuzz_support::{
+    self, edit_tree, hostile_string, other_value, Growth, Mutator, TreeEdit,
+};
 use crate::{
     DataDir, Error, Frequency, FrequencyOverrides, RunId, RunManifest, SyncState, TableId, Tid,
 };
@@ -213,220 +219,33 @@ const TOKENS: &[&[u8]] = &[
     b"\"2026-11-29T23:59:60Z\"",
 ];
 
-/// One byte-level edit.
-#[derive(Debug, Clone)]
-enum Mutation {
-    FlipBit(Index, u8),
-    InsertBytes(Index, Vec<u8>),
-    InsertToken(Index, Index),
-    Nest(Index, bool, usize),
-    Delete(Index, usize),
-    Truncate(Index),
-    Splice(Index, Index, usize),
-}
+/// The byte-level edits of the records.
+const MUTATOR: Mutator = Mutator {
+    tokens: TOKENS,
+    set_byte: false,
+};
 
-fn arb_mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        4 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Mutation::FlipBit(i, b)),
-        2 => (any::<Index>(), proptest::collection::vec(any::<u8>(), 1..8))
-            .prop_map(|(i, b)| Mutation::InsertBytes(i, b)),
-        4 => (any::<Index>(), any::<Index>()).prop_map(|(i, t)| Mutation::InsertToken(i, t)),
-        1 => (any::<Index>(), any::<bool>(), prop_oneof![1usize..200, 200usize..5_000])
-            .prop_map(|(i, arr, n)| Mutation::Nest(i, arr, n)),
-        2 => (any::<Index>(), 1usize..64).prop_map(|(i, n)| Mutation::Delete(i, n)),
-        1 => any::<Index>().prop_map(Mutation::Truncate),
-        2 => (any::<Index>(), any::<Index>(), 1usize..256)
-            .prop_map(|(a, b, n)| Mutation::Splice(a, b, n)),
-    ]
-}
-
-fn mutate(seed: &[u8], mutations: &[Mutation]) -> Vec<u8> {
-    let mut b = seed.to_vec();
-    for m in mutations {
-        match m {
-            Mutation::FlipBit(i, bit) => {
-                if !b.is_empty() {
-                    let p = i.index(b.len());
-                    b[p] ^= 1 << bit;
-                }
-            }
-            Mutation::InsertBytes(i, bytes) => {
-                let p = i.index(b.len() + 1);
-                b.splice(p..p, bytes.iter().copied());
-            }
-            Mutation::InsertToken(i, t) => {
-                let p = i.index(b.len() + 1);
-                b.splice(p..p, TOKENS[t.index(TOKENS.len())].iter().copied());
-            }
-            Mutation::Nest(i, arr, n) => {
-                let p = i.index(b.len() + 1);
-                let c = if *arr { b'[' } else { b'{' };
-                b.splice(p..p, std::iter::repeat_n(c, *n));
-            }
-            Mutation::Delete(i, n) => {
-                let p = i.index(b.len() + 1);
-                let end = (p + n).min(b.len());
-                b.drain(p..end);
-            }
-            Mutation::Truncate(i) => {
-                let p = i.index(b.len() + 1);
-                b.truncate(p);
-            }
-            Mutation::Splice(from, to, n) => {
-                if !b.is_empty() {
-                    let s = from.index(b.len());
-                    let e = (s + n).min(b.len());
-                    let chunk = b[s..e].to_vec();
-                    let p = to.index(b.len() + 1);
-                    b.splice(p..p, chunk);
-                }
-            }
-        }
-    }
-    b
-}
-
-/// One structure-aware edit of the seed's JSON tree.
-#[derive(Debug, Clone)]
-enum TreeEdit {
-    /// Replaces a string node (picked among the strings) by another string.
-    SetString(Index, String),
-    /// Replaces any node by a value of another type.
-    SetOther(Index, serde_json::Value),
-    /// Removes a node from its object or array.
-    Remove(Index),
-    /// Adds a member to an object node.
-    AddMember(Index, String, serde_json::Value),
-}
-
-/// Strings of the kinds the records hold (ids, periods, timestamps, tokens)
-/// and hostile ones.
-fn hostile_string() -> impl Strategy<Value = String> {
-    prop_oneof![
-        3 => "[0-9A-Za-zÆØÅæøå /:._-]{0,12}",
-        3 => "[+-]?[0-9]{4,6}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,12})?(Z|[+-][0-9]{2}:?[0-9]{2})?",
-        2 => proptest::sample::select(vec![
-            "daily", "weekly", "monthly", "quarterly", "half_yearly", "yearly", "other",
-            "synced", "skipped", "failed", "applied", "success", "partial_failure",
-        ])
-        .prop_map(str::to_string),
-        2 => any::<String>(),
-        1 => Just(String::new()),
-        1 => Just(".".to_string()),
-        1 => Just("..".to_string()),
-        1 => Just("../../etc/passwd".to_string()),
-        1 => Just("a\u{0}b".to_string()),
-        1 => "\\PC{240,300}",
-    ]
-}
-
-fn arb_tree_edit() -> impl Strategy<Value = TreeEdit> {
-    let other = prop_oneof![
-        Just(serde_json::Value::Null),
-        Just(serde_json::json!(true)),
-        Just(serde_json::json!(0)),
-        Just(serde_json::json!(-1)),
-        Just(serde_json::json!(u64::MAX)),
-        Just(serde_json::json!(1.5e300)),
-        Just(serde_json::json!([])),
-        Just(serde_json::json!({})),
-        Just(serde_json::json!(["2024K1"])),
-    ];
-    prop_oneof![
-        6 => (any::<Index>(), hostile_string()).prop_map(|(i, s)| TreeEdit::SetString(i, s)),
-        1 => (any::<Index>(), other.clone()).prop_map(|(i, v)| TreeEdit::SetOther(i, v)),
-        1 => any::<Index>().prop_map(TreeEdit::Remove),
-        1 => (any::<Index>(), hostile_string(), other)
-            .prop_map(|(i, k, v)| TreeEdit::AddMember(i, k, v)),
-    ]
-}
-
-/// JSON pointers of every node (the root is `""`), depth first, with the
-/// node's kind: 0 other, 1 string, 2 object.
-fn node_pointers(v: &serde_json::Value, at: &str, out: &mut Vec<(String, u8)>) {
-    let kind = |v: &serde_json::Value| match v {
-        serde_json::Value::String(_) => 1,
-        serde_json::Value::Object(_) => 2,
-        _ => 0,
-    };
-    if at.is_empty() {
-        out.push((String::new(), kind(v)));
-    }
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, child) in m {
-                let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
-                out.push((p.clone(), kind(child)));
-                node_pointers(child, &p, out);
-            }
-        }
-        serde_json::Value::Array(a) => {
-            for (i, child) in a.iter().enumerate() {
-                let p = format!("{at}/{i}");
-                out.push((p.clone(), kind(child)));
-                node_pointers(child, &p, out);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn edit_tree(seed: &str, edits: &[TreeEdit]) -> Vec<u8> {
-    let mut v: serde_json::Value = serde_json::from_str(seed).expect("seed is JSON");
-    for e in edits {
-        let mut nodes = Vec::new();
-        node_pointers(&v, "", &mut nodes);
-        let of_kind = |k: Option<u8>| -> Vec<String> {
-            nodes
-                .iter()
-                .filter(|(p, kind)| k.is_none_or(|k| *kind == k) && (k == Some(2) || !p.is_empty()))
-                .map(|(p, _)| p.clone())
-                .collect()
-        };
-        let pick = |ptrs: Vec<String>, i: &Index| -> Option<String> {
-            (!ptrs.is_empty()).then(|| ptrs[i.index(ptrs.len())].clone())
-        };
-        match e {
-            TreeEdit::SetString(i, s) => {
-                if let Some(p) = pick(of_kind(Some(1)), i) {
-                    if let Some(n) = v.pointer_mut(&p) {
-                        *n = serde_json::Value::String(s.clone());
-                    }
-                }
-            }
-            TreeEdit::SetOther(i, o) => {
-                if let Some(p) = pick(of_kind(None), i) {
-                    if let Some(n) = v.pointer_mut(&p) {
-                        *n = o.clone();
-                    }
-                }
-            }
-            TreeEdit::Remove(i) => {
-                if let Some(p) = pick(of_kind(None), i) {
-                    let (parent, last) = p.rsplit_once('/').expect("pointer has a parent");
-                    match v.pointer_mut(parent) {
-                        Some(serde_json::Value::Object(m)) => {
-                            m.remove(&last.replace("~1", "/").replace("~0", "~"));
-                        }
-                        Some(serde_json::Value::Array(a)) => {
-                            if let Some(k) = last.parse::<usize>().ok().filter(|k| *k < a.len()) {
-                                a.remove(k);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            TreeEdit::AddMember(i, k, o) => {
-                if let Some(p) = pick(of_kind(Some(2)), i) {
-                    if let Some(serde_json::Value::Object(m)) = v.pointer_mut(&p) {
-                        m.insert(k.clone(), o.clone());
-                    }
-                }
-            }
-        }
-    }
-    serde_json::to_vec(&v).expect("encodes")
+/// Tree edits with strings of the kinds the records hold (ids, periods,
+/// timestamps, tokens) and hostile ones; new members grow the records.
+fn arb_tree_edit() -> BoxedStrategy<TreeEdit> {
+    let strings = hostile_string(vec![
+        (
+            3,
+            "[+-]?[0-9]{4,6}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,12})?(Z|[+-][0-9]{2}:?[0-9]{2})?"
+                .boxed(),
+        ),
+        (
+            2,
+            proptest::sample::select(vec![
+                "daily", "weekly", "monthly", "quarterly", "half_yearly", "yearly", "other",
+                "synced", "skipped", "failed", "applied", "success", "partial_failure",
+            ])
+            .prop_map(str::to_string)
+            .boxed(),
+        ),
+    ]);
+    let others = other_value(vec![serde_json::json!(["2024K1"])]);
+    fuzz_support::arb_tree_edit(strings, others, Growth::AddMember)
 }
 
 fn arb_kind() -> impl Strategy<Value = Kind> {
@@ -461,18 +280,18 @@ proptest! {
     #[test]
     fn mutated_records_never_panic(
         kind in arb_kind(),
-        mutations in proptest::collection::vec(arb_mutation(), 1..6),
+        mutations in proptest::collection::vec(MUTATOR.arb_mutation(), 1..6),
     ) {
-        load_bytes(kind, &mutate(kind.seed().as_bytes(), &mutations));
+        load_bytes(kind, &MUTATOR.mutate(kind.seed().as_bytes(), &mutations));
     }
 
     #[test]
     fn edited_records_never_panic(
         kind in arb_kind(),
         edits in proptest::collection::vec(arb_tree_edit(), 1..4),
-        mutations in proptest::collection::vec(arb_mutation(), 0..2),
+        mutations in proptest::collection::vec(MUTATOR.arb_mutation(), 0..2),
     ) {
-        load_bytes(kind, &mutate(&edit_tree(kind.seed(), &edits), &mutations));
+        load_bytes(kind, &MUTATOR.mutate(&edit_tree(kind.seed().as_bytes(), &edits), &mutations));
     }
 
     #[test]

@@ -27,6 +27,8 @@ mod frequency;
 pub mod fsio;
 #[cfg(test)]
 mod fuzz;
+#[cfg(any(test, feature = "fuzz-support"))]
+pub mod fuzz_support;
 mod ids;
 mod manifest;
 mod paths;

@@ -21,18 +21,56 @@ pub fn at_hours(hours: i64) -> DateTime<Utc> {
     t0() + chrono::Duration::hours(hours)
 }
 
-/// A client with no politeness delay and quick retries.
-pub fn fast_client(base: &str, retries: usize) -> StatbankClient {
+/// Backoff and timeouts of a test client.
+struct Timings {
+    min_backoff: Duration,
+    max_backoff: Duration,
+    read_timeout: Duration,
+    request_timeout: Duration,
+}
+
+/// A client with no politeness delay, `retries` retries and `t`.
+fn test_client(base: &str, retries: usize, t: Timings) -> StatbankClient {
     StatbankClient::builder()
         .base_url(base)
         .min_interval(Duration::ZERO)
         .max_retries(retries)
-        .min_backoff(Duration::from_millis(5))
-        .max_backoff(Duration::from_millis(20))
-        .read_timeout(Duration::from_secs(2))
-        .request_timeout(Duration::from_secs(5))
+        .min_backoff(t.min_backoff)
+        .max_backoff(t.max_backoff)
+        .read_timeout(t.read_timeout)
+        .request_timeout(t.request_timeout)
         .build()
         .expect("client")
+}
+
+/// A client with no politeness delay and quick retries.
+pub fn fast_client(base: &str, retries: usize) -> StatbankClient {
+    test_client(
+        base,
+        retries,
+        Timings {
+            min_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(20),
+            read_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+        },
+    )
+}
+
+/// A client for fault injection: no politeness delay, and timeouts short
+/// enough that an injected hang of a few seconds times out (reads after 1 s,
+/// whole requests after 2 s), with retries backing off 10–50 ms.
+pub fn fault_client(base: &str, retries: usize) -> StatbankClient {
+    test_client(
+        base,
+        retries,
+        Timings {
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+            read_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+        },
+    )
 }
 
 /// Sync options for `dir` at time `now`.

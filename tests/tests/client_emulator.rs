@@ -8,6 +8,7 @@ use statbank_client::emulator::{EmuTable, Emulator, Endpoint, Fault, FaultKind, 
 use statbank_client::{
     BulkParser, DataRequest, Error, StatbankClient, TableId, TablesRequest, Tid,
 };
+use tests::sync::fault_client;
 
 fn world() -> World {
     let mut w = World::new();
@@ -17,19 +18,6 @@ fn world() -> World {
         &[("OMRÅDE", 4), ("KØN", 3)],
     ));
     w
-}
-
-fn client(base: &str, retries: usize) -> StatbankClient {
-    StatbankClient::builder()
-        .base_url(base)
-        .min_interval(Duration::ZERO)
-        .max_retries(retries)
-        .min_backoff(Duration::from_millis(10))
-        .max_backoff(Duration::from_millis(50))
-        .read_timeout(Duration::from_secs(1))
-        .request_timeout(Duration::from_secs(2))
-        .build()
-        .expect("client")
 }
 
 fn t1() -> TableId {
@@ -62,7 +50,7 @@ fn requests_to(emu: &Emulator, ep: Endpoint) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn clean_download_has_every_row() {
     let emu = Emulator::start(world()).await.expect("emulator");
-    let c = client(&emu.base_url(), 0);
+    let c = fault_client(&emu.base_url(), 0);
     assert_eq!(fetch_rows(&c).await.expect("rows"), 3 * 4 * 3);
 }
 
@@ -71,7 +59,7 @@ async fn status_500_is_retried_until_success() {
     let emu = Emulator::start(world()).await.expect("emulator");
     emu.handle()
         .add_fault(Fault::times(Endpoint::TableInfo, FaultKind::Status500, 2));
-    let c = client(&emu.base_url(), 3);
+    let c = fault_client(&emu.base_url(), 3);
     assert_eq!(fetch_rows(&c).await.expect("rows"), 36);
     assert_eq!(requests_to(&emu, Endpoint::TableInfo), 3);
     assert_eq!(c.stats().retries, 2);
@@ -82,7 +70,7 @@ async fn status_500_beyond_retries_is_a_typed_retryable_error() {
     let emu = Emulator::start(world()).await.expect("emulator");
     emu.handle()
         .add_fault(Fault::always(Endpoint::TableInfo, FaultKind::Status500));
-    let c = client(&emu.base_url(), 2);
+    let c = fault_client(&emu.base_url(), 2);
     let err = c.table_info(&t1()).await.expect_err("must fail");
     assert!(
         matches!(
@@ -106,7 +94,7 @@ async fn too_many_requests_honours_retry_after() {
         },
         1,
     ));
-    let c = client(&emu.base_url(), 2);
+    let c = fault_client(&emu.base_url(), 2);
     let started = Instant::now();
     let tables = c.tables(&TablesRequest::default()).await.expect("tables");
     assert_eq!(tables.len(), 1);
@@ -126,7 +114,7 @@ async fn hang_past_timeout_is_a_timeout_and_retried() {
         FaultKind::Hang { secs: 5 },
         1,
     ));
-    let c = client(&emu.base_url(), 0);
+    let c = fault_client(&emu.base_url(), 0);
     let err = c.table_info(&t1()).await.expect_err("hang");
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(err.is_retryable());
@@ -136,7 +124,7 @@ async fn hang_past_timeout_is_a_timeout_and_retried() {
         FaultKind::Hang { secs: 5 },
         1,
     ));
-    let c = client(&emu.base_url(), 1);
+    let c = fault_client(&emu.base_url(), 1);
     c.table_info(&t1()).await.expect("retried after timeout");
 }
 
@@ -147,7 +135,7 @@ async fn truncated_body_is_an_error_never_a_shorter_result() {
         Endpoint::Data,
         FaultKind::Truncate { after_bytes: 200 },
     ));
-    let c = client(&emu.base_url(), 0);
+    let c = fault_client(&emu.base_url(), 0);
     let err = fetch_rows(&c).await.expect_err("truncated");
     assert!(
         matches!(err, Error::Transport { .. } | Error::Truncated { .. }),
@@ -159,7 +147,7 @@ async fn truncated_body_is_an_error_never_a_shorter_result() {
 #[tokio::test(flavor = "multi_thread")]
 async fn api_errors_are_typed_and_never_retried() {
     let emu = Emulator::start(world()).await.expect("emulator");
-    let c = client(&emu.base_url(), 3);
+    let c = fault_client(&emu.base_url(), 3);
     // A real EXTRACT-NOTFOUND from the emulator: an unknown period.
     let (info, _) = c.table_info(&t1()).await.expect("info");
     let req = DataRequest::all_values_for_periods(t1(), &info, &[Tid::new("1999").expect("tid")]);
@@ -206,7 +194,7 @@ async fn bom_prefixed_body_parses_the_same() {
     let emu = Emulator::start(world()).await.expect("emulator");
     emu.handle()
         .add_fault(Fault::always(Endpoint::Data, FaultKind::Bom));
-    let c = client(&emu.base_url(), 0);
+    let c = fault_client(&emu.base_url(), 0);
     assert_eq!(fetch_rows(&c).await.expect("rows"), 36);
 }
 
@@ -229,7 +217,7 @@ async fn full_real_catalog_parses_through_the_client() {
     let emu = Emulator::start(World::full_catalog())
         .await
         .expect("emulator");
-    let c = client(&emu.base_url(), 0);
+    let c = fault_client(&emu.base_url(), 0);
     let tables = c.tables(&TablesRequest::default()).await.expect("catalog");
     assert_eq!(tables.len(), 2339);
     for t in &tables {

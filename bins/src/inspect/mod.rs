@@ -86,7 +86,34 @@ pub fn status(dir: &DataDir) -> Result<Report, Error> {
     let state = SyncState::load(dir)?;
     let manifests = recent_manifests(dir, HISTORY_RUNS)?;
     let pending = pending_runs(dir)?;
+    let last = manifests.first();
     let mut out = String::new();
+    summary_lines(&mut out, dir, &state, last);
+    let by_status = tables_by_status(&mut out, &state);
+    let failing = failing_tables(&mut out, &manifests);
+    let journaled = journaled_changes(&mut out, &state);
+    pending_applies(&mut out, &pending);
+    let debt = verification_debt(&mut out, &state);
+    let removed = removed_tables(&mut out, &state);
+    vintages_line(&mut out, &state);
+    let json = json!({
+        "data_dir": dir.describe(),
+        "last_catalog_poll_at": state.last_catalog_poll_at,
+        "last_run": last.map(run_line),
+        "tables": state.tables.len(),
+        "tables_by_status": by_status,
+        "failing_tables": failing,
+        "journaled_changes": journaled,
+        "pending_applies": pending,
+        "verification_debt": debt,
+        "removed_from_catalog": removed,
+        "keep_vintages": state.keep_vintages,
+    });
+    Ok(Report { text: out, json })
+}
+
+/// The data folder, the last catalog poll and the last run.
+fn summary_lines(out: &mut String, dir: &DataDir, state: &SyncState, last: Option<&RunManifest>) {
     let _ = writeln!(out, "data folder: {}", dir.describe());
     match state.last_catalog_poll_at {
         Some(t) => {
@@ -99,13 +126,16 @@ pub fn status(dir: &DataDir) -> Result<Report, Error> {
             let _ = writeln!(out, "last catalog poll: never");
         }
     }
-    let last = manifests.first();
     match last {
-        Some(m) => last_run_lines(&mut out, m),
+        Some(m) => last_run_lines(out, m),
         None => {
             let _ = writeln!(out, "last run: none");
         }
     }
+}
+
+/// The tables in `state.json`, counted by their last status.
+fn tables_by_status(out: &mut String, state: &SyncState) -> BTreeMap<String, usize> {
     let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
     for e in state.tables.values() {
         *by_status
@@ -120,7 +150,12 @@ pub fn status(dir: &DataDir) -> Result<Report, Error> {
     for (s, n) in &by_status {
         let _ = writeln!(out, "  {s:<14} {n}");
     }
-    let streaks = failure_streaks(&manifests);
+    by_status
+}
+
+/// Tables that failed in more than one consecutive run (JSON entries).
+fn failing_tables(out: &mut String, manifests: &[RunManifest]) -> Vec<Value> {
+    let streaks = failure_streaks(manifests);
     let chronic: Vec<_> = streaks.iter().filter(|(_, (n, _))| *n > 1).collect();
     if chronic.is_empty() {
         let _ = writeln!(out, "tables failing for more than one run: none");
@@ -130,6 +165,15 @@ pub fn status(dir: &DataDir) -> Result<Report, Error> {
             let _ = writeln!(out, "  {id:<12} {n} runs  {err}");
         }
     }
+    chronic
+        .iter()
+        .map(|(id, (n, e))| json!({"table": id, "runs": n, "error": e}))
+        .collect()
+}
+
+/// Changes on the storage journaled in `state.json` but in no manifest yet
+/// (JSON entries).
+fn journaled_changes(out: &mut String, state: &SyncState) -> Vec<Value> {
     let journal: Vec<_> = state
         .tables
         .iter()
@@ -148,6 +192,16 @@ pub fn status(dir: &DataDir) -> Result<Report, Error> {
             );
         }
     }
+    journal
+        .iter()
+        .map(|(id, e)| {
+            json!({"table": id, "changed": e.pending_changed_tids, "deleted": e.pending_deleted_tids})
+        })
+        .collect()
+}
+
+/// Runs whose changes are not in Postgres yet.
+fn pending_applies(out: &mut String, pending: &[RunId]) {
     if pending.is_empty() {
         let _ = writeln!(out, "pending applies: none");
     } else {
@@ -158,6 +212,10 @@ pub fn status(dir: &DataDir) -> Result<Report, Error> {
             pending.iter().map(RunId::as_str).collect::<Vec<_>>().join(", ")
         );
     }
+}
+
+/// Older periods still to verify against the source, in all tables.
+fn verification_debt(out: &mut String, state: &SyncState) -> usize {
     let debt: usize = state.tables.values().map(|e| e.verify_debt.len()).sum();
     let owing = state
         .tables
@@ -168,6 +226,11 @@ pub fn status(dir: &DataDir) -> Result<Report, Error> {
         out,
         "verification debt: {debt} older period(s) in {owing} table(s) still to verify against the source"
     );
+    debt
+}
+
+/// Tables no longer in the catalog, whose mirror is kept.
+fn removed_tables<'a>(out: &mut String, state: &'a SyncState) -> Vec<&'a TableId> {
     let removed: Vec<&TableId> = state
         .tables
         .iter()
@@ -185,25 +248,16 @@ pub fn status(dir: &DataDir) -> Result<Report, Error> {
                 .join(", ")
         );
     }
+    removed
+}
+
+/// Whether old versions of changed partitions are kept.
+fn vintages_line(out: &mut String, state: &SyncState) {
     let _ = writeln!(
         out,
         "vintages: {}",
         if state.keep_vintages { "kept" } else { "off" }
     );
-    let json = json!({
-        "data_dir": dir.describe(),
-        "last_catalog_poll_at": state.last_catalog_poll_at,
-        "last_run": last.map(run_line),
-        "tables": state.tables.len(),
-        "tables_by_status": by_status,
-        "failing_tables": chronic.iter().map(|(id, (n, e))| json!({"table": id, "runs": n, "error": e})).collect::<Vec<_>>(),
-        "journaled_changes": journal.iter().map(|(id, e)| json!({"table": id, "changed": e.pending_changed_tids, "deleted": e.pending_deleted_tids})).collect::<Vec<_>>(),
-        "pending_applies": pending,
-        "verification_debt": debt,
-        "removed_from_catalog": removed,
-        "keep_vintages": state.keep_vintages,
-    });
-    Ok(Report { text: out, json })
 }
 
 fn last_run_lines(out: &mut String, m: &RunManifest) {
@@ -330,25 +384,49 @@ pub fn history(dir: &DataDir, last: usize) -> Result<Report, Error> {
 /// `run [ID]`: a summary of one run (the latest by default); `--json`
 /// gives the manifest itself.
 pub fn run(dir: &DataDir, run: Option<&RunId>) -> Result<Report, Error> {
-    let id = match run {
-        Some(r) => r.clone(),
+    let id = run_or_latest(dir, run)?;
+    let m = RunManifest::load(dir, &id)?;
+    let mut out = String::new();
+    last_run_lines(&mut out, &m);
+    let mut out = out.replacen("last run: ", "run: ", 1);
+    if let Some(e) = &m.error {
+        let _ = writeln!(out, "  error: {e}");
+    }
+    changed_tables(&mut out, &m);
+    failed_tables(&mut out, &m);
+    apply_problems(&mut out, &m);
+    let _ = writeln!(
+        out,
+        "  manifest: {} (statbank-inspect run {} --json for all of it)",
+        dir.display_key(&dir.manifest_key(&id)),
+        id
+    );
+    let json = serde_json::to_value(&m)
+        .map_err(|e| Error::Internal(format!("cannot render manifest {id}: {e}")))?;
+    Ok(Report { text: out, json })
+}
+
+/// `run`, or the latest run with a manifest.
+fn run_or_latest(dir: &DataDir, run: Option<&RunId>) -> Result<RunId, Error> {
+    match run {
+        Some(r) => Ok(r.clone()),
         None => latest_run(dir)?.ok_or_else(|| {
             Error::Internal(format!(
                 "no run manifest in {}",
                 dir.display_key(&dir.runs_key())
             ))
-        })?,
-    };
-    let m = RunManifest::load(dir, &id)?;
-    let mut out = String::new();
-    last_run_lines(&mut out, &m);
-    let out = out.replacen("last run: ", "run: ", 1);
-    let mut out = out;
-    if let Some(e) = &m.error {
-        let _ = writeln!(out, "  error: {e}");
+        }),
     }
+}
+
+/// Tables shown with their changes in a run summary.
+const CHANGED_TABLES_SHOWN: usize = 20;
+
+/// The tables with changes in the run (the first
+/// [`CHANGED_TABLES_SHOWN`]), one line each.
+fn changed_tables(out: &mut String, m: &RunManifest) {
     let changed: Vec<_> = m.tables_with_changes().collect();
-    for (t, r) in changed.iter().take(20) {
+    for (t, r) in changed.iter().take(CHANGED_TABLES_SHOWN) {
         let _ = writeln!(
             out,
             "  {t:<12} {} changed{}{}{}",
@@ -372,13 +450,17 @@ pub fn run(dir: &DataDir, run: Option<&RunId>) -> Result<Report, Error> {
                 .unwrap_or_default()
         );
     }
-    if changed.len() > 20 {
+    if changed.len() > CHANGED_TABLES_SHOWN {
         let _ = writeln!(
             out,
             "  … and {} more tables with changes",
-            changed.len() - 20
+            changed.len() - CHANGED_TABLES_SHOWN
         );
     }
+}
+
+/// The tables that failed in the run, with their errors.
+fn failed_tables(out: &mut String, m: &RunManifest) {
     for (t, r) in m
         .tables
         .iter()
@@ -386,30 +468,26 @@ pub fn run(dir: &DataDir, run: Option<&RunId>) -> Result<Report, Error> {
     {
         let _ = writeln!(out, "  FAILED {t}: {}", r.error.as_deref().unwrap_or(""));
     }
-    if let Some(a) = &m.db_apply {
-        for t in a.tables.iter().flatten() {
-            if t.status != ApplyStatus::Applied {
-                let _ = writeln!(
-                    out,
-                    "  db_apply {}: {:?} {}{}",
-                    t.table,
-                    t.status,
-                    t.reason.as_deref().unwrap_or(""),
-                    t.error
-                        .as_deref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default()
-                );
-            }
+}
+
+/// The tables the run's DB apply did not apply.
+fn apply_problems(out: &mut String, m: &RunManifest) {
+    let Some(a) = &m.db_apply else {
+        return;
+    };
+    for t in a.tables.iter().flatten() {
+        if t.status != ApplyStatus::Applied {
+            let _ = writeln!(
+                out,
+                "  db_apply {}: {:?} {}{}",
+                t.table,
+                t.status,
+                t.reason.as_deref().unwrap_or(""),
+                t.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
         }
     }
-    let _ = writeln!(
-        out,
-        "  manifest: {} (statbank-inspect run {} --json for all of it)",
-        dir.display_key(&dir.manifest_key(&id)),
-        id
-    );
-    let json = serde_json::to_value(&m)
-        .map_err(|e| Error::Internal(format!("cannot render manifest {id}: {e}")))?;
-    Ok(Report { text: out, json })
 }
