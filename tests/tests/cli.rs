@@ -23,7 +23,11 @@ fn main() -> ExitCode {
         Ok("statbank-inspect") => return bins::app::inspect::main(argv),
         _ => {}
     }
-    let tests: [Case; 6] = [
+    let tests: [Case; 7] = [
+        (
+            "apply_on_a_fresh_database_points_to_create_missing",
+            apply_on_a_fresh_database,
+        ),
         (
             "an_operators_flow_alert_is_chat_ready_and_keeps_its_secrets",
             operators_flow_alert,
@@ -553,6 +557,44 @@ fn operators_flow_alert() -> Result<()> {
                 }
             }
         }
+        Ok(())
+    })
+}
+
+/// A first apply into a database without fact tables skips every table and
+/// says how to create them.
+fn apply_on_a_fresh_database() -> Result<()> {
+    let db = tests::pg::test_db()?;
+    with_emulator(|emu| {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().display().to_string();
+        let out = run("statbank-sync", &sync_args(&dir, &emu.base_url()), &[])?;
+        ensure!(out.code == Some(0), "{}", out.stderr);
+        let out = run(
+            "statbank-apply",
+            &["--data-dir", &dir, "--database-url", db.url()],
+            &[],
+        )?;
+        ensure!(out.code == Some(0), "{}\n{}", out.stdout, out.stderr);
+        ensure!(
+            out.stdout
+                .contains("2 table(s) have no fact table yet; --create-missing creates them"),
+            "{}",
+            out.stdout
+        );
+        let out = run(
+            "statbank-apply",
+            &[
+                "--data-dir",
+                &dir,
+                "--database-url",
+                db.url(),
+                "--create-missing",
+            ],
+            &[],
+        )?;
+        ensure!(out.code == Some(0), "{}\n{}", out.stdout, out.stderr);
+        ensure!(!out.stdout.contains("hint:"), "{}", out.stdout);
         Ok(())
     })
 }

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! statbank-apply [--data-dir DIR] [--database-url URL] [--run-id ID]
-//!                [--dry-run] [--create-missing] [--no-strict] [--schema fact]
-//!                [--log-format text|json]
+//!                [--pending] [--dry-run] [--create-missing] [--partitioned]
+//!                [--on-schema-change fail|rebuild] [--history] [--no-strict]
+//!                [--schema fact] [--log-format text|json]
 //! ```
 //!
 //! Without `--run-id` the latest run (last manifest by file name) is applied.
@@ -171,4 +172,15 @@ fn print_summary(report: &DbApplyReport) {
         "tables: {} total, {} applied, {} skipped, {} failed",
         s.tables_total, s.tables_applied, s.tables_skipped, s.tables_failed
     );
+    let missing = report
+        .tables
+        .iter()
+        .flatten()
+        .filter(|t| t.reason.as_deref() == Some("missing_fact_table"))
+        .count();
+    if missing > 0 {
+        println!(
+            "hint: {missing} table(s) have no fact table yet; --create-missing creates them from their partitions"
+        );
+    }
 }
