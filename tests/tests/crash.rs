@@ -1,4 +1,4 @@
-//! Crash consistency (issue "Reliability and security"): `statbank-sync` and
+//! Crash consistency: `statbank-sync` and
 //! `statbank-apply` are killed at every crash point of a bootstrap and of an
 //! incremental cycle (`sync_state::crash`: before/after every rename, after
 //! every temp file, at every body chunk, inside the DB transaction) and run

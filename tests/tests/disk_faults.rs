@@ -1,4 +1,4 @@
-//! Disk faults (issue "Reliability and security"): a full disk, a read-only
+//! Disk faults: a full disk, a read-only
 //! data folder, and one table's folder read-only. Each gives a clear error,
 //! leaves the rest of the data untouched and nothing half-written, and a
 //! later run converges. Needs root to mount a small tmpfs (this project's

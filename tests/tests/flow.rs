@@ -1,4 +1,4 @@
-//! `statbank-flow` behaviour (issue "Orchestration and operations"): retries
+//! `statbank-flow` behaviour: retries
 //! over emulator faults, apply only when something changed, the schedule,
 //! metrics and the alert webhook. DB tests use the real Postgres of
 //! `tests::pg`.

@@ -1,4 +1,4 @@
-//! Faults, bad input and hostile data (issue "Reliability and security"):
+//! Faults, bad input and hostile data:
 //! random emulator faults converge to the fault-free result; corrupt files
 //! are clear errors naming the file and are never overwritten; ids, period
 //! codes and column names from the network cannot escape the data folder or

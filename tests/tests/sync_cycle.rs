@@ -1,4 +1,4 @@
-//! End-to-end sync cycles against the emulator (issue "The sync cycle"):
+//! End-to-end sync cycles against the emulator:
 //! bootstrap, the weekly gate, no-change cycles, exact `changed_tids`,
 //! per-table failures, truncated bodies, interleaved periods and odd period
 //! codes.
