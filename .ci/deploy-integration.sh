@@ -6,7 +6,8 @@
 #               triggered with `prefect deployment run … --watch` against the
 #               StatBank emulator and Postgres: a failing apply names its table,
 #               the next run catches it up, rows land in Postgres, log levels
-#               are kept and no password reaches a log
+#               are kept and no password reaches a log; one run keeps its mirror
+#               in the test S3 server (data_dir s3://…)
 #   Prometheus  statbank-flow's --metrics-file parsed by prometheus_client and
 #               linted by `promtool check metrics`; alert rules by `promtool check
 #               rules` and `promtool test rules`; a real `prometheus` scrapes the
@@ -827,6 +828,10 @@ Secret(value=os.environ["STATBANK_CI_DB_URL"]).save("statbank-ci-database-url", 
         export STATBANK_BIN_DIR=$bin_dir STATBANK_DATA_DIR=$tmp/prefect-data STATBANK_BASE_URL=$base_url
         export STATBANK_ALERT_WEBHOOK=http://127.0.0.1:9/$webhook_secret
         export PREFECT_RUNNER_POLL_FREQUENCY=2
+        if [ -n "${STATBANK_TEST_S3_ENDPOINT:-}" ]; then
+            # For run C, whose data folder is in the test S3 server.
+            export AWS_ENDPOINT_URL=$STATBANK_TEST_S3_ENDPOINT AWS_ALLOW_HTTP=true AWS_REGION=us-east-1
+        fi
         unset DATABASE_URL
         exec setsid "$venv/bin/python" statbank_flow.py
     ) >"$tmp/serve.log" 2>&1 </dev/null &
@@ -909,6 +914,36 @@ if len(runs) != 3 or pending:
 PY
     }
     CHECK_VERBOSE=1 check "every run with changes has db_apply success (nothing left pending)" manifests
+
+    # Run C: the mirror in an S3 bucket (data_dir s3://…, the test S3 server
+    # that .ci/run starts): the binaries write there, the flow reads the
+    # manifests through statbank-inspect, the apply loads from S3.
+    if [ -n "${STATBANK_TEST_S3_ENDPOINT:-}" ]; then
+        s3_dir="s3://${STATBANK_TEST_S3_BUCKET:-statbank-test}/prefect-ci-$suffix"
+        s3_schema=${prefect_schema}_s3
+        schemas+=("$s3_schema")
+        CHECK_VERBOSE=1 check "run C (data_dir $s3_dir): Completed; UGEINT1 applied from the S3 mirror" \
+            run_and_assert rc "{\"data_dir\": \"$s3_dir\", \"tables\": [\"UGEINT1\"], \"force_catalog_poll\": true, \"create_missing\": true, $block, \"db_schema\": \"$s3_schema\"}" \
+            COMPLETED 'log:20~table applied table=UGEINT1'
+        s3_mirror() {
+            local status rows
+            status=$(AWS_ENDPOINT_URL=$STATBANK_TEST_S3_ENDPOINT AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
+                "$bin_dir/statbank-inspect" --data-dir "$s3_dir" --json status) || return 1
+            rows=$(psql "$database_url" -qXAt -c "select count(*) from \"$s3_schema\".ugeint1")
+            echo "rows: $s3_schema.ugeint1 $rows"
+            printf '%s' "$status" | "$venv/bin/python" -c '
+import json, sys
+s = json.load(sys.stdin)
+last = s.get("last_run") or {}
+print("S3 mirror:", s.get("tables"), "table(s); last run", last.get("run_id"), last.get("status"),
+      "apply", last.get("apply"), "pending", s.get("pending_applies"))
+ok = last.get("status") == "success" and last.get("apply") == "success" and not s.get("pending_applies")
+sys.exit(0 if ok else 1)' && [ "$rows" -gt 0 ]
+        }
+        CHECK_VERBOSE=1 check "the S3 mirror holds the run, applied, nothing pending; Postgres has its rows" s3_mirror
+    else
+        skip "Prefect run on an object store (no STATBANK_TEST_S3_ENDPOINT; .ci/run starts a server)"
+    fi
 
     no_secrets() {
         local f n=0

@@ -30,7 +30,10 @@ store keys) are masked in everything this flow logs or raises.
 Configuration (environment of the process that runs the flow):
 
 * ``STATBANK_BIN_DIR``: folder of the binaries (default: found on ``PATH``).
-* ``STATBANK_DATA_DIR``: data folder (default ``data/dst``, as the binaries).
+* ``STATBANK_DATA_DIR``: data folder (default ``data/dst``, as the binaries),
+  or an object store URL (``s3://bucket/prefix``, ``gs://…``, ``az://…``; with
+  the standard ``AWS_*``/``GOOGLE_*``/``AZURE_*`` variables). On an object
+  store the flow reads manifests through ``statbank-inspect``.
 * ``STATBANK_BASE_URL``: read by statbank-sync itself.
 * ``DATABASE_URL``: read by statbank-apply itself; or pass the flow parameter
   ``database_url_secret_block`` (name of a Prefect ``Secret`` block). The URL
@@ -180,8 +183,17 @@ def _help_lists(binary: str, flag: str) -> bool:
     return re.search(re.escape(flag) + r"\b", out.stdout + out.stderr) is not None
 
 
-def _data_dir(data_dir: Optional[str]) -> Path:
-    return Path(data_dir or os.environ.get("STATBANK_DATA_DIR") or DEFAULT_DATA_DIR)
+def _data_dir(data_dir: Optional[str]) -> str:
+    """The data folder as the binaries take it: a local path, or an object
+    store URL such as ``s3://bucket/prefix`` (kept as text: ``Path`` would
+    fold its ``//``)."""
+    return data_dir or os.environ.get("STATBANK_DATA_DIR") or DEFAULT_DATA_DIR
+
+
+def _is_url(data_dir: str) -> bool:
+    """``s3://…``, ``gs://…``, ``az://…``, ``file://…``: read through
+    ``statbank-inspect``, which opens every backend the binaries open."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", data_dir) is not None
 
 
 def _runs_dir(data_dir: Path) -> Path:
@@ -190,6 +202,13 @@ def _runs_dir(data_dir: Path) -> Path:
 
 def _manifest_path(data_dir: Path, run_id: str) -> Path:
     return _runs_dir(data_dir) / f"{run_id}.json"
+
+
+def _manifest_location(data_dir: str, run_id: str) -> str:
+    """Where a run's manifest is, for messages."""
+    if _is_url(data_dir):
+        return f"{data_dir.rstrip('/')}/statbank_tables/_sync/runs/{run_id}.json"
+    return str(_manifest_path(Path(data_dir), run_id))
 
 
 def _new_run_id() -> str:
@@ -205,13 +224,24 @@ def _load_manifest(path: Path) -> Optional[Dict[str, Any]]:
     return data if isinstance(data, dict) else None
 
 
-def _run_ids(data_dir: Path) -> List[str]:
-    """Run ids of the manifests in ``runs/``, oldest first."""
+def _inspect_json(data_dir: str, *args: str) -> Tuple[int, Any, str]:
+    """``statbank-inspect --data-dir D --json ARGS…`` -> (exit code, parsed
+    stdout or None, stderr)."""
+    cmd = [_binary("statbank-inspect"), "--data-dir", data_dir, "--json", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
     try:
-        names = os.listdir(_runs_dir(data_dir))
-    except FileNotFoundError:
-        return []
-    return sorted(n[: -len(".json")] for n in names if n.endswith(".json") and not n.startswith("."))
+        data = json.loads(out.stdout) if out.returncode == 0 else None
+    except ValueError:
+        data = None
+    return out.returncode, data, out.stderr
+
+
+def _run_manifest(data_dir: str, run_id: str) -> Optional[Dict[str, Any]]:
+    """A run's manifest, or None when there is none."""
+    if not _is_url(data_dir):
+        return _load_manifest(_manifest_path(Path(data_dir), run_id))
+    code, data, _ = _inspect_json(data_dir, "run", run_id)
+    return data if code == 0 and isinstance(data, dict) else None
 
 
 def _entries(tables: Any, key: str = "table") -> List[Tuple[str, Dict[str, Any]]]:
@@ -251,22 +281,54 @@ def _needs_apply(manifest: Dict[str, Any]) -> bool:
     return False
 
 
-def _pending_runs(data_dir: Path) -> List[str]:
+def _run_ids(data_dir: Path) -> List[str]:
+    """Run ids of the manifests in a local ``runs/``, oldest first."""
+    try:
+        names = os.listdir(_runs_dir(data_dir))
+    except FileNotFoundError:
+        return []
+    return sorted(n[: -len(".json")] for n in names if n.endswith(".json") and not n.startswith("."))
+
+
+def _pending_runs(data_dir: str) -> List[str]:
+    """Runs whose changes await a DB apply, oldest first."""
+    if _is_url(data_dir):
+        code, data, err = _inspect_json(data_dir, "status")
+        if code != 0 or not isinstance(data, dict):
+            raise StatbankCommandFailed(
+                f"statbank-inspect status on {data_dir} exited with {code}: {_shorten(err or 'no JSON')}"
+            )
+        return [str(r) for r in data.get("pending_applies") or []]
     out = []
-    for run_id in _run_ids(data_dir):
-        m = _load_manifest(_manifest_path(data_dir, run_id))
+    folder = Path(data_dir)
+    for run_id in _run_ids(folder):
+        m = _load_manifest(_manifest_path(folder, run_id))
         if m is not None and _needs_apply(m):
             out.append(run_id)
     return out
 
 
-def _db_apply_snapshot(data_dir: Path) -> Dict[str, str]:
-    """run id -> its ``db_apply`` as canonical JSON (to see what an apply touched)."""
+def _apply_marks(data_dir: str) -> Dict[str, str]:
+    """What an apply may touch, taken before it: locally, run id -> its
+    ``db_apply`` as canonical JSON; on an object store (where reading every
+    manifest costs a request each), the pending runs, which are exactly
+    what ``statbank-apply --pending`` applies."""
+    if _is_url(data_dir):
+        return {run_id: "pending" for run_id in _pending_runs(data_dir)}
     out = {}
-    for run_id in _run_ids(data_dir):
-        m = _load_manifest(_manifest_path(data_dir, run_id)) or {}
+    folder = Path(data_dir)
+    for run_id in _run_ids(folder):
+        m = _load_manifest(_manifest_path(folder, run_id)) or {}
         out[run_id] = json.dumps(m.get("db_apply"), sort_keys=True)
     return out
+
+
+def _applied_runs(data_dir: str, before: Dict[str, str]) -> List[str]:
+    """The runs an apply touched, given ``_apply_marks`` from before it."""
+    if _is_url(data_dir):
+        return sorted(before)
+    after = _apply_marks(data_dir)
+    return sorted(r for r in after if after[r] != before.get(r))
 
 
 def _shorten(text: Any, limit: int = MAX_ERROR_CHARS) -> str:
@@ -443,8 +505,8 @@ def sync(
     if history and _supports(binary, "--history"):
         cmd.append("--history")
     code, errors = _run(cmd)
-    path = _manifest_path(Path(data_dir), run_id)
-    manifest = _load_manifest(path)
+    path = _manifest_location(data_dir, run_id)
+    manifest = _run_manifest(data_dir, run_id)
     status = (manifest or {}).get("status")
     failures = None
     if code == EXIT_PARTIAL and status == "partial_failure":
@@ -465,7 +527,7 @@ def sync(
     elif manifest is None:
         raise StatbankCommandFailed(f"statbank-sync succeeded but wrote no manifest at {path}")
     logger.info("sync run %s: %s; manifest %s", run_id, status, path)
-    return {"run_id": run_id, "status": status, "manifest": str(path), "exit_code": code, "failures": failures}
+    return {"run_id": run_id, "status": status, "manifest": path, "exit_code": code, "failures": failures}
 
 
 @task(name="apply", retries=1, retry_delay_seconds=60)
@@ -491,7 +553,6 @@ def apply(
             "DATABASE_URL is not set (environment of the process that runs the "
             "flow, or the database_url_secret_block parameter)"
         )
-    folder = Path(data_dir)
     binary = _binary("statbank-apply")
     cmd = [binary, "--data-dir", data_dir, "--pending", "--log-format", "json"]
     if create_missing:
@@ -502,12 +563,11 @@ def apply(
         cmd += ["--on-schema-change", on_schema_change]
     if history and _supports(binary, "--history"):
         cmd.append("--history")
-    before = _db_apply_snapshot(folder)
+    before = _apply_marks(data_dir)
     code, errors = _run(cmd, env=env)
-    after = _db_apply_snapshot(folder)
     runs = []
-    for run_id in sorted(r for r in after if after[r] != before.get(r)):
-        report = (_load_manifest(_manifest_path(folder, run_id)) or {}).get("db_apply")
+    for run_id in _applied_runs(data_dir, before):
+        report = (_run_manifest(data_dir, run_id) or {}).get("db_apply")
         status = report.get("status") if isinstance(report, dict) else None
         failures = None if status in ("success", "skipped") else apply_failures(report)
         runs.append({"run_id": run_id, "status": status, "failures": failures})
@@ -515,7 +575,7 @@ def apply(
             logger.warning("apply of run %s: %s", run_id, failures)
         else:
             logger.info("apply of run %s: %s", run_id, status)
-    still_pending = _pending_runs(folder)
+    still_pending = _pending_runs(data_dir)
     # Exit 2 is a partial failure only when some run's db_apply says so; clap
     # also exits 2 on a usage error (e.g. a flag this binary does not have).
     partial = code == EXIT_PARTIAL and any(r["failures"] for r in runs)
@@ -554,7 +614,7 @@ def weekly_statbank_sync_flow(
     if on_schema_change not in ("fail", "rebuild"):
         raise ValueError(f"on_schema_change must be 'fail' or 'rebuild', not {on_schema_change!r}")
     redact.add_environment()
-    folder = str(_data_dir(data_dir))
+    folder = _data_dir(data_dir)
     if history:
         found = [b for b in ("statbank-sync", "statbank-apply") if _supports(_binary(b), "--history")]
         if not found:
@@ -562,7 +622,7 @@ def weekly_statbank_sync_flow(
         logger.info("history: --history passed to %s", ", ".join(found))
 
     synced = sync(folder, force_catalog_poll=force_catalog_poll, tables=tables, history=history)
-    manifest = _load_manifest(Path(synced["manifest"])) or {}
+    manifest = _run_manifest(folder, synced["run_id"]) or {}
     changes = _changes(manifest)
     catalog = manifest.get("catalog") or {}
     if catalog.get("reason") == "weekly_gate":
@@ -589,7 +649,7 @@ def weekly_statbank_sync_flow(
             db_schema=db_schema,
         )
     else:
-        pending = _pending_runs(Path(folder))
+        pending = _pending_runs(folder)
         if pending:
             raise StatbankCommandFailed(
                 f"{len(pending)} run(s) with changes await a DB apply ({', '.join(pending)}), but "
