@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests: a real Postgres for DB tests and
 //! an emulator-backed sync set-up.
 pub mod apply_fx;
+pub mod azure;
 pub mod pg;
 pub mod s3;
 pub mod sync;

@@ -1,7 +1,9 @@
 //! The mirror on object storage, against a real S3 server (`tests::s3`):
 //! the same layout and records as on disk, partitions visible whole or not
 //! at all, the lease, the whole-set swap, faults on the store, and the DB
-//! apply reading partitions from the bucket.
+//! apply reading partitions from the bucket. The backend-neutral cases
+//! (same objects as on disk, the lease, the whole-set swap) also run
+//! against Azure Blob Storage's emulator, Azurite (`tests::azure`).
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use statbank_client::emulator::{EmuTable, EmuVariable, Emulator, World};
 use sync_state::{
     DataDir, DataDirLock, RunManifest, RunStatus, SyncState, TableId, TableStatus, Tid,
 };
+use tests::azure::test_azure;
 use tests::s3::{test_s3, ProxyFault, ProxyRule, S3Proxy, S3};
 use tests::sync::{at_hours, fast_client, options, snapshot_of};
 
@@ -52,17 +55,36 @@ macro_rules! s3_or_skip {
     };
 }
 
+macro_rules! azure_or_skip {
+    () => {
+        match test_azure().expect("Azure server") {
+            Some(a) => a,
+            None => return,
+        }
+    };
+}
+
 /// A bootstrap and an incremental cycle on S3 write exactly the objects a
 /// local run writes, byte for byte, under the same keys; an unchanged
 /// refreshed period is not uploaded again.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mirror_on_s3_equals_the_mirror_on_disk() {
     let s3 = s3_or_skip!();
+    mirror_equals_disk(s3.data_dir("equal").expect("s3")).await;
+}
+
+/// The same on Azure Blob Storage (Azurite).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mirror_on_azure_equals_the_mirror_on_disk() {
+    let azure = azure_or_skip!();
+    mirror_equals_disk(azure.data_dir("equal").expect("azure")).await;
+}
+
+async fn mirror_equals_disk(remote: DataDir) {
     let emu = Emulator::start(world()).await.expect("emulator");
     let client = fast_client(&emu.base_url(), 0);
     let local = tempfile::tempdir().expect("tmp");
     let disk = DataDir::new(local.path());
-    let remote = s3.data_dir("equal").expect("s3");
 
     for dir in [&disk, &remote] {
         let m = run_sync_cycle(&client, &opts_on(dir, 0))
@@ -73,7 +95,7 @@ async fn the_mirror_on_s3_equals_the_mirror_on_disk() {
     assert_eq!(snapshot_of(&remote), snapshot_of(&disk));
     assert_eq!(snapshot_of(&remote).len(), 8);
     // The records are there under the same keys, and parse.
-    let st = SyncState::load(&remote).expect("state on s3");
+    let st = SyncState::load(&remote).expect("state on the store");
     assert_eq!(st.tables.len(), 2);
     assert_eq!(sync_state::list_runs(&remote).expect("runs").len(), 1);
     assert!(remote
@@ -168,7 +190,17 @@ async fn a_no_change_cycle_costs_a_constant_number_of_requests() {
 #[test]
 fn the_lease_serialises_cycles_and_a_lost_lease_stops_writes() {
     let s3 = s3_or_skip!();
-    let dir = s3.data_dir("lease").expect("s3");
+    lease_serialises(s3.data_dir("lease").expect("s3"));
+}
+
+/// The same on Azure Blob Storage (Azurite).
+#[test]
+fn the_lease_on_azure_serialises_cycles_and_a_lost_lease_stops_writes() {
+    let azure = azure_or_skip!();
+    lease_serialises(azure.data_dir("lease").expect("azure"));
+}
+
+fn lease_serialises(dir: DataDir) {
     let key = dir.lock_key();
     let a = DataDirLock::acquire_with_ttl(dir.storage(), &key, "run A", Duration::from_secs(60))
         .expect("first");
@@ -218,9 +250,19 @@ fn the_lease_serialises_cycles_and_a_lost_lease_stops_writes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_schema_change_swaps_the_whole_set_on_s3() {
     let s3 = s3_or_skip!();
+    schema_change_swaps(s3.data_dir("drift").expect("s3")).await;
+}
+
+/// The same on Azure Blob Storage (Azurite).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_change_swaps_the_whole_set_on_azure() {
+    let azure = azure_or_skip!();
+    schema_change_swaps(azure.data_dir("drift").expect("azure")).await;
+}
+
+async fn schema_change_swaps(dir: DataDir) {
     let emu = Emulator::start(world()).await.expect("emulator");
     let client = fast_client(&emu.base_url(), 0);
-    let dir = s3.data_dir("drift").expect("s3");
     let mut o = opts_on(&dir, 0);
     o.keep_vintages = Some(true);
     run_sync_cycle(&client, &o).await.expect("bootstrap");
