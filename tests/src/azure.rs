@@ -14,8 +14,6 @@
 //! (`STATBANK_TEST_AZURE_CONTAINER`, default `statbank-test`) is created
 //! with a signed request. Every test works under its own prefix.
 
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -61,18 +59,7 @@ impl Azure {
 
     /// A fresh, unique `az://container/<name>-<unique>` location.
     pub fn url(&self, name: &str) -> String {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        format!(
-            "az://{}/{name}-{}-{nanos}-{}",
-            self.container,
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        )
+        crate::server::unique_url("az", &self.container, name)
     }
 
     /// A data folder at a fresh location.
@@ -112,7 +99,7 @@ fn find_or_start() -> Result<Option<Azure>> {
             e.trim_end_matches('/').to_string(),
             "STATBANK_TEST_AZURITE_ENDPOINT",
         ),
-        Err(_) => match which("azurite-blob") {
+        Err(_) => match crate::server::which("azurite-blob") {
             Some(tool) => (start(&tool)?, "azurite"),
             None => return Ok(None),
         },
@@ -127,38 +114,15 @@ fn find_or_start() -> Result<Option<Azure>> {
     }))
 }
 
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(tool))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Starts `azurite-blob` under a watchdog shell that stops it when this
-/// test process is gone; returns its endpoint.
+/// Starts `azurite-blob` for this test process; returns its endpoint.
 fn start(tool: &std::path::Path) -> Result<String> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let dir = std::env::temp_dir().join(format!(
-        "statbank-test-azurite-{}-{port}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let script = format!(
-        "'{tool}' --blobHost 127.0.0.1 --blobPort {port} --location '{dir}' --skipApiVersionCheck --disableTelemetry --silent >'{log}' 2>&1 & srv=$!; while kill -0 {me} 2>/dev/null && kill -0 $srv 2>/dev/null; do sleep 1; done; kill $srv 2>/dev/null; rm -rf '{dir}'",
-        tool = tool.display(),
-        dir = dir.display(),
-        log = dir.with_extension("log").display(),
-        me = std::process::id(),
+    let (port, dir) = crate::server::port_and_dir("azurite")?;
+    let cmd = format!(
+        "'{}' --blobHost 127.0.0.1 --blobPort {port} --location '{}' --skipApiVersionCheck --disableTelemetry --silent",
+        tool.display(),
+        dir.display()
     );
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", tool.display()))?;
+    crate::server::spawn_watched(&cmd, &dir, &[])?;
     Ok(format!("http://127.0.0.1:{port}"))
 }
 

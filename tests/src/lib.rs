@@ -4,4 +4,5 @@ pub mod apply_fx;
 pub mod azure;
 pub mod pg;
 pub mod s3;
+mod server;
 pub mod sync;

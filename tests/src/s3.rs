@@ -15,7 +15,6 @@
 //! so tests run in parallel against one server.
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -71,18 +70,7 @@ impl S3 {
 
     /// A fresh, unique `s3://bucket/<name>-<unique>` location.
     pub fn url(&self, name: &str) -> String {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        format!(
-            "s3://{}/{name}-{}-{nanos}-{}",
-            self.bucket,
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        )
+        crate::server::unique_url("s3", &self.bucket, name)
     }
 
     /// A data folder at a fresh location.
@@ -141,7 +129,7 @@ fn find_or_start() -> Result<Option<S3>> {
         return Ok(Some(s3));
     }
     for (tool, source) in [("moto_server", "moto"), ("weed", "seaweedfs")] {
-        if let Some(path) = which(tool) {
+        if let Some(path) = crate::server::which(tool) {
             let s3 = start(
                 &path,
                 source,
@@ -160,18 +148,6 @@ fn find_or_start() -> Result<Option<S3>> {
     Ok(None)
 }
 
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(tool))
-            .find(|p| p.is_file())
-    })
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// Starts the server under a watchdog shell that stops it when this test
 /// process is gone.
 fn start(
@@ -181,9 +157,7 @@ fn start(
     access_key: String,
     secret_key: String,
 ) -> Result<S3> {
-    let port = free_port()?;
-    let dir = std::env::temp_dir().join(format!("statbank-test-s3-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let (port, dir) = crate::server::port_and_dir("s3")?;
     let cmd = match source {
         "moto" => format!("'{}' -H 127.0.0.1 -p {port}", tool.display()),
         _ => format!(
@@ -192,23 +166,15 @@ fn start(
             dir.display()
         ),
     };
-    let script = format!(
-        "{cmd} >'{log}' 2>&1 & srv=$!; while kill -0 {me} 2>/dev/null && kill -0 $srv 2>/dev/null; do sleep 1; done; kill $srv 2>/dev/null; rm -rf '{dir}'",
-        log = dir.with_extension("log").display(),
-        me = std::process::id(),
-        dir = dir.display()
-    );
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .env("AWS_ACCESS_KEY_ID", &access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &secret_key)
-        .env("S3_BUCKET", &bucket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", tool.display()))?;
+    crate::server::spawn_watched(
+        &cmd,
+        &dir,
+        &[
+            ("AWS_ACCESS_KEY_ID", &access_key),
+            ("AWS_SECRET_ACCESS_KEY", &secret_key),
+            ("S3_BUCKET", &bucket),
+        ],
+    )?;
     let endpoint = format!("http://127.0.0.1:{port}");
     wait_for_bucket(&endpoint, &bucket, Duration::from_secs(60))
         .with_context(|| format!("{source} did not come up at {endpoint}"))?;
