@@ -557,6 +557,10 @@ impl BulkParser {
     }
 
     fn flush_batch(&mut self) -> Result<RecordBatch, Error> {
+        // The next batch's builders are sized like this one (at least 1024
+        // rows, at most a full batch): a period of a few rows must not
+        // reserve a full batch's buffers, which a finished array keeps.
+        let next_rows = self.rows_in_batch.max(1024).min(self.batch_rows);
         self.rows_in_batch = 0;
         let (table, line) = (self.table.clone(), self.line);
         let Some(h) = self.header.as_mut() else {
@@ -567,7 +571,7 @@ impl BulkParser {
             });
         };
         let n = h.dims.len();
-        let rows = self.batch_rows;
+        let rows = next_rows;
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(n + 1);
         let mut dims = h.dims.iter_mut();
         for i in 0..=n {

@@ -614,20 +614,31 @@ fn transport(endpoint: Endpoint, table: &Option<String>, e: reqwest::Error) -> E
     }
 }
 
-/// A connect error whose cause is a failed name lookup.
+/// A connect error whose cause is a name lookup that failed for good.
 fn is_dns_failure(e: &reqwest::Error) -> bool {
     if !e.is_connect() {
         return false;
     }
+    let mut chain = Vec::new();
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(s) = source {
-        let text = s.to_string();
-        if text.contains("dns error") || text.contains("failed to lookup address") {
-            return true;
-        }
+        chain.push(s.to_string());
         source = s.source();
     }
-    false
+    is_permanent_dns_failure(&chain)
+}
+
+/// Whether an error chain's texts say the name lookup failed, and not
+/// only for now: a resolver's "temporary failure" (`EAI_AGAIN`, a DNS
+/// server that did not answer) is a transport error and retried.
+fn is_permanent_dns_failure(chain: &[String]) -> bool {
+    let dns = chain
+        .iter()
+        .any(|t| t.contains("dns error") || t.contains("failed to lookup address"));
+    let temporary = chain
+        .iter()
+        .any(|t| t.to_ascii_lowercase().contains("temporary failure"));
+    dns && !temporary
 }
 
 async fn read_limited(resp: reqwest::Response, limit: usize) -> Vec<u8> {
@@ -780,5 +791,27 @@ mod offline_tests {
         assert!(text.contains("--base-url"), "{text}");
         assert_eq!(client.stats().retries, 0);
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// A name that does not exist fails at once; a resolver that did not
+    /// answer this time is retried like any transport error.
+    #[test]
+    fn only_permanent_lookup_failures_fail_fast() {
+        let chain = |texts: &[&str]| texts.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        assert!(is_permanent_dns_failure(&chain(&[
+            "client error (Connect)",
+            "dns error",
+            "failed to lookup address information: Name or service not known",
+        ])));
+        assert!(!is_permanent_dns_failure(&chain(&[
+            "client error (Connect)",
+            "dns error",
+            "failed to lookup address information: Temporary failure in name resolution",
+        ])));
+        assert!(!is_permanent_dns_failure(&chain(&[
+            "client error (Connect)",
+            "tcp connect error",
+            "Connection refused (os error 111)",
+        ])));
     }
 }

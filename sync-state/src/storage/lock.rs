@@ -51,6 +51,11 @@ struct LeaseBody {
     host: String,
     #[serde(default)]
     pid: u32,
+    /// Boot id and pid namespace of the holder: `pid` means something here
+    /// only when both equal ours (containers sharing a host name do not
+    /// share a pid namespace).
+    #[serde(default)]
+    pid_scope: String,
     note: String,
     acquired_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -184,12 +189,27 @@ fn host() -> String {
         .unwrap_or_else(|_| "unknown-host".into())
 }
 
-/// Whether the lease's holder is a process of this host that is gone (so
-/// the lease may be taken over before it expires). Elsewhere, or when it
-/// cannot be told, the holder counts as alive and the lease must expire.
+/// This process's boot id and pid namespace (`""` when they cannot be
+/// read): pids compare only within one scope.
+fn pid_scope() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id");
+    let ns = std::fs::read_link("/proc/self/ns/pid");
+    match (boot, ns) {
+        (Ok(b), Ok(n)) => format!("{} {}", b.trim(), n.display()),
+        _ => String::new(),
+    }
+}
+
+/// Whether the lease's holder is a process of this host, boot and pid
+/// namespace that is gone (so the lease may be taken over before it
+/// expires). Elsewhere, or when it cannot be told (a holder in another
+/// container with the same host name, a lease written without a scope),
+/// the holder counts as alive and the lease must expire.
 fn holder_is_gone(b: &LeaseBody) -> bool {
     b.pid != 0
         && b.host == host()
+        && !b.pid_scope.is_empty()
+        && b.pid_scope == pid_scope()
         && b.pid != std::process::id()
         && std::path::Path::new("/proc/self").exists()
         && !std::path::Path::new(&format!("/proc/{}", b.pid)).exists()
@@ -205,6 +225,7 @@ fn lease(storage: &Storage, key: &str, note: &str, ttl: Duration) -> Result<Data
         holder: format!("{} pid {}", host(), std::process::id()),
         host: host(),
         pid: std::process::id(),
+        pid_scope: pid_scope(),
         note: note.to_string(),
         acquired_at: now,
         expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
@@ -390,5 +411,33 @@ mod tests {
         assert!(err.to_string().contains("run A"), "{err}");
         drop(a);
         DataDirLock::acquire(&s, "_sync/lock", "run C").expect("after release");
+    }
+
+    /// A dead holder's lease is taken over early only when its pid means
+    /// the same process table as ours (same host, boot and pid namespace).
+    #[test]
+    fn a_dead_pid_counts_only_in_our_pid_scope() {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let dead = child.id();
+        child.wait().expect("wait");
+        let now = Utc::now();
+        let body = |scope: String| LeaseBody {
+            holder: "h".into(),
+            host: host(),
+            pid: dead,
+            pid_scope: scope,
+            note: String::new(),
+            acquired_at: now,
+            expires_at: now + chrono::Duration::hours(1),
+        };
+        if pid_scope().is_empty() {
+            return; // no /proc here: nothing is ever taken over early
+        }
+        assert!(holder_is_gone(&body(pid_scope())));
+        assert!(!holder_is_gone(&body("other-boot pid:[1]".into())));
+        assert!(
+            !holder_is_gone(&body(String::new())),
+            "a lease without a scope"
+        );
     }
 }
