@@ -28,12 +28,13 @@ pub(crate) fn port_and_dir(kind: &str) -> Result<(u16, PathBuf)> {
     Ok((port, dir))
 }
 
-/// Runs `cmd` (a shell command line) under a watchdog shell that stops it,
-/// and removes `dir`, when this test process is gone. Output goes to
+/// Runs `cmd` (a shell command line) under a watchdog shell that stops it
+/// (TERM, then KILL after 10 s: SeaweedFS can hang in its shutdown), and
+/// removes `dir`, when this test process is gone. Output goes to
 /// `dir.log` (removed with `dir`).
 pub(crate) fn spawn_watched(cmd: &str, dir: &Path, env: &[(&str, &str)]) -> Result<()> {
     let script = format!(
-        "{cmd} >'{log}' 2>&1 & srv=$!; while kill -0 {me} 2>/dev/null && kill -0 $srv 2>/dev/null; do sleep 1; done; kill $srv 2>/dev/null; rm -rf '{dir}' '{log}'",
+        "{cmd} >'{log}' 2>&1 & srv=$!; while kill -0 {me} 2>/dev/null && kill -0 $srv 2>/dev/null; do sleep 1; done; kill $srv 2>/dev/null; n=0; while kill -0 $srv 2>/dev/null && [ $n -lt 10 ]; do sleep 1; n=$((n+1)); done; kill -9 $srv 2>/dev/null; rm -rf '{dir}' '{log}'",
         log = dir.with_extension("log").display(),
         me = std::process::id(),
         dir = dir.display()
