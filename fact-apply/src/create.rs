@@ -88,11 +88,7 @@ pub(crate) fn create_and_load(
     }
     // History starts with the table: created while it is still empty, so
     // every row enters it valid from its partition's `valid_from`.
-    let history = ctx
-        .opts
-        .history
-        .then(|| crate::history::prepare(&mut tx, ctx, &plan, &tids, &[], &values, None))
-        .transpose()?;
+    let history = crate::history::prepare(&mut tx, ctx, &plan, &tids, &[], &values, None)?;
     let stats = copy_to_temp(&mut tx, ctx, &plan, &tids)?;
     sync_state::crash::point("apply: copied, before delete");
     let n = insert_from_temp(&mut tx, ctx, &plan)?;

@@ -48,21 +48,15 @@ pub(crate) fn apply_delta(
         return dry_run(tx, ctx, &plan, present, &all, &values);
     }
     let tid_col = tid_column(&plan);
-    let history = ctx
-        .opts
-        .history
-        .then(|| {
-            history::prepare(
-                &mut tx,
-                ctx,
-                &plan,
-                present,
-                deleted,
-                &values,
-                catalog_updated,
-            )
-        })
-        .transpose()?;
+    let history = history::prepare(
+        &mut tx,
+        ctx,
+        &plan,
+        present,
+        deleted,
+        &values,
+        catalog_updated,
+    )?;
     let stats = if present.is_empty() {
         Vec::new()
     } else {

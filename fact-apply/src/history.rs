@@ -43,7 +43,7 @@ pub(crate) struct Pending<'t> {
 
 /// Creates and seeds the history table on first use, adds columns the fact
 /// table gained, and closes the current versions of the changed and
-/// deleted periods.
+/// deleted periods. `None` (and nothing done) unless `--history` is on.
 pub(crate) fn prepare<'t>(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
@@ -52,7 +52,10 @@ pub(crate) fn prepare<'t>(
     deleted: &'t [Tid],
     values: &[Cell<'t>],
     catalog_updated: Option<&str>,
-) -> Result<Pending<'t>, Error> {
+) -> Result<Option<Pending<'t>>, Error> {
+    if !ctx.opts.history {
+        return Ok(None);
+    }
     let schema = schema_of(&ctx.opts.schema);
     let target = qualified(&schema, &ctx.name);
     let tid_type = plan.columns[plan.tid].pg_type.clone();
@@ -101,12 +104,12 @@ pub(crate) fn prepare<'t>(
             "closing history rows of removed periods",
         ))?;
     }
-    Ok(Pending {
+    Ok(Some(Pending {
         present: present_values,
         valid_from,
         target,
         tid_type,
-    })
+    }))
 }
 
 impl Pending<'_> {

@@ -23,8 +23,8 @@ use crate::convert::column_name;
 use crate::history;
 use crate::infer::{infer_table, InferredTable};
 use crate::tx::{
-    begin, build_plan, copy_into, grouped_count, lock_target, period_counts, tid_column,
-    tid_values, Ctx, Outcome,
+    begin, build_plan, copy_into, count_rows, grouped_count, lock_target, period_counts,
+    tid_column, tid_values, Ctx, Outcome,
 };
 use crate::Error;
 
@@ -201,7 +201,7 @@ pub(crate) fn rebuild(client: &mut Client, ctx: &Ctx<'_>, oid: u32) -> Result<Re
     let columns = table_columns(&mut tx, ctx.table, new_oid)?;
     let plan = build_plan(ctx.store, ctx.table, &names.new_qualified, &columns, &tids)?;
     let values = tid_values(&plan, ctx.table, &tids)?;
-    let old_rows = count_rows(&mut tx, ctx)?;
+    let old_rows = count_rows(&mut tx, ctx, &ctx.target, "counting the old rows")?;
     let stats = copy_into(&mut tx, ctx, &plan, &tids, &names.new_qualified)?;
     let inserted = grouped_count(
         &mut tx,
@@ -230,13 +230,10 @@ pub(crate) fn rebuild(client: &mut Client, ctx: &Ctx<'_>, oid: u32) -> Result<Re
     copy_grants(&mut tx, ctx, oid, &names)?;
     // History before the swap: on first use it is seeded from the old
     // table, and the periods the new set lacks are closed.
-    let history = if ctx.opts.history {
-        let h = history::prepare(&mut tx, ctx, &plan, &tids, &[], &values, None)?;
+    let history = history::prepare(&mut tx, ctx, &plan, &tids, &[], &values, None)?;
+    if let Some(h) = &history {
         h.close_absent(&mut tx, ctx)?;
-        Some(h)
-    } else {
-        None
-    };
+    }
     swap_in(&mut tx, ctx, &names, &renames)?;
     let history_rows = match history {
         Some(h) => Some(h.record_from(&mut tx, ctx, &plan, &ctx.target)?),
@@ -301,14 +298,6 @@ impl RebuildNames {
             old_name,
         }
     }
-}
-
-fn count_rows(tx: &mut Transaction<'_>, ctx: &Ctx<'_>) -> Result<u64, Error> {
-    let n: i64 = tx
-        .query_one(&format!("SELECT count(*) FROM {}", ctx.target), &[])
-        .map_err(Error::db(ctx.table, "counting the old rows"))?
-        .get(0);
-    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Recreates the old table's indexes whose columns all survive (by column

@@ -21,7 +21,11 @@ use crate::catalog::{qualified, quote_ident, table_columns};
 use crate::convert::Cell;
 use crate::history;
 use crate::plan::{PeriodStats, Plan};
-use crate::tx::{begin, copy_into, lock_target, period_counts, plan_for, tid_values, Ctx, Outcome};
+use crate::tx::{
+    begin, copy_into, count_rows, lock_target, period_counts, plan_for, tid_values, Ctx, Outcome,
+};
+
+const COUNTING: &str = "counting a partition's rows";
 use crate::Error;
 
 /// How a partitioned fact table is partitioned: by list on `tid` alone.
@@ -171,21 +175,15 @@ pub(crate) fn apply_swap(
         )?);
     }
     sync_state::crash::point("apply: copied, before delete");
-    let history = ctx
-        .opts
-        .history
-        .then(|| {
-            history::prepare(
-                &mut tx,
-                ctx,
-                &plan,
-                present,
-                deleted,
-                &values,
-                catalog_updated,
-            )
-        })
-        .transpose()?;
+    let history = history::prepare(
+        &mut tx,
+        ctx,
+        &plan,
+        present,
+        deleted,
+        &values,
+        catalog_updated,
+    )?;
     let mut replaced: BTreeMap<usize, u64> = BTreeMap::new();
     for (i, s) in staged.iter().enumerate() {
         replaced.insert(i, swap_one(&mut tx, ctx, oid, s, &present[i])?);
@@ -193,7 +191,7 @@ pub(crate) fn apply_swap(
     for (k, v) in values[present.len()..].iter().enumerate() {
         let lit = literal(&mut tx, ctx, &ty, v)?;
         if let Some(old) = partition_for(&mut tx, ctx, oid, &lit)? {
-            replaced.insert(present.len() + k, count(&mut tx, ctx, &old)?);
+            replaced.insert(present.len() + k, count_rows(&mut tx, ctx, &old, COUNTING)?);
             tx.batch_execute(&format!(
                 "ALTER TABLE {} DETACH PARTITION {old}; DROP TABLE {old}",
                 ctx.target
@@ -253,7 +251,7 @@ fn stage(
     let stats = copy_into(tx, ctx, plan, std::slice::from_ref(tid), &table)?
         .pop()
         .unwrap_or_default();
-    let n = count(tx, ctx, &table)?;
+    let n = count_rows(tx, ctx, &table, COUNTING)?;
     if n != stats.sent {
         let e = Error::RowCount {
             table: ctx.table.clone(),
@@ -305,7 +303,7 @@ fn swap_one(
     let mut sql = String::new();
     let mut replaced = 0;
     if let Some(old) = &old {
-        replaced = count(tx, ctx, old)?;
+        replaced = count_rows(tx, ctx, old, COUNTING)?;
         sql.push_str(&format!(
             "ALTER TABLE {} DETACH PARTITION {old};",
             ctx.target
@@ -327,14 +325,6 @@ fn swap_one(
     tx.batch_execute(&sql)
         .map_err(Error::db(ctx.table, "swapping a period's partition"))?;
     Ok(replaced)
-}
-
-fn count(tx: &mut Transaction<'_>, ctx: &Ctx<'_>, table: &str) -> Result<u64, Error> {
-    let n: i64 = tx
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .map_err(Error::db(ctx.table, "counting a partition's rows"))?
-        .get(0);
-    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// History of swapped periods: the new versions are the rows of their new

@@ -407,3 +407,18 @@ pub(crate) fn period_counts(
         })
         .collect()
 }
+
+/// `SELECT count(*)` of `table` (a quoted, qualified name); `step` names
+/// the step in an error.
+pub(crate) fn count_rows(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    table: &str,
+    step: &'static str,
+) -> Result<u64, Error> {
+    let n: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .map_err(Error::db(ctx.table, step))?
+        .get(0);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
