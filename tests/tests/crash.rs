@@ -3,6 +3,10 @@
 //! incremental cycle (`sync_state::crash`: before/after every rename, after
 //! every temp file, at every body chunk, inside the DB transaction) and run
 //! again. After every case the result must equal an uninterrupted run.
+//! The sync's points are named by label and passing (`label#k`, listed by
+//! a traced uninterrupted run), because concurrent tables pass them in a
+//! different order from run to run; the apply is sequential and its points
+//! are numbered.
 //!
 //! The children run exactly the binaries' code (`bins::app::sync::main`,
 //! `bins::app::apply::main`): this test binary re-executes itself with
@@ -17,7 +21,7 @@ use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use statbank_client::emulator::{EmuTable, Emulator, World};
-use sync_state::crash::CRASH_AT_ENV;
+use sync_state::crash::{CrashAt, CRASH_AT_ENV, CRASH_TRACE_ENV};
 use sync_state::{list_runs, DataDir, RunManifest, SyncState, TableId, Tid};
 use tests::s3::S3;
 use tests::sync::{snapshot_of, temp_files};
@@ -191,7 +195,7 @@ fn child(
     kind: &str,
     args: &[String],
     env: &[(String, String)],
-    crash_at: Option<u64>,
+    crash_at: Option<&CrashAt>,
 ) -> Result<Run> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.env(CHILD_ENV, kind)
@@ -204,8 +208,8 @@ fn child(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    if let Some(n) = crash_at {
-        cmd.env(CRASH_AT_ENV, n.to_string());
+    if let Some(at) = crash_at {
+        cmd.env(CRASH_AT_ENV, at.to_string());
     }
     let out = cmd.output().context("running the child")?;
     Ok(Run {
@@ -408,57 +412,101 @@ struct Phase<'a> {
     stride: u64,
 }
 
-fn phase(p: &Phase<'_>, labels: &mut BTreeMap<String, usize>) -> Result<u64> {
-    let mut points = 0;
-    let env = p.target.env();
-    let mut n = 1;
-    loop {
-        ensure!(n < 10_000, "{}: no end of crash points", p.name);
-        let loc = p.target.location(&format!("{}-{n}", p.name));
-        if let Some(s) = p.start {
-            p.target.copy(s, &loc)?;
-        }
-        let data = p.target.open(&loc)?;
-        let runs_before = run_ids(&data).unwrap_or_default();
-        let r = child("sync", &sync_args(&loc, p.base), &env, Some(n))?;
-        if !r.crashed() {
-            ensure!(
-                r.status.success(),
-                "{}: run with crash point {n} failed: {}",
-                p.name,
-                r.stderr
-            );
-            p.target.remove(&loc)?;
-            break;
-        }
-        points += 1;
-        let label = r
-            .stderr
-            .lines()
-            .find_map(|l| {
-                l.split_once(&format!("crash point {n}: "))
-                    .map(|x| x.1.to_string())
-            })
-            .unwrap_or_else(|| "?".into());
-        *labels.entry(label.clone()).or_default() += 1;
-        let rec = child("sync", &sync_args(&loc, p.base), &env, None)?;
-        ensure!(
-            rec.status.success(),
-            "{}: recovery after crash point {n} ({label}) failed: {}",
-            p.name,
-            rec.stderr
-        );
-        check(&data, p.expected, &runs_before, p.world).with_context(|| {
-            format!(
-                "{} ({}): after crash point {n} ({label})",
-                p.name,
-                p.target.name()
-            )
-        })?;
-        p.target.remove(&loc)?;
-        n += p.stride;
+/// The crash points an uninterrupted run of `p` passes, by label, with how
+/// often each is passed (a traced run on a fresh copy of `p.start`).
+fn points_of(p: &Phase<'_>) -> Result<BTreeMap<String, u64>> {
+    let loc = p.target.location(&format!("{}-trace", p.name));
+    if let Some(s) = p.start {
+        p.target.copy(s, &loc)?;
     }
+    let mut env = p.target.env();
+    env.push((CRASH_TRACE_ENV.to_string(), "1".to_string()));
+    let r = child("sync", &sync_args(&loc, p.base), &env, None)?;
+    ensure!(
+        r.status.success(),
+        "{}: traced run failed: {}",
+        p.name,
+        r.stderr
+    );
+    p.target.remove(&loc)?;
+    let mut points = BTreeMap::new();
+    for label in r
+        .stderr
+        .lines()
+        .filter_map(|l| l.split_once("crash point passed: ").map(|x| x.1))
+    {
+        *points.entry(label.to_string()).or_default() += 1;
+    }
+    ensure!(
+        !points.is_empty(),
+        "{}: the traced run passed no crash point",
+        p.name
+    );
     Ok(points)
+}
+
+/// Kills `statbank-sync` at each crash point of phase `p` in turn, named by
+/// label and passing (`label#k`, every `stride`-th passing of each label),
+/// so that every kind of point is hit whatever order concurrent tables
+/// pass them in. After each kill a re-run must converge to `p.expected`.
+fn phase(p: &Phase<'_>, labels: &mut BTreeMap<String, usize>) -> Result<u64> {
+    let mut kills = 0;
+    let mut missed = 0;
+    let env = p.target.env();
+    let points = points_of(p)?;
+    for (i, (label, &count)) in points.iter().enumerate() {
+        for k in (1..=count).step_by(usize::try_from(p.stride)?) {
+            let at = CrashAt::Label {
+                label: label.clone(),
+                k,
+            };
+            let loc = p.target.location(&format!("{}-{i}-{k}", p.name));
+            if let Some(s) = p.start {
+                p.target.copy(s, &loc)?;
+            }
+            let data = p.target.open(&loc)?;
+            let runs_before = run_ids(&data).unwrap_or_default();
+            let r = child("sync", &sync_args(&loc, p.base), &env, Some(&at))?;
+            if r.crashed() {
+                ensure!(
+                    r.stderr.contains(&format!("crash point {at}: {label}")),
+                    "{}: the run armed at {at} crashed elsewhere: {}",
+                    p.name,
+                    r.stderr
+                );
+                kills += 1;
+                *labels.entry(label.clone()).or_default() += 1;
+                let rec = child("sync", &sync_args(&loc, p.base), &env, None)?;
+                ensure!(
+                    rec.status.success(),
+                    "{}: recovery after crash point {at} failed: {}",
+                    p.name,
+                    rec.stderr
+                );
+            } else {
+                // This run passed the point fewer times than the traced
+                // one (body chunks vary); it must still be a clean run.
+                ensure!(
+                    r.status.success(),
+                    "{}: run armed at {at} failed: {}",
+                    p.name,
+                    r.stderr
+                );
+                missed += 1;
+            }
+            check(&data, p.expected, &runs_before, p.world).with_context(|| {
+                format!("{} ({}): after crash point {at}", p.name, p.target.name())
+            })?;
+            p.target.remove(&loc)?;
+        }
+    }
+    if missed > 0 {
+        println!(
+            "  {}: {missed} armed runs passed their point fewer times and ran clean",
+            p.name
+        );
+    }
+    Ok(kills)
 }
 
 fn all_periods(w: &World) -> Result<BTreeMap<TableId, BTreeSet<Tid>>> {
@@ -726,7 +774,7 @@ fn apply_phase(work: &Path, local: &Target, partitioned: bool) -> Result<()> {
                 "apply",
                 &apply_args(&dir, run.as_str(), &schema),
                 &env,
-                remaining,
+                remaining.map(CrashAt::Nth).as_ref(),
             )?;
             if r.crashed() {
                 crashed = true;
