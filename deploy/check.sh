@@ -7,9 +7,12 @@
 #   deploy/check.sh                       # builds the binaries (debug) first
 #   STATBANK_BIN_DIR=target/release deploy/check.sh
 #
-# Without STATBANK_BIN_DIR it runs `cargo build -p bins --bins --features emulator` and uses
-# target/debug (after `cargo test` that only compiles and links the five
-# binaries); without cargo, target/release or else target/debug as found.
+# Without STATBANK_BIN_DIR it runs `cargo build --workspace --all-targets` and
+# uses target/debug. That command resolves features exactly as `cargo test
+# --workspace` does (the `tests` crate turns on `emulator` and the inert
+# `test-hooks`), so after the tests it only links the five binaries instead
+# of compiling every dependency a second time with other features (7 minutes
+# of CI). Without cargo: target/release or else target/debug as found.
 # Needs root on Debian/Ubuntu the first time (apt-get, pip into a cached
 # venv); see deploy/README.md, "Checking these files".
 set -euo pipefail
@@ -25,8 +28,8 @@ complete() {
 if [ -z "${STATBANK_BIN_DIR:-}" ]; then
     if command -v cargo >/dev/null && [ -f "$repo/Cargo.toml" ]; then
         # Always current with the source (a no-op when nothing changed).
-        echo "deploy/check.sh: cargo build -p bins --bins --features emulator"
-        (cd "$repo" && cargo build -p bins --bins --features emulator)
+        echo "deploy/check.sh: cargo build --workspace --all-targets"
+        (cd "$repo" && cargo build --workspace --all-targets)
         STATBANK_BIN_DIR=$repo/target/debug
     elif complete "$repo/target/release"; then
         STATBANK_BIN_DIR=$repo/target/release
