@@ -502,7 +502,7 @@ fn phase(p: &Phase<'_>, labels: &mut BTreeMap<String, usize>) -> Result<u64> {
     }
     if missed > 0 {
         println!(
-            "  {}: {missed} armed runs passed their point fewer times and ran clean",
+            "  {}: {missed} armed run(s) passed their point fewer times than the traced run and ran clean",
             p.name
         );
     }
@@ -658,7 +658,7 @@ fn harness() -> Result<()> {
             let mut s3_labels = BTreeMap::new();
             let p = sync_phases(&Target::S3(s3), bases, [&w0, &w1, &w2], 3, &mut s3_labels)?;
             println!(
-                "crash harness (sync, s3, every third point): {} + {} + {} kill points",
+                "crash harness (sync, s3, every third passing of each point): {} + {} + {} kill points",
                 p[0], p[1], p[2]
             );
             for (label, n) in &s3_labels {
