@@ -412,13 +412,21 @@ struct Phase<'a> {
     stride: u64,
 }
 
+impl Phase<'_> {
+    /// A fresh data folder named `name`, holding a copy of the phase's start.
+    fn fresh(&self, name: &str) -> Result<String> {
+        let loc = self.target.location(name);
+        if let Some(s) = self.start {
+            self.target.copy(s, &loc)?;
+        }
+        Ok(loc)
+    }
+}
+
 /// The crash points an uninterrupted run of `p` passes, by label, with how
 /// often each is passed (a traced run on a fresh copy of `p.start`).
 fn points_of(p: &Phase<'_>) -> Result<BTreeMap<String, u64>> {
-    let loc = p.target.location(&format!("{}-trace", p.name));
-    if let Some(s) = p.start {
-        p.target.copy(s, &loc)?;
-    }
+    let loc = p.fresh(&format!("{}-trace", p.name))?;
     let mut env = p.target.env();
     env.push((CRASH_TRACE_ENV.to_string(), "1".to_string()));
     let r = child("sync", &sync_args(&loc, p.base), &env, None)?;
@@ -460,10 +468,7 @@ fn phase(p: &Phase<'_>, labels: &mut BTreeMap<String, usize>) -> Result<u64> {
                 label: label.clone(),
                 k,
             };
-            let loc = p.target.location(&format!("{}-{i}-{k}", p.name));
-            if let Some(s) = p.start {
-                p.target.copy(s, &loc)?;
-            }
+            let loc = p.fresh(&format!("{}-{i}-{k}", p.name))?;
             let data = p.target.open(&loc)?;
             let runs_before = run_ids(&data).unwrap_or_default();
             let r = child("sync", &sync_args(&loc, p.base), &env, Some(&at))?;
