@@ -63,7 +63,7 @@ async fn main() -> Result<()> {
     // 1. The catalog (/v1/tables).
     let catalog = client.tables(&TablesRequest::default()).await?;
     println!("\n== catalog: {} tables", catalog.len());
-    for entry in catalog.iter().take(12) {
+    for entry in catalog.tables.iter().take(12) {
         println!(
             "  {:<9} updated {}  periods {} .. {}  {}",
             entry.id,

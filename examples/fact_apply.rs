@@ -24,7 +24,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use bins::{redact_url, run_sync_cycle, SyncOptions};
+use bins::redact::DatabaseUrl;
+use bins::{run_sync_cycle, SyncOptions};
 use fact_apply::postgres::{Client, NoTls};
 use fact_apply::{apply_run, ApplyOptions};
 use statbank_client::emulator::{Emulator, World};
@@ -83,8 +84,8 @@ fn run(database_url: &str, base_url: Option<String>) -> Result<()> {
 
     // 2. The DB apply, synchronous, on this (non-tokio) thread.
     let mut db = Client::connect(database_url, NoTls)
-        .with_context(|| format!("connecting to {}", redact_url(database_url)))?;
-    println!("connected to {}", redact_url(database_url));
+        .with_context(|| format!("connecting to {}", DatabaseUrl::new(database_url)))?;
+    println!("connected to {}", DatabaseUrl::new(database_url));
     let schema = format!("example_fact_{}", std::process::id());
     db.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
         .with_context(|| format!("creating schema {schema}"))?;
@@ -122,7 +123,7 @@ async fn sync_once(base_url: Option<String>, data: &Path, table: &TableId) -> Re
         })
         .build()?;
     let mut opts = SyncOptions::new(data);
-    opts.force_catalog_poll = true;
+    opts.gate.force = true;
     opts.tables = Some(vec![table.clone()]);
     let manifest = run_sync_cycle(&client, &opts).await?;
     if let Some(emu) = emulator {

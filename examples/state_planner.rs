@@ -59,6 +59,7 @@ async fn main() -> Result<()> {
     let catalog = client.tables(&TablesRequest::default()).await?;
     let table = TableId::new("FOLK1AM")?;
     let entry = catalog
+        .tables
         .iter()
         .find(|e| e.id == table.as_str())
         .with_context(|| format!("{table} is not in the catalog"))?;
@@ -93,24 +94,23 @@ async fn main() -> Result<()> {
     println!("\n== catalog gate");
     println!(
         "  last poll 8 days ago:           {}",
-        gate(catalog_gate(&state, now, false, &GatePolicy::default()))
+        gate(catalog_gate(&state, now, &GatePolicy::default()))
     );
     let mut recent = state.clone();
     recent.last_catalog_poll_at = Some((now - Duration::days(2)).into());
     println!(
         "  last poll 2 days ago:           {}",
-        gate(catalog_gate(&recent, now, false, &GatePolicy::default()))
+        gate(catalog_gate(&recent, now, &GatePolicy::default()))
     );
     println!(
         "  last poll 2 days ago, forced:   {}",
-        gate(catalog_gate(&recent, now, true, &GatePolicy::default()))
+        gate(catalog_gate(&recent, now, &GatePolicy::forced()))
     );
     println!(
         "  never polled:                   {}",
         gate(catalog_gate(
             &SyncState::default(),
             now,
-            false,
             &GatePolicy::default()
         ))
     );
@@ -197,7 +197,7 @@ async fn main() -> Result<()> {
     );
     let empty = SyncState::default();
     let (mut total_periods, mut total_requests) = (0, 0);
-    for e in catalog.iter().take(12) {
+    for e in catalog.tables.iter().take(12) {
         let Some((id, plan)) = bootstrap_plan(&client, &empty, e).await? else {
             continue;
         };
@@ -270,6 +270,9 @@ async fn bootstrap_plan(
 fn gate(d: GateDecision) -> String {
     match d {
         GateDecision::Poll => "poll the catalog".into(),
+        GateDecision::PollClockSkew {
+            last_catalog_poll_at,
+        } => format!("poll the catalog (last poll {last_catalog_poll_at} is in the future)"),
         GateDecision::Skip {
             last_catalog_poll_at,
         } => format!("skip (polled at {last_catalog_poll_at})"),

@@ -85,7 +85,7 @@ async fn main() -> Result<()> {
 
     // Run 2, a day later: the weekly gate is closed, so force the poll.
     opts.clock = Clock::fixed(t0 + chrono::Duration::days(1));
-    opts.force_catalog_poll = true;
+    opts.gate.force = true;
     let second = run_sync_cycle(&client, &opts).await?;
     report(
         "run 2: incremental (forced catalog poll)",
@@ -125,7 +125,7 @@ async fn main() -> Result<()> {
 
     // Run 3, another day later and not forced: the weekly gate skips it.
     opts.clock = Clock::fixed(t0 + chrono::Duration::days(2));
-    opts.force_catalog_poll = false;
+    opts.gate.force = false;
     let third = run_sync_cycle(&client, &opts).await?;
     report("run 3: not forced", &third, &opts.data_dir);
 

@@ -350,10 +350,12 @@ pub struct SyncArgs {
     /// Largest response body accepted, in MiB (0 = no limit).
     #[arg(long, default_value_t = 0)]
     pub max_response_mib: u64,
-    /// Longest a whole BULK body may stream, in seconds (0 = no limit; the
-    /// per-read timeout always applies).
-    #[arg(long, default_value_t = 0)]
-    pub bulk_timeout_secs: u64,
+    /// Longest a whole BULK body may stream, in seconds. Default: derived
+    /// from the rows the request may return (10 minutes plus 1 second per
+    /// 10,000 rows, so 10 min for a small table and 93 min for the largest
+    /// request); 0 = no limit. The per-read timeout always applies.
+    #[arg(long)]
+    pub bulk_timeout_secs: Option<u64>,
 }
 
 impl SyncArgs {
@@ -367,9 +369,11 @@ impl SyncArgs {
             .max_retries(self.max_retries)
             .read_timeout(Duration::from_secs(self.timeout_secs.max(1)))
             .max_response_bytes((self.max_response_mib > 0).then_some(self.max_response_mib << 20))
-            .bulk_timeout(
-                (self.bulk_timeout_secs > 0).then(|| Duration::from_secs(self.bulk_timeout_secs)),
-            )
+            .bulk_timeout(match self.bulk_timeout_secs {
+                None => statbank_client::BulkTimeout::Derived,
+                Some(0) => statbank_client::BulkTimeout::Unbounded,
+                Some(s) => statbank_client::BulkTimeout::Fixed(Duration::from_secs(s)),
+            })
             .build()?)
     }
 
@@ -382,7 +386,7 @@ impl SyncArgs {
     /// signal or progress yet).
     pub fn options(&self) -> Result<crate::SyncOptions, crate::Error> {
         let mut opts = crate::SyncOptions::on(self.data_dir()?);
-        opts.force_catalog_poll = self.force_catalog_poll || self.verify_all;
+        opts.gate.force = self.force_catalog_poll || self.verify_all;
         opts.keep_vintages = match (self.keep_vintages, self.no_keep_vintages) {
             (true, _) => Some(true),
             (_, true) => Some(false),

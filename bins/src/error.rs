@@ -34,12 +34,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// A database connection string that cannot be parsed (shown with its
-    /// password redacted).
-    #[error("invalid database URL {url}")]
+    /// A database connection string that cannot be parsed (nothing of it
+    /// is shown: it may hold a password).
+    #[error("invalid database connection string (--database-url / DATABASE_URL): {reason}")]
     DatabaseUrl {
-        /// The connection string, password redacted.
-        url: String,
+        /// What the parser said, the string scrubbed from it.
+        reason: String,
     },
     /// Connecting to the database failed.
     #[error("connecting to {url}")]

@@ -6,16 +6,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use fact_apply::postgres::{Config, NoTls};
 use fact_apply::ApplyOptions;
 use serde_json::json;
 use statbank_client::{error_chain, ClientStats, StatbankClient};
 use sync_state::{DbApplyReport, RunId, RunManifest, RunStatus, TableStatus};
 
 use crate::metrics::{write_metrics, MetricsInput};
-use crate::{
-    password_of, redact_url, run_sync_cycle, scrub, url_origin, Error, StopSignal, SyncOptions,
-};
+use crate::redact::{url_origin, DatabaseUrl};
+use crate::{run_sync_cycle, Error, StopSignal, SyncOptions};
 
 /// Settings of one flow run.
 #[derive(Clone)]
@@ -23,7 +21,7 @@ pub struct FlowOptions {
     /// The sync cycle's settings.
     pub sync: SyncOptions,
     /// Postgres connection string; `None` = sync to disk only.
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// The DB apply's settings.
     pub apply: ApplyOptions,
     /// Waits before the sync's retries (default 30 s, 120 s, 300 s: three retries).
@@ -328,19 +326,18 @@ async fn apply_this_run(
 /// or the last error (the password scrubbed) when no report could be
 /// produced, and the attempts made.
 async fn apply_with_retries(
-    url: &str,
+    url: &DatabaseUrl,
     dir: &sync_state::DataDir,
     run: &RunId,
     opts: &FlowOptions,
 ) -> Result<(Result<DbApplyReport, String>, u32), Error> {
-    let secret = password_of(url);
     with_retries(
         "apply",
         &opts.apply_retry_delays,
         &opts.sync.stop,
         async |n| {
             let (u, d, r, o) = (
-                url.to_string(),
+                url.clone(),
                 dir.clone(),
                 run.clone(),
                 opts.apply.clone(),
@@ -355,7 +352,7 @@ async fn apply_with_retries(
                     Attempt::Again(Ok(rep))
                 }
                 Err(e) => {
-                    let msg = scrub(&error_chain(&e), secret.as_deref());
+                    let msg = url.scrub(&error_chain(&e));
                     tracing::warn!(run = %run, attempt = n, error = %msg, "apply attempt failed");
                     Attempt::Again(Err(msg))
                 }
@@ -434,21 +431,12 @@ fn combine(
 
 /// The synchronous apply (never on an async worker thread).
 fn apply_blocking(
-    url: &str,
+    url: &DatabaseUrl,
     dir: &sync_state::DataDir,
     run: &RunId,
     opts: &ApplyOptions,
 ) -> Result<DbApplyReport, Error> {
-    let mut config: Config = url.parse().map_err(|_| Error::DatabaseUrl {
-        url: redact_url(url),
-    })?;
-    if config.get_application_name().is_none() {
-        config.application_name("statbank-flow");
-    }
-    let mut client = config.connect(NoTls).map_err(|source| Error::Connect {
-        url: redact_url(url),
-        source,
-    })?;
+    let mut client = url.connect("statbank-flow")?;
     Ok(fact_apply::apply_run(&mut client, dir, run, opts)?)
 }
 
@@ -591,13 +579,21 @@ fn alert_body(report: &FlowReport, reason: &str, dir: &sync_state::DataDir) -> s
         .filter(|t| t.status == sync_state::ApplyStatus::Failed)
         .map(|t| json!({"table": t.table, "reason": t.reason, "error": t.error}))
         .collect();
+    // Every piece of text from a record or from upstream is escaped for the
+    // chat format (`<!channel>`, disguised links) and kept on its line.
+    let esc = crate::redact::chat_escape;
     let mut text = format!(
-        "statbank-sync on {}: run {} {reason}",
-        if host.is_empty() { "?" } else { &host },
-        report.run_id
+        "statbank-sync on {}: run {} {}",
+        if host.is_empty() {
+            "?".into()
+        } else {
+            esc(&host)
+        },
+        report.run_id,
+        esc(reason)
     );
     if let Some(e) = &m.error {
-        let _ = write!(text, "\nsync failed: {e}");
+        let _ = write!(text, "\nsync failed: {}", esc(e));
     }
     for (id, r) in m
         .tables
@@ -605,7 +601,11 @@ fn alert_body(report: &FlowReport, reason: &str, dir: &sync_state::DataDir) -> s
         .filter(|(_, r)| r.status == TableStatus::Failed)
         .take(5)
     {
-        let _ = write!(text, "\n• {id}: {}", r.error.as_deref().unwrap_or("failed"));
+        let _ = write!(
+            text,
+            "\n• {id}: {}",
+            esc(r.error.as_deref().unwrap_or("failed"))
+        );
     }
     if failed.len() > 5 {
         let _ = write!(
@@ -616,11 +616,16 @@ fn alert_body(report: &FlowReport, reason: &str, dir: &sync_state::DataDir) -> s
     }
     if let Some(a) = &report.apply {
         if a.status == RunStatus::Failed || a.status == RunStatus::PartialFailure {
-            let _ = write!(text, "\napply {}: {}", a.status, failed_apply_tables(a));
+            let _ = write!(
+                text,
+                "\napply {}: {}",
+                a.status,
+                esc(&failed_apply_tables(a))
+            );
         }
     }
     if let Some(e) = &report.apply_error {
-        let _ = write!(text, "\napply failed: {e}");
+        let _ = write!(text, "\napply failed: {}", esc(e));
     }
     let earlier_failed: Vec<&serde_json::Value> = report
         .earlier_runs
@@ -631,14 +636,15 @@ fn alert_body(report: &FlowReport, reason: &str, dir: &sync_state::DataDir) -> s
         let _ = write!(
             text,
             "\nearlier run {} still not applied: {}",
-            r.get("run_id").and_then(|v| v.as_str()).unwrap_or("?"),
-            r.get("error")
+            esc(r.get("run_id").and_then(|v| v.as_str()).unwrap_or("?")),
+            esc(r
+                .get("error")
                 .and_then(|v| v.as_str())
                 .or_else(|| r.get("status").and_then(|v| v.as_str()))
-                .unwrap_or("failed")
+                .unwrap_or("failed"))
         );
     }
-    let _ = write!(text, "\nmanifest: {manifest}");
+    let _ = write!(text, "\nmanifest: {}", esc(&manifest));
     json!({
         "text": text,
         "source": "statbank-sync",
@@ -707,7 +713,7 @@ async fn send_alert(
             Err(e) => {
                 // reqwest errors name the URL: keep only its origin.
                 let text = error_chain(&e.without_url());
-                last.error = Some(scrub(&text, Some(url)));
+                last.error = Some(text.replace(url, "<webhook url>"));
             }
         }
     }

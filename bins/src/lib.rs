@@ -9,7 +9,7 @@
 //! # async fn demo() -> Result<(), bins::Error> {
 //! let client = StatbankClient::new("http://127.0.0.1:8080/v1")?;
 //! let mut opts = SyncOptions::new("data/dst");
-//! opts.force_catalog_poll = true;
+//! opts.gate.force = true;
 //! let manifest = run_sync_cycle(&client, &opts).await?;
 //! println!("{}: {} tables changed", manifest.status, manifest.summary.tables_with_changed_tids);
 //! # Ok(())
@@ -27,8 +27,7 @@ mod fetch;
 pub mod flow;
 pub mod inspect;
 pub mod metrics;
-mod redact;
+pub mod redact;
 
 pub use cycle::{run_sync_cycle, Clock, ProgressSink, StopSignal, SyncOptions, VanishedTables};
 pub use error::Error;
-pub use redact::{password_of, redact_url, scrub, url_origin};

@@ -377,7 +377,7 @@ pub async fn write_metrics(
 }
 
 async fn push(url: &str, text: String) -> Result<(), Error> {
-    let shown = crate::url_origin(url);
+    let shown = crate::redact::url_origin(url);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

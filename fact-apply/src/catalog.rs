@@ -117,7 +117,9 @@ impl TargetColumn {
     }
 }
 
-/// The oid of `schema.table` when it is an ordinary or partitioned table.
+/// The oid of `schema.table` when it is an ordinary or partitioned table
+/// of its own: a partition of another table (a period of a partitioned
+/// fact table) is never taken for a fact table.
 pub(crate) fn table_oid(
     client: &mut impl GenericClient,
     schema: &str,
@@ -126,7 +128,8 @@ pub(crate) fn table_oid(
     let row = client.query_opt(
         "SELECT c.oid FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p') \
+           AND NOT c.relispartition",
         &[&schema, &table],
     )?;
     row.map(|r| r.try_get::<_, u32>(0)).transpose()

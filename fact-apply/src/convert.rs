@@ -9,26 +9,7 @@ use bytes::{BufMut, BytesMut};
 use chrono::{Datelike, NaiveDate};
 use postgres_types::{to_sql_checked, IsNull, ToSql, Type};
 
-/// The column name a partition column gets in Postgres: lower-cased, then
-/// `å→a`, `ø→o`, `æ→ae` (`OMRÅDE` → `omrade`, `KØN` → `kon`).
-///
-/// ```
-/// assert_eq!(fact_apply::column_name("OMRÅDE"), "omrade");
-/// assert_eq!(fact_apply::column_name("KØN"), "kon");
-/// assert_eq!(fact_apply::column_name("BRÆNDSEL"), "braendsel");
-/// ```
-pub fn column_name(header: &str) -> String {
-    let mut out = String::with_capacity(header.len());
-    for c in header.chars().flat_map(char::to_lowercase) {
-        match c {
-            'å' => out.push('a'),
-            'ø' => out.push('o'),
-            'æ' => out.push_str("ae"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use sync_state::column_name;
 
 /// Days between 0001-01-01 (chrono's day 1 of the Common Era) and Postgres'
 /// epoch 2000-01-01.

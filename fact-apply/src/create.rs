@@ -10,7 +10,7 @@ use crate::convert::Cell;
 use crate::history::ensure_schema;
 use crate::infer::infer_table;
 use crate::plan::Plan;
-use crate::swap::{literal, partition_name};
+use crate::swap::{free_partition_name, literal};
 use crate::tx::{
     begin, build_plan, check_inserted, copy_to_temp, insert_from_temp, period_counts, tid_column,
     tid_values, Ctx, Outcome,
@@ -126,7 +126,7 @@ fn create_partitions(
     let ty = plan.columns[plan.tid].pg_type.clone();
     for (tid, value) in tids.iter().zip(values) {
         let lit = literal(tx, ctx, &ty, value)?;
-        let name = crate::catalog::qualified(&ctx.opts.schema, &partition_name(&ctx.name, tid));
+        let name = crate::catalog::qualified(&ctx.opts.schema, &free_partition_name(tx, ctx, tid)?);
         tx.batch_execute(&format!(
             "CREATE TABLE {name} PARTITION OF {} FOR VALUES IN ({lit})",
             ctx.target

@@ -12,8 +12,8 @@ use crate::convert::Cell;
 use crate::history;
 use crate::plan::{stream_partition, Plan};
 use crate::tx::{
-    begin, check_inserted, copy_to_temp, delete_periods, grouped_count, insert_from_temp,
-    lock_target, period_counts, plan_for, tid_column, tid_values, Ctx, Outcome,
+    begin, check_against_stored, check_inserted, copy_to_temp, delete_periods, grouped_count,
+    insert_from_temp, lock_target, period_counts, plan_for, tid_column, tid_values, Ctx, Outcome,
 };
 use crate::Error;
 
@@ -44,6 +44,7 @@ pub(crate) fn apply_delta(
     // name the period in the grouped counts.
     let all: Vec<Tid> = present.iter().chain(deleted).cloned().collect();
     let values = tid_values(&plan, ctx.table, &all)?;
+    check_against_stored(ctx, &plan, &all, &values)?;
     if dry {
         return dry_run(tx, ctx, &plan, present, &all, &values);
     }

@@ -88,10 +88,12 @@ pub enum Error {
         table: TableId,
     },
     /// A name that cannot be used as a schema.
-    #[error("invalid schema name {schema:?}")]
+    #[error("invalid schema name {schema:?}: {reason}")]
     InvalidSchema {
         /// The name.
         schema: String,
+        /// Which limit it breaks.
+        reason: String,
     },
     // How the partitions and the target table do not fit together; found
     // while the conversion plan is built, before anything is written.
@@ -184,6 +186,26 @@ pub enum Error {
         second: Tid,
         /// The shared value.
         value: String,
+    },
+    /// A partition column that cannot be a fact table column (too long,
+    /// reserved, or the same column as another).
+    #[error("table {table}: unusable columns")]
+    Columns {
+        /// The table.
+        table: TableId,
+        /// Which column and which limit.
+        #[source]
+        source: Box<sync_state::Error>,
+    },
+    /// Both names a period's partition may get belong to other relations.
+    #[error("table {table}: period {tid}: relation {name} (and its hashed alternative) already exists and is not this table's partition")]
+    NameTaken {
+        /// The table.
+        table: TableId,
+        /// The period.
+        tid: Tid,
+        /// The name wanted.
+        name: String,
     },
     // A partition that cannot be read or holds what it should not.
     /// Checking for a partition file failed (permissions, i/o).

@@ -27,9 +27,12 @@ use crate::plan::Plan;
 use crate::tx::{column_list, Ctx};
 use crate::Error;
 
+/// What the history schema's name adds to the fact schema's.
+pub(crate) const SUFFIX: &str = "_history";
+
 /// The history schema of fact schema `schema` (`fact` → `fact_history`).
 pub(crate) fn schema_of(schema: &str) -> String {
-    format!("{schema}_history")
+    format!("{schema}{SUFFIX}")
 }
 
 /// History work prepared before the delta: old versions closed, the new

@@ -1,7 +1,7 @@
 //! `--create-missing`: the column types the original's initial loader would
 //! have chosen, inferred from a table's partitions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow_array::{Array, LargeStringArray, StringArray, StringViewArray};
 use arrow_schema::DataType;
@@ -25,7 +25,28 @@ struct TextStats {
     all_range: bool,
     any_band: bool,
     max_chars: usize,
+    /// Codes of an `alder` column by the value they would get, to tell
+    /// whether the typed column would merge two distinct codes (`10` and
+    /// `10-` both 10; `95-` and `95OV` both `[95,)`). `None` for other
+    /// columns (their types never merge codes).
+    distinct: Option<DistinctCodes>,
 }
+
+/// What [`TextStats`] tracks of an `alder` column.
+#[derive(Debug, Clone, Default)]
+struct DistinctCodes {
+    /// Plain integers seen.
+    ints: BTreeSet<i64>,
+    /// The first code seen for each range (`(lower, upper)`).
+    ranges: BTreeMap<(Option<i32>, Option<i32>), String>,
+    /// Two codes would share an `int4range` value.
+    range_collision: bool,
+    /// More distinct codes than are tracked: no typed column is safe.
+    overflow: bool,
+}
+
+/// Distinct codes tracked per `alder` column (real ones have about 130).
+const MAX_TRACKED_CODES: usize = 100_000;
 
 impl Default for TextStats {
     fn default() -> Self {
@@ -39,11 +60,20 @@ impl Default for TextStats {
             all_range: true,
             any_band: false,
             max_chars: 0,
+            distinct: None,
         }
     }
 }
 
 impl TextStats {
+    /// Stats of the column `name` (codes tracked for `alder`).
+    fn for_column(name: &str) -> TextStats {
+        TextStats {
+            distinct: (name == "alder").then(DistinctCodes::default),
+            ..TextStats::default()
+        }
+    }
+
     fn add(&mut self, s: &str) {
         self.values += 1;
         let chars = if s.is_ascii() {
@@ -56,6 +86,13 @@ impl TextStats {
             Some(v) => {
                 self.min = self.min.min(v);
                 self.max = self.max.max(v);
+                if let Some(d) = self.distinct.as_mut() {
+                    if d.ints.len() < MAX_TRACKED_CODES {
+                        d.ints.insert(v);
+                    } else if !d.ints.contains(&v) {
+                        d.overflow = true;
+                    }
+                }
             }
             None => {
                 self.all_canonical_int = false;
@@ -72,14 +109,43 @@ impl TextStats {
             }
         }
         if self.all_range {
-            if code_to_range(s).is_ok() {
+            if let Ok(r) = code_to_range(s) {
                 if s.contains(['-', ':']) || s.ends_with("OV") {
                     self.any_band = true;
+                }
+                if let Some(d) = self.distinct.as_mut() {
+                    match d.ranges.get(&(r.lower, r.upper)) {
+                        Some(first) => d.range_collision |= first != s,
+                        None if d.ranges.len() < MAX_TRACKED_CODES => {
+                            d.ranges.insert((r.lower, r.upper), s.to_owned());
+                        }
+                        None => d.overflow = true,
+                    }
                 }
             } else {
                 self.all_range = false;
             }
         }
+    }
+
+    /// An integer `alder` column holds each code as a distinct value: at
+    /// most one open-ended code, and its number not also a plain code.
+    fn ints_distinct(&self) -> bool {
+        let Some(d) = &self.distinct else {
+            return true;
+        };
+        !d.overflow
+            && self
+                .open_ended
+                .iter()
+                .all(|o| open_ended_age(o).is_none_or(|v| !d.ints.contains(&v)))
+    }
+
+    /// An `int4range` `alder` column holds each code as a distinct range.
+    fn ranges_distinct(&self) -> bool {
+        self.distinct
+            .as_ref()
+            .is_none_or(|d| !d.overflow && !d.range_collision)
     }
 
     fn int_type(&self) -> &'static str {
@@ -109,10 +175,11 @@ impl TextStats {
             return self.int_type().into();
         }
         if name == "alder" {
-            if self.all_int_or_open_ended && self.open_ended.len() <= 1 {
+            // Typed only when no two distinct codes would become one value.
+            if self.all_int_or_open_ended && self.open_ended.len() <= 1 && self.ints_distinct() {
                 return self.int_type().into();
             }
-            if self.all_range && self.any_band {
+            if self.all_range && self.any_band && self.ranges_distinct() {
                 return "int4range".into();
             }
         }
@@ -202,6 +269,7 @@ pub(crate) fn infer_table(
         let reader = store.read_partition(table, tid).map_err(part_err)?;
         let schema = reader.schema();
         if headers.is_empty() {
+            crate::tx::check_partition_columns(table, &schema)?;
             for f in schema.fields() {
                 let name = column_name(f.name());
                 if let Some((first, _, _)) = headers.iter().find(|(_, n, _)| *n == name) {
@@ -212,8 +280,8 @@ pub(crate) fn infer_table(
                         column: name,
                     });
                 }
+                stats.push(TextStats::for_column(&name));
                 headers.push((f.name().clone(), name, f.data_type().clone()));
-                stats.push(TextStats::default());
             }
             if !headers.iter().any(|(_, n, _)| n == "tid") {
                 return Err(Error::NoTidColumn {
@@ -291,7 +359,11 @@ mod tests {
     use super::*;
 
     fn stats(values: &[&str]) -> TextStats {
-        let mut s = TextStats::default();
+        stats_of("alder", values)
+    }
+
+    fn stats_of(name: &str, values: &[&str]) -> TextStats {
+        let mut s = TextStats::for_column(name);
         values.iter().for_each(|v| s.add(v));
         s
     }
@@ -331,7 +403,44 @@ mod tests {
         );
         assert_eq!(stats(&["IALT", "0-4"]).column_type("alder"), "varchar(4)");
         // elsewhere a band is just a code
-        assert_eq!(stats(&["0-4", "5-9"]).column_type("x"), "varchar(3)");
+        assert_eq!(
+            stats_of("x", &["0-4", "5-9"]).column_type("x"),
+            "varchar(3)"
+        );
+    }
+
+    #[test]
+    fn alder_never_merges_distinct_codes() {
+        // `10` and `10-` would both be 10 in an integer column; as ranges
+        // they differ ([10,11) and [10,)).
+        assert_eq!(stats(&["9", "10", "10-"]).column_type("alder"), "int4range");
+        assert_eq!(
+            stats(&["9", "10", "10-", "IALT"]).column_type("alder"),
+            "varchar(4)"
+        );
+        // `95-` and `95OV` would both be [95,) in an int4range column.
+        assert_eq!(
+            stats(&["0-4", "95-", "95OV"]).column_type("alder"),
+            "varchar(4)"
+        );
+        // `7` and `7-7`, `07` and `7`: the same range.
+        assert_eq!(
+            stats(&["0-4", "7", "7-7"]).column_type("alder"),
+            "varchar(3)"
+        );
+        assert_eq!(
+            stats(&["0-4", "7", "07"]).column_type("alder"),
+            "varchar(3)"
+        );
+        // Repeated codes are not distinct codes.
+        assert_eq!(
+            stats(&["0-4", "0-4", "95OV", "95OV"]).column_type("alder"),
+            "int4range"
+        );
+        assert_eq!(
+            stats(&["9", "9", "10-", "10-"]).column_type("alder"),
+            "smallint"
+        );
     }
 
     #[test]

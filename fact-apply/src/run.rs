@@ -36,7 +36,7 @@ pub fn apply_run(
     run: &RunId,
     opts: &ApplyOptions,
 ) -> Result<DbApplyReport, Error> {
-    validate_schema(&opts.schema)?;
+    validate_schema(opts)?;
     let manifest = load(data, run)?;
     let mut work: Vec<TableWork> = manifest
         .tables_with_changes()

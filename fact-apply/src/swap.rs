@@ -22,7 +22,8 @@ use crate::convert::Cell;
 use crate::history;
 use crate::plan::{PeriodStats, Plan};
 use crate::tx::{
-    begin, copy_into, count_rows, lock_target, period_counts, plan_for, tid_values, Ctx, Outcome,
+    begin, check_against_stored, copy_into, count_rows, lock_target, period_counts, plan_for,
+    tid_values, Ctx, Outcome,
 };
 
 const COUNTING: &str = "counting a partition's rows";
@@ -121,22 +122,67 @@ pub(crate) fn literal(
     Ok(row.get(0))
 }
 
-/// The partition name of a period: the fact table's name and the period's
-/// letters and digits (`folk1a_2024k1`), within Postgres's 63 bytes.
+/// The partition name of a period: the fact table's name, `_`, and the
+/// period code with every byte that is not an ASCII letter or digit
+/// written as `_` and two hex digits (`folk1a_2024K1`,
+/// `scene01a_2020_2f2021`). The escape is one to one, so two periods never
+/// get the same name (`2023k1`/`2023K1`, `2020/2021`/`2020-2021`), and no
+/// table id holds `_`, so a partition name is never a fact table's. A name
+/// longer than Postgres's 63 bytes becomes `<table>__h<hash of the code>`
+/// (`__h` is no escape: `h` is not a hex digit).
 pub(crate) fn partition_name(table: &str, tid: &Tid) -> String {
-    let slug: String = tid
-        .as_str()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let name = format!("{table}_{slug}");
-    if slug.is_empty() || name.len() > 60 {
-        let h = xxhash_rust::xxh3::xxh3_64(tid.as_str().as_bytes());
-        format!("{}_{h:016x}", table.chars().take(40).collect::<String>())
+    let mut name = format!("{table}_");
+    for b in tid.as_str().bytes() {
+        if b.is_ascii_alphanumeric() {
+            name.push(char::from(b));
+        } else {
+            name.push_str(&format!("_{b:02x}"));
+        }
+    }
+    if name.len() > MAX_IDENT_BYTES {
+        hashed_partition_name(table, tid)
     } else {
         name
     }
+}
+
+/// The other name a period's partition may have: `<table>__h<hash>`.
+fn hashed_partition_name(table: &str, tid: &Tid) -> String {
+    let h = xxhash_rust::xxh3::xxh3_64(tid.as_str().as_bytes());
+    format!("{table}__h{h:016x}")
+}
+
+/// Longest identifier Postgres keeps (longer ones are cut silently).
+pub(crate) const MAX_IDENT_BYTES: usize = 63;
+
+/// The name a new partition of `tid` gets: [`partition_name`], unless a
+/// relation of that name exists (a partition an older version named
+/// another way), then the hashed name; never an existing relation's name.
+pub(crate) fn free_partition_name(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    tid: &Tid,
+) -> Result<String, Error> {
+    for name in [
+        partition_name(&ctx.name, tid),
+        hashed_partition_name(&ctx.name, tid),
+    ] {
+        let taken = tx
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&qualified(&ctx.opts.schema, &name)],
+            )
+            .map_err(Error::db(ctx.table, "naming a period's partition"))?
+            .get::<_, bool>(0);
+        if !taken {
+            return Ok(name);
+        }
+    }
+    Err(Error::NameTaken {
+        table: ctx.table.clone(),
+        tid: tid.clone(),
+        name: partition_name(&ctx.name, tid),
+    })
 }
 
 /// A staged partition: its table and what was loaded.
@@ -166,6 +212,7 @@ pub(crate) fn apply_swap(
     let plan = plan_for(ctx, &columns, present, deleted)?;
     let all: Vec<Tid> = present.iter().chain(deleted).cloned().collect();
     let values = tid_values(&plan, ctx.table, &all)?;
+    check_against_stored(ctx, &plan, &all, &values)?;
     let ty = plan.columns[plan.tid].pg_type.clone();
     let indexes = parent_indexes(&mut tx, ctx, oid)?;
     let mut staged = Vec::with_capacity(present.len());
@@ -185,8 +232,11 @@ pub(crate) fn apply_swap(
         catalog_updated,
     )?;
     let mut replaced: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut swapped = Vec::with_capacity(staged.len());
     for (i, s) in staged.iter().enumerate() {
-        replaced.insert(i, swap_one(&mut tx, ctx, oid, s, &present[i])?);
+        let (rows, name) = swap_one(&mut tx, ctx, oid, s, &present[i])?;
+        replaced.insert(i, rows);
+        swapped.push(qualified(&ctx.opts.schema, &name));
     }
     for (k, v) in values[present.len()..].iter().enumerate() {
         let lit = literal(&mut tx, ctx, &ty, v)?;
@@ -203,7 +253,7 @@ pub(crate) fn apply_swap(
         }
     }
     let history_rows = match history {
-        Some(h) => Some(record_history(&mut tx, ctx, &plan, h, &staged, present)?),
+        Some(h) => Some(record_history(&mut tx, ctx, &plan, h, &swapped)?),
         None => None,
     };
     sync_state::crash::point("apply: before commit");
@@ -237,14 +287,15 @@ fn stage(
     indexes: &[ParentIndex],
     i: usize,
 ) -> Result<Staged, Error> {
-    let name = format!(
-        "{}__stage{i}",
-        ctx.name.chars().take(40).collect::<String>()
-    );
+    // `__stage` cannot end a fact table's name (ids hold no `_`), nor a
+    // partition's (`__s` is no escape). Created, never replaced: a relation
+    // of that name that exists (someone else's) fails the table, and the
+    // apply never drops a relation it did not create in this transaction.
+    let name = format!("{}__stage{i}", ctx.name);
     let table = qualified(&ctx.opts.schema, &name);
     let lit = literal(tx, ctx, ty, value)?;
     tx.batch_execute(&format!(
-        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (LIKE {} INCLUDING DEFAULTS)",
+        "CREATE TABLE {table} (LIKE {} INCLUDING DEFAULTS)",
         ctx.target
     ))
     .map_err(Error::db(ctx.table, "creating a staging partition"))?;
@@ -291,14 +342,14 @@ fn stage(
 }
 
 /// Swaps one staged period in; returns the rows of the partition it
-/// replaced (0 for a new period).
+/// replaced (0 for a new period) and the new partition's name.
 fn swap_one(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
     parent: u32,
     s: &Staged,
     tid: &Tid,
-) -> Result<u64, Error> {
+) -> Result<(u64, String), Error> {
     let old = partition_for(tx, ctx, parent, &s.literal)?;
     let mut sql = String::new();
     let mut replaced = 0;
@@ -316,36 +367,33 @@ fn swap_one(
     if let Some(old) = &old {
         sql.push_str(&format!("DROP TABLE {old};"));
     }
-    let canonical = partition_name(&ctx.name, tid);
-    sql.push_str(&format!(
-        "ALTER TABLE {} RENAME TO {};",
-        s.table,
-        quote_ident(&canonical)
-    ));
     tx.batch_execute(&sql)
         .map_err(Error::db(ctx.table, "swapping a period's partition"))?;
-    Ok(replaced)
+    // Named once the old partition is gone (it may have had that name).
+    let canonical = free_partition_name(tx, ctx, tid)?;
+    tx.batch_execute(&format!(
+        "ALTER TABLE {} RENAME TO {}",
+        s.table,
+        quote_ident(&canonical)
+    ))
+    .map_err(Error::db(ctx.table, "naming a period's partition"))?;
+    Ok((replaced, canonical))
 }
 
 /// History of swapped periods: the new versions are the rows of their new
-/// partitions.
+/// partitions (`swapped`, qualified names).
 fn record_history(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
     plan: &Plan,
     pending: history::Pending<'_>,
-    staged: &[Staged],
-    present: &[Tid],
+    swapped: &[String],
 ) -> Result<u64, Error> {
-    if staged.is_empty() {
+    if swapped.is_empty() {
         return Ok(0);
     }
-    let names: Vec<String> = present
-        .iter()
-        .map(|t| qualified(&ctx.opts.schema, &partition_name(&ctx.name, t)))
-        .collect();
     let cols = crate::tx::column_list(plan);
-    let union = names
+    let union = swapped
         .iter()
         .map(|n| format!("SELECT {cols} FROM {n}"))
         .collect::<Vec<_>>()
@@ -358,15 +406,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partition_names_are_readable_and_bounded() {
+    fn partition_names_are_readable_bounded_and_one_to_one() {
         let t = |s: &str| Tid::new(s).expect("tid");
-        assert_eq!(partition_name("folk1a", &t("2024K1")), "folk1a_2024k1");
+        assert_eq!(partition_name("folk1a", &t("2024K1")), "folk1a_2024K1");
         assert_eq!(
             partition_name("scene01a", &t("2020/2021")),
-            "scene01a_20202021"
+            "scene01a_2020_2f2021"
         );
         let long = partition_name("x", &t(&"9".repeat(80)));
-        assert!(long.len() <= 63, "{long}");
-        assert_ne!(partition_name("x", &t("Æ")), partition_name("x", &t("Ø")));
+        assert!(long.len() <= MAX_IDENT_BYTES, "{long}");
+        assert!(long.starts_with("x__h"), "{long}");
+        for (a, b) in [
+            ("Æ", "Ø"),
+            ("2023k1", "2023K1"),
+            ("2020/2021", "2020-2021"),
+            ("a_b", "a_5fb"),
+        ] {
+            assert_ne!(
+                partition_name("x", &t(a)),
+                partition_name("x", &t(b)),
+                "{a} {b}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn partition_names_never_collide(a in "\\PC{1,30}", b in "\\PC{1,30}") {
+            if let (Ok(ta), Ok(tb)) = (Tid::new(a.clone()), Tid::new(b.clone())) {
+                let (na, nb) = (partition_name("folk1a", &ta), partition_name("folk1a", &tb));
+                proptest::prop_assert!(na.len() <= MAX_IDENT_BYTES);
+                proptest::prop_assert_eq!(na == nb, a == b);
+                // Never a fact table's name, nor a staging table's.
+                proptest::prop_assert!(na.starts_with("folk1a_") && !na.contains("__stage"));
+            }
+        }
     }
 }

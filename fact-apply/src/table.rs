@@ -17,13 +17,37 @@ use crate::swap::{apply_swap, is_partitioned_by_tid};
 use crate::tx::{Ctx, Outcome};
 use crate::{ApplyOptions, Error, OnSchemaChange, TableWork};
 
-pub(crate) fn validate_schema(schema: &str) -> Result<(), Error> {
-    if schema.is_empty() || schema.len() > 63 || schema.chars().any(char::is_control) {
-        return Err(Error::InvalidSchema {
+/// The fact schema must be a usable name, and so must the schemas derived
+/// from it (`<schema>_history`): at most 63 bytes, 55 with `--history`.
+pub(crate) fn validate_schema(opts: &ApplyOptions) -> Result<(), Error> {
+    let schema = opts.schema.as_str();
+    let max = if opts.history {
+        sync_state::MAX_IDENTIFIER_BYTES - crate::history::SUFFIX.len()
+    } else {
+        sync_state::MAX_IDENTIFIER_BYTES
+    };
+    let reason = if schema.is_empty() || schema.chars().any(char::is_control) {
+        Some("an empty name or one with control characters".to_string())
+    } else if schema.len() > max {
+        Some(format!(
+            "{} bytes; schema names are at most {max} bytes{}",
+            schema.len(),
+            if opts.history {
+                " with --history (its history schema adds \"_history\" within Postgres's 63)"
+            } else {
+                " (Postgres's limit)"
+            }
+        ))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidSchema {
             schema: schema.chars().take(80).collect(),
-        });
+            reason,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Applies one table's changed and deleted periods in one transaction and
@@ -45,7 +69,7 @@ pub fn apply_table(
     if !deleted.is_empty() {
         result.deleted_tids = Some(deleted.clone());
     }
-    if let Err(e) = validate_schema(&opts.schema) {
+    if let Err(e) = validate_schema(opts) {
         return fail(result, &e);
     }
     let ctx = Ctx::new(store, table, opts);

@@ -102,7 +102,10 @@ pub(crate) fn build_plan(
             })?;
         let schema = reader.schema();
         let p = match plan.take() {
-            None => Plan::build(table, target, columns, tid, &schema)?,
+            None => {
+                check_partition_columns(table, &schema)?;
+                Plan::build(table, target, columns, tid, &schema)?
+            }
             Some(p) => {
                 p.map_schema(table, tid, &schema)?;
                 p
@@ -113,6 +116,23 @@ pub(crate) fn build_plan(
     }
     plan.ok_or_else(|| Error::NoPeriods {
         table: table.clone(),
+    })
+}
+
+/// The partition's columns must be usable fact table columns
+/// ([`sync_state::check_variable_columns`]), checked before any write.
+pub(crate) fn check_partition_columns(
+    table: &TableId,
+    schema: &arrow_schema::Schema,
+) -> Result<(), Error> {
+    let names = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| *n != sync_state::VALUE_COLUMN);
+    sync_state::check_variable_columns(table, names).map_err(|source| Error::Columns {
+        table: table.clone(),
+        source: Box::new(source),
     })
 }
 
@@ -170,6 +190,46 @@ pub(crate) fn tid_values<'t>(
         values.push(v);
     }
     Ok(values)
+}
+
+/// Fails when a period of this apply (`tids`, typed as `values`) has the
+/// same `tid` value as another period the table holds: the mirror's other
+/// partitions of the table (a new `2024K1` and the stored `2024` are both
+/// 2024-01-01 in a `date` column; deleting or replacing one would delete
+/// the other's rows).
+pub(crate) fn check_against_stored(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    tids: &[Tid],
+    values: &[Cell<'_>],
+) -> Result<(), Error> {
+    let ours: BTreeMap<String, &Tid> = tids
+        .iter()
+        .zip(values)
+        .map(|(t, v)| (format!("{v:?}"), t))
+        .collect();
+    let stored = ctx
+        .store
+        .list_tids(ctx.table)
+        .map_err(|source| Error::List {
+            table: ctx.table.clone(),
+            source: Box::new(source),
+        })?;
+    for other in stored.iter().filter(|t| !tids.contains(t)) {
+        // A stored period the column cannot hold is not in the table.
+        let Ok(v) = plan.tid_cell(ctx.table, other) else {
+            continue;
+        };
+        if let Some(&first) = ours.get(&format!("{v:?}")) {
+            return Err(Error::PeriodCollision {
+                table: ctx.table.clone(),
+                first: first.clone(),
+                second: other.clone(),
+                value: v.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The quoted name of the plan's `tid` column.

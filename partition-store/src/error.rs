@@ -95,6 +95,15 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// A catalog `updated` value that is not an instant, given as the end
+    /// of a vintage's validity.
+    #[error("table {table}: updated {value:?} is not an instant (YYYY-MM-DDTHH:MM:SS on StatBank's clock): no vintage can be named after it")]
+    BadStamp {
+        /// The table.
+        table: TableId,
+        /// The value (shortened).
+        value: String,
+    },
 }
 
 impl Error {

@@ -19,11 +19,20 @@ use crate::{
     VARIABLES_KEY,
 };
 
-/// The writer's mini-batch size: every write hands it a multiple of this
-/// many rows (the remainder waits for the next batch), so page boundaries,
-/// and therefore the file's bytes, depend only on the rows and never on the
-/// incoming batch sizes.
+/// The writer's mini-batch size: every write hands it one chunk of at most
+/// this many rows (the remainder waits for the next batch), so page
+/// boundaries, and therefore the file's bytes, depend only on the rows and
+/// never on the incoming batch sizes.
 const CHUNK_ROWS: usize = 1024;
+/// A chunk also ends before the row that would take its field bytes past
+/// this (a chunk of one wider row is allowed), so wide rows do not make
+/// chunks large. Decided row by row: still independent of batching.
+const CHUNK_BYTES: usize = 1 << 20;
+/// The row group in progress is written out once the writer holds this
+/// much memory for it (checked after every chunk: deterministic too), so a
+/// period of wide rows is not held whole. Normal periods (a few MiB of
+/// codes at most) stay one row group.
+const ROW_GROUP_BYTES: usize = 16 << 20;
 
 pub(crate) fn writer_properties(schema: &SchemaRef) -> WriterProperties {
     let mut b = WriterProperties::builder()
@@ -89,6 +98,7 @@ pub(crate) struct PartitionFileWriter {
     hasher: ContentHasher,
     carry: Vec<RecordBatch>,
     carry_rows: usize,
+    carry_bytes: usize,
     rows: u64,
     schema: SchemaRef,
     meta: Vec<KeyValue>,
@@ -117,6 +127,7 @@ impl PartitionFileWriter {
             hasher: ContentHasher::new(names),
             carry: Vec::new(),
             carry_rows: 0,
+            carry_bytes: 0,
             rows: 0,
             schema: schema.clone(),
             meta: meta.key_values(),
@@ -129,27 +140,56 @@ impl PartitionFileWriter {
 
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
         self.hasher.update(batch);
-        let mut offset = 0;
         let n = batch.num_rows();
-        if self.carry_rows > 0 {
-            let take = (CHUNK_ROWS - self.carry_rows).min(n);
-            self.carry.push(batch.slice(0, take));
+        let mut offset = 0;
+        while offset < n {
+            let room = (CHUNK_ROWS - self.carry_rows).min(n - offset);
+            let take = self.rows_that_fit(batch, offset, room);
+            if take == 0 {
+                // The next row does not fit: the chunk is complete.
+                self.flush_carry()?;
+                continue;
+            }
+            let part = batch.slice(offset, take);
+            offset += take;
+            let full = self.carry_rows + take == CHUNK_ROWS;
+            if self.carry_rows == 0 && full {
+                self.write_chunk(&part)?;
+                continue;
+            }
+            self.carry_bytes += field_bytes(&part, 0, take);
             self.carry_rows += take;
-            offset = take;
-            if self.carry_rows == CHUNK_ROWS {
+            self.carry.push(part);
+            if full || (offset < n && take < room) {
                 self.flush_carry()?;
             }
         }
-        let whole = (n - offset) / CHUNK_ROWS * CHUNK_ROWS;
-        if whole > 0 {
-            self.write_inner(&batch.slice(offset, whole))?;
-            offset += whole;
-        }
-        if offset < n {
-            self.carry.push(batch.slice(offset, n - offset));
-            self.carry_rows += n - offset;
-        }
         Ok(())
+    }
+
+    /// How many of the `room` rows of `batch` from `offset` fit in the
+    /// chunk being filled: all of them unless their field bytes would take
+    /// it past [`CHUNK_BYTES`]; an empty chunk always takes one row.
+    fn rows_that_fit(&self, batch: &RecordBatch, offset: usize, room: usize) -> usize {
+        let budget = CHUNK_BYTES.saturating_sub(self.carry_bytes);
+        if field_bytes(batch, offset, offset + room) <= budget {
+            return room;
+        }
+        // Bytes grow with rows: the largest prefix that fits.
+        let (mut lo, mut hi) = (0, room);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if field_bytes(batch, offset, offset + mid) <= budget {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        if lo == 0 && self.carry_rows == 0 {
+            1
+        } else {
+            lo
+        }
     }
 
     fn flush_carry(&mut self) -> Result<(), Error> {
@@ -160,14 +200,23 @@ impl PartitionFileWriter {
             .map_err(|e| Error::arrow(&self.temp_path, e))?;
         self.carry.clear();
         self.carry_rows = 0;
-        self.write_inner(&merged)
+        self.carry_bytes = 0;
+        self.write_chunk(&merged)
     }
 
-    fn write_inner(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+    /// Writes one chunk; ends the row group once it holds
+    /// [`ROW_GROUP_BYTES`].
+    fn write_chunk(&mut self, batch: &RecordBatch) -> Result<(), Error> {
         self.rows += batch.num_rows() as u64;
         self.writer
             .write(batch)
-            .map_err(|e| Error::parquet(&self.temp_path, e))
+            .map_err(|e| Error::parquet(&self.temp_path, e))?;
+        if self.writer.memory_size() >= ROW_GROUP_BYTES {
+            self.writer
+                .flush()
+                .map_err(|e| Error::parquet(&self.temp_path, e))?;
+        }
+        Ok(())
     }
 
     pub(crate) fn finish(mut self) -> Result<StagedFile, Error> {
@@ -191,6 +240,25 @@ impl PartitionFileWriter {
             digest,
         })
     }
+}
+
+/// The field bytes of rows `start..end` of `batch`: the string columns'
+/// value bytes, 8 per number.
+pub(crate) fn field_bytes(batch: &RecordBatch, start: usize, end: usize) -> usize {
+    use arrow_array::Array;
+    batch
+        .columns()
+        .iter()
+        .map(
+            |c| match c.as_any().downcast_ref::<arrow_array::StringArray>() {
+                Some(s) => {
+                    let o = s.value_offsets();
+                    usize::try_from(o[end] - o[start]).unwrap_or(0)
+                }
+                None => (end - start) * 8,
+            },
+        )
+        .sum()
 }
 
 /// Renames a complete staged file to a local `path` (mode 0644) and fsyncs

@@ -58,10 +58,7 @@ pub use vintage::{
     compact_stamp, expand_stamp, export_parquet, AsOfReader, AsOfSource, Vintage, UNKNOWN_FROM,
 };
 
-/// Name of the value column in BULK output and partitions.
-pub const VALUE_COLUMN: &str = "INDHOLD";
-/// Name of the time column in BULK output and partitions.
-pub const TIME_COLUMN: &str = "TID";
+pub use sync_state::{TIME_COLUMN, VALUE_COLUMN};
 /// Parquet footer key holding the content digest.
 pub const DIGEST_KEY: &str = "statbank_sync.content_digest";
 /// Parquet footer key holding the row count written.

@@ -207,7 +207,8 @@ impl PartitionStore {
             let vintage = opts
                 .vintages_until
                 .as_deref()
-                .map(|to| self.vintage_key(table, tid, footer.valid_from.as_deref(), to));
+                .map(|to| self.vintage_key(table, tid, footer.valid_from.as_deref(), to))
+                .transpose()?;
             entries.push(RemoveEntry {
                 tid: tid.clone(),
                 vintage,
@@ -302,7 +303,7 @@ impl PartitionStore {
                 Some(to) => {
                     let f = crate::store::read_footer(self.storage(), &current.key(tid))?;
                     let from = f.and_then(|f| f.valid_from);
-                    Some(self.vintage_key(table, tid, from.as_deref(), to))
+                    Some(self.vintage_key(table, tid, from.as_deref(), to)?)
                 }
                 None => None,
             };
@@ -485,14 +486,12 @@ pub(crate) fn publish_files(
             .filter(|p| !p.unchanged)
             .filter_map(|p| {
                 p.previous.as_ref().map(|f| {
-                    (
-                        &p.tid,
-                        set.store
-                            .vintage_key(&set.table, &p.tid, f.valid_from.as_deref(), to),
-                    )
+                    set.store
+                        .vintage_key(&set.table, &p.tid, f.valid_from.as_deref(), to)
+                        .map(|k| (&p.tid, k))
                 })
             })
-            .collect(),
+            .collect::<Result<_, Error>>()?,
         _ => BTreeMap::new(),
     };
     if !vintages.is_empty() {

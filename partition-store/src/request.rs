@@ -56,6 +56,9 @@ pub struct RequestWriter {
     spill: Option<Spill>,
 }
 
+/// The spill of an interleaved response: rows gathered in `pending` (up to
+/// [`SPILL_ROWS`] rows or [`SPILL_BYTES`] bytes), then written as one Arrow
+/// IPC block per period, so blocks stay large whatever the interleaving.
 struct Spill {
     writer: FileWriter<File>,
     temp: NamedTempFile,
@@ -63,7 +66,15 @@ struct Spill {
     index: HashMap<Tid, Vec<usize>>,
     rows: HashMap<Tid, u64>,
     blocks: usize,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    pending_bytes: usize,
 }
+
+/// Rows gathered before a spill writes them out, one block per period.
+const SPILL_ROWS: usize = 256 * 1024;
+/// Bytes gathered before a spill writes them out.
+const SPILL_BYTES: usize = 8 << 20;
 
 impl RequestWriter {
     /// Starts a request for `requested` periods of the set `set` (a table's
@@ -171,17 +182,7 @@ impl RequestWriter {
     }
 
     fn check_tid(&self, code: &str) -> Result<Tid, Error> {
-        let tid = Tid::new(code).map_err(|source| Error::BadTid {
-            table: self.table.clone(),
-            source,
-        })?;
-        if !self.requested.contains(&tid) {
-            return Err(Error::UnexpectedTid {
-                table: self.table.clone(),
-                tid: sync_state_truncate(code),
-            });
-        }
-        Ok(tid)
+        check_tid(&self.table, &self.requested, code)
     }
 
     fn close_current(&mut self) -> Result<(), Error> {
@@ -209,11 +210,40 @@ impl RequestWriter {
             index: HashMap::new(),
             rows: HashMap::new(),
             blocks: 0,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
         });
         Ok(())
     }
 
     fn spill_batch(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+        let Some(spill) = self.spill.as_mut() else {
+            return Ok(());
+        };
+        spill.pending_rows += batch.num_rows();
+        spill.pending_bytes += crate::file_writer::field_bytes(batch, 0, batch.num_rows());
+        spill.pending.push(batch.clone());
+        if spill.pending_rows >= SPILL_ROWS || spill.pending_bytes >= SPILL_BYTES {
+            self.flush_spill()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the gathered rows out, one block per period (arrival order
+    /// kept within each).
+    fn flush_spill(&mut self) -> Result<(), Error> {
+        let Some(spill) = self.spill.as_mut() else {
+            return Ok(());
+        };
+        if spill.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = arrow_select::concat::concat_batches(&self.schema, &spill.pending)
+            .map_err(|e| Error::arrow(&spill.path, e))?;
+        spill.pending.clear();
+        spill.pending_rows = 0;
+        spill.pending_bytes = 0;
         let tids = batch
             .column(self.tid_col)
             .as_any()
@@ -223,7 +253,7 @@ impl RequestWriter {
                 message: format!("{TIME_COLUMN} column is not a string column"),
             })?
             .clone();
-        // Group the batch's rows by period, keeping arrival order within each.
+        // Group the rows by period, keeping arrival order within each.
         let mut groups: Vec<(Tid, Vec<u32>)> = Vec::new();
         let mut slot: HashMap<&str, usize> = HashMap::new();
         for i in 0..batch.num_rows() {
@@ -231,7 +261,7 @@ impl RequestWriter {
             let g = match slot.get(code) {
                 Some(g) => *g,
                 None => {
-                    let tid = self.check_tid(code)?;
+                    let tid = check_tid(&self.table, &self.requested, code)?;
                     groups.push((tid, Vec::new()));
                     slot.insert(code, groups.len() - 1);
                     groups.len() - 1
@@ -239,9 +269,6 @@ impl RequestWriter {
             };
             groups[g].1.push(i as u32);
         }
-        let Some(spill) = self.spill.as_mut() else {
-            return Ok(());
-        };
         for (tid, idx) in groups {
             let indices = UInt32Array::from(idx);
             let columns = batch
@@ -281,6 +308,7 @@ impl RequestWriter {
     /// yet. Dropping the writer instead discards every staged file.
     pub fn finish(mut self) -> Result<StagedRequest, Error> {
         self.close_current()?;
+        self.flush_spill()?;
         if let Some(mut spill) = self.spill.take() {
             spill
                 .writer
@@ -333,6 +361,21 @@ impl RequestWriter {
             parts,
         })
     }
+}
+
+/// `code` as a period of `table` that the request asked for.
+fn check_tid(table: &TableId, requested: &HashSet<Tid>, code: &str) -> Result<Tid, Error> {
+    let tid = Tid::new(code).map_err(|source| Error::BadTid {
+        table: table.clone(),
+        source,
+    })?;
+    if !requested.contains(&tid) {
+        return Err(Error::UnexpectedTid {
+            table: table.clone(),
+            tid: sync_state_truncate(code),
+        });
+    }
+    Ok(tid)
 }
 
 /// Whether every value of `a` is the same (no nulls): all lengths equal,

@@ -375,6 +375,83 @@ fn bytes_do_not_depend_on_batching() {
 }
 
 #[test]
+fn wide_rows_are_written_in_bounded_row_groups_whatever_the_batching() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(dir.path());
+    // 4,000-byte codes: 12,000 rows hold 48 MB of text, more than a row
+    // group may hold in memory; the writer ends row groups as it goes.
+    // Pseudo-random letters, so compression cannot shrink them.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut letter = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        char::from(b'a' + (seed % 26) as u8)
+    };
+    let wide: Vec<String> = (0..12_000)
+        .map(|i| format!("{i:06}{}", (0..3994).map(|_| letter()).collect::<String>()))
+        .collect();
+    let refs: Vec<(&str, &str, Option<f64>)> =
+        wide.iter().map(|c| (c.as_str(), "T", Some(1.0))).collect();
+    let all = batch(&refs);
+    let one = store
+        .write_partition(
+            &table(),
+            &tid("T"),
+            std::slice::from_ref(&all),
+            &PartitionMeta::default(),
+        )
+        .expect("write");
+    let path = partition_path(&store, &tid("T"));
+    let bytes_one = std::fs::read(&path).expect("read");
+    let file = std::fs::File::open(&path).expect("open");
+    let reader = parquet::file::reader::SerializedFileReader::new(file).expect("parquet");
+    let groups = parquet::file::reader::FileReader::metadata(&reader).num_row_groups();
+    assert!(groups > 1, "one row group of 48 MB");
+    let pieces: Vec<RecordBatch> = [0usize, 1, 2, 300, 1025, 4097, 12_000]
+        .windows(2)
+        .map(|w| all.slice(w[0], w[1] - w[0]))
+        .collect();
+    let two = store
+        .write_partition(&table(), &tid("T"), &pieces, &PartitionMeta::default())
+        .expect("write");
+    assert_eq!(one.digest, two.digest);
+    assert_eq!(
+        bytes_one,
+        std::fs::read(&path).expect("read"),
+        "bytes depend on batching"
+    );
+    assert_eq!(read_all(&store, &tid("T")).len(), 12_000);
+}
+
+#[test]
+fn rows_alternating_between_periods_one_at_a_time_land_in_the_right_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(dir.path());
+    let req = [tid("A"), tid("B")];
+    let codes: Vec<String> = (0..20_000).map(|i| format!("{i:05}")).collect();
+    // The worst case: every row its own batch, periods alternating.
+    let batches: Vec<RecordBatch> = codes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            batch(&[(
+                c.as_str(),
+                if i % 2 == 0 { "A" } else { "B" },
+                Some(i as f64),
+            )])
+        })
+        .collect();
+    run_request(&store, &req, &batches).expect("request");
+    let a = read_all(&store, &req[0]);
+    let b = read_all(&store, &req[1]);
+    assert_eq!((a.len(), b.len()), (10_000, 10_000));
+    assert!(a.iter().enumerate().all(|(i, r)| r.0 == codes[2 * i]));
+    assert!(b.iter().enumerate().all(|(i, r)| r.0 == codes[2 * i + 1]));
+    assert!(no_temp_files(&store));
+}
+
+#[test]
 fn a_batch_of_one_period_is_recognised_exactly() {
     let arr = |v: &[&str]| StringArray::from(v.to_vec());
     assert!(crate::request::one_value_for_tests(&arr(&["2024K1"; 5])));
@@ -597,7 +674,9 @@ fn recovery_settles_interrupted_publishes() {
     );
     // A replace interrupted after its vintage copy, before the new file:
     // the premature vintage goes, the partition stays as it was.
-    let vkey = store.vintage_key(&table(), &req[0], Some(u1), u2);
+    let vkey = store
+        .vintage_key(&table(), &req[0], Some(u1), u2)
+        .expect("key");
     store
         .storage()
         .copy(&store.partition_key(&table(), &req[0]), &vkey)

@@ -26,30 +26,31 @@ use crate::{Error, PartitionReader, PartitionStore};
 /// The name part for an unknown start of validity.
 pub const UNKNOWN_FROM: &str = "unknown";
 
-/// `2024-08-12T08:00:00` → `20240812T080000` (other text: its ASCII letters
-/// and digits, at most 32).
-pub fn compact_stamp(updated: &str) -> String {
-    let s: String = updated
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(32)
-        .collect();
-    if s.is_empty() {
-        UNKNOWN_FROM.into()
-    } else {
-        s
-    }
+/// The file-name form of an `updated` value, from the instant it stands
+/// for ([`sync_state::canonical_source_time`]): `2024-08-12T08:00:00` →
+/// `20240812T080000`, with milliseconds `20240812T080000250`. Fixed
+/// width, so two different instants never get the same name; `None` for
+/// a value that is not an instant.
+pub fn compact_stamp(updated: &str) -> Option<String> {
+    let canonical = sync_state::canonical_source_time(updated)?;
+    Some(
+        canonical
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect(),
+    )
 }
 
-/// `20240812T080000` → `2024-08-12T08:00:00`; `None` for anything else.
+/// `20240812T080000` → `2024-08-12T08:00:00` (and `…250` → `….250`);
+/// `None` for anything else.
 pub fn expand_stamp(compact: &str) -> Option<String> {
     let b = compact.as_bytes();
-    let ok = b.len() == 15
+    let ok = (b.len() == 15 || b.len() == 18)
         && b[8] == b'T'
         && b[..8].iter().all(u8::is_ascii_digit)
         && b[9..].iter().all(u8::is_ascii_digit);
     ok.then(|| {
-        format!(
+        let mut s = format!(
             "{}-{}-{}T{}:{}:{}",
             &compact[0..4],
             &compact[4..6],
@@ -57,8 +58,14 @@ pub fn expand_stamp(compact: &str) -> Option<String> {
             &compact[9..11],
             &compact[11..13],
             &compact[13..15]
-        )
+        );
+        if b.len() == 18 {
+            s.push('.');
+            s.push_str(&compact[15..]);
+        }
+        s
     })
+    .filter(|s| sync_state::canonical_source_time(s).as_deref() == Some(s.as_str()))
 }
 
 /// One kept vintage of a period.
@@ -82,16 +89,27 @@ impl Vintage {
 }
 
 impl PartitionStore {
-    /// The key a vintage of `tid` valid `[from, to)` is kept under.
-    pub fn vintage_key(&self, table: &TableId, tid: &Tid, from: Option<&str>, to: &str) -> String {
-        format!(
-            "{}/{}/{}--{}.parquet",
+    /// The key a vintage of `tid` valid `[from, to)` is kept under. A
+    /// `from` that is not an instant (a file written before validity was
+    /// recorded) is `unknown`; a `to` that is not an instant is an error.
+    pub fn vintage_key(
+        &self,
+        table: &TableId,
+        tid: &Tid,
+        from: Option<&str>,
+        to: &str,
+    ) -> Result<String, Error> {
+        let to = compact_stamp(to).ok_or_else(|| Error::BadStamp {
+            table: table.clone(),
+            value: sync_state::shorten(to, 40),
+        })?;
+        Ok(format!(
+            "{}/{}/{}--{to}.parquet",
             self.data_dir().vintages_key(table),
             tid.file_stem(),
-            from.map(compact_stamp)
+            from.and_then(compact_stamp)
                 .unwrap_or_else(|| UNKNOWN_FROM.to_string()),
-            compact_stamp(to)
-        )
+        ))
     }
 
     /// Every vintage of `table`, by period, oldest first.
@@ -317,13 +335,35 @@ mod tests {
 
     #[test]
     fn stamps_round_trip() {
-        assert_eq!(compact_stamp("2024-08-12T08:00:00"), "20240812T080000");
+        assert_eq!(
+            compact_stamp("2024-08-12T08:00:00").as_deref(),
+            Some("20240812T080000")
+        );
         assert_eq!(
             expand_stamp("20240812T080000").as_deref(),
             Some("2024-08-12T08:00:00")
         );
         assert_eq!(expand_stamp(UNKNOWN_FROM), None);
-        assert_eq!(compact_stamp(""), UNKNOWN_FROM);
+        assert_eq!(compact_stamp(""), None);
+        // Stamps that differ only in punctuation are different instants
+        // and get different names; forms of one instant get one name,
+        // which reads back as the canonical form.
+        let a = compact_stamp("2024-01-02T03:04:05").expect("a");
+        let b = compact_stamp("2024-01-02T03:04:05.500").expect("b");
+        assert_ne!(a, b);
+        assert_eq!(expand_stamp(&b).as_deref(), Some("2024-01-02T03:04:05.500"));
+        for same in [
+            "2024-08-12 08:00:00",
+            "2024-08-12T06:00:00Z",
+            "2024-08-12T08:00:00.000",
+        ] {
+            assert_eq!(
+                compact_stamp(same).as_deref(),
+                Some("20240812T080000"),
+                "{same}"
+            );
+        }
+        assert_eq!(expand_stamp("20241312T080000"), None);
         let v = Vintage {
             tid: Tid::new("2024K1").expect("tid"),
             valid_from: Some("2024-08-12T08:00:00".into()),

@@ -11,12 +11,16 @@ use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
 
 use crate::{Error, Lang};
 
-/// The value column of every BULK header.
-pub const VALUE_COLUMN: &str = "INDHOLD";
-/// The time column of a BULK header (the `Tid` variable upper-cased).
-pub const TIME_COLUMN: &str = "TID";
+pub use sync_state::{TIME_COLUMN, VALUE_COLUMN};
 /// Default rows per emitted batch.
 pub const DEFAULT_BATCH_ROWS: usize = 64 * 1024;
+/// Default bytes of field text per emitted batch: a batch ends at
+/// [`DEFAULT_BATCH_ROWS`] rows or once its fields hold this many bytes,
+/// whichever comes first, so wide rows do not make batches large.
+pub const DEFAULT_BATCH_BYTES: usize = 2 << 20;
+/// Most distinct periods remembered to tell an interleaved body: beyond
+/// it, the body is treated as interleaved.
+const MAX_CLOSED_PERIODS: usize = 1 << 20;
 /// Longest column name accepted in a header.
 pub const MAX_COLUMN_NAME: usize = 128;
 /// Most columns accepted in a header.
@@ -50,6 +54,8 @@ pub struct BulkParser {
     header: Option<Header>,
     batch_rows: usize,
     rows_in_batch: usize,
+    batch_bytes: usize,
+    bytes_in_batch: usize,
     rows: u64,
     bytes: u64,
     line: u64,
@@ -67,6 +73,10 @@ pub struct BulkParser {
     /// csv-core is inside a record that continues on the next line (a
     /// quoted field with a line break): lines go to it until it ends.
     general_open: bool,
+    /// Check each code for bytes no code may hold (control characters, a
+    /// byte order mark): on for lines outside the one-pass scan, and for a
+    /// scanned block whose pre-check found such a byte.
+    check_codes: bool,
 }
 
 struct Header {
@@ -75,10 +85,45 @@ struct Header {
     dims: Vec<StringBuilder>,
     values: Float64Builder,
     /// The `TID` column among `dims`: a batch ends where its value changes,
-    /// so that no batch spans two periods.
+    /// so that no batch spans two periods (until the body interleaves).
     tid_dim: Option<usize>,
     /// The `TID` of the rows in the open batch.
     last_tid: Vec<u8>,
+    /// Periods whose rows ended (another period's rows followed).
+    closed: std::collections::HashSet<Vec<u8>>,
+    /// A closed period's rows came back: batches no longer end where the
+    /// period changes (rows alternating between periods would otherwise
+    /// make a batch of every row).
+    interleaved: bool,
+}
+
+impl Header {
+    /// Whether the row whose fields are `text[bounds]` starts another
+    /// period than the open batch's, so the batch must end before it.
+    /// Once a period's rows come back after another period's
+    /// ([`BulkParser::interleaved`]), never.
+    fn period_changes(&mut self, text: &str, bounds: &[(usize, usize)]) -> bool {
+        let Some(t) = self.tid_dim.filter(|_| !self.interleaved) else {
+            return false;
+        };
+        let ix = if t >= self.value_idx { t + 1 } else { t };
+        let (a, b) = bounds[ix];
+        let tid = &text.as_bytes()[a..b];
+        if tid == self.last_tid.as_slice() {
+            return false;
+        }
+        let resumed = self.closed.contains(tid);
+        let last = std::mem::replace(&mut self.last_tid, tid.to_vec());
+        if !last.is_empty() {
+            self.closed.insert(last);
+        }
+        if resumed || self.closed.len() > MAX_CLOSED_PERIODS {
+            self.interleaved = true;
+            self.closed = Default::default();
+            return false;
+        }
+        true
+    }
 }
 
 /// What a finished parse saw.
@@ -106,6 +151,8 @@ impl BulkParser {
             header: None,
             batch_rows: DEFAULT_BATCH_ROWS,
             rows_in_batch: 0,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            bytes_in_batch: 0,
             rows: 0,
             bytes: 0,
             line: 0,
@@ -117,6 +164,7 @@ impl BulkParser {
             general: false,
             bounds: Vec::with_capacity(16),
             general_open: false,
+            check_codes: true,
         }
     }
 
@@ -131,6 +179,19 @@ impl BulkParser {
     pub fn with_batch_rows(mut self, rows: usize) -> BulkParser {
         self.batch_rows = rows.max(1);
         self
+    }
+
+    /// Bytes of field text per emitted batch (default 2 MiB).
+    pub fn with_batch_bytes(mut self, bytes: usize) -> BulkParser {
+        self.batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// Whether the body came back with periods interleaved (a period's
+    /// rows resumed after another period's): from then on batches hold
+    /// rows of several periods.
+    pub fn interleaved(&self) -> bool {
+        self.header.as_ref().is_some_and(|h| h.interleaved)
     }
 
     /// Fail once more than `rows` data rows arrive.
@@ -235,7 +296,12 @@ impl BulkParser {
             return Ok(());
         }
         match std::str::from_utf8(block) {
-            Ok(text) if memchr::memchr(b'"', block).is_none() => self.scan(text, out),
+            Ok(text) if memchr::memchr(b'"', block).is_none() => {
+                self.check_codes = may_hold_bad_code_bytes(block);
+                let r = self.scan(text, out);
+                self.check_codes = true;
+                r
+            }
             _ => {
                 let mut start = 0;
                 while start < block.len() {
@@ -448,20 +514,9 @@ impl BulkParser {
             let n = bounds.len();
             return Err(self.err(format!("expected {ncols} fields, found {n}")));
         }
-        // A batch never spans two periods.
-        if let Some(t) = header.tid_dim {
-            let ix = if t >= header.value_idx { t + 1 } else { t };
-            let (a, b) = bounds[ix];
-            let tid = &text.as_bytes()[a..b];
-            if tid != header.last_tid.as_slice() {
-                if self.rows_in_batch > 0 {
-                    out.push(self.flush_batch()?);
-                }
-                if let Some(h) = self.header.as_mut() {
-                    h.last_tid.clear();
-                    h.last_tid.extend_from_slice(tid);
-                }
-            }
+        // A batch never spans two periods, unless the body interleaves.
+        if header.period_changes(text, bounds) && self.rows_in_batch > 0 {
+            out.push(self.flush_batch()?);
         }
         let Some(header) = self.header.as_mut() else {
             return Err(self.err("no header"));
@@ -484,6 +539,16 @@ impl BulkParser {
                     problem = Some(format!("field longer than {MAX_FIELD_BYTES} bytes"));
                     break;
                 }
+                if self.check_codes {
+                    if let Some(what) = bad_code(field) {
+                        let column = header.schema.field(i).name();
+                        problem = Some(format!(
+                            "column {column}: code {:?} holds {what}",
+                            shorten(field)
+                        ));
+                        break;
+                    }
+                }
                 header.dims[dim].append_value(field);
                 dim += 1;
             }
@@ -493,12 +558,15 @@ impl BulkParser {
         }
         self.rows += 1;
         self.rows_in_batch += 1;
+        if let (Some(&(a, _)), Some(&(_, b))) = (bounds.first(), bounds.last()) {
+            self.bytes_in_batch += b.saturating_sub(a);
+        }
         if let Some(max) = self.max_rows {
             if self.rows > max {
                 return Err(self.err(format!("more than {max} rows (limit max_rows)")));
             }
         }
-        if self.rows_in_batch >= self.batch_rows {
+        if self.rows_in_batch >= self.batch_rows || self.bytes_in_batch >= self.batch_bytes {
             out.push(self.flush_batch()?);
         }
         Ok(())
@@ -553,6 +621,8 @@ impl BulkParser {
             values: Float64Builder::new(),
             tid_dim: names[..value_idx].iter().position(|n| *n == TIME_COLUMN),
             last_tid: Vec::new(),
+            closed: Default::default(),
+            interleaved: false,
         })
     }
 
@@ -562,6 +632,7 @@ impl BulkParser {
         // reserve a full batch's buffers, which a finished array keeps.
         let next_rows = self.rows_in_batch.max(1024).min(self.batch_rows);
         self.rows_in_batch = 0;
+        self.bytes_in_batch = 0;
         let (table, line) = (self.table.clone(), self.line);
         let Some(h) = self.header.as_mut() else {
             return Err(Error::Bulk {
@@ -632,6 +703,36 @@ impl BulkParser {
 
 fn shorten(s: &str) -> String {
     sync_state::shorten(s, 40)
+}
+
+/// The byte order mark, U+FEFF, in UTF-8.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Whether a block of lines may hold a code no code may hold: a control
+/// byte other than the line ends, DEL, or a byte order mark. One pass the
+/// compiler vectorises; only a block that trips it is checked code by code.
+fn may_hold_bad_code_bytes(block: &[u8]) -> bool {
+    let control = block.chunks(64).any(|c| {
+        c.iter().fold(false, |acc, &b| {
+            acc | ((b < 0x20 && b != b'\n' && b != b'\r') | (b == 0x7f))
+        })
+    });
+    control || memchr::memmem::find(block, BOM).is_some()
+}
+
+/// What makes `code` unusable, if anything: codes end up in file names,
+/// SQL values and joins, where a NUL byte or a hidden byte order mark
+/// would fail later without naming the line, or make two codes look alike.
+fn bad_code(code: &str) -> Option<&'static str> {
+    if code.contains('\0') {
+        Some("a NUL byte")
+    } else if code.contains('\u{feff}') {
+        Some("a byte order mark (U+FEFF)")
+    } else if code.chars().any(char::is_control) {
+        Some("a control character")
+    } else {
+        None
+    }
 }
 
 /// Exact powers of ten (every one up to 10^22 is an `f64`).
@@ -885,6 +986,53 @@ mod tests {
     }
 
     #[test]
+    fn codes_with_nul_bytes_control_characters_or_a_late_bom_are_refused() {
+        let cases: [(&[u8], &str, &str); 5] = [
+            (
+                b"OMR\xc3\x85DE;TID;INDHOLD\r\n000;2024K1;1\r\n0\x001;2024K1;2\r\n",
+                "line 3",
+                "NUL",
+            ),
+            (
+                b"OMR\xc3\x85DE;TID;INDHOLD\r\n000;2024K1;1\r\n\xEF\xBB\xBF084;2024K1;2\r\n",
+                "line 3",
+                "byte order mark",
+            ),
+            (
+                b"A;TID;INDHOLD\r\nx\x1b[2J;2024;1\r\n",
+                "line 2",
+                "control character",
+            ),
+            (
+                b"A;TID;INDHOLD\r\nx;2024\x07;1\r\n",
+                "line 2",
+                "control character",
+            ),
+            // Through the general reader (a quoted field) too.
+            (b"A;TID;INDHOLD\r\n\"x\x00\";2024;1\r\n", "line 2", "NUL"),
+        ];
+        for (body, line, what) in cases {
+            for chunk in [1, 3, 64] {
+                let err = parse_all("FOLK1A", body, Lang::Da, chunk).expect_err("refused");
+                let msg = err.to_string();
+                assert!(
+                    msg.contains("FOLK1A") && msg.contains(line) && msg.contains(what),
+                    "{msg}"
+                );
+                assert!(msg.contains("column "), "{msg}");
+            }
+        }
+        // A BOM at the very start is the body's, not a code's.
+        let ok = parse_all(
+            "FOLK1A",
+            b"\xEF\xBB\xBFA;TID;INDHOLD\r\nx;2024;1\r\n",
+            Lang::Da,
+            2,
+        );
+        assert_eq!(ok.expect("parses").len(), 1);
+    }
+
+    #[test]
     fn truncated_body_is_an_error() {
         let err = parse_all("FOLK1A", b"A;INDHOLD\r\nx;1\r\ny;2", Lang::Da, 4).expect_err("cut");
         assert!(matches!(err, Error::Truncated { rows: 1, .. }), "{err}");
@@ -972,6 +1120,34 @@ mod tests {
             })
             .collect();
         assert_eq!(tids, vec![vec!["1", "1"], vec!["2"], vec!["3", "3"]]);
+    }
+
+    #[test]
+    fn an_interleaved_body_gives_full_batches_and_wide_rows_small_ones() {
+        let mut body = b"A;TID;INDHOLD\r\n".to_vec();
+        for i in 0..10_000 {
+            body.extend_from_slice(format!("{i};{};1\r\n", i % 2).as_bytes());
+        }
+        let mut p = BulkParser::new("T", Lang::Da).with_batch_rows(4096);
+        let mut out = Vec::new();
+        p.push(&body, &mut out).expect("parses");
+        assert!(p.interleaved());
+        p.finish(&mut out).expect("parses");
+        // Two one-row batches before the period came back, then full ones.
+        assert!(out.len() <= 2 + 10_000 / 4096 + 1, "{} batches", out.len());
+        assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 10_000);
+        // Rows of 4,000-byte codes: batches end by bytes, not by rows.
+        let wide = "w".repeat(4000);
+        let mut body = b"A;TID;INDHOLD\r\n".to_vec();
+        for _ in 0..2000 {
+            body.extend_from_slice(format!("{wide};1;1\r\n").as_bytes());
+        }
+        let mut p = BulkParser::new("T", Lang::Da).with_batch_bytes(1 << 20);
+        let mut out = Vec::new();
+        p.push(&body, &mut out).expect("parses");
+        p.finish(&mut out).expect("parses");
+        assert!(out.iter().all(|b| b.num_rows() <= (1 << 20) / 4000 + 1));
+        assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 2000);
     }
 
     proptest! {

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use sync_state::TableId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{CatalogEntry, DataRequest, Endpoint, Error, Lang, TableInfo, TablesRequest};
+use crate::{Catalog, DataRequest, Endpoint, Error, Lang, TableInfo, TablesRequest};
 
 /// The live API.
 pub const DEFAULT_BASE_URL: &str = "https://api.statbank.dk/v1";
@@ -38,8 +38,44 @@ pub struct ClientConfig {
     max_backoff: Duration,
     max_retry_after: Duration,
     max_response_bytes: Option<u64>,
-    bulk_timeout: Option<Duration>,
+    bulk_timeout: BulkTimeout,
     user_agent: String,
+}
+
+/// How long a whole BULK body may stream, head to last byte. Bounds a
+/// server that drips bytes just fast enough never to hit the read timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BulkTimeout {
+    /// From the rows the request is expected to return
+    /// ([`DataRequest::expected_rows`]): [`BulkTimeout::DERIVED_BASE`] plus
+    /// one second per [`BulkTimeout::DERIVED_ROWS_PER_SEC`] rows (10 minutes
+    /// for a small table, 93 minutes for the largest request the sync
+    /// makes, 50 million rows). The default.
+    #[default]
+    Derived,
+    /// At most this long, whatever the request.
+    Fixed(Duration),
+    /// No bound (only the read timeout applies).
+    Unbounded,
+}
+
+impl BulkTimeout {
+    /// The fixed part of a derived timeout.
+    pub const DERIVED_BASE: Duration = Duration::from_secs(600);
+    /// The slowest rate a derived timeout allows, in rows per second
+    /// (about 300 KB/s of BULK text).
+    pub const DERIVED_ROWS_PER_SEC: u64 = 10_000;
+
+    /// The bound for a request expected to return `rows` rows.
+    pub fn for_rows(self, rows: u64) -> Option<Duration> {
+        match self {
+            BulkTimeout::Derived => {
+                Some(Self::DERIVED_BASE + Duration::from_secs(rows / Self::DERIVED_ROWS_PER_SEC))
+            }
+            BulkTimeout::Fixed(d) => Some(d),
+            BulkTimeout::Unbounded => None,
+        }
+    }
 }
 
 impl Default for ClientConfig {
@@ -57,7 +93,7 @@ impl Default for ClientConfig {
             max_backoff: Duration::from_secs(60),
             max_retry_after: Duration::from_secs(300),
             max_response_bytes: None,
-            bulk_timeout: None,
+            bulk_timeout: BulkTimeout::Derived,
             user_agent: concat!("statbank-sync/", env!("CARGO_PKG_VERSION")).into(),
         }
     }
@@ -143,11 +179,11 @@ impl ClientBuilder {
         self
     }
     /// Longest a whole BULK body may take, head to last byte (default
-    /// `None`: only the read timeout applies, since a large table's body can
-    /// legitimately stream for many minutes). Bounds a server that drips
-    /// bytes just fast enough to never hit the read timeout.
-    pub fn bulk_timeout(mut self, d: Option<Duration>) -> Self {
-        self.cfg.bulk_timeout = d;
+    /// [`BulkTimeout::Derived`] from the request's expected rows: a large
+    /// table's body can legitimately stream for many minutes, a dripping
+    /// server must not hold a scheduled run forever).
+    pub fn bulk_timeout(mut self, t: BulkTimeout) -> Self {
+        self.cfg.bulk_timeout = t;
         self
     }
     /// Largest response body accepted, in bytes (default unlimited).
@@ -241,6 +277,7 @@ impl StatbankClient {
             )));
         }
         let http = reqwest::Client::builder()
+            .redirect(same_origin_redirects())
             .connect_timeout(cfg.connect_timeout)
             .read_timeout(cfg.read_timeout)
             .user_agent(cfg.user_agent.clone())
@@ -362,13 +399,25 @@ impl StatbankClient {
         table: Option<&str>,
         make: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<(T, Bytes), Error> {
+        self.get_decoded(endpoint, table, make, |b| serde_json::from_slice(b))
+            .await
+    }
+
+    /// One JSON answer (with retries), decoded by `decode`.
+    async fn get_decoded<T>(
+        &self,
+        endpoint: Endpoint,
+        table: Option<&str>,
+        make: impl Fn() -> reqwest::RequestBuilder,
+        decode: impl Fn(&[u8]) -> Result<T, serde_json::Error>,
+    ) -> Result<(T, Bytes), Error> {
         self.with_retries(endpoint.path(), || async {
             let (resp, _permit) = self
                 .send(endpoint, table, make().timeout(self.cfg.request_timeout))
                 .await?;
             let table_s = table.map(str::to_string);
             let bytes = self.read_body(endpoint, &table_s, resp).await?;
-            let value = serde_json::from_slice(&bytes).map_err(|source| Error::Decode {
+            let value = decode(&bytes).map_err(|source| Error::Decode {
                 endpoint,
                 table: table_s,
                 source,
@@ -412,16 +461,15 @@ impl StatbankClient {
         Ok(Bytes::from(buf))
     }
 
-    /// `/v1/tables`: the catalog.
-    pub async fn tables(&self, req: &TablesRequest) -> Result<Vec<CatalogEntry>, Error> {
+    /// `/v1/tables`: the catalog. A body that is not a JSON array is an
+    /// error; an entry that cannot be used is set aside in
+    /// [`Catalog::rejected`] and the others are kept.
+    pub async fn tables(&self, req: &TablesRequest) -> Result<Catalog, Error> {
         Ok(self.tables_raw(req).await?.0)
     }
 
     /// `/v1/tables` with the raw JSON body as received.
-    pub async fn tables_raw(
-        &self,
-        req: &TablesRequest,
-    ) -> Result<(Vec<CatalogEntry>, Bytes), Error> {
+    pub async fn tables_raw(&self, req: &TablesRequest) -> Result<(Catalog, Bytes), Error> {
         let mut body = serde_json::json!({
             "lang": req.lang.unwrap_or(self.cfg.lang).as_str(),
             "format": "JSON",
@@ -436,8 +484,13 @@ impl StatbankClient {
             body["includeInactive"] = true.into();
         }
         let url = self.url(Endpoint::Tables);
-        self.get_json(Endpoint::Tables, None, || self.http.post(&url).json(&body))
-            .await
+        self.get_decoded(
+            Endpoint::Tables,
+            None,
+            || self.http.post(&url).json(&body),
+            Catalog::from_json,
+        )
+        .await
     }
 
     /// `/v1/tableinfo` of one table, decoded, plus the raw JSON as received
@@ -509,10 +562,37 @@ impl StatbankClient {
             deadline: self
                 .cfg
                 .bulk_timeout
+                .for_rows(req.expected_rows)
                 .map(|d| tokio::time::Instant::now() + d),
             _permit: permit,
         })
     }
+}
+
+/// Redirects are followed only within the base URL's origin (scheme, host
+/// and port), at most 5: a redirect elsewhere could send the request, and
+/// the next ones, to a host the user never named. A 307/308 repeats the
+/// POST with its body, which is why it must stay on the same origin.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt.previous().first().is_some_and(|first| {
+            first.scheme() == attempt.url().scheme()
+                && first.host_str() == attempt.url().host_str()
+                && first.port_or_known_default() == attempt.url().port_or_known_default()
+        });
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else if same {
+            attempt.follow()
+        } else {
+            let to = format!(
+                "{}://{}",
+                attempt.url().scheme(),
+                attempt.url().host_str().unwrap_or("?")
+            );
+            attempt.error(format!("redirect to another origin ({to}) refused"))
+        }
+    })
 }
 
 /// A streamed BULK body. Read it with [`BulkResponse::next_chunk`] and feed

@@ -46,12 +46,13 @@ pub use bulk::{
     MAX_FIELD_BYTES, VALUE_COLUMN,
 };
 pub use client::{
-    BulkResponse, ClientBuilder, ClientConfig, ClientStats, StatbankClient, DEFAULT_BASE_URL,
-    MAX_JSON_BYTES,
+    BulkResponse, BulkTimeout, ClientBuilder, ClientConfig, ClientStats, StatbankClient,
+    DEFAULT_BASE_URL, MAX_JSON_BYTES,
 };
 pub use error::{Endpoint, Error};
 pub use model::{
-    CatalogEntry, Contact, DataRequest, Documentation, Footnote, Lang, TableInfo, TablesRequest,
-    TidsError, ValuePresentation, Variable, VariableSelection, VariableValue, MAX_PERIODS,
+    Catalog, CatalogEntry, Contact, DataRequest, Documentation, Footnote, Lang, RejectedEntry,
+    TableInfo, TablesRequest, TidsError, ValuePresentation, Variable, VariableSelection,
+    VariableValue, MAX_PERIODS,
 };
 pub use sync_state::{error_chain, TableId, Tid};

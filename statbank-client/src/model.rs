@@ -73,6 +73,78 @@ impl CatalogEntry {
     pub fn table_id(&self) -> Result<TableId, sync_state::Error> {
         TableId::new(&self.id)
     }
+
+    /// One catalog element, decoded and checked: an object with a valid
+    /// table id and an `updated` that is an instant (then in its canonical
+    /// form). The error says what is wrong, in words.
+    fn checked(item: serde_json::Value) -> Result<CatalogEntry, String> {
+        if !item.is_object() {
+            return Err("entry is not an object".into());
+        }
+        let mut e: CatalogEntry = serde_json::from_value(item).map_err(|e| e.to_string())?;
+        e.table_id().map_err(|e| e.to_string())?;
+        e.updated = sync_state::canonical_source_time(&e.updated).ok_or_else(|| {
+            format!(
+                "updated {:?} is not an instant (YYYY-MM-DDTHH:MM:SS)",
+                sync_state::shorten(&e.updated, 40)
+            )
+        })?;
+        Ok(e)
+    }
+}
+
+/// The catalog as decoded: the usable entries, and the entries set aside
+/// (each one alone: one malformed entry never costs the others).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    /// Entries that decode, with a valid table id and an `updated` that is
+    /// an instant (rewritten in its canonical form,
+    /// [`sync_state::canonical_source_time`]).
+    pub tables: Vec<CatalogEntry>,
+    /// Entries set aside, in catalog order.
+    pub rejected: Vec<RejectedEntry>,
+}
+
+/// A catalog entry that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedEntry {
+    /// Its position in the catalog (0-based).
+    pub index: usize,
+    /// Its `id`, when that is a string (shortened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Why it was set aside.
+    pub error: String,
+}
+
+impl Catalog {
+    /// Decodes a `/v1/tables` body: it must be a JSON array; each element
+    /// is decoded, and checked, on its own.
+    pub fn from_json(body: &[u8]) -> Result<Catalog, serde_json::Error> {
+        let items: Vec<serde_json::Value> = serde_json::from_slice(body)?;
+        let mut out = Catalog::default();
+        for (index, item) in items.into_iter().enumerate() {
+            let id = item
+                .get("id")
+                .and_then(|v| v.as_str())
+                .map(|s| sync_state::shorten(s, 80));
+            match CatalogEntry::checked(item) {
+                Ok(e) => out.tables.push(e),
+                Err(error) => out.rejected.push(RejectedEntry { index, id, error }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The number of entries, used or not.
+    pub fn len(&self) -> usize {
+        self.tables.len() + self.rejected.len()
+    }
+
+    /// Whether the catalog had no entry at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Parameters of `/v1/tables`.
@@ -271,6 +343,10 @@ pub struct DataRequest {
     pub value_presentation: ValuePresentation,
     /// One selection per variable (BULK requires every variable).
     pub variables: Vec<VariableSelection>,
+    /// How many rows the request is expected to return, at most (the
+    /// product of the selected value counts): bounds how long its body may
+    /// stream ([`crate::BulkTimeout::Derived`]). Not sent.
+    pub expected_rows: u64,
 }
 
 impl DataRequest {
@@ -295,11 +371,19 @@ impl DataRequest {
                 }
             })
             .collect();
+        let expected_rows = info
+            .variables
+            .iter()
+            .filter(|v| Some(&v.id) != time_id.as_ref())
+            .fold(tids.len() as u64, |n, v| {
+                n.saturating_mul(v.values.len().max(1) as u64)
+            });
         DataRequest {
             table,
             lang: None,
             value_presentation: ValuePresentation::Code,
             variables,
+            expected_rows,
         }
     }
 

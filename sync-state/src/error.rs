@@ -1,14 +1,26 @@
 use std::path::PathBuf;
 
+use crate::TableId;
+
 /// Everything that can go wrong in `sync-state`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A table id that is not letters, digits, `_` or `-`.
-    #[error("invalid table id {id:?}: only ASCII letters, digits, '_' and '-' are allowed (1-64 characters)")]
+    /// A table id that is not 1 to 20 ASCII letters and digits.
+    #[error("invalid table id {id:?}: a table id is 1-{} ASCII letters and digits, as every StatBank id is", crate::MAX_TABLE_ID_LEN)]
     InvalidTableId {
         /// The offending id (shortened).
         id: String,
+    },
+    /// A variable whose Postgres column would be unusable.
+    #[error("table {table}: variable {variable:?} cannot be a fact table column: {reason}")]
+    InvalidColumn {
+        /// The table.
+        table: TableId,
+        /// The variable id (shortened).
+        variable: String,
+        /// Which limit it breaks.
+        reason: String,
     },
     /// A period code that cannot be stored.
     #[error("invalid period code {tid:?}: {reason}")]
@@ -143,6 +155,19 @@ pub const MAX_ERROR_CHARS: usize = 2000;
 
 /// `msg` cut to [`MAX_ERROR_CHARS`] characters, saying how long it was.
 pub fn shorten_error(msg: String) -> String {
+    // Stored errors are one line of visible text: upstream text may carry
+    // line breaks that fake log or alert lines, or terminal escapes.
+    let msg = if msg.chars().any(char::is_control) {
+        msg.chars()
+            .map(|c| match c {
+                '\n' | '\r' | '\t' => ' '.to_string(),
+                c if c.is_control() => c.escape_unicode().to_string(),
+                c => c.to_string(),
+            })
+            .collect()
+    } else {
+        msg
+    };
     match msg.char_indices().nth(MAX_ERROR_CHARS) {
         Some((i, _)) => format!("{}… ({} bytes in all)", &msg[..i], msg.len()),
         None => msg,
@@ -160,5 +185,9 @@ mod tests {
         let s = shorten_error(long.clone());
         assert!(s.starts_with(&"æ".repeat(MAX_ERROR_CHARS)));
         assert!(s.ends_with(&format!("({} bytes in all)", long.len())));
+        assert_eq!(
+            shorten_error("a\nb\x1b[31mc\x07".into()),
+            "a b\\u{1b}[31mc\\u{7}"
+        );
     }
 }

@@ -21,6 +21,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod columns;
 pub mod crash;
 mod error;
 mod frequency;
@@ -37,6 +38,10 @@ mod state;
 pub mod storage;
 mod time;
 
+pub use columns::{
+    check_variable_columns, column_name, MAX_IDENTIFIER_BYTES, RESERVED_COLUMNS, TIME_COLUMN,
+    VALUE_COLUMN,
+};
 pub use error::{error_chain, shorten, shorten_error, Error, MAX_ERROR_CHARS};
 pub use frequency::{infer_frequency, Frequency, FrequencyOverrides};
 pub use ids::{RunId, TableId, Tid, MAX_PARTITION_FILE_NAME, MAX_RUN_ID_LEN, MAX_TABLE_ID_LEN};
@@ -54,4 +59,6 @@ pub use plan::{
 };
 pub use state::{SyncState, TableState};
 pub use storage::{DataDirLock, Storage};
-pub use time::{source_time_to_utc, utc_to_source_time, UtcSecond, SOURCE_TIME_ZONE};
+pub use time::{
+    canonical_source_time, source_time_to_utc, utc_to_source_time, UtcSecond, SOURCE_TIME_ZONE,
+};

@@ -618,7 +618,7 @@ impl RunManifest {
     /// Loads `runs/<run_id>.json`; [`Error::ManifestNotFound`] if absent.
     pub fn load(dir: &DataDir, run: &RunId) -> Result<RunManifest, Error> {
         let key = dir.manifest_key(run);
-        dir.read_json(&key, "run manifest")?
+        dir.read_table_record(&key, "run manifest")?
             .ok_or_else(|| Error::ManifestNotFound {
                 path: dir.display_key(&key),
             })

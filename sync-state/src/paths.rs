@@ -184,6 +184,29 @@ impl DataDir {
         }
     }
 
+    /// Reads a JSON record keyed by table id (`state.json`, a manifest):
+    /// entries of its `tables` map whose key is not a valid [`TableId`]
+    /// (written by a version that accepted more ids) are set aside under
+    /// `invalid_table_ids`, which is kept and written back as it was, so the
+    /// record still loads and nothing in it is lost.
+    pub(crate) fn read_table_record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<T>, Error> {
+        let Some(mut value) = self.read_json::<serde_json::Value>(key, what)? else {
+            return Ok(None);
+        };
+        set_aside_invalid_table_ids(&mut value, &self.display_key(key));
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|source| Error::Corrupt {
+                what,
+                path: self.display_key(key),
+                source,
+            })
+    }
+
     /// Writes a JSON record atomically and durably.
     pub fn write_json<T: serde::Serialize>(
         &self,
@@ -205,6 +228,36 @@ impl DataDir {
             self.intents_key(),
         ] {
             self.storage.clean_temp_files(&key);
+        }
+    }
+}
+
+/// Where [`DataDir::read_table_record`] keeps entries with invalid ids.
+pub(crate) const INVALID_TABLE_IDS_KEY: &str = "invalid_table_ids";
+
+fn set_aside_invalid_table_ids(record: &mut serde_json::Value, location: &str) {
+    let Some(tables) = record.get_mut("tables").and_then(|t| t.as_object_mut()) else {
+        return;
+    };
+    let bad: Vec<String> = tables
+        .keys()
+        .filter(|k| crate::TableId::new(k.as_str()).is_err())
+        .cloned()
+        .collect();
+    if bad.is_empty() {
+        return;
+    }
+    let moved: serde_json::Map<String, serde_json::Value> = bad
+        .iter()
+        .filter_map(|k| tables.remove(k).map(|v| (k.clone(), v)))
+        .collect();
+    tracing::warn!(location, ids = ?bad, "entries with ids that are no longer valid table ids are kept aside under {INVALID_TABLE_IDS_KEY}");
+    if let Some(obj) = record.as_object_mut() {
+        let aside = obj
+            .entry(INVALID_TABLE_IDS_KEY)
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let Some(a) = aside.as_object_mut() {
+            a.extend(moved);
         }
     }
 }

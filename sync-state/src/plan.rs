@@ -20,6 +20,12 @@ pub const MAX_ROWS_PER_CALL: u64 = 50_000_000;
 pub enum GateDecision {
     /// Poll the catalog.
     Poll,
+    /// Poll the catalog: the last poll is recorded in the future (clock
+    /// skew, a hand edit), which would keep the gate closed for good.
+    PollClockSkew {
+        /// The recorded poll time, later than now.
+        last_catalog_poll_at: UtcSecond,
+    },
     /// Skip the poll: the last one is too recent.
     Skip {
         /// When the catalog was last polled.
@@ -43,6 +49,8 @@ pub struct GatePolicy {
     /// How much earlier than `interval` a run may come and still poll
     /// (12 hours).
     pub grace: Duration,
+    /// Poll whatever the last poll time (`--force-catalog-poll`).
+    pub force: bool,
 }
 
 impl Default for GatePolicy {
@@ -50,12 +58,26 @@ impl Default for GatePolicy {
         GatePolicy {
             interval: Duration::days(CATALOG_POLL_INTERVAL_DAYS),
             grace: Duration::hours(12),
+            force: false,
         }
     }
 }
 
-/// The weekly gate (`docs/sync.md`, "Weekly catalog gate") with a grace period ([`GatePolicy`]): poll if forced, if never
-/// polled, or if the last poll is at least `interval − grace` old.
+impl GatePolicy {
+    /// The default policy, forced open.
+    pub fn forced() -> GatePolicy {
+        GatePolicy {
+            force: true,
+            ..GatePolicy::default()
+        }
+    }
+}
+
+/// The weekly gate (`docs/sync.md`, "Weekly catalog gate") with a grace
+/// period ([`GatePolicy`]): poll if forced, if never polled, if the last
+/// poll is at least `interval − grace` old, or if it is in the future
+/// ([`GateDecision::PollClockSkew`]: a gate closed until then would be
+/// closed for as long as the clock is wrong).
 ///
 /// ```
 /// use chrono::{Duration, TimeZone, Utc};
@@ -63,26 +85,26 @@ impl Default for GatePolicy {
 /// let now = Utc.with_ymd_and_hms(2026, 11, 29, 22, 0, 0).unwrap();
 /// let policy = GatePolicy::default();
 /// let mut state = SyncState::default();
-/// assert_eq!(catalog_gate(&state, now, false, &policy), GateDecision::Poll);
+/// assert_eq!(catalog_gate(&state, now, &policy), GateDecision::Poll);
 /// state.last_catalog_poll_at = Some((now - Duration::days(3)).into());
-/// assert!(matches!(catalog_gate(&state, now, false, &policy), GateDecision::Skip { .. }));
-/// assert_eq!(catalog_gate(&state, now, true, &policy), GateDecision::Poll);
+/// assert!(matches!(catalog_gate(&state, now, &policy), GateDecision::Skip { .. }));
+/// assert_eq!(catalog_gate(&state, now, &GatePolicy::forced()), GateDecision::Poll);
 /// // a weekly run that comes a little early still polls
 /// state.last_catalog_poll_at = Some((now - Duration::days(7) + Duration::seconds(3)).into());
-/// assert_eq!(catalog_gate(&state, now, false, &policy), GateDecision::Poll);
+/// assert_eq!(catalog_gate(&state, now, &policy), GateDecision::Poll);
+/// // a poll recorded in the future is due
+/// state.last_catalog_poll_at = Some((now + Duration::days(30)).into());
+/// assert!(matches!(catalog_gate(&state, now, &policy), GateDecision::PollClockSkew { .. }));
 /// ```
-pub fn catalog_gate(
-    state: &SyncState,
-    now: DateTime<Utc>,
-    force: bool,
-    policy: &GatePolicy,
-) -> GateDecision {
+pub fn catalog_gate(state: &SyncState, now: DateTime<Utc>, policy: &GatePolicy) -> GateDecision {
     match state.last_catalog_poll_at {
-        Some(last) if !force && now - last.get() < policy.interval - policy.grace => {
-            GateDecision::Skip {
-                last_catalog_poll_at: last,
-            }
-        }
+        _ if policy.force => GateDecision::Poll,
+        Some(last) if last.get() > now => GateDecision::PollClockSkew {
+            last_catalog_poll_at: last,
+        },
+        Some(last) if now - last.get() < policy.interval - policy.grace => GateDecision::Skip {
+            last_catalog_poll_at: last,
+        },
         _ => GateDecision::Poll,
     }
 }
@@ -398,21 +420,24 @@ mod tests {
             last_catalog_poll_at: Some((now() - Duration::days(7)).into()),
             ..SyncState::default()
         };
-        assert_eq!(catalog_gate(&s, now(), false, &p), GateDecision::Poll);
+        assert_eq!(catalog_gate(&s, now(), &p), GateDecision::Poll);
         // 7 days minus 3 seconds (scheduler jitter, a slow catalog answer)
         s.last_catalog_poll_at = Some((now() - Duration::days(7) + Duration::seconds(3)).into());
-        assert_eq!(catalog_gate(&s, now(), false, &p), GateDecision::Poll);
+        assert_eq!(catalog_gate(&s, now(), &p), GateDecision::Poll);
         // a run 6 days 12 hours after the poll: the edge of the grace
         s.last_catalog_poll_at = Some((now() - Duration::days(7) + Duration::hours(12)).into());
-        assert_eq!(catalog_gate(&s, now(), false, &p), GateDecision::Poll);
+        assert_eq!(catalog_gate(&s, now(), &p), GateDecision::Poll);
         // a manual run mid-week stays gated
         s.last_catalog_poll_at =
             Some((now() - Duration::days(7) + Duration::hours(12) + Duration::seconds(1)).into());
         assert!(matches!(
-            catalog_gate(&s, now(), false, &p),
+            catalog_gate(&s, now(), &p),
             GateDecision::Skip { .. }
         ));
-        assert_eq!(catalog_gate(&s, now(), true, &p), GateDecision::Poll);
+        assert_eq!(
+            catalog_gate(&s, now(), &GatePolicy { force: true, ..p }),
+            GateDecision::Poll
+        );
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl SyncState {
     /// corrupt one is [`Error::Corrupt`] and is never replaced silently.
     pub fn load(dir: &DataDir) -> Result<SyncState, Error> {
         Ok(dir
-            .read_json(&dir.state_key(), "state")?
+            .read_table_record(&dir.state_key(), "state")?
             .unwrap_or_default())
     }
 
@@ -155,6 +155,29 @@ mod tests {
         ] {
             assert!(out["tables"]["FOLK1A"].get(key).is_some(), "{key}");
         }
+    }
+
+    #[test]
+    fn entries_of_ids_no_longer_valid_are_kept_aside() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::new(tmp.path());
+        let file = tmp.path().join("statbank_tables/_sync/state.json");
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(
+            &file,
+            br#"{"tables": {"FOLK1A": {"bootstrap_complete": true}, "S__STAGE0": {"bootstrap_complete": true}}}"#,
+        )
+        .expect("write");
+        let s = SyncState::load(&dir).expect("loads");
+        assert_eq!(s.tables.len(), 1);
+        s.save(&dir).expect("saves");
+        let again: Value =
+            serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
+        assert_eq!(
+            again["invalid_table_ids"]["S__STAGE0"]["bootstrap_complete"],
+            true
+        );
+        assert_eq!(SyncState::load(&dir).expect("loads").tables.len(), 1);
     }
 
     #[test]

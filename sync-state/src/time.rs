@@ -25,7 +25,8 @@ pub const SOURCE_TIME_ZONE: chrono_tz::Tz = chrono_tz::Europe::Copenhagen;
 /// ```
 pub fn source_time_to_utc(updated: &str) -> Option<DateTime<Utc>> {
     use chrono::TimeZone;
-    let naive = chrono::NaiveDateTime::parse_from_str(updated.trim(), "%Y-%m-%dT%H:%M:%S").ok()?;
+    let naive =
+        chrono::NaiveDateTime::parse_from_str(updated.trim(), "%Y-%m-%dT%H:%M:%S%.f").ok()?;
     let local = match SOURCE_TIME_ZONE.from_local_datetime(&naive) {
         chrono::LocalResult::Single(t) => t,
         chrono::LocalResult::Ambiguous(a, _) => a,
@@ -34,6 +35,52 @@ pub fn source_time_to_utc(updated: &str) -> Option<DateTime<Utc>> {
             .earliest()?,
     };
     Some(local.with_timezone(&Utc))
+}
+
+/// A catalog `updated` value in its one canonical text: StatBank's own
+/// form `YYYY-MM-DDTHH:MM:SS` on StatBank's clock, with `.fff` when it has
+/// milliseconds. Also read: a space instead of `T`, a fraction, and an
+/// explicit zone (`Z`, `+01:00`), converted to StatBank's clock. `None` for
+/// anything else: such a value is not a version this project can name
+/// files after, compare or time-travel to.
+///
+/// ```
+/// use sync_state::canonical_source_time as c;
+/// assert_eq!(c("2024-08-12T08:00:00").as_deref(), Some("2024-08-12T08:00:00"));
+/// assert_eq!(c("2024-08-12 08:00:00").as_deref(), Some("2024-08-12T08:00:00"));
+/// assert_eq!(c("2024-08-12T06:00:00Z").as_deref(), Some("2024-08-12T08:00:00"));
+/// assert_eq!(c("2024-08-12T08:00:00.250").as_deref(), Some("2024-08-12T08:00:00.250"));
+/// assert_eq!(c("2024-08-12T08:00:00.000").as_deref(), Some("2024-08-12T08:00:00"));
+/// assert_eq!(c("yesterday"), None);
+/// ```
+pub fn canonical_source_time(updated: &str) -> Option<String> {
+    use chrono::{Datelike, Timelike};
+    let s = updated.trim();
+    if s.len() < 19 || s.len() > 40 || !s.is_ascii() {
+        return None;
+    }
+    let (date, rest) = s.split_at(10);
+    let rest = rest.strip_prefix(['T', ' '])?;
+    let joined = format!("{date}T{rest}");
+    let has_zone = rest.ends_with('Z') || rest[8..].contains(['+', '-']);
+    let naive = if has_zone {
+        DateTime::parse_from_rfc3339(&joined)
+            .ok()?
+            .with_timezone(&SOURCE_TIME_ZONE)
+            .naive_local()
+    } else {
+        chrono::NaiveDateTime::parse_from_str(&joined, "%Y-%m-%dT%H:%M:%S%.f").ok()?
+    };
+    if !(1..=9999).contains(&naive.year()) {
+        return None;
+    }
+    let millis = naive.nanosecond() / 1_000_000;
+    let base = naive.format("%Y-%m-%dT%H:%M:%S").to_string();
+    Some(if millis == 0 {
+        base
+    } else {
+        format!("{base}.{millis:03}")
+    })
 }
 
 /// An instant on StatBank's clock (`2025-03-01T01:00:00` for

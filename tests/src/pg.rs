@@ -101,14 +101,23 @@ static SERVER: Mutex<Weak<Server>> = Mutex::new(Weak::new());
 /// A fresh database on the first server found (see the module docs).
 pub fn test_db() -> Result<TestDb> {
     if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
-        announce(&format!("DATABASE_URL ({})", bins::redact_url(&url)));
+        announce(&format!(
+            "DATABASE_URL ({})",
+            bins::redact::DatabaseUrl::new(url.as_str())
+        ));
         return create_db(&url, None).context("creating a test database on DATABASE_URL");
     }
     let server = shared_server()?;
     let admin = server.admin_url();
     announce(&match &*server {
-        Server::Local(_) => format!("a local initdb cluster ({})", bins::redact_url(&admin)),
-        _ => format!("a testcontainers Postgres ({})", bins::redact_url(&admin)),
+        Server::Local(_) => format!(
+            "a local initdb cluster ({})",
+            bins::redact::DatabaseUrl::new(admin.as_str())
+        ),
+        _ => format!(
+            "a testcontainers Postgres ({})",
+            bins::redact::DatabaseUrl::new(admin.as_str())
+        ),
     });
     create_db(&admin, Some(server))
 }

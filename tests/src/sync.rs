@@ -77,7 +77,7 @@ pub fn fault_client(base: &str, retries: usize) -> StatbankClient {
 pub fn options(dir: &Path, now: DateTime<Utc>, force: bool) -> SyncOptions {
     let mut o = SyncOptions::new(dir);
     o.clock = Clock::fixed(now);
-    o.force_catalog_poll = force;
+    o.gate.force = force;
     o
 }
 

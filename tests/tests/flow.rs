@@ -33,7 +33,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn flow_opts(sync: SyncOptions, db: Option<&str>) -> FlowOptions {
     let mut o = FlowOptions::new(sync);
-    o.database_url = db.map(str::to_string);
+    o.database_url = db.map(bins::redact::DatabaseUrl::new);
     o.sync_retry_delays = vec![Duration::from_millis(20); 3];
     o.apply_retry_delays = vec![Duration::from_millis(20)];
     o.apply.create_missing = true;
@@ -262,7 +262,7 @@ fn the_schedule_fires_on_time_and_runs_never_overlap() -> Result<()> {
         // Every 2 seconds (6-field cron with seconds).
         let cron = parse_cron("*/2 * * * * *")?;
         let mut sync = SyncOptions::new(&dir);
-        sync.force_catalog_poll = true;
+        sync.gate.force = true;
         let o = flow_opts(sync, None);
         let mut fired = Vec::new();
         let started = chrono::Utc::now();

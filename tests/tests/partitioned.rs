@@ -121,7 +121,7 @@ fn create_missing_partitioned_makes_one_partition_per_period_with_the_indexes() 
     let parts = partitions(&mut f, "parta");
     assert_eq!(parts.len(), 6, "{parts:?}");
     assert_eq!(
-        parts.get("parta_2020k1").map(String::as_str),
+        parts.get("parta_2020K1").map(String::as_str),
         Some("FOR VALUES IN ('2020-01-01')")
     );
     assert_eq!(count(&mut f, "SELECT count(*) FROM fact.parta"), 6 * 400);
@@ -129,7 +129,7 @@ fn create_missing_partitioned_makes_one_partition_per_period_with_the_indexes() 
     assert_eq!(
         count(
             &mut f,
-            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'fact' AND tablename = 'parta_2021k2'"
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'fact' AND tablename = 'parta_2021K2'"
         ),
         3
     );
@@ -232,8 +232,8 @@ fn a_partitioned_table_swaps_periods_with_readers_never_missing_one_and_no_dead_
     assert_eq!(after.len(), 8);
     assert!(after["2021-04-01"].1 > before["2021-04-01"].1, "revised");
     let parts = partitions(&mut f, "partb");
-    assert!(parts.contains_key("partb_2022k1"), "{parts:?}");
-    assert!(!parts.contains_key("partb_2020k1"), "{parts:?}");
+    assert!(parts.contains_key("partb_2022K1"), "{parts:?}");
+    assert!(!parts.contains_key("partb_2020K1"), "{parts:?}");
     assert_eq!(parts.len(), 8);
 
     // Every read saw every period that exists before and after, with all
@@ -256,7 +256,7 @@ fn a_partitioned_table_swaps_periods_with_readers_never_missing_one_and_no_dead_
     assert_eq!(
         count(
             &mut f,
-            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'fact' AND tablename = 'partb_2021k2'"
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'fact' AND tablename = 'partb_2021K2'"
         ),
         3
     );

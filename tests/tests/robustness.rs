@@ -384,7 +384,7 @@ async fn oversized_responses_are_bounded_and_publish_nothing() {
         .min_interval(Duration::ZERO)
         .max_retries(0)
         .read_timeout(Duration::from_millis(300))
-        .bulk_timeout(Some(Duration::from_secs(2)))
+        .bulk_timeout(statbank_client::BulkTimeout::Fixed(Duration::from_secs(2)))
         .build()
         .expect("client");
     let m = run_sync_cycle(&client, &options(dir, at_hours(2), true))

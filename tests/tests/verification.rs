@@ -124,7 +124,7 @@ fn revise_old_periods(emu: &Emulator, updated: &str) {
 #[test]
 fn old_revisions_converge_within_four_weekly_cycles_and_reach_postgres() {
     let mut s = Setup::new();
-    s.cycle(0, |o| o.force_catalog_poll = true);
+    s.cycle(0, |o| o.gate.force = true);
     let before: BTreeMap<&str, f64> = OLD.iter().map(|(t, p)| (*t, s.sum(t, p))).collect();
     let store = partition_store::PartitionStore::new(&s.data());
     let root = s.tmp.path().to_path_buf();
@@ -256,7 +256,7 @@ fn old_revisions_converge_within_four_weekly_cycles_and_reach_postgres() {
 #[test]
 fn verify_all_converges_in_one_cycle_and_zero_turns_it_off() {
     let mut s = Setup::new();
-    s.cycle(0, |o| o.force_catalog_poll = true);
+    s.cycle(0, |o| o.gate.force = true);
     // Verification off: the original's window-only behaviour never sees
     // the old revisions.
     revise_old_periods(&s.emu, "2026-02-01T08:00:00");
@@ -269,7 +269,7 @@ fn verify_all_converges_in_one_cycle_and_zero_turns_it_off() {
     // On demand, all of it now.
     let m = s.cycle(4, |o| {
         o.verify_all = true;
-        o.force_catalog_poll = true;
+        o.gate.force = true;
     });
     for (t, p) in OLD {
         assert!(

@@ -19,7 +19,6 @@ use std::process::ExitCode;
 use crate::cli::{init_logging, LogFormat};
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
-use fact_apply::postgres::{Config, NoTls};
 use fact_apply::{apply_run, ApplyOptions};
 use sync_state::{latest_run, ApplyStatus, DataDir, DbApplyReport, RunId};
 
@@ -33,7 +32,7 @@ struct Args {
     data_dir: String,
     /// Postgres connection string (URL or key=value). Never logged with its password.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    database_url: crate::redact::DatabaseUrl,
     /// The run to apply (default: the latest run).
     #[arg(long, conflicts_with = "pending")]
     run_id: Option<RunId>,
@@ -63,13 +62,13 @@ where
 {
     let args = Args::parse_from(argv);
     init_logging(args.log_format);
-    let secret = crate::password_of(&args.database_url);
+    let db = args.database_url.clone();
     match run(args) {
         Ok(code) => code,
         Err(e) => {
             // `{:#}` prints the whole chain; the password is scrubbed from it
             // in case a lower layer ever echoes the connection string.
-            let text = crate::scrub(&format!("{e:#}"), secret.as_deref());
+            let text = crate::redact::terminal_safe(&db.scrub(&format!("{e:#}")));
             tracing::error!(error = %text, "statbank-apply failed");
             eprintln!("error: {text}");
             ExitCode::FAILURE
@@ -92,18 +91,8 @@ fn run(args: Args) -> Result<ExitCode> {
         println!("no pending runs: every run with changes has been applied");
         return Ok(ExitCode::SUCCESS);
     }
-    let shown_url = crate::redact_url(&args.database_url);
-    let mut config: Config = args
-        .database_url
-        .parse()
-        .map_err(|_| anyhow!("invalid --database-url / DATABASE_URL {shown_url}"))?;
-    if config.get_application_name().is_none() {
-        config.application_name("statbank-apply");
-    }
-    tracing::info!(runs = runs.len(), database = %shown_url, dry_run = args.dry_run, "applying");
-    let mut client = config
-        .connect(NoTls)
-        .with_context(|| format!("connecting to {shown_url}"))?;
+    tracing::info!(runs = runs.len(), database = %args.database_url, dry_run = args.dry_run, "applying");
+    let mut client = args.database_url.connect("statbank-apply")?;
     let opts = ApplyOptions {
         dry_run: args.dry_run,
         strict: !args.no_strict,
@@ -164,7 +153,7 @@ fn print_summary(report: &DbApplyReport) {
         }
         println!("{line}");
         if let Some(e) = &t.error {
-            println!("      error: {e}");
+            println!("      error: {}", crate::redact::terminal_safe(e));
         }
     }
     let s = &report.summary;

@@ -51,7 +51,7 @@ where
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::redact::terminal_safe(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

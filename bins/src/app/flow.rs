@@ -29,7 +29,7 @@ struct Args {
     sync: SyncArgs,
     /// Postgres connection string; without it the flow syncs to disk only.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    database_url: Option<crate::redact::DatabaseUrl>,
     #[command(flatten)]
     apply: crate::cli::ApplyFlags,
     /// Seconds to wait before each sync retry (the count is the number of retries).
@@ -72,11 +72,13 @@ where
 {
     let args = Args::parse_from(argv);
     init_logging(args.log_format);
-    let secret = args.database_url.as_deref().and_then(crate::password_of);
+    let db = args.database_url.clone();
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            let text = crate::scrub(&format!("{e:#}"), secret.as_deref());
+            let text = format!("{e:#}");
+            let text = db.as_ref().map_or(text.clone(), |d| d.scrub(&text));
+            let text = crate::redact::terminal_safe(&text);
             tracing::error!(error = %text, "statbank-flow failed");
             eprintln!("error: {text}");
             ExitCode::FAILURE
@@ -122,7 +124,7 @@ async fn async_run(args: Args) -> Result<ExitCode> {
         let cron = parse_cron(pattern)?;
         tracing::info!(schedule = %pattern, "running on a schedule (UTC); ctrl-c or SIGTERM stops");
         let runs = run_schedule(&client, &opts, &cron, None, |r| match r {
-            Ok(report) => print!("{}", summary(report)),
+            Ok(report) => print!("{}", crate::redact::terminal_lines(&summary(report))),
             Err(e) => tracing::error!(error = %statbank_client::error_chain(e), "flow run failed"),
         })
         .await?;
@@ -133,7 +135,7 @@ async fn async_run(args: Args) -> Result<ExitCode> {
     opts.sync.progress = Some(progress.clone());
     let report = run_flow(&client, &opts).await?;
     progress.finish();
-    print!("{}", summary(&report));
+    print!("{}", crate::redact::terminal_lines(&summary(&report)));
     Ok(exit_code(report.status))
 }
 

@@ -105,7 +105,7 @@ where
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::redact::terminal_safe(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -139,6 +139,9 @@ fn run(args: Args) -> Result<ExitCode> {
             })?
         }
     };
-    print!("{}", report.render(args.json));
+    print!(
+        "{}",
+        crate::redact::terminal_lines(&report.render(args.json))
+    );
     Ok(ExitCode::SUCCESS)
 }

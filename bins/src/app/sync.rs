@@ -45,8 +45,9 @@ where
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "statbank-sync failed");
-            eprintln!("error: {e:#}");
+            let text = crate::redact::terminal_safe(&format!("{e:#}"));
+            tracing::error!(error = %text, "statbank-sync failed");
+            eprintln!("error: {text}");
             ExitCode::FAILURE
         }
     }
@@ -76,7 +77,10 @@ async fn async_run(args: Args) -> Result<ExitCode> {
     let path = opts
         .data_dir
         .display_key(&opts.data_dir.manifest_key(&manifest.run_id));
-    print!("{}", sync_summary(&manifest, &path));
+    print!(
+        "{}",
+        crate::redact::terminal_lines(&sync_summary(&manifest, &path))
+    );
     let stats = client.stats();
     tracing::info!(
         status = %manifest.status,

@@ -104,7 +104,7 @@ fn child_sync(args: &Args) -> Result<()> {
             .min_interval(Duration::ZERO)
             .build()?;
         let mut opts = bins::SyncOptions::on(data.clone());
-        opts.force_catalog_poll = true;
+        opts.gate.force = true;
         let m = bins::run_sync_cycle(&client, &opts).await?;
         Ok::<_, anyhow::Error>((m, data.storage().requests()))
     })?;

@@ -121,7 +121,7 @@ async fn cycles(
         h.set_updated(TABLE, &up);
         updated.push(up);
         let mut opts = bins::SyncOptions::on(data.clone());
-        opts.force_catalog_poll = true;
+        opts.gate.force = true;
         opts.keep_vintages = Some(keep);
         opts.clock = bins::Clock::fixed(week(i));
         let t = Instant::now();

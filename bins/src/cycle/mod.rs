@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use partition_store::{PartitionStore, PublishOptions, WriteLimits};
 use serde_json::json;
-use statbank_client::{error_chain, CatalogEntry, StatbankClient, TablesRequest};
+use statbank_client::{error_chain, Catalog, CatalogEntry, StatbankClient, TablesRequest};
 use sync_state::{
     catalog_gate, CatalogSection, DataDir, FrequencyOverrides, GateDecision, GatePolicy, RunId,
     RunManifest, RunStatus, Summary, SyncState, TableId, TableResult, TableState, TableStatus,
@@ -117,8 +117,6 @@ pub enum VanishedTables {
 pub struct SyncOptions {
     /// The data folder (`data/dst`, or `s3://bucket/prefix`).
     pub data_dir: DataDir,
-    /// Poll the catalog even if the weekly gate is closed.
-    pub force_catalog_poll: bool,
     /// When the weekly gate opens.
     pub gate: GatePolicy,
     /// The run id (default: the UTC start time `%Y%m%dT%H%M%SZ`).
@@ -164,7 +162,6 @@ impl SyncOptions {
     pub fn on(data_dir: DataDir) -> SyncOptions {
         SyncOptions {
             data_dir,
-            force_catalog_poll: false,
             gate: GatePolicy::default(),
             run_id: None,
             tables: None,
@@ -229,7 +226,7 @@ impl Ctx<'_> {
 }
 
 /// Runs one sync cycle (the original's `run_sync_cycle(force_catalog_poll,
-/// run_id)`): publishes interrupted by a crash are settled first, then the
+/// run_id)`: [`GatePolicy::force`] and [`SyncOptions::run_id`]): publishes interrupted by a crash are settled first, then the
 /// weekly catalog gate, per-table eligibility, tableinfo and metadata cache,
 /// schema signature check (a changed signature re-fetches the table whole and
 /// swaps its partition set), period selection with rolling verification,
@@ -338,19 +335,28 @@ async fn cycle(
     let store = PartitionStore::new(dir);
     settle_interrupted(&store, manifest).await?;
     let now = opts.clock.now();
-    if let GateDecision::Skip {
-        last_catalog_poll_at,
-    } = catalog_gate(&state, now, opts.force_catalog_poll, &opts.gate)
-    {
-        tracing::info!(%last_catalog_poll_at, "weekly gate closed: catalog not polled");
-        manifest.status = RunStatus::Skipped;
-        manifest.catalog = CatalogSection {
-            polled: false,
-            reason: Some("weekly_gate".into()),
-            last_catalog_poll_at: Some(last_catalog_poll_at),
-            ..CatalogSection::default()
-        };
-        return Ok((state, None));
+    match catalog_gate(&state, now, &opts.gate) {
+        GateDecision::Skip {
+            last_catalog_poll_at,
+        } => {
+            tracing::info!(%last_catalog_poll_at, "weekly gate closed: catalog not polled");
+            manifest.status = RunStatus::Skipped;
+            manifest.catalog = CatalogSection {
+                polled: false,
+                reason: Some("weekly_gate".into()),
+                last_catalog_poll_at: Some(last_catalog_poll_at),
+                ..CatalogSection::default()
+            };
+            return Ok((state, None));
+        }
+        GateDecision::PollClockSkew {
+            last_catalog_poll_at,
+        } => tracing::warn!(
+            %last_catalog_poll_at,
+            now = %UtcSecond::new(now),
+            "the last catalog poll is recorded in the future (clock skew, or state.json edited): polling now"
+        ),
+        GateDecision::Poll => {}
     }
     let catalog = fetch_catalog(client, manifest).await?;
     let polled_at = UtcSecond::new(opts.clock.now());
@@ -452,7 +458,7 @@ async fn settle_interrupted(
 async fn fetch_catalog(
     client: &StatbankClient,
     manifest: &mut RunManifest,
-) -> Result<Vec<CatalogEntry>, Error> {
+) -> Result<Catalog, Error> {
     match client.tables(&TablesRequest::default()).await {
         Ok(c) => Ok(c),
         Err(e) => {
@@ -481,18 +487,18 @@ struct Selected {
     in_catalog: BTreeSet<TableId>,
 }
 
-fn select_tables(
-    catalog: Vec<CatalogEntry>,
-    opts: &SyncOptions,
-) -> (Selected, Vec<serde_json::Value>) {
-    let mut invalid = Vec::new();
+/// The catalog's usable tables, by id, and its entries set aside (each
+/// alone: a malformed entry never costs the others their sync).
+fn select_tables(catalog: Catalog, opts: &SyncOptions) -> (Selected, Vec<serde_json::Value>) {
+    let invalid: Vec<serde_json::Value> = catalog
+        .rejected
+        .iter()
+        .map(|r| json!({"index": r.index, "id": r.id, "error": r.error}))
+        .collect();
     let mut by_id: BTreeMap<TableId, CatalogEntry> = BTreeMap::new();
-    for entry in catalog {
-        match entry.table_id() {
-            Ok(id) => {
-                by_id.entry(id).or_insert(entry);
-            }
-            Err(e) => invalid.push(json!({"id": entry.id.chars().take(80).collect::<String>(), "error": e.to_string()})),
+    for entry in catalog.tables {
+        if let Ok(id) = entry.table_id() {
+            by_id.entry(id).or_insert(entry);
         }
     }
     let in_catalog: BTreeSet<TableId> = by_id.keys().cloned().collect();

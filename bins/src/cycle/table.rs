@@ -230,6 +230,8 @@ async fn prepare(
         table: table.to_string(),
         message: format!("tableinfo: {e}"),
     })?;
+    // Variables the apply could never load are refused before any data.
+    sync_state::check_variable_columns(table, info.variables.iter().map(|v| v.id.as_str()))?;
     let local = ctx.store.list_tids(table)?;
     let signature = schema::signature_of(&info);
     let before = {

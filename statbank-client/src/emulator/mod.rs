@@ -130,6 +130,21 @@ pub enum FaultKind {
     Bom,
     /// `/v1/data` rows not time-outermost: periods round-robin (no effect elsewhere).
     Interleave,
+    /// Answer 200 with exactly this body and content type, whatever was
+    /// asked: a malformed catalog, a BULK body with hostile bytes.
+    RawBody {
+        /// `Content-Type` (`text/json; charset=utf-8`, `text/csv; charset=utf-8`).
+        content_type: String,
+        /// The body, byte for byte.
+        body: Vec<u8>,
+    },
+    /// Answer with a redirect to `location` (any URL, another origin too).
+    Redirect {
+        /// 301, 302, 303, 307 or 308 (others become 302).
+        status: u16,
+        /// The `Location` header.
+        location: String,
+    },
 }
 
 impl FaultKind {
@@ -144,6 +159,8 @@ impl FaultKind {
             FaultKind::ApiError { .. } => "ApiError",
             FaultKind::Bom => "Bom",
             FaultKind::Interleave => "Interleave",
+            FaultKind::RawBody { .. } => "RawBody",
+            FaultKind::Redirect { .. } => "Redirect",
         }
     }
 }

@@ -699,6 +699,24 @@ fn fault_error_response(kind: &FaultKind) -> Option<Response> {
             }
             Some(resp)
         }
+        FaultKind::RawBody { content_type, body } => {
+            let mut resp = Response::new(Body::from(body.clone()));
+            if let Ok(v) = HeaderValue::from_str(content_type) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            Some(resp)
+        }
+        FaultKind::Redirect { status, location } => {
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = match StatusCode::from_u16(*status) {
+                Ok(s) if s.is_redirection() => s,
+                _ => StatusCode::FOUND,
+            };
+            if let Ok(v) = HeaderValue::from_str(location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            Some(resp)
+        }
         _ => None,
     }
 }
