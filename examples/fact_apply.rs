@@ -89,7 +89,7 @@ fn run(database_url: &str, base_url: Option<String>) -> Result<()> {
     let schema = format!("example_fact_{}", std::process::id());
     db.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
         .with_context(|| format!("creating schema {schema}"))?;
-    let dir = DataDir::new(data.path());
+    let dir = DataDir::local(data.path());
     let outcome = apply(&mut db, &dir, &manifest.run_id, &schema, &table);
     // Clean up whatever happened above.
     let dropped = db
@@ -122,7 +122,7 @@ async fn sync_once(base_url: Option<String>, data: &Path, table: &TableId) -> Re
             Duration::from_millis(250)
         })
         .build()?;
-    let mut opts = SyncOptions::new(data);
+    let mut opts = SyncOptions::new(data)?;
     opts.gate.force = true;
     opts.tables = Some(vec![table.clone()]);
     let manifest = run_sync_cycle(&client, &opts).await?;

@@ -66,7 +66,7 @@ async fn main() -> Result<()> {
     // The store does blocking file I/O (fsync and all): keep it off the
     // async worker threads.
     let dir = tempfile::tempdir().context("creating a temp folder")?;
-    let data = DataDir::new(dir.path());
+    let data = DataDir::local(dir.path());
     tokio::task::spawn_blocking(move || store_demo(PartitionStore::new(&data), &download))
         .await
         .context("the store task panicked")??;

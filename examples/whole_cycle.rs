@@ -58,7 +58,7 @@ async fn main() -> Result<()> {
         .context("valid time")?;
     let folk = TableId::new("FOLK1A")?;
 
-    let mut opts = SyncOptions::new(data.path());
+    let mut opts = SyncOptions::new(data.path())?;
     opts.tables = Some(
         TABLES
             .iter()

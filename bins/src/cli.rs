@@ -342,7 +342,7 @@ pub struct SyncArgs {
     /// archive their partitions under statbank_tables/_archive/, or delete
     /// them.
     #[arg(long, value_enum, default_value = "keep")]
-    pub vanished_tables: crate::VanishedTables,
+    pub vanished_tables: VanishedArg,
     /// Hours before the 7 days are up that a run still polls the catalog
     /// (absorbs scheduler jitter; 0 = strictly 7 days).
     #[arg(long, default_value_t = 12)]
@@ -387,10 +387,10 @@ impl SyncArgs {
     pub fn options(&self) -> Result<crate::SyncOptions, crate::Error> {
         let mut opts = crate::SyncOptions::on(self.data_dir()?);
         opts.gate.force = self.force_catalog_poll || self.verify_all;
-        opts.keep_vintages = match (self.keep_vintages, self.no_keep_vintages) {
-            (true, _) => Some(true),
-            (_, true) => Some(false),
-            _ => None,
+        opts.vintages = match (self.keep_vintages, self.no_keep_vintages) {
+            (true, _) => crate::Vintages::Keep,
+            (_, true) => crate::Vintages::Stop,
+            _ => crate::Vintages::AsRecorded,
         };
         opts.verify = sync_state::VerifyPolicy {
             cycles: self.verify_cycles,
@@ -398,7 +398,11 @@ impl SyncArgs {
             max_rows: self.verify_max_rows,
         };
         opts.verify_all = self.verify_all;
-        opts.vanished_tables = self.vanished_tables;
+        opts.vanished_tables = match self.vanished_tables {
+            VanishedArg::Keep => crate::VanishedTables::Keep,
+            VanishedArg::Archive => crate::VanishedTables::Archive,
+            VanishedArg::Delete => crate::VanishedTables::Delete,
+        };
         opts.gate.grace = chrono::Duration::hours(i64::from(self.gate_grace_hours));
         opts.run_id = self.run_id.clone();
         opts.tables = self.tables.clone();
@@ -407,6 +411,19 @@ impl SyncArgs {
         opts.table_concurrency = self.table_concurrency.max(1);
         Ok(opts)
     }
+}
+
+/// `--vanished-tables` values ([`crate::VanishedTables`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum VanishedArg {
+    /// Keep their partitions and state; report them (default).
+    #[default]
+    Keep,
+    /// Move their partitions to `statbank_tables/_archive/<TABLE>/<run>/`
+    /// and forget their state.
+    Archive,
+    /// Remove their partitions, vintages and state.
+    Delete,
 }
 
 /// `--on-schema-change` values.

@@ -38,34 +38,64 @@ pub(crate) struct Fetched {
     pub(crate) bytes: u64,
 }
 
-/// Fetches `tids` of `table` in one BULK request and stages one partition per
-/// period. Nothing is published; a failure at any point leaves no file.
+/// One BULK request's work: which periods of which set, with which limits
+/// and footer metadata, and the header the body must have.
+#[derive(Clone)]
+pub(crate) struct FetchJob {
+    /// The set the periods are staged into.
+    pub(crate) set: TableSet,
+    /// The periods requested.
+    pub(crate) tids: Vec<Tid>,
+    /// Guards against a runaway response.
+    pub(crate) limits: WriteLimits,
+    /// What every staged file's footer records.
+    pub(crate) meta: PartitionMeta,
+    /// The header the body must have: the tableinfo's variable ids
+    /// upper-cased, then `INDHOLD`.
+    pub(crate) header: Vec<String>,
+}
+
+impl FetchJob {
+    /// The job of fetching `tids` of `info`'s table into `set`.
+    pub(crate) fn new(
+        set: &TableSet,
+        info: &TableInfo,
+        tids: &[Tid],
+        limits: WriteLimits,
+        meta: &PartitionMeta,
+    ) -> FetchJob {
+        FetchJob {
+            set: set.clone(),
+            tids: tids.to_vec(),
+            limits,
+            meta: meta.clone(),
+            header: info
+                .variables
+                .iter()
+                .map(|v| v.id.to_uppercase())
+                .chain([VALUE_COLUMN.to_string()])
+                .collect(),
+        }
+    }
+}
+
+/// Fetches the job's periods in one BULK request and stages one partition
+/// per period. Nothing is published; a failure at any point leaves no file.
 pub(crate) async fn fetch_batch(
     client: &StatbankClient,
-    set: &TableSet,
     info: &TableInfo,
-    tids: &[Tid],
-    limits: WriteLimits,
-    meta: &PartitionMeta,
+    job: &FetchJob,
 ) -> Result<Fetched, FetchError> {
-    let table = set.table();
-    let req = DataRequest::all_values_for_periods(table.clone(), info, tids);
+    let table = job.set.table();
+    let req = DataRequest::all_values_for_periods(table.clone(), info, &job.tids);
     let mut resp = client
         .data_bulk(&req)
         .await
         .map_err(|e| FetchError::Other(e.into()))?;
-    let expected: Vec<String> = info
-        .variables
-        .iter()
-        .map(|v| v.id.to_uppercase())
-        .chain([VALUE_COLUMN.to_string()])
-        .collect();
     let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(CHANNEL_CHUNKS);
     let worker = {
-        let (set, tids, lang, meta) = (set.clone(), tids.to_vec(), resp.lang(), meta.clone());
-        tokio::task::spawn_blocking(move || {
-            write_worker(&set, &tids, limits, lang, &expected, &meta, rx)
-        })
+        let (job, lang) = (job.clone(), resp.lang());
+        tokio::task::spawn_blocking(move || write_worker(&job, lang, rx))
     };
     let mut body_err = None;
     loop {
@@ -122,19 +152,15 @@ enum WriterMsg {
 /// halves of the CPU work overlap (they are about equal). Both queues are
 /// bounded, so memory does not grow with the response.
 fn write_worker(
-    set: &TableSet,
-    tids: &[Tid],
-    limits: WriteLimits,
+    job: &FetchJob,
     lang: Lang,
-    expected: &[String],
-    meta: &PartitionMeta,
     rx: tokio::sync::mpsc::Receiver<Msg>,
 ) -> Result<StagedRequest, Error> {
-    let table = set.table();
+    let table = job.set.table();
     std::thread::scope(|scope| {
         let (wtx, wrx) = std::sync::mpsc::sync_channel::<WriterMsg>(BATCH_QUEUE);
-        let writer = scope.spawn(move || writer_thread(set, tids, limits, expected, meta, wrx));
-        let parsed = parse_loop(table, tids, limits, lang, rx, &wtx);
+        let writer = scope.spawn(move || writer_thread(job, wrx));
+        let parsed = parse_loop(table, &job.tids, job.limits, lang, rx, &wtx);
         if parsed.is_ok() {
             // A send error means the writer failed: its error is reported below.
             let _ = wtx.send(WriterMsg::Done);
@@ -209,19 +235,15 @@ fn parse_loop(
 /// Returns the staged request after `Done`, `None` when the parser gave up
 /// (the staged files are removed when the writer is dropped).
 fn writer_thread(
-    set: &TableSet,
-    tids: &[Tid],
-    limits: WriteLimits,
-    expected: &[String],
-    meta: &PartitionMeta,
+    job: &FetchJob,
     rx: std::sync::mpsc::Receiver<WriterMsg>,
 ) -> Result<Option<StagedRequest>, Error> {
-    let table = set.table();
+    let table = job.set.table();
     let mut writer: Option<RequestWriter> = None;
     for msg in rx {
         match msg {
             WriterMsg::Schema(schema) => {
-                writer = Some(new_writer(set, tids, limits, expected, meta, schema)?);
+                writer = Some(new_writer(job, schema)?);
             }
             WriterMsg::Batch(b) => match writer.as_mut() {
                 Some(w) => w.write(&b)?,
@@ -242,25 +264,23 @@ fn writer_thread(
     Ok(None)
 }
 
-fn new_writer(
-    set: &TableSet,
-    tids: &[Tid],
-    limits: WriteLimits,
-    expected: &[String],
-    meta: &PartitionMeta,
-    schema: arrow_schema::SchemaRef,
-) -> Result<RequestWriter, Error> {
-    let table = set.table();
+fn new_writer(job: &FetchJob, schema: arrow_schema::SchemaRef) -> Result<RequestWriter, Error> {
     let got: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    if got != expected {
+    if got != job.header {
         return Err(Error::Shape {
-            table: table.to_string(),
+            table: job.set.table().to_string(),
             message: format!(
                 "bulk header {} does not match the tableinfo variables {}",
                 got.join(";"),
-                expected.join(";")
+                job.header.join(";")
             ),
         });
     }
-    Ok(RequestWriter::new(set, schema, tids, limits, meta.clone())?)
+    Ok(RequestWriter::new(
+        &job.set,
+        schema,
+        &job.tids,
+        job.limits,
+        job.meta.clone(),
+    )?)
 }

@@ -119,12 +119,7 @@ pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<Flo
     let step = apply_this_run(opts, &mut manifest).await?;
     let apply_seconds = apply_started.elapsed().as_secs_f64();
 
-    let mut status = combine(
-        sync_status,
-        step.report.as_ref(),
-        step.error.is_some(),
-        step.changed,
-    );
+    let mut status = step.flow_status(sync_status);
     if earlier_failed && status.is_ok() {
         status = RunStatus::PartialFailure;
     }
@@ -399,33 +394,33 @@ fn log_failures(report: &FlowReport) {
     }
 }
 
-fn combine(
-    sync: RunStatus,
-    apply: Option<&DbApplyReport>,
-    apply_error: bool,
-    changed: bool,
-) -> RunStatus {
-    if sync == RunStatus::Failed {
-        return RunStatus::Failed;
-    }
-    let apply_status = match apply {
-        _ if apply_error => RunStatus::Failed,
-        Some(a) => a.status,
-        None => RunStatus::Skipped,
-    };
-    match (sync, apply_status) {
-        (_, RunStatus::Failed) if changed => {
-            if sync == RunStatus::PartialFailure {
-                RunStatus::Failed
-            } else {
+impl ApplyStep {
+    /// The flow's status: the sync's, and this apply's when the run
+    /// changed something (an apply that failed after a clean sync makes a
+    /// partial failure; after a partial one, a failure).
+    fn flow_status(&self, sync: RunStatus) -> RunStatus {
+        if sync == RunStatus::Failed {
+            return RunStatus::Failed;
+        }
+        let apply_status = match &self.report {
+            _ if self.error.is_some() => RunStatus::Failed,
+            Some(a) => a.status,
+            None => RunStatus::Skipped,
+        };
+        match (sync, apply_status) {
+            (_, RunStatus::Failed) if self.changed => {
+                if sync == RunStatus::PartialFailure {
+                    RunStatus::Failed
+                } else {
+                    RunStatus::PartialFailure
+                }
+            }
+            (RunStatus::PartialFailure, _) | (_, RunStatus::PartialFailure) => {
                 RunStatus::PartialFailure
             }
+            (RunStatus::Skipped, RunStatus::Skipped) => RunStatus::Skipped,
+            _ => RunStatus::Success,
         }
-        (RunStatus::PartialFailure, _) | (_, RunStatus::PartialFailure) => {
-            RunStatus::PartialFailure
-        }
-        (RunStatus::Skipped, RunStatus::Skipped) => RunStatus::Skipped,
-        _ => RunStatus::Success,
     }
 }
 
@@ -812,28 +807,35 @@ mod tests {
     #[test]
     fn combined_status() {
         use RunStatus::*;
-        assert_eq!(combine(Failed, None, false, false), Failed);
+        let step = |apply: Option<RunStatus>, failed: bool, changed: bool| ApplyStep {
+            changed,
+            report: apply.map(report),
+            attempts: 1,
+            error: failed.then(|| "connection refused".to_string()),
+            note: None,
+        };
+        assert_eq!(step(None, false, false).flow_status(Failed), Failed);
         assert_eq!(
-            combine(Success, Some(&report(Skipped)), false, false),
+            step(Some(Skipped), false, false).flow_status(Success),
             Success
         );
         assert_eq!(
-            combine(Skipped, Some(&report(Skipped)), false, false),
+            step(Some(Skipped), false, false).flow_status(Skipped),
             Skipped
         );
         assert_eq!(
-            combine(Success, Some(&report(Success)), false, true),
+            step(Some(Success), false, true).flow_status(Success),
             Success
         );
         assert_eq!(
-            combine(Success, Some(&report(PartialFailure)), false, true),
+            step(Some(PartialFailure), false, true).flow_status(Success),
             PartialFailure
         );
-        assert_eq!(combine(Success, None, true, true), PartialFailure);
+        assert_eq!(step(None, true, true).flow_status(Success), PartialFailure);
         assert_eq!(
-            combine(PartialFailure, Some(&report(Success)), false, true),
+            step(Some(Success), false, true).flow_status(PartialFailure),
             PartialFailure
         );
-        assert_eq!(combine(PartialFailure, None, true, true), Failed);
+        assert_eq!(step(None, true, true).flow_status(PartialFailure), Failed);
     }
 }

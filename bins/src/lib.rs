@@ -8,7 +8,7 @@
 //!
 //! # async fn demo() -> Result<(), bins::Error> {
 //! let client = StatbankClient::new("http://127.0.0.1:8080/v1")?;
-//! let mut opts = SyncOptions::new("data/dst");
+//! let mut opts = SyncOptions::new("data/dst")?;
 //! opts.gate.force = true;
 //! let manifest = run_sync_cycle(&client, &opts).await?;
 //! println!("{}: {} tables changed", manifest.status, manifest.summary.tables_with_changed_tids);
@@ -17,9 +17,14 @@
 //! ```
 #![warn(missing_docs)]
 
+/// Each program's `main(argv)`, so the tests run exactly the binaries'
+/// code in a child process. Not an API: use the engine's functions.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod app;
 #[cfg(feature = "bench")]
 pub mod bench;
+#[cfg(feature = "cli")]
 pub mod cli;
 mod cycle;
 mod error;
@@ -29,5 +34,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod redact;
 
-pub use cycle::{run_sync_cycle, Clock, ProgressSink, StopSignal, SyncOptions, VanishedTables};
+pub use cycle::{
+    run_sync_cycle, Clock, ProgressSink, StopSignal, SyncOptions, VanishedTables, Vintages,
+};
 pub use error::Error;

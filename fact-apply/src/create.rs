@@ -12,8 +12,8 @@ use crate::infer::infer_table;
 use crate::plan::Plan;
 use crate::swap::{free_partition_name, literal};
 use crate::tx::{
-    begin, build_plan, check_inserted, copy_to_temp, insert_from_temp, period_counts, tid_column,
-    tid_values, Ctx, Outcome,
+    begin, build_plan, check_inserted, copy_to_temp, insert_from_temp, period_counts, tid_values,
+    Ctx, Delta, Loaded, Outcome,
 };
 use crate::Error;
 
@@ -88,11 +88,17 @@ pub(crate) fn create_and_load(
     }
     // History starts with the table: created while it is still empty, so
     // every row enters it valid from its partition's `valid_from`.
-    let history = crate::history::prepare(&mut tx, ctx, &plan, &tids, &[], &values, None)?;
+    let history = crate::history::prepare(&mut tx, ctx, &plan, &Delta::load_all(&tids), &values)?;
     let stats = copy_to_temp(&mut tx, ctx, &plan, &tids)?;
     sync_state::crash::point("apply: copied, before delete");
     let n = insert_from_temp(&mut tx, ctx, &plan)?;
-    let inserted = check_inserted(&mut tx, ctx, &tid_column(&plan), &tids, &values, &stats, n)?;
+    let loaded = Loaded {
+        tids: &tids,
+        values: &values,
+        stats: &stats,
+        inserted: n,
+    };
+    let inserted = check_inserted(&mut tx, ctx, &plan, &loaded)?;
     for sql in inferred.index_sql(&ctx.opts.schema, &ctx.name) {
         tx.batch_execute(&sql)
             .map_err(Error::db(ctx.table, "creating the indexes"))?;

@@ -13,22 +13,21 @@ use crate::history;
 use crate::plan::{stream_partition, Plan};
 use crate::tx::{
     begin, check_against_stored, check_inserted, copy_to_temp, delete_periods, grouped_count,
-    insert_from_temp, lock_target, period_counts, plan_for, tid_column, tid_values, Ctx, Outcome,
+    insert_from_temp, lock_target, period_counts, plan_for, tid_column, tid_values, Ctx, Delta,
+    Loaded, Outcome,
 };
 use crate::Error;
 
-/// Applies `present` (changed periods with partitions) and `deleted`
-/// (periods gone at the source) to the ordinary table `oid`. `prelude`
-/// statements (column widenings) run first, in the same transaction.
+/// Applies `delta` to the ordinary table `oid`. `prelude` statements
+/// (column widenings) run first, in the same transaction.
 pub(crate) fn apply_delta(
     client: &mut Client,
     ctx: &Ctx<'_>,
     oid: u32,
-    present: &[Tid],
-    deleted: &[Tid],
+    delta: &Delta<'_>,
     prelude: &[String],
-    catalog_updated: Option<&str>,
 ) -> Result<Outcome, Error> {
+    let present = delta.present;
     let dry = ctx.opts.dry_run;
     let mut tx = begin(client, ctx.table, dry)?;
     if !dry {
@@ -39,25 +38,15 @@ pub(crate) fn apply_delta(
         }
     }
     let columns = table_columns(&mut tx, ctx.table, oid)?;
-    let plan = plan_for(ctx, &columns, present, deleted)?;
-    // Changed periods first, then the pruned ones: positions in this array
-    // name the period in the grouped counts.
-    let all: Vec<Tid> = present.iter().chain(deleted).cloned().collect();
+    let plan = plan_for(ctx, &columns, delta)?;
+    let all = delta.all();
     let values = tid_values(&plan, ctx.table, &all)?;
     check_against_stored(ctx, &plan, &all, &values)?;
     if dry {
         return dry_run(tx, ctx, &plan, present, &all, &values);
     }
     let tid_col = tid_column(&plan);
-    let history = history::prepare(
-        &mut tx,
-        ctx,
-        &plan,
-        present,
-        deleted,
-        &values,
-        catalog_updated,
-    )?;
+    let history = history::prepare(&mut tx, ctx, &plan, delta, &values)?;
     let stats = if present.is_empty() {
         Vec::new()
     } else {
@@ -69,15 +58,13 @@ pub(crate) fn apply_delta(
     let mut inserted_by_pos = BTreeMap::new();
     if !present.is_empty() {
         let n = insert_from_temp(&mut tx, ctx, &plan)?;
-        inserted_by_pos = check_inserted(
-            &mut tx,
-            ctx,
-            &tid_col,
-            present,
-            &values[..present.len()],
-            &stats,
-            n,
-        )?;
+        let loaded = Loaded {
+            tids: present,
+            values: &values[..present.len()],
+            stats: &stats,
+            inserted: n,
+        };
+        inserted_by_pos = check_inserted(&mut tx, ctx, &plan, &loaded)?;
     }
     let history_rows = match history {
         Some(h) => Some(h.record_from(&mut tx, ctx, &plan, crate::tx::TEMP_TABLE)?),

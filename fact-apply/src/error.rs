@@ -198,7 +198,7 @@ pub enum Error {
         source: Box<sync_state::Error>,
     },
     /// Both names a period's partition may get belong to other relations.
-    #[error("table {table}: period {tid}: relation {name} (and its hashed alternative) already exists and is not this table's partition")]
+    #[error("table {table}: period {tid}: relation {name} and every other name its partition or staging table may get belong to other relations")]
     NameTaken {
         /// The table.
         table: TableId,

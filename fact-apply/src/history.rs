@@ -24,7 +24,7 @@ use sync_state::{source_time_to_utc, Tid};
 use crate::catalog::{qualified, quote_ident, table_columns, table_oid};
 use crate::convert::Cell;
 use crate::plan::Plan;
-use crate::tx::{column_list, Ctx};
+use crate::tx::{column_list, Ctx, Delta};
 use crate::Error;
 
 /// What the history schema's name adds to the fact schema's.
@@ -51,18 +51,22 @@ pub(crate) fn prepare<'t>(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
     plan: &Plan,
-    present: &'t [Tid],
-    deleted: &'t [Tid],
+    delta: &Delta<'_>,
     values: &[Cell<'t>],
-    catalog_updated: Option<&str>,
 ) -> Result<Option<Pending<'t>>, Error> {
     if !ctx.opts.history {
         return Ok(None);
     }
+    let (present, deleted, catalog_updated) = (delta.present, delta.deleted, delta.catalog_updated);
     let schema = schema_of(&ctx.opts.schema);
     let target = qualified(&schema, &ctx.name);
     let tid_type = plan.columns[plan.tid].pg_type.clone();
-    ensure_table(tx, ctx, plan, &schema, &target, present, deleted, &tid_type)?;
+    let h = HistoryTable {
+        schema: &schema,
+        target: &target,
+        tid_type: &tid_type,
+    };
+    ensure_table(tx, ctx, plan, &h, delta)?;
     add_missing_columns(tx, ctx, &schema, &target)?;
     let now = || chrono::Utc::now().to_rfc3339();
     let valid_from: Vec<String> = present
@@ -196,17 +200,25 @@ pub(crate) fn ensure_schema(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A table's history table: its schema, its qualified name and the type
+/// of its `tid` column.
+struct HistoryTable<'a> {
+    schema: &'a str,
+    target: &'a str,
+    tid_type: &'a str,
+}
+
+/// Creates the history table on first use, seeded with the fact table's
+/// rows of every period `delta` does not change.
 fn ensure_table(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
     plan: &Plan,
-    schema: &str,
-    target: &str,
-    present: &[Tid],
-    deleted: &[Tid],
-    tid_type: &str,
+    h: &HistoryTable<'_>,
+    delta: &Delta<'_>,
 ) -> Result<(), Error> {
+    let (schema, target, tid_type) = (h.schema, h.target, h.tid_type);
+    let (present, deleted) = (delta.present, delta.deleted);
     if table_oid(tx, schema, &ctx.name)
         .map_err(Error::db(ctx.table, "looking up the history table"))?
         .is_some()

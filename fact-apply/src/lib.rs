@@ -7,7 +7,7 @@
 //! use sync_state::{latest_run, DataDir};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let data = DataDir::new("data/dst");
+//! let data = DataDir::local("data/dst");
 //! let run = latest_run(&data)?.ok_or("no run yet")?;
 //! let mut client = fact_apply::postgres::Client::connect(
 //!     "postgres://postgres@127.0.0.1:5432/test",

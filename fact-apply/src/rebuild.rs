@@ -24,7 +24,7 @@ use crate::history;
 use crate::infer::{infer_table, InferredTable};
 use crate::tx::{
     begin, build_plan, copy_into, count_rows, grouped_count, lock_target, period_counts,
-    tid_column, tid_values, Ctx, Outcome,
+    tid_column, tid_values, Ctx, Delta, Outcome,
 };
 use crate::Error;
 
@@ -230,7 +230,7 @@ pub(crate) fn rebuild(client: &mut Client, ctx: &Ctx<'_>, oid: u32) -> Result<Re
     copy_grants(&mut tx, ctx, oid, &names)?;
     // History before the swap: on first use it is seeded from the old
     // table, and the periods the new set lacks are closed.
-    let history = history::prepare(&mut tx, ctx, &plan, &tids, &[], &values, None)?;
+    let history = history::prepare(&mut tx, ctx, &plan, &Delta::load_all(&tids), &values)?;
     if let Some(h) = &history {
         h.close_absent(&mut tx, ctx)?;
     }

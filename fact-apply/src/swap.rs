@@ -23,7 +23,7 @@ use crate::history;
 use crate::plan::{PeriodStats, Plan};
 use crate::tx::{
     begin, check_against_stored, copy_into, count_rows, lock_target, period_counts, plan_for,
-    tid_values, Ctx, Outcome,
+    tid_values, Ctx, Delta, Outcome,
 };
 
 const COUNTING: &str = "counting a partition's rows";
@@ -163,26 +163,36 @@ pub(crate) fn free_partition_name(
     ctx: &Ctx<'_>,
     tid: &Tid,
 ) -> Result<String, Error> {
-    for name in [
+    let candidates = [
         partition_name(&ctx.name, tid),
         hashed_partition_name(&ctx.name, tid),
-    ] {
+    ];
+    free_name(tx, ctx, &candidates)?.ok_or_else(|| Error::NameTaken {
+        table: ctx.table.clone(),
+        tid: tid.clone(),
+        name: candidates[0].clone(),
+    })
+}
+
+/// The first of `candidates` that no relation of the fact schema has.
+fn free_name(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    candidates: &[String],
+) -> Result<Option<String>, Error> {
+    for name in candidates {
         let taken = tx
             .query_one(
                 "SELECT to_regclass($1) IS NOT NULL",
-                &[&qualified(&ctx.opts.schema, &name)],
+                &[&qualified(&ctx.opts.schema, name)],
             )
-            .map_err(Error::db(ctx.table, "naming a period's partition"))?
+            .map_err(Error::db(ctx.table, "naming a new relation"))?
             .get::<_, bool>(0);
         if !taken {
-            return Ok(name);
+            return Ok(Some(name.clone()));
         }
     }
-    Err(Error::NameTaken {
-        table: ctx.table.clone(),
-        tid: tid.clone(),
-        name: partition_name(&ctx.name, tid),
-    })
+    Ok(None)
 }
 
 /// A staged partition: its table and what was loaded.
@@ -192,16 +202,16 @@ struct Staged {
     stats: PeriodStats,
 }
 
-/// Applies `present` and `deleted` to the partitioned table `oid`.
+/// Applies `delta` to the partitioned table `oid`; `prelude` statements
+/// (column widenings) run first, in the same transaction.
 pub(crate) fn apply_swap(
     client: &mut Client,
     ctx: &Ctx<'_>,
     oid: u32,
-    present: &[Tid],
-    deleted: &[Tid],
+    delta: &Delta<'_>,
     prelude: &[String],
-    catalog_updated: Option<&str>,
 ) -> Result<Outcome, Error> {
+    let present = delta.present;
     let mut tx = begin(client, ctx.table, false)?;
     lock_target(&mut tx, ctx)?;
     for sql in prelude {
@@ -209,28 +219,22 @@ pub(crate) fn apply_swap(
             .map_err(Error::db(ctx.table, "widening a column"))?;
     }
     let columns = table_columns(&mut tx, ctx.table, oid)?;
-    let plan = plan_for(ctx, &columns, present, deleted)?;
-    let all: Vec<Tid> = present.iter().chain(deleted).cloned().collect();
+    let plan = plan_for(ctx, &columns, delta)?;
+    let all = delta.all();
     let values = tid_values(&plan, ctx.table, &all)?;
     check_against_stored(ctx, &plan, &all, &values)?;
     let ty = plan.columns[plan.tid].pg_type.clone();
-    let indexes = parent_indexes(&mut tx, ctx, oid)?;
+    let stager = Stager {
+        plan: &plan,
+        ty: &ty,
+        indexes: parent_indexes(&mut tx, ctx, oid)?,
+    };
     let mut staged = Vec::with_capacity(present.len());
     for (i, tid) in present.iter().enumerate() {
-        staged.push(stage(
-            &mut tx, ctx, &plan, tid, &values[i], &ty, &indexes, i,
-        )?);
+        staged.push(stager.stage(&mut tx, ctx, i, tid, &values[i])?);
     }
     sync_state::crash::point("apply: copied, before delete");
-    let history = history::prepare(
-        &mut tx,
-        ctx,
-        &plan,
-        present,
-        deleted,
-        &values,
-        catalog_updated,
-    )?;
+    let history = history::prepare(&mut tx, ctx, &plan, delta, &values)?;
     let mut replaced: BTreeMap<usize, u64> = BTreeMap::new();
     let mut swapped = Vec::with_capacity(staged.len());
     for (i, s) in staged.iter().enumerate() {
@@ -273,72 +277,87 @@ pub(crate) fn apply_swap(
     })
 }
 
-/// A staging table for one period: the parent's columns, the period's rows
-/// (binary COPY), the bound as a `CHECK`, the parent's indexes; its rows
-/// counted against the partition.
-#[allow(clippy::too_many_arguments)]
-fn stage(
-    tx: &mut Transaction<'_>,
-    ctx: &Ctx<'_>,
-    plan: &Plan,
-    tid: &Tid,
-    value: &Cell<'_>,
-    ty: &str,
-    indexes: &[ParentIndex],
-    i: usize,
-) -> Result<Staged, Error> {
-    // `__stage` cannot end a fact table's name (ids hold no `_`), nor a
-    // partition's (`__s` is no escape). Created, never replaced: a relation
-    // of that name that exists (someone else's) fails the table, and the
-    // apply never drops a relation it did not create in this transaction.
-    let name = format!("{}__stage{i}", ctx.name);
-    let table = qualified(&ctx.opts.schema, &name);
-    let lit = literal(tx, ctx, ty, value)?;
-    tx.batch_execute(&format!(
-        "CREATE TABLE {table} (LIKE {} INCLUDING DEFAULTS)",
-        ctx.target
-    ))
-    .map_err(Error::db(ctx.table, "creating a staging partition"))?;
-    let stats = copy_into(tx, ctx, plan, std::slice::from_ref(tid), &table)?
-        .pop()
-        .unwrap_or_default();
-    let n = count_rows(tx, ctx, &table, COUNTING)?;
-    if n != stats.sent {
-        let e = Error::RowCount {
+/// What every staging table of one apply shares: the plan, the `tid`
+/// column's type and the parent's indexes.
+struct Stager<'a> {
+    plan: &'a Plan,
+    ty: &'a str,
+    indexes: Vec<ParentIndex>,
+}
+
+impl Stager<'_> {
+    /// A staging table for the `i`-th period, `tid` (its value `value`): the
+    /// parent's columns, the period's rows (binary COPY), the bound as a
+    /// `CHECK`, the parent's indexes; its rows counted against the partition.
+    fn stage(
+        &self,
+        tx: &mut Transaction<'_>,
+        ctx: &Ctx<'_>,
+        i: usize,
+        tid: &Tid,
+        value: &Cell<'_>,
+    ) -> Result<Staged, Error> {
+        let (plan, ty, indexes) = (self.plan, self.ty, &self.indexes);
+        // `__stage` cannot be in a fact table's name (ids hold no `_`), nor in a
+        // partition's (`__s` is no escape). A name someone else's table has is
+        // passed over, never replaced: the apply never drops a relation it did
+        // not create in this transaction.
+        let candidates: Vec<String> = std::iter::once(format!("{}__stage{i}", ctx.name))
+            .chain((1..10).map(|k| format!("{}__stage{i}_{k}", ctx.name)))
+            .collect();
+        let name = free_name(tx, ctx, &candidates)?.ok_or_else(|| Error::NameTaken {
             table: ctx.table.clone(),
             tid: tid.clone(),
-            expected: stats.sent,
-            actual: n,
-        };
-        if ctx.opts.strict {
-            return Err(e);
+            name: candidates[0].clone(),
+        })?;
+        let table = qualified(&ctx.opts.schema, &name);
+        let lit = literal(tx, ctx, ty, value)?;
+        tx.batch_execute(&format!(
+            "CREATE TABLE {table} (LIKE {} INCLUDING DEFAULTS)",
+            ctx.target
+        ))
+        .map_err(Error::db(ctx.table, "creating a staging partition"))?;
+        let stats = copy_into(tx, ctx, plan, std::slice::from_ref(tid), &table)?
+            .pop()
+            .unwrap_or_default();
+        let n = count_rows(tx, ctx, &table, COUNTING)?;
+        if n != stats.sent {
+            let e = Error::RowCount {
+                table: ctx.table.clone(),
+                tid: tid.clone(),
+                expected: stats.sent,
+                actual: n,
+            };
+            if ctx.opts.strict {
+                return Err(e);
+            }
+            tracing::warn!(table = %ctx.table, error = %e, "row-count check failed (strict off)");
         }
-        tracing::warn!(table = %ctx.table, error = %e, "row-count check failed (strict off)");
-    }
-    let tid_col = quote_ident("tid");
-    let mut sql = format!(
+        let tid_col = quote_ident("tid");
+        let mut sql = format!(
         "ALTER TABLE {table} ADD CONSTRAINT {} CHECK ({tid_col} IS NOT NULL AND {tid_col} = {lit});",
         quote_ident(&format!("{name}_bound"))
     );
-    for ix in indexes {
-        sql.push_str(&format!(
-            "CREATE {}INDEX ON {table} USING {} ({});",
-            if ix.unique { "UNIQUE " } else { "" },
-            ix.method,
-            ix.columns
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        for ix in indexes {
+            sql.push_str(&format!(
+                "CREATE {}INDEX ON {table} USING {} ({});",
+                if ix.unique { "UNIQUE " } else { "" },
+                ix.method,
+                ix.columns
+                    .iter()
+                    .map(|c| quote_ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        tx.batch_execute(&sql)
+            .map_err(Error::db(ctx.table, "indexing a staging partition"))?;
+        Ok(Staged {
+            table,
+            literal: lit,
+            stats,
+        })
     }
-    tx.batch_execute(&sql)
-        .map_err(Error::db(ctx.table, "indexing a staging partition"))?;
-    Ok(Staged {
-        table,
-        literal: lit,
-        stats,
-    })
 }
 
 /// Swaps one staged period in; returns the rows of the partition it

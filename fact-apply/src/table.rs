@@ -12,9 +12,9 @@ use crate::catalog::table_oid;
 use crate::create::create_and_load;
 use crate::delta::apply_delta;
 use crate::error::error_chain;
-use crate::rebuild::{compare_columns, needed_widenings, rebuild, widen_sql};
+use crate::rebuild::{compare_columns, needed_widenings, rebuild, widen_sql, ColumnDiff};
 use crate::swap::{apply_swap, is_partitioned_by_tid};
-use crate::tx::{Ctx, Outcome};
+use crate::tx::{Ctx, Delta, Outcome};
 use crate::{ApplyOptions, Error, OnSchemaChange, TableWork};
 
 /// The fact schema must be a usable name, and so must the schemas derived
@@ -104,7 +104,14 @@ pub fn apply_table(
             return skipped_missing(result, &ctx);
         }
         None => create_and_load(client, &ctx, &present).map(Some),
-        Some(oid) => apply_existing(client, &ctx, oid, work, &present, &deleted, &mut result),
+        Some(oid) => {
+            let delta = Delta {
+                present: &present,
+                deleted: &deleted,
+                catalog_updated: work.catalog_updated.as_deref(),
+            };
+            apply_existing(client, &ctx, oid, work, &delta, &mut result)
+        }
     };
     match outcome {
         Ok(Some(o)) => fill(result, o),
@@ -183,6 +190,14 @@ fn coverage(
     Ok(Some((present, deleted)))
 }
 
+/// The fact table an apply writes into.
+#[derive(Clone, Copy)]
+struct Existing {
+    oid: u32,
+    /// LIST-partitioned on `tid`: changed periods are swapped in whole.
+    partitioned: bool,
+}
+
 /// An existing fact table: a schema change upstream is checked first (the
 /// partitions must fit the table, or it is rebuilt on request), then the
 /// delta; a value its column's type cannot hold is a type change (failed,
@@ -192,85 +207,111 @@ fn apply_existing(
     ctx: &Ctx<'_>,
     oid: u32,
     work: &TableWork,
-    present: &[Tid],
-    deleted: &[Tid],
+    delta: &Delta<'_>,
     result: &mut ApplyTableResult,
 ) -> Result<Option<Outcome>, Error> {
-    let rebuild_on_change = ctx.opts.on_schema_change == OnSchemaChange::Rebuild;
-    let partitioned = is_partitioned_by_tid(client, ctx, oid)?;
-    if let (Some(_), Some(first)) = (&work.schema_change, present.first()) {
+    let target = Existing {
+        oid,
+        partitioned: is_partitioned_by_tid(client, ctx, oid)?,
+    };
+    if let (Some(_), Some(first)) = (&work.schema_change, delta.present.first()) {
         let diff = compare_columns(client, ctx, oid, first)?;
         if !diff.is_empty() {
-            result.added_columns = Some(diff.added.clone());
-            result.removed_columns = Some(diff.removed.clone());
-            if !rebuild_on_change || ctx.opts.dry_run {
-                result.status = ApplyStatus::Failed;
-                result.reason = Some("schema_changed".into());
-                result.error = Some(format!(
-                    "table {}: the partitions' columns no longer match {} (added {:?}, removed {:?}); \
-                     rebuild it with --on-schema-change rebuild, or migrate it by hand and apply again",
-                    ctx.table, ctx.target, diff.added, diff.removed
-                ));
-                return Ok(None);
-            }
-            if partitioned {
-                result.status = ApplyStatus::Failed;
-                result.reason = Some("schema_changed".into());
-                result.error = Some(format!(
-                    "table {}: {} is partitioned; a rebuild would lose its partitioning: migrate it by hand (add or drop the columns) and apply again",
-                    ctx.table, ctx.target
-                ));
-                return Ok(None);
-            }
-            let r = rebuild(client, ctx, oid)?;
-            result.rebuilt = Some(true);
-            if !r.type_changes.is_empty() {
-                result.type_changes = Some(r.type_changes);
-            }
-            return Ok(Some(r.outcome));
+            return schema_changed(client, ctx, target, &diff, result);
         }
     }
-    let catalog_updated = work.catalog_updated.as_deref();
-    let delta = |client: &mut Client, prelude: &[String]| {
-        if partitioned && !ctx.opts.dry_run {
-            apply_swap(client, ctx, oid, present, deleted, prelude, catalog_updated)
+    apply_widening_on_demand(client, ctx, target, delta, result)
+}
+
+/// The partitions' columns differ from the table's: fail the table
+/// untouched, or rebuild it (`--on-schema-change rebuild`; never a
+/// partitioned one, which would lose its partitioning).
+fn schema_changed(
+    client: &mut Client,
+    ctx: &Ctx<'_>,
+    target: Existing,
+    diff: &ColumnDiff,
+    result: &mut ApplyTableResult,
+) -> Result<Option<Outcome>, Error> {
+    result.added_columns = Some(diff.added.clone());
+    result.removed_columns = Some(diff.removed.clone());
+    let rebuild_on_change = ctx.opts.on_schema_change == OnSchemaChange::Rebuild;
+    if !rebuild_on_change || ctx.opts.dry_run {
+        result.status = ApplyStatus::Failed;
+        result.reason = Some("schema_changed".into());
+        result.error = Some(format!(
+            "table {}: the partitions' columns no longer match {} (added {:?}, removed {:?}); \
+             rebuild it with --on-schema-change rebuild, or migrate it by hand and apply again",
+            ctx.table, ctx.target, diff.added, diff.removed
+        ));
+        return Ok(None);
+    }
+    if target.partitioned {
+        result.status = ApplyStatus::Failed;
+        result.reason = Some("schema_changed".into());
+        result.error = Some(format!(
+            "table {}: {} is partitioned; a rebuild would lose its partitioning: migrate it by hand (add or drop the columns) and apply again",
+            ctx.table, ctx.target
+        ));
+        return Ok(None);
+    }
+    let r = rebuild(client, ctx, target.oid)?;
+    result.rebuilt = Some(true);
+    if !r.type_changes.is_empty() {
+        result.type_changes = Some(r.type_changes);
+    }
+    Ok(Some(r.outcome))
+}
+
+/// The delta (a partition swap for a partitioned table); a value a
+/// column's type cannot hold fails the table as a type change, or widens
+/// the column in the same transaction on request.
+fn apply_widening_on_demand(
+    client: &mut Client,
+    ctx: &Ctx<'_>,
+    target: Existing,
+    delta: &Delta<'_>,
+    result: &mut ApplyTableResult,
+) -> Result<Option<Outcome>, Error> {
+    let run = |client: &mut Client, prelude: &[String]| {
+        if target.partitioned && !ctx.opts.dry_run {
+            apply_swap(client, ctx, target.oid, delta, prelude)
         } else {
-            apply_delta(client, ctx, oid, present, deleted, prelude, catalog_updated)
+            apply_delta(client, ctx, target.oid, delta, prelude)
         }
     };
-    match delta(client, &[]) {
-        Err(e @ Error::Value { .. }) if !present.is_empty() => {
-            let mut changes = needed_widenings(client, ctx, oid, present)?;
-            if changes.is_empty() {
-                return Err(e); // not a type too narrow for new values
-            }
-            if let Error::Value {
-                tid, column, value, ..
-            } = &e
-            {
-                for c in changes.iter_mut().filter(|c| &c.column == column) {
-                    c.value = Some(value.clone());
-                    c.tid = Some(tid.clone());
-                }
-            }
-            if !rebuild_on_change || ctx.opts.dry_run {
-                result.status = ApplyStatus::Failed;
-                result.reason = Some("type_changed".into());
-                result.error = Some(shorten_error(format!(
-                    "{}; widen with --on-schema-change rebuild",
-                    error_chain(&e)
-                )));
-                result.type_changes = Some(changes);
-                return Ok(None);
-            }
-            let prelude = widen_sql(&ctx.target, &changes);
-            tracing::warn!(table = %ctx.table, widen = ?prelude, "widening columns for new values");
-            let o = delta(client, &prelude)?;
-            result.type_changes = Some(changes);
-            Ok(Some(o))
-        }
-        other => other.map(Some),
+    let e = match run(client, &[]) {
+        Err(e @ Error::Value { .. }) if !delta.present.is_empty() => e,
+        other => return other.map(Some),
+    };
+    let mut changes = needed_widenings(client, ctx, target.oid, delta.present)?;
+    if changes.is_empty() {
+        return Err(e); // not a type too narrow for new values
     }
+    if let Error::Value {
+        tid, column, value, ..
+    } = &e
+    {
+        for c in changes.iter_mut().filter(|c| &c.column == column) {
+            c.value = Some(value.clone());
+            c.tid = Some(tid.clone());
+        }
+    }
+    if ctx.opts.on_schema_change != OnSchemaChange::Rebuild || ctx.opts.dry_run {
+        result.status = ApplyStatus::Failed;
+        result.reason = Some("type_changed".into());
+        result.error = Some(shorten_error(format!(
+            "{}; widen with --on-schema-change rebuild",
+            error_chain(&e)
+        )));
+        result.type_changes = Some(changes);
+        return Ok(None);
+    }
+    let prelude = widen_sql(&ctx.target, &changes);
+    tracing::warn!(table = %ctx.table, widen = ?prelude, "widening columns for new values");
+    let o = run(client, &prelude)?;
+    result.type_changes = Some(changes);
+    Ok(Some(o))
 }
 
 fn fill(mut result: ApplyTableResult, o: Outcome) -> ApplyTableResult {

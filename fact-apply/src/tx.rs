@@ -46,6 +46,47 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// The periods one apply changes, as every apply path takes them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delta<'a> {
+    /// Changed periods that have partitions: loaded.
+    pub(crate) present: &'a [Tid],
+    /// Periods gone at the source: deleted.
+    pub(crate) deleted: &'a [Tid],
+    /// The catalog `updated` of the sync (the end of validity of deleted
+    /// periods, for history).
+    pub(crate) catalog_updated: Option<&'a str>,
+}
+
+impl<'a> Delta<'a> {
+    /// Every period of `tids` loaded, none deleted (a create, a rebuild).
+    pub(crate) fn load_all(tids: &'a [Tid]) -> Delta<'a> {
+        Delta {
+            present: tids,
+            deleted: &[],
+            catalog_updated: None,
+        }
+    }
+
+    /// The loaded periods, then the deleted ones: positions in this list
+    /// name a period in the grouped counts and the typed values.
+    pub(crate) fn all(&self) -> Vec<Tid> {
+        self.present.iter().chain(self.deleted).cloned().collect()
+    }
+}
+
+/// What a COPY loaded, for the checks after the insert.
+pub(crate) struct Loaded<'a, 't> {
+    /// The periods loaded.
+    pub(crate) tids: &'a [Tid],
+    /// Their typed `tid` values, in the same order.
+    pub(crate) values: &'a [Cell<'t>],
+    /// Their rows as sent.
+    pub(crate) stats: &'a [PeriodStats],
+    /// Rows the insert reported.
+    pub(crate) inserted: u64,
+}
+
 /// What a successful table apply did.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
@@ -141,13 +182,12 @@ pub(crate) fn check_partition_columns(
 pub(crate) fn plan_for(
     ctx: &Ctx<'_>,
     columns: &[TargetColumn],
-    present: &[Tid],
-    deleted: &[Tid],
+    delta: &Delta<'_>,
 ) -> Result<Plan, Error> {
-    if !present.is_empty() {
-        return build_plan(ctx.store, ctx.table, &ctx.target, columns, present);
+    if !delta.present.is_empty() {
+        return build_plan(ctx.store, ctx.table, &ctx.target, columns, delta.present);
     }
-    let Some(first) = deleted.first() else {
+    let Some(first) = delta.deleted.first() else {
         return Err(Error::NoPeriods {
             table: ctx.table.clone(),
         });
@@ -404,23 +444,21 @@ pub(crate) fn insert_from_temp(
 pub(crate) fn check_inserted(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
-    tid_col: &str,
-    present: &[Tid],
-    present_values: &[Cell<'_>],
-    stats: &[PeriodStats],
-    inserted: u64,
+    plan: &Plan,
+    loaded: &Loaded<'_, '_>,
 ) -> Result<BTreeMap<usize, u64>, Error> {
     let table = ctx.table;
+    let (stats, inserted) = (loaded.stats, loaded.inserted);
     let by_pos = grouped_count(
         tx,
         table,
         &ctx.target,
-        tid_col,
-        present_values,
+        &tid_column(plan),
+        loaded.values,
         "counting the inserted rows",
     )?;
     let mut problems = Vec::new();
-    for (i, (tid, s)) in present.iter().zip(stats).enumerate() {
+    for (i, (tid, s)) in loaded.tids.iter().zip(stats).enumerate() {
         let actual = by_pos.get(&i).copied().unwrap_or(0);
         if actual != s.sent {
             problems.push(Error::RowCount {

@@ -15,7 +15,7 @@
 //! use sync_state::{DataDir, TableId, Tid};
 //!
 //! let dir = tempfile::tempdir().unwrap();
-//! let store = PartitionStore::new(&DataDir::new(dir.path()));
+//! let store = PartitionStore::new(&DataDir::local(dir.path()));
 //! let table = TableId::new("SCENE01A").unwrap();
 //! let schema = partition_schema(&["OMRÅDE", "TID", "INDHOLD"]);
 //! let batch = RecordBatch::try_new(schema.clone(), vec![

@@ -72,9 +72,9 @@ struct Spill {
 }
 
 /// Rows gathered before a spill writes them out, one block per period.
-const SPILL_ROWS: usize = 256 * 1024;
+const SPILL_ROWS: usize = 128 * 1024;
 /// Bytes gathered before a spill writes them out.
-const SPILL_BYTES: usize = 8 << 20;
+const SPILL_BYTES: usize = 4 << 20;
 
 impl RequestWriter {
     /// Starts a request for `requested` periods of the set `set` (a table's

@@ -103,7 +103,7 @@ fn writer(
 }
 
 fn new_store(dir: &std::path::Path) -> PartitionStore {
-    PartitionStore::new(&DataDir::new(dir))
+    PartitionStore::new(&DataDir::local(dir))
 }
 
 fn table_dir(store: &PartitionStore) -> std::path::PathBuf {

@@ -17,7 +17,7 @@ pub const DEFAULT_BATCH_ROWS: usize = 64 * 1024;
 /// Default bytes of field text per emitted batch: a batch ends at
 /// [`DEFAULT_BATCH_ROWS`] rows or once its fields hold this many bytes,
 /// whichever comes first, so wide rows do not make batches large.
-pub const DEFAULT_BATCH_BYTES: usize = 2 << 20;
+pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
 /// Most distinct periods remembered to tell an interleaved body: beyond
 /// it, the body is treated as interleaved.
 const MAX_CLOSED_PERIODS: usize = 1 << 20;

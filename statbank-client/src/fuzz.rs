@@ -38,7 +38,7 @@ use sync_state::fuzz_support::{
 };
 
 use crate::client::error_from_body;
-use crate::model::{CatalogEntry, DataRequest, Lang, TableInfo, TidsError};
+use crate::model::{Catalog, CatalogEntry, DataRequest, Lang, TableInfo, TidsError};
 use crate::{error_chain, Endpoint, Error, TableId, Tid};
 
 /// Longest `tids()` / id error message accepted for hostile input: those
@@ -240,11 +240,13 @@ fn exercise_tableinfo(body: &[u8]) {
     }
 }
 
-/// Decodes a `/v1/tables` body as `StatbankClient::tables` does and validates
-/// every id as the sync does.
+/// Decodes a `/v1/tables` body as `StatbankClient::tables` does: a body
+/// that is not an array is an error naming the endpoint; every element is
+/// either used (a valid id, an `updated` in canonical form) or set aside
+/// with a reason, never lost.
 fn exercise_catalog(body: &[u8]) {
-    let entries = match serde_json::from_slice::<Vec<CatalogEntry>>(body) {
-        Ok(entries) => entries,
+    let catalog = match Catalog::from_json(body) {
+        Ok(c) => c,
         Err(source) => {
             let e = Error::Decode {
                 endpoint: Endpoint::Tables,
@@ -255,24 +257,26 @@ fn exercise_catalog(body: &[u8]) {
             return;
         }
     };
-    let again: Vec<CatalogEntry> =
-        serde_json::from_slice(&serde_json::to_vec(&entries).expect("encodes"))
-            .expect("re-decodes");
-    assert_eq!(again, entries);
-    for entry in &entries {
-        match entry.table_id() {
-            Ok(id) => {
-                let s = id.as_str();
-                assert!(!s.is_empty() && s.len() <= sync_state::MAX_TABLE_ID_LEN);
-                assert!(!s.contains('/') && !s.contains('\0') && !s.contains(".."));
-                assert_eq!(s, entry.id.to_ascii_uppercase());
-                let name = id.fact_table_name();
-                assert!(name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b)));
-            }
-            Err(e) => check_message(&e.to_string()),
-        }
+    if let Ok(items) = serde_json::from_slice::<Vec<serde_json::Value>>(body) {
+        assert_eq!(catalog.len(), items.len(), "an entry was lost");
+    }
+    for r in &catalog.rejected {
+        check_message(&r.error);
+        assert!(r.id.as_ref().is_none_or(|i| i.chars().count() <= 81));
+    }
+    for entry in &catalog.tables {
+        let id = entry.table_id().expect("a used entry has a valid id");
+        let s = id.as_str();
+        assert!(!s.is_empty() && s.len() <= sync_state::MAX_TABLE_ID_LEN);
+        assert!(s
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+        assert_eq!(s, entry.id.to_ascii_uppercase());
+        assert_eq!(
+            sync_state::canonical_source_time(&entry.updated).as_deref(),
+            Some(entry.updated.as_str()),
+            "updated is canonical"
+        );
         if let Some(p) = &entry.latest_period {
             if let Ok(t) = Tid::new(p.clone()) {
                 check_tid(&t);

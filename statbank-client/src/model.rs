@@ -411,6 +411,76 @@ mod tests {
     }
 
     #[test]
+    fn catalog_entries_are_checked_one_by_one_and_updated_made_canonical() {
+        let body = br#"[
+            {"id":"FOLK1A","updated":"2024-08-12T08:00:00"},
+            {"id":"ZULU","updated":"2024-08-12T06:00:00Z"},
+            {"id":"SPACE","updated":"2024-08-12 08:00:00.500"},
+            {"id":7,"updated":"2024-08-12T08:00:00"},
+            {"id":"A_B","updated":"2024-08-12T08:00:00"},
+            {"id":"NOW","updated":"now"},
+            {"id":"ACTIVE","updated":"2024-08-12T08:00:00","active":"yes"},
+            null
+        ]"#;
+        let c = Catalog::from_json(body).expect("an array");
+        let used: Vec<(&str, &str)> = c
+            .tables
+            .iter()
+            .map(|e| (e.id.as_str(), e.updated.as_str()))
+            .collect();
+        assert_eq!(
+            used,
+            [
+                ("FOLK1A", "2024-08-12T08:00:00"),
+                ("ZULU", "2024-08-12T08:00:00"),
+                ("SPACE", "2024-08-12T08:00:00.500")
+            ]
+        );
+        let rejected: Vec<usize> = c.rejected.iter().map(|r| r.index).collect();
+        assert_eq!(rejected, [3, 4, 5, 6, 7]);
+        assert_eq!(c.len(), 8);
+        assert!(
+            c.rejected[2].error.contains("not an instant"),
+            "{:?}",
+            c.rejected[2]
+        );
+        assert!(Catalog::from_json(b"{\"id\":1}").is_err(), "not an array");
+    }
+
+    #[test]
+    fn the_bulk_timeout_is_derived_from_the_expected_rows() {
+        use crate::BulkTimeout;
+        use std::time::Duration;
+        let info: TableInfo =
+            serde_json::from_str(&fixture("tableinfo_FOLK1A_da.json")).expect("parses");
+        let tids = info.tids().expect("tids");
+        let req = DataRequest::all_values_for_periods(
+            TableId::new("FOLK1A").expect("id"),
+            &info,
+            &tids[..2],
+        );
+        let cells: u64 = info
+            .variables
+            .iter()
+            .filter(|v| !v.time)
+            .map(|v| v.values.len() as u64)
+            .product();
+        assert_eq!(req.expected_rows, cells * 2);
+        let t = BulkTimeout::default()
+            .for_rows(req.expected_rows)
+            .expect("bounded");
+        assert!(
+            t >= BulkTimeout::DERIVED_BASE && t < Duration::from_secs(3600),
+            "{t:?}"
+        );
+        assert_eq!(
+            BulkTimeout::Derived.for_rows(50_000_000),
+            Some(Duration::from_secs(600 + 5000))
+        );
+        assert_eq!(BulkTimeout::Unbounded.for_rows(1), None);
+    }
+
+    #[test]
     fn real_tableinfo_fixtures_parse() {
         let folk: TableInfo =
             serde_json::from_str(&fixture("tableinfo_FOLK1A_da.json")).expect("FOLK1A");

@@ -124,8 +124,11 @@ impl Error {
     }
 }
 
-/// The error and all its sources as one text (`a: b: c`), with a source left
-/// out when the text so far already contains it. Shared by every layer.
+/// The error and all its sources as one line of text (`a: b: c`), with a
+/// source left out when the text so far already contains it, and control
+/// characters made visible ([`one_line`]): an error can quote upstream
+/// text, which must not fake log lines or reach a terminal as escapes.
+/// Shared by every layer.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
@@ -137,7 +140,26 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cur = s.source();
     }
-    out
+    one_line(out)
+}
+
+/// `msg` as one line of visible text: line breaks and tabs become spaces,
+/// other control characters `\u{…}` escapes.
+///
+/// ```
+/// assert_eq!(sync_state::one_line("a\nb\x1b[2J".into()), "a b\\u{1b}[2J");
+/// ```
+pub fn one_line(msg: String) -> String {
+    if !msg.chars().any(char::is_control) {
+        return msg;
+    }
+    msg.chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => ' '.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// `s` cut to `max` characters (with `…` when cut), for quoting hostile
@@ -157,17 +179,7 @@ pub const MAX_ERROR_CHARS: usize = 2000;
 pub fn shorten_error(msg: String) -> String {
     // Stored errors are one line of visible text: upstream text may carry
     // line breaks that fake log or alert lines, or terminal escapes.
-    let msg = if msg.chars().any(char::is_control) {
-        msg.chars()
-            .map(|c| match c {
-                '\n' | '\r' | '\t' => ' '.to_string(),
-                c if c.is_control() => c.escape_unicode().to_string(),
-                c => c.to_string(),
-            })
-            .collect()
-    } else {
-        msg
-    };
+    let msg = one_line(msg);
     match msg.char_indices().nth(MAX_ERROR_CHARS) {
         Some((i, _)) => format!("{}… ({} bytes in all)", &msg[..i], msg.len()),
         None => msg,

@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn corrupt_overrides_name_the_file() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = DataDir::new(tmp.path());
+        let dir = DataDir::local(tmp.path());
         dir.storage()
             .put(&dir.overrides_key(), b"[1,2")
             .expect("write");

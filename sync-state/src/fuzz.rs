@@ -131,7 +131,7 @@ fn names_file(e: &Error, path: &Path) {
 /// Returns whether the file loaded.
 fn load_bytes(kind: Kind, bytes: &[u8]) -> bool {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = DataDir::new(tmp.path());
+    let dir = DataDir::local(tmp.path());
     let path = kind.path(&dir);
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(&path, bytes).expect("write");
@@ -312,6 +312,29 @@ proptest! {
         }
     }
 
+    /// `updated` values: any text is an instant in one canonical form or
+    /// nothing; the canonical form is a fixed point, its instant is the
+    /// instant of the text, and two instants never share a form.
+    #[test]
+    fn updated_values_have_one_canonical_form(
+        s in "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})?|\\PC{0,30}",
+        t in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{3})?",
+    ) {
+        if let Some(c) = crate::canonical_source_time(&s) {
+            let again = crate::canonical_source_time(&c);
+            prop_assert_eq!(again.as_deref(), Some(c.as_str()));
+            prop_assert!(crate::source_time_to_utc(&c).is_some(), "{}", c);
+            if let Some(d) = crate::canonical_source_time(&t) {
+                let (ic, id) = (crate::source_time_to_utc(&c), crate::source_time_to_utc(&d));
+                // Distinct forms are distinct instants (but for the hour the
+                // autumn clock change repeats, read as its first occurrence).
+                if c != d && ic == id {
+                    prop_assert!(c[11..13] == *"02" && d[11..13] == *"02", "{} {}", c, d);
+                }
+            }
+        }
+    }
+
     #[test]
     fn run_ids_from_any_string(s in id_like_string()) {
         let json = serde_json::to_string(&s).expect("encodes");
@@ -322,7 +345,7 @@ proptest! {
                 prop_assert!(v != "." && v != "..", "{v:?}");
                 prop_assert!(!v.is_empty() && v.len() <= crate::MAX_RUN_ID_LEN);
                 // the manifest file is a direct child of runs/
-                let dir = DataDir::new("/data");
+                let dir = DataDir::local("/data");
                 let file = dir.manifest_key(&id);
                 let runs = dir.runs_key();
                 prop_assert_eq!(file.rsplit_once('/').map(|x| x.0), Some(runs.as_str()));
@@ -394,7 +417,7 @@ proptest! {
             state.tables.insert(TableId::new(&id).expect("valid id"), ts);
         }
         let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = DataDir::new(tmp.path());
+        let dir = DataDir::local(tmp.path());
         state.save(&dir).expect("saves");
         prop_assert_eq!(SyncState::load(&dir).expect("loads"), state);
     }
@@ -406,7 +429,7 @@ fn the_seeds_load() {
         assert!(load_bytes(kind, kind.seed().as_bytes()), "{kind:?}");
     }
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = DataDir::new(tmp.path());
+    let dir = DataDir::local(tmp.path());
     let path = Kind::Overrides.path(&dir);
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(&path, OVERRIDES_SEED).expect("write");
@@ -422,7 +445,7 @@ fn the_seeds_load() {
 #[test]
 fn unreadable_records_are_errors_naming_the_file() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = DataDir::new(tmp.path());
+    let dir = DataDir::local(tmp.path());
     for kind in Kind::ALL {
         let path = kind.path(&dir);
         std::fs::create_dir_all(&path).expect("mkdir");
@@ -489,7 +512,7 @@ fn timestamps_outside_years_0_to_9999_round_trip() {
     }
     // the same through state.json
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = DataDir::new(tmp.path());
+    let dir = DataDir::local(tmp.path());
     let path = Kind::State.path(&dir);
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(

@@ -42,7 +42,7 @@ pub use columns::{
     check_variable_columns, column_name, MAX_IDENTIFIER_BYTES, RESERVED_COLUMNS, TIME_COLUMN,
     VALUE_COLUMN,
 };
-pub use error::{error_chain, shorten, shorten_error, Error, MAX_ERROR_CHARS};
+pub use error::{error_chain, one_line, shorten, shorten_error, Error, MAX_ERROR_CHARS};
 pub use frequency::{infer_frequency, Frequency, FrequencyOverrides};
 pub use ids::{RunId, TableId, Tid, MAX_PARTITION_FILE_NAME, MAX_RUN_ID_LEN, MAX_TABLE_ID_LEN};
 pub use manifest::{

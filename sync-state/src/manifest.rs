@@ -793,7 +793,7 @@ mod tests {
     #[test]
     fn latest_run_is_last_by_file_name() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = DataDir::new(tmp.path());
+        let dir = DataDir::local(tmp.path());
         let runs_dir = tmp.path().join("statbank_tables/_sync/runs");
         std::fs::create_dir_all(&runs_dir).expect("mkdir");
         for name in [

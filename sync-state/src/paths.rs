@@ -32,8 +32,9 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// A local data folder rooted at `root`.
-    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+    /// A local data folder rooted at `root` (always a folder, whatever the
+    /// text: `DataDir::open` reads a location that may be a URL).
+    pub fn local(root: impl Into<PathBuf>) -> DataDir {
         DataDir {
             storage: Storage::local(root),
         }

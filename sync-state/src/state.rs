@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn entries_of_ids_no_longer_valid_are_kept_aside() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = DataDir::new(tmp.path());
+        let dir = DataDir::local(tmp.path());
         let file = tmp.path().join("statbank_tables/_sync/state.json");
         std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
         std::fs::write(
@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn corrupt_state_is_an_error_and_not_replaced() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = DataDir::new(tmp.path());
+        let dir = DataDir::local(tmp.path());
         let file = tmp.path().join("statbank_tables/_sync/state.json");
         std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
         std::fs::write(&file, b"{\"tables\": 3}").expect("write");
@@ -194,7 +194,7 @@ mod tests {
             b"{\"tables\": 3}"
         );
         assert_eq!(
-            SyncState::load(&DataDir::new(tmp.path().join("none"))).expect("empty"),
+            SyncState::load(&DataDir::local(tmp.path().join("none"))).expect("empty"),
             SyncState::default()
         );
     }

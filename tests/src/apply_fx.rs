@@ -35,7 +35,7 @@ pub fn fx() -> Result<Fx> {
     let mut client = db.client()?;
     client.batch_execute("CREATE SCHEMA fact")?;
     let tmp = tempfile::tempdir()?;
-    let data = DataDir::new(tmp.path());
+    let data = DataDir::local(tmp.path());
     let store = PartitionStore::new(&data);
     Ok(Fx {
         db,

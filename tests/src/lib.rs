@@ -2,6 +2,7 @@
 //! an emulator-backed sync set-up.
 pub mod apply_fx;
 pub mod azure;
+pub mod e2e;
 pub mod pg;
 pub mod s3;
 mod server;

@@ -75,7 +75,7 @@ pub fn fault_client(base: &str, retries: usize) -> StatbankClient {
 
 /// Sync options for `dir` at time `now`.
 pub fn options(dir: &Path, now: DateTime<Utc>, force: bool) -> SyncOptions {
-    let mut o = SyncOptions::new(dir);
+    let mut o = SyncOptions::new(dir).expect("a local data folder");
     o.clock = Clock::fixed(now);
     o.gate.force = force;
     o

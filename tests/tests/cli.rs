@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Ok("statbank-inspect") => return bins::app::inspect::main(argv),
         _ => {}
     }
-    let tests: [Case; 7] = [
+    let tests: [Case; 8] = [
         (
             "apply_on_a_fresh_database_points_to_create_missing",
             apply_on_a_fresh_database,
@@ -49,6 +49,10 @@ fn main() -> ExitCode {
             apply_without_runs_is_a_clear_error,
         ),
         ("flow_and_inspect_last_lines", flow_and_inspect_last_lines),
+        (
+            "upstream_text_is_plain_text_in_alerts_and_on_terminals",
+            upstream_text_is_plain_text,
+        ),
     ];
     let mut failed = 0;
     for (name, t) in tests {
@@ -195,7 +199,7 @@ fn sync_exit_statuses_and_json_logs() -> Result<()> {
         )?;
         ensure!(out.code == Some(0), "env fallbacks: {}", out.stderr);
         // A held lock: refused with a clear error, exit 1.
-        let data = sync_state::DataDir::new(&dir);
+        let data = sync_state::DataDir::local(&dir);
         let _lock = sync_state::DataDirLock::acquire(data.storage(), &data.lock_key(), "test")?;
         let out = run("statbank-sync", &sync_args(&dir, &base), &[])?;
         ensure!(out.code == Some(1), "locked exits 1");
@@ -232,7 +236,46 @@ fn passwords_never_appear_in_any_output() -> Result<()> {
         );
         check_clean(&out, tmp.path())?;
         ensure!(out.stdout.contains("apply: failed"), "{}", out.stdout);
-        for url in [&bad_db, &closed] {
+        // Every form libpq reads a password in: URL userinfo (an unencoded
+        // `/` in it), the `password` query parameter, key/value pairs with
+        // spaces or tabs around `=`, quoted and backslash-escaped values.
+        let forms = [
+            bad_db.clone(),
+            closed.clone(),
+            format!("postgresql://postgres@127.0.0.1:1/test?password={SECRET}"),
+            format!("postgres://postgres:{SECRET}/x@127.0.0.1:1/test"),
+            format!("host=127.0.0.1 port=1 password = {SECRET} dbname=test"),
+            format!("host=127.0.0.1\tport=1\tpassword\t=\t{SECRET}\tdbname=test"),
+            format!("host=127.0.0.1 port=1 password='{SECRET} x' dbname=test"),
+            format!("host=127.0.0.1 port=1 password={SECRET}\\ x dbname=test"),
+            format!("host=127.0.0.1 port=1 password='{SECRET}"),
+        ];
+        let hook = receiver()?;
+        let webhook = format!("{}/services/T0/B0/tok", hook.url_base);
+        let mut alerting = args.clone();
+        alerting.extend(["--alert-webhook", &webhook]);
+        for url in &forms {
+            let out = run("statbank-flow", &alerting, &[("DATABASE_URL", url)])?;
+            ensure!(
+                out.code == Some(2),
+                "{url:?}: {:?}\n{}",
+                out.code,
+                out.stderr
+            );
+            check_clean(&out, tmp.path())?;
+        }
+        let bodies = hook.got.lock().expect("lock").clone();
+        ensure!(
+            bodies.len() == forms.len(),
+            "one alert per failed apply: {bodies:?}"
+        );
+        for b in &bodies {
+            ensure!(
+                !b.to_string().contains(SECRET),
+                "password in the alert: {b}"
+            );
+        }
+        for url in &forms {
             let out = run(
                 "statbank-apply",
                 &["--data-dir", &dir, "--database-url", url],
@@ -240,7 +283,7 @@ fn passwords_never_appear_in_any_output() -> Result<()> {
             )?;
             ensure!(out.code == Some(1), "{:?} {}", out.code, out.stderr);
             ensure!(
-                out.stderr.contains("127.0.0.1"),
+                out.stderr.contains("127.0.0.1") || out.stderr.contains("does not parse"),
                 "the error names the server: {}",
                 out.stderr
             );
@@ -407,7 +450,7 @@ fn sigterm_mid_run() -> Result<()> {
         );
         // Consistent: state and manifest parse, no temp files, and every
         // partition on disk is complete.
-        let data = sync_state::DataDir::new(&dir);
+        let data = sync_state::DataDir::local(&dir);
         sync_state::SyncState::load(&data)?;
         let last = sync_state::latest_run(&data)?.context("a manifest was written")?;
         sync_state::RunManifest::load(&data, &last)?;
@@ -472,6 +515,58 @@ fn receiver() -> Result<Receiver> {
 /// database is down). The metrics file is written where asked, readable by
 /// others (0644), with the pending apply; the alert has `text` naming the
 /// run, host, manifest and time; the token is in no output and no file.
+/// An API error message made to look like chat markup, alert lines and
+/// terminal escapes reaches the alert as plain text, and stdout and stderr
+/// without its control bytes.
+fn upstream_text_is_plain_text() -> Result<()> {
+    let hook = receiver()?;
+    with_emulator(|emu| {
+        let evil =
+            "<!channel> see <https://evil.example|https://dst.dk>\nrun 1 success\x1b[2J\x07\rX";
+        emu.handle().add_fault(
+            Fault::always(
+                Endpoint::TableInfo,
+                FaultKind::ApiError {
+                    status: 400,
+                    code: "EXTRACT-NOTFOUND".into(),
+                    message: evil.into(),
+                },
+            )
+            .for_table("AAA"),
+        );
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().display().to_string();
+        let base = emu.base_url();
+        let webhook = format!("{}/services/T0/B0/tok", hook.url_base);
+        let mut args = sync_args(&dir, &base);
+        args.extend(["--alert-webhook", &webhook]);
+        let out = run("statbank-flow", &args, &[])?;
+        ensure!(out.code == Some(2), "{:?}\n{}", out.code, out.stderr);
+        for (what, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            ensure!(
+                !text.contains(['\x1b', '\x07', '\r']),
+                "control bytes on {what}: {text:?}"
+            );
+        }
+        let bodies = hook.got.lock().expect("lock").clone();
+        let text = bodies
+            .first()
+            .and_then(|b| b["text"].as_str())
+            .unwrap_or("");
+        ensure!(text.contains("&lt;!channel&gt;"), "{text}");
+        ensure!(
+            !text.contains("<!channel>") && !text.contains("<https://"),
+            "{text}"
+        );
+        ensure!(
+            text.lines().all(|l| !l.starts_with("run 1 success")),
+            "a faked alert line: {text}"
+        );
+        ensure!(!text.contains(['\x1b', '\x07', '\r']), "{text:?}");
+        Ok(())
+    })
+}
+
 fn operators_flow_alert() -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     const TOKEN: &str = "XoxbT0kenInThePath";

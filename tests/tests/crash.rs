@@ -146,7 +146,7 @@ impl Target {
 
     fn open(&self, location: &str) -> Result<DataDir> {
         Ok(match self {
-            Target::Local(_) => DataDir::new(location),
+            Target::Local(_) => DataDir::local(location),
             Target::S3(s3) => DataDir::open_with(location, &s3.options())?,
         })
     }
@@ -694,7 +694,7 @@ fn apply_phase(work: &Path, local: &Target, partitioned: bool) -> Result<()> {
     // The reference after bootstrap and incremental cycle.
     let reference_loc = local.location("reference-1");
     let reference = Path::new(&reference_loc);
-    let data = DataDir::new(reference);
+    let data = DataDir::local(reference);
     let runs: Vec<_> = list_runs(&data)?;
     let (bootstrap_run, incr_run) = match runs.as_slice() {
         [a, b] => (a.clone(), b.clone()),

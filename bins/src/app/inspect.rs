@@ -141,7 +141,11 @@ fn run(args: Args) -> Result<ExitCode> {
     };
     print!(
         "{}",
-        crate::redact::terminal_lines(&report.render(args.json))
+        crate::redact::terminal_lines(&report.render(if args.json {
+            queries::Format::Json
+        } else {
+            queries::Format::Text
+        }))
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -100,7 +100,7 @@ fn main() -> Result<()> {
 }
 
 fn child_apply(args: &Args) -> Result<()> {
-    let data = DataDir::new(args.data_dir.clone().ok_or_else(|| anyhow!("--data-dir"))?);
+    let data = DataDir::local(args.data_dir.clone().ok_or_else(|| anyhow!("--data-dir"))?);
     let run = RunId::new(args.run_id.clone().ok_or_else(|| anyhow!("--run-id"))?)?;
     // RUST_LOG=fact_apply=debug shows the copy / delete / insert split.
     tracing_subscriber::fmt()
@@ -267,7 +267,7 @@ fn setup(args: &Args, db: &mut Client) -> Result<Setup> {
 
     // Partitions of the changed quarters and the floor script with the same rows.
     let t = Instant::now();
-    let data = DataDir::new(work.join("data"));
+    let data = DataDir::local(work.join("data"));
     let store = PartitionStore::new(&data);
     let table = TableId::new(TABLE)?;
     let schema = partition_schema(&["OMRÅDE", "KØN", "ALDER", "CIVILSTAND", "TID", "INDHOLD"]);

@@ -23,6 +23,11 @@
 //! 4. A cycle in which nothing changed over the real 2,339-table catalog
 //!    (locally, and on S3 when given): API requests, object-store requests,
 //!    wall time.
+//! 5. The FOLK1A-shaped body of `--interleaved` quarters with its periods
+//!    alternating row by row (the emulator's `Interleave` fault), against
+//!    the same body in order, in the same rounds.
+//! 6. Wide rows: 8 codes of 4,000 bytes each, `--wide-periods` periods of
+//!    1,024 rows (32 MB of body each) in one request.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,11 +37,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use clap::Parser;
 use partition_store::{partition_schema, PartitionStore};
-use statbank_client::emulator::{EmuTable, Emulator, World};
+use statbank_client::emulator::{EmuTable, EmuValue, Emulator, Endpoint, Fault, FaultKind, World};
 use statbank_client::StatbankClient;
 use sync_state::{DataDir, SyncState, TableId, TableState, Tid};
 
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "bench-sync")]
 struct Args {
     /// FOLK1A-shaped period counts to bootstrap (comma-separated).
@@ -45,6 +50,12 @@ struct Args {
     /// Periods of the daily table (0 = skip).
     #[arg(long, default_value_t = 5000)]
     daily: usize,
+    /// Quarters of the interleaved body (0 = skip).
+    #[arg(long, default_value_t = 5)]
+    interleaved: usize,
+    /// Periods of the wide-row table, 32 MB of body each (0 = skip).
+    #[arg(long, default_value_t = 40)]
+    wide_periods: usize,
     /// Timed rounds per case.
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -315,6 +326,12 @@ async fn parent(args: &Args) -> Result<()> {
         );
         emu.shutdown().await;
     }
+    if args.interleaved > 0 {
+        interleaved_case(args, work.path(), &mut table).await?;
+    }
+    if args.wide_periods > 0 {
+        wide_case(args, work.path(), &mut table).await?;
+    }
     if !args.skip_catalog {
         no_change_local(args, work.path(), &mut table).await?;
         if let Some(endpoint) = &args.s3_endpoint {
@@ -452,6 +469,109 @@ async fn folk1a_case(
     Ok(())
 }
 
+/// Ours on `base` for `runs` rounds, each into a fresh folder; every round
+/// must write `rows` rows.
+fn rounds(args: &Args, base: &str, work: &Path, name: &str, rows: u64) -> Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    for round in 0..args.runs.max(1) {
+        let d = work.join(format!("{name}-{round}"));
+        let s = run_ours(base, &d.display().to_string(), &[])?;
+        if s.rows != Some(rows) {
+            bail!("{name}: wrote {:?} rows, expected {rows}", s.rows);
+        }
+        out.push(s);
+        std::fs::remove_dir_all(&d)?;
+    }
+    Ok(out)
+}
+
+/// The same FOLK1A-shaped body in order and with its periods alternating
+/// row by row, round after round.
+async fn interleaved_case(args: &Args, work: &Path, table: &mut Table) -> Result<()> {
+    let n = args.interleaved;
+    let rows = (n * 200_025) as u64;
+    let ordered = Emulator::start(folk1a_world(n)).await?;
+    let mixed = Emulator::start(folk1a_world(n)).await?;
+    mixed
+        .handle()
+        .add_fault(Fault::always(Endpoint::Data, FaultKind::Interleave));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..args.runs.max(1) {
+        let one = Args {
+            runs: 1,
+            ..args.clone()
+        };
+        let o = rounds(
+            &one,
+            &ordered.base_url(),
+            work,
+            &format!("ordered-{round}"),
+            rows,
+        )?;
+        let m = rounds(
+            &one,
+            &mixed.base_url(),
+            work,
+            &format!("mixed-{round}"),
+            rows,
+        )?;
+        a.extend(o);
+        b.extend(m);
+    }
+    let (o, m) = (stats(&a), stats(&b));
+    println!("interleaved body, {n} quarters ({rows} rows): {m}; in order: {o}");
+    table.row(
+        &format!("bootstrap, {n} quarters ({rows} rows), periods alternating row by row"),
+        m.to_string(),
+        format!(
+            "the same body in order {:.3} s, {:.1} MiB",
+            o.wall, o.rss_mib
+        ),
+        format!("{:.2}× (wall)", m.wall / o.wall),
+        "≤ 2× the ordered body; ≤ 64 MiB",
+    );
+    ordered.shutdown().await;
+    mixed.shutdown().await;
+    Ok(())
+}
+
+/// A table of 8 codes of 4,000 bytes: 1,024 rows (32 MB of body) a period.
+fn wide_world(periods: usize) -> World {
+    let codes: Vec<String> = (0..periods).map(|i| format!("{}", 1900 + i)).collect();
+    let refs: Vec<&str> = codes.iter().map(String::as_str).collect();
+    let dims: Vec<(String, usize)> = (0..8)
+        .map(|i| (format!("V{i}"), if i == 0 { 8 } else { 2 }))
+        .collect();
+    let dim_refs: Vec<(&str, usize)> = dims.iter().map(|(n, k)| (n.as_str(), *k)).collect();
+    let mut t = EmuTable::synthetic("WIDE", &refs, &dim_refs);
+    for v in &mut t.variables {
+        for (k, value) in v.values.iter_mut().enumerate() {
+            *value = EmuValue::code(&format!("{k}{}", "w".repeat(3999)));
+        }
+    }
+    let mut w = World::new();
+    w.insert(t);
+    w
+}
+
+async fn wide_case(args: &Args, work: &Path, table: &mut Table) -> Result<()> {
+    let n = args.wide_periods;
+    let rows = (n * 1024) as u64;
+    let emu = Emulator::start(wide_world(n)).await?;
+    let s = stats(&rounds(args, &emu.base_url(), work, "wide", rows)?);
+    let mb = rows as f64 * 8.0 * 4001.0 / 1e6;
+    println!("wide rows, {n} periods ({rows} rows of 32 KB, {mb:.0} MB of body): {s}");
+    table.row(
+        &format!("bootstrap, wide rows (8 codes of 4,000 bytes), {rows} rows, {mb:.0} MB body"),
+        s.to_string(),
+        "—".into(),
+        String::new(),
+        "≤ 64 MiB whatever the row width",
+    );
+    emu.shutdown().await;
+    Ok(())
+}
+
 /// One partition and an up-to-date state entry per table of the catalog.
 fn prepare_catalog(world: &World, data: &DataDir) -> Result<usize> {
     let store = PartitionStore::new(data);
@@ -514,7 +634,7 @@ async fn no_change_local(args: &Args, work: &Path, table: &mut Table) -> Result<
     let world = World::full_catalog();
     let emu = Emulator::start(world.clone()).await?;
     let dir = work.join("catalog");
-    let n = prepare_catalog(&world, &DataDir::new(&dir))?;
+    let n = prepare_catalog(&world, &DataDir::local(&dir))?;
     let (s, api, _) = no_change(args, &emu, &dir.display().to_string(), &[]).await?;
     println!("no-change cycle over the real catalog ({n} tables), local: {s}, {api} API request");
     table.row(

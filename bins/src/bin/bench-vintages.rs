@@ -122,7 +122,11 @@ async fn cycles(
         updated.push(up);
         let mut opts = bins::SyncOptions::on(data.clone());
         opts.gate.force = true;
-        opts.keep_vintages = Some(keep);
+        opts.vintages = if keep {
+            bins::Vintages::Keep
+        } else {
+            bins::Vintages::Stop
+        };
         opts.clock = bins::Clock::fixed(week(i));
         let t = Instant::now();
         let m = bins::run_sync_cycle(client, &opts).await?;
@@ -197,7 +201,7 @@ async fn run(args: &Args) -> Result<()> {
             .base_url(emu.base_url())
             .min_interval(Duration::ZERO)
             .build()?;
-        let data = DataDir::new(tmp.path().join(if keep { "kept" } else { "plain" }));
+        let data = DataDir::local(tmp.path().join(if keep { "kept" } else { "plain" }));
         let r = cycles(args, &emu, &client, &data, keep, &quarters).await?;
         emu.shutdown().await;
         results.push((data, r));

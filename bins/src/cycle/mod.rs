@@ -100,7 +100,7 @@ pub trait ProgressSink: Send + Sync {
 }
 
 /// What to do with tables that disappeared from the catalog.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum VanishedTables {
     /// Keep their partitions and state; report them (default).
     #[default]
@@ -110,6 +110,20 @@ pub enum VanishedTables {
     Archive,
     /// Remove their partitions, vintages and state.
     Delete,
+}
+
+/// Whether a cycle keeps superseded partitions as vintages
+/// (`--keep-vintages`, `--no-keep-vintages`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Vintages {
+    /// As the data folder records it (`keep_vintages` in `state.json`;
+    /// off for a new one).
+    #[default]
+    AsRecorded,
+    /// Keep them, from this cycle on (recorded for later cycles).
+    Keep,
+    /// Stop keeping them, from this cycle on (kept ones stay).
+    Stop,
 }
 
 /// Settings of one sync cycle.
@@ -128,10 +142,9 @@ pub struct SyncOptions {
     /// Remove partitions of periods that disappeared from the remote list and
     /// report them as `deleted_tids`.
     pub prune_deleted_periods: bool,
-    /// Keep superseded partitions as vintages: `Some(true)` turns it on for
-    /// the data folder (recorded in `state.json`), `Some(false)` off, `None`
-    /// keeps what the data folder has.
-    pub keep_vintages: Option<bool>,
+    /// Whether superseded partitions are kept as vintages (recorded in
+    /// `state.json`, so it stays as set until set otherwise).
+    pub vintages: Vintages,
     /// Rolling verification of periods older than the refresh window.
     pub verify: VerifyPolicy,
     /// Verify every period of the selected tables in this cycle.
@@ -153,9 +166,16 @@ pub struct SyncOptions {
 }
 
 impl SyncOptions {
-    /// Defaults for a local data folder.
-    pub fn new(data_dir: impl Into<std::path::PathBuf>) -> SyncOptions {
-        SyncOptions::on(DataDir::new(data_dir))
+    /// Defaults for the data folder at `location`: a local path, or an
+    /// object-store URL (`s3://bucket/prefix`; an unknown scheme, or one
+    /// whose backend is not compiled in, is an error, never a local folder
+    /// named after it).
+    pub fn new(location: impl AsRef<std::path::Path>) -> Result<SyncOptions, Error> {
+        let dir = match location.as_ref().to_str() {
+            Some(s) => DataDir::open(s)?,
+            None => DataDir::local(location.as_ref()),
+        };
+        Ok(SyncOptions::on(dir))
     }
 
     /// Defaults for any data folder (local or object store).
@@ -167,7 +187,7 @@ impl SyncOptions {
             tables: None,
             max_tables: None,
             prune_deleted_periods: false,
-            keep_vintages: None,
+            vintages: Vintages::AsRecorded,
             verify: VerifyPolicy::default(),
             verify_all: false,
             vanished_tables: VanishedTables::Keep,
@@ -190,8 +210,8 @@ struct Ctx<'a> {
     state: Mutex<SyncState>,
     overrides: FrequencyOverrides,
     run_id: RunId,
-    /// The catalog `updated` of this cycle is the end of a superseded
-    /// vintage's validity; `None` when vintages are off.
+    /// Superseded partitions are kept as vintages in this data folder; the
+    /// catalog `updated` of this cycle ends their validity.
     keep_vintages: bool,
 }
 
@@ -329,8 +349,10 @@ async fn cycle(
     if !overrides.ignored().is_empty() {
         tracing::warn!(ignored = ?overrides.ignored(), "frequency overrides with an invalid table id or frequency were ignored");
     }
-    if let Some(on) = opts.keep_vintages {
-        state.keep_vintages = on;
+    match opts.vintages {
+        Vintages::AsRecorded => {}
+        Vintages::Keep => state.keep_vintages = true,
+        Vintages::Stop => state.keep_vintages = false,
     }
     let store = PartitionStore::new(dir);
     settle_interrupted(&store, manifest).await?;

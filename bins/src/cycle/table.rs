@@ -17,7 +17,7 @@ use sync_state::{
 use tracing::Instrument;
 
 use super::{schema, Ctx, Work};
-use crate::fetch::{fetch_batch, FetchError};
+use crate::fetch::{fetch_batch, FetchError, FetchJob};
 use crate::Error;
 
 pub(super) async fn process_table(ctx: &Ctx<'_>, work: Work) -> (TableId, TableResult) {
@@ -328,7 +328,7 @@ async fn incremental(
         .cloned()
         .collect();
     let set = ctx.store.current_set(table);
-    let published = fetch_and_publish(ctx, &set, entry, p, &fetch, true).await?;
+    let published = fetch_and_publish(ctx, &set, entry, p, &fetch).await?;
     let deleted = prune(ctx, table, entry, &sel).await?;
     let mut r = TableResult::synced(&entry.updated, bootstrap, p.frequency);
     r.remote_tid_count = Some(p.remote.len());
@@ -412,7 +412,7 @@ async fn rebootstrap(
             .await
             .map_err(|e| Error::Internal(format!("staging task failed: {e}")))??
     };
-    let published = fetch_and_publish(ctx, &set, entry, p, &p.remote, false).await?;
+    let published = fetch_and_publish(ctx, &set, entry, p, &p.remote).await?;
     let new_tids: Vec<Tid> = p.remote.clone();
     let gone: Vec<Tid> = p
         .local
@@ -563,15 +563,15 @@ impl Published {
 }
 
 /// Fetches `fetch` in batches into `set`, publishing after each request
-/// that parsed completely. For the current set (`journal`), the periods
-/// about to change are journaled in the state before they are published.
+/// that parsed completely. For the current set (not a staged new set,
+/// [`TableSet::is_staging`]), the periods about to change are journaled in
+/// the state before they are published.
 async fn fetch_and_publish(
     ctx: &Ctx<'_>,
     set: &TableSet,
     entry: &CatalogEntry,
     p: &Prepared,
     fetch: &[Tid],
-    journal: bool,
 ) -> Result<Published, Error> {
     let table = set.table();
     let meta = PartitionMeta {
@@ -584,10 +584,11 @@ async fn fetch_and_publish(
         if ctx.opts.stop.is_stopped() {
             return Err(Error::Interrupted);
         }
+        let job = FetchJob::new(set, &p.info, &batch, ctx.opts.limits, &meta);
         let fetched = ctx
             .client
             .with_retries("bulk body", || async {
-                match fetch_batch(ctx.client, set, &p.info, &batch, ctx.opts.limits, &meta).await {
+                match fetch_batch(ctx.client, &p.info, &job).await {
                     Ok(f) => Ok(Ok(f)),
                     Err(FetchError::Body(Error::Client(e))) => Err(e),
                     Err(other) => Ok(Err(other.into_inner())),
@@ -602,7 +603,7 @@ async fn fetch_and_publish(
             .filter(|p| !p.unchanged)
             .map(|p| p.tid.clone())
             .collect();
-        if journal && !to_publish.is_empty() {
+        if !set.is_staging() && !to_publish.is_empty() {
             // Journal before publishing: a crash after it must not hide
             // these changes from the next manifest.
             ctx.update_state(table, |s| {

@@ -31,15 +31,26 @@ pub struct Report {
     pub json: Value,
 }
 
+/// The form a [`Report`] is rendered in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Lines for a person.
+    #[default]
+    Text,
+    /// Pretty JSON, for tools.
+    Json,
+}
+
 impl Report {
     /// The report in the requested form.
-    pub fn render(&self, as_json: bool) -> String {
-        if as_json {
-            let mut s = serde_json::to_string_pretty(&self.json).unwrap_or_default();
-            s.push('\n');
-            s
-        } else {
-            self.text.clone()
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Json => {
+                let mut s = serde_json::to_string_pretty(&self.json).unwrap_or_default();
+                s.push('\n');
+                s
+            }
+            Format::Text => self.text.clone(),
         }
     }
 }

@@ -84,7 +84,7 @@ async fn mirror_equals_disk(remote: DataDir) {
     let emu = Emulator::start(world()).await.expect("emulator");
     let client = fast_client(&emu.base_url(), 0);
     let local = tempfile::tempdir().expect("tmp");
-    let disk = DataDir::new(local.path());
+    let disk = DataDir::local(local.path());
 
     for dir in [&disk, &remote] {
         let m = run_sync_cycle(&client, &opts_on(dir, 0))
@@ -264,7 +264,7 @@ async fn schema_change_swaps(dir: DataDir) {
     let emu = Emulator::start(world()).await.expect("emulator");
     let client = fast_client(&emu.base_url(), 0);
     let mut o = opts_on(&dir, 0);
-    o.keep_vintages = Some(true);
+    o.vintages = bins::Vintages::Keep;
     run_sync_cycle(&client, &o).await.expect("bootstrap");
     let h = emu.handle();
     h.add_variable(
@@ -334,7 +334,7 @@ async fn faults_on_the_store_fail_the_table_cleanly_and_converge() {
     let client = fast_client(&emu.base_url(), 0);
     let dir = proxy.s3.data_dir("faults").expect("s3");
     let clean = tempfile::tempdir().expect("tmp");
-    let reference = DataDir::new(clean.path());
+    let reference = DataDir::local(clean.path());
     run_sync_cycle(&client, &opts_on(&reference, 0))
         .await
         .expect("reference");

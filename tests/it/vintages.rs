@@ -105,7 +105,7 @@ async fn async_part(pg: &mut postgres::Client) {
     let emu = Emulator::start(w).await.expect("emulator");
     let client = fast_client(&emu.base_url(), 0);
     let tmp = tempfile::tempdir().expect("tmp");
-    let data = DataDir::new(tmp.path());
+    let data = DataDir::local(tmp.path());
     let table = TableId::new("REV").expect("id");
     let h = emu.handle();
 
@@ -120,7 +120,9 @@ async fn async_part(pg: &mut postgres::Client) {
         }
         stages.push(served(&client, &table).await);
         let mut o = options(tmp.path(), at_hours(24 * 7 * k as i64), true);
-        o.keep_vintages = (k == 0).then_some(true); // on once: it stays on
+        if k == 0 {
+            o.vintages = bins::Vintages::Keep; // on once: it stays on
+        }
         o.prune_deleted_periods = true;
         o.verify.cycles = 0;
         let m = run_sync_cycle(&client, &o).await.expect("cycle");

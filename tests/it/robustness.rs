@@ -125,7 +125,7 @@ async fn random_faults_on_10_percent_of_requests_converge_to_the_fault_free_resu
                     *failures.entry(kind).or_default() += 1;
                 }
             }
-            let state = SyncState::load(&DataDir::new(dir)).expect("state");
+            let state = SyncState::load(&DataDir::local(dir)).expect("state");
             let all_synced = faulty.handle().world().tables.values().all(|t| {
                 TableId::new(&t.id)
                     .ok()
@@ -168,7 +168,7 @@ async fn corrupt_state_overrides_and_manifests_are_clear_errors_and_kept() {
     let client = fast_client(&emu.base_url(), 0);
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
-    let data = DataDir::new(dir);
+    let data = DataDir::local(dir);
     let m = run_sync_cycle(&client, &options(dir, at_hours(0), true))
         .await
         .expect("bootstrap");
@@ -255,7 +255,7 @@ async fn corrupt_state_overrides_and_manifests_are_clear_errors_and_kept() {
         &before["MULTI0/2022.parquet"],
     )
     .expect("write");
-    let was = partition_store::PartitionStore::new(&DataDir::new(original.path()))
+    let was = partition_store::PartitionStore::new(&DataDir::local(original.path()))
         .footer(
             &TableId::new("MULTI0").expect("id"),
             &sync_state::Tid::new("2022").expect("tid"),
@@ -406,7 +406,7 @@ async fn state_is_rebuilt_from_the_partitions_after_moving_a_corrupt_state_away(
     let client = fast_client(&emu.base_url(), 0);
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
-    let data = DataDir::new(dir);
+    let data = DataDir::local(dir);
     run_sync_cycle(&client, &options(dir, at_hours(0), true))
         .await
         .expect("bootstrap");

@@ -10,12 +10,12 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bins::{run_sync_cycle, SyncOptions, VanishedTables};
-use fact_apply::{apply_run, ApplyOptions, OnSchemaChange};
+use bins::VanishedTables;
+use fact_apply::{ApplyOptions, OnSchemaChange};
 use partition_store::{PartitionMeta, PartitionStore};
-use statbank_client::emulator::{EmuTable, EmuValue, EmuVariable, Emulator, World};
-use sync_state::{ApplyStatus, DataDir, RunId, RunManifest, RunStatus, SyncState, TableId, Tid};
-use tests::sync::{at_hours, fast_client, options};
+use statbank_client::emulator::{EmuTable, EmuValue, EmuVariable, World};
+use sync_state::{ApplyStatus, DataDir, RunManifest, RunStatus, SyncState, TableId, Tid};
+use tests::e2e::{create, Setup};
 
 fn quarters(n: usize) -> Vec<String> {
     (0..n)
@@ -54,80 +54,17 @@ fn alder() -> EmuVariable {
     }
 }
 
-struct Setup {
-    rt: tokio::runtime::Runtime,
-    emu: Emulator,
-    tmp: tempfile::TempDir,
-    db: tests::pg::TestDb,
-    pg: postgres::Client,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let emu = rt.block_on(Emulator::start(world())).expect("emulator");
-        let db = tests::pg::test_db().expect("postgres");
-        let pg = db.client().expect("client");
-        Setup {
-            rt,
-            emu,
-            tmp: tempfile::tempdir().expect("tmp"),
-            db,
-            pg,
-        }
-    }
-
-    fn data(&self) -> DataDir {
-        DataDir::new(self.tmp.path())
-    }
-
-    fn opts(&self, hours: i64) -> SyncOptions {
-        options(self.tmp.path(), at_hours(hours), true)
-    }
-
-    fn sync_with(&self, o: &SyncOptions) -> RunManifest {
-        let client = fast_client(&self.emu.base_url(), 0);
-        let m = self.rt.block_on(run_sync_cycle(&client, o)).expect("cycle");
-        assert_ne!(m.status, RunStatus::Failed, "{:?}", m.error);
-        m
-    }
-
-    fn sync(&self, hours: i64) -> RunManifest {
-        self.sync_with(&self.opts(hours))
-    }
-
-    fn apply(&mut self, run: &RunId, opts: &ApplyOptions) -> sync_state::DbApplyReport {
-        let data = self.data();
-        apply_run(&mut self.pg, &data, run, opts).expect("apply")
-    }
-
-    fn count(&mut self, sql: &str) -> i64 {
-        self.pg.query_one(sql, &[]).expect("query").get(0)
-    }
-
-    fn columns(&mut self, table: &str) -> Vec<String> {
-        self.pg
-            .query(
-                "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass \
-                 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                &[&format!("fact.{table}")],
-            )
-            .expect("columns")
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    }
-}
-
-fn create() -> ApplyOptions {
-    ApplyOptions {
-        create_missing: true,
-        ..ApplyOptions::default()
-    }
+/// The columns of `fact.<table>`, in order.
+fn columns(s: &mut Setup, table: &str) -> Vec<String> {
+    s.pg.query(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass \
+         AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        &[&format!("fact.{table}")],
+    )
+    .expect("columns")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
 }
 
 /// Every partition of `table` has exactly `columns`.
@@ -143,7 +80,7 @@ fn one_schema(data: &DataDir, table: &str, columns: &[&str]) {
 
 #[test]
 fn a_new_variable_rebuilds_the_table_whole_and_the_apply_follows() {
-    let mut s = Setup::new();
+    let mut s = Setup::new(world());
     let m0 = s.sync(0);
     let r = s.apply(&m0.run_id, &create());
     assert_eq!(r.status, RunStatus::Success);
@@ -187,7 +124,10 @@ fn a_new_variable_rebuilds_the_table_whole_and_the_apply_follows() {
     assert_eq!(t.added_columns.as_deref(), Some(&["alder".to_string()][..]));
     assert_eq!(t.removed_columns.as_deref(), Some(&[][..]));
     assert_eq!(s.count("SELECT count(*) FROM fact.drift1"), rows_before);
-    assert_eq!(s.columns("drift1"), ["omrade", "kon", "tid", "indhold"]);
+    assert_eq!(
+        columns(&mut s, "drift1"),
+        ["omrade", "kon", "tid", "indhold"]
+    );
     assert!(RunManifest::load(&s.data(), &m1.run_id)
         .expect("m")
         .needs_apply());
@@ -226,7 +166,7 @@ fn a_new_variable_rebuilds_the_table_whole_and_the_apply_follows() {
     assert_eq!(t.status, ApplyStatus::Applied, "{:?}", t.error);
     assert_eq!(t.rebuilt, Some(true));
     assert_eq!(
-        s.columns("drift1"),
+        columns(&mut s, "drift1"),
         ["omrade", "kon", "alder", "tid", "indhold"]
     );
     let rows_after = s.count("SELECT count(*) FROM fact.drift1");
@@ -261,13 +201,16 @@ fn a_new_variable_rebuilds_the_table_whole_and_the_apply_follows() {
         },
     );
     assert_eq!(tests::apply_fx::result(&r, "DRIFT1").rebuilt, Some(true));
-    assert_eq!(s.columns("drift1"), ["omrade", "kon", "tid", "indhold"]);
+    assert_eq!(
+        columns(&mut s, "drift1"),
+        ["omrade", "kon", "tid", "indhold"]
+    );
     assert_eq!(s.count("SELECT count(*) FROM fact.drift1"), rows_before);
 }
 
 #[test]
 fn a_table_migrated_by_hand_takes_the_ordinary_apply() {
-    let mut s = Setup::new();
+    let mut s = Setup::new(world());
     let m0 = s.sync(0);
     s.apply(&m0.run_id, &create());
     let h = s.emu.handle();
@@ -296,7 +239,7 @@ fn a_table_migrated_by_hand_takes_the_ordinary_apply() {
 
 #[test]
 fn value_lists_are_not_schemas() {
-    let s = Setup::new();
+    let s = Setup::new(world());
     s.sync(0);
     let h = s.emu.handle();
     h.add_value("DRIFT1", "OMRÅDE", "999");
@@ -316,7 +259,7 @@ fn value_lists_are_not_schemas() {
 
 #[test]
 fn a_longer_code_or_a_first_non_numeric_code_is_a_type_change() {
-    let mut s = Setup::new();
+    let mut s = Setup::new(world());
     let m0 = s.sync(0);
     s.apply(&m0.run_id, &create());
     assert_eq!(
@@ -363,7 +306,7 @@ fn a_longer_code_or_a_first_non_numeric_code_is_a_type_change() {
 
 #[test]
 fn tables_that_leave_the_catalog_keep_their_mirror_until_asked() {
-    let s = Setup::new();
+    let s = Setup::new(world());
     s.sync(0);
     let h = s.emu.handle();
     let steady = h.table("STEADY").expect("table");
@@ -418,7 +361,7 @@ fn tables_that_leave_the_catalog_keep_their_mirror_until_asked() {
 /// re-fetch the table whole.
 #[test]
 fn upgrading_derives_signatures_without_rebootstrapping() {
-    let s = Setup::new();
+    let s = Setup::new(world());
     s.sync(0);
     let data = s.data();
     let store = PartitionStore::new(&data);
@@ -462,7 +405,7 @@ fn upgrading_derives_signatures_without_rebootstrapping() {
 /// the only open ones.
 #[test]
 fn a_rebuild_with_history_closes_the_old_versions_and_the_dropped_periods() {
-    let mut s = Setup::new();
+    let mut s = Setup::new(world());
     let m0 = s.sync(0);
     let with_history = ApplyOptions {
         history: true,

@@ -13,7 +13,7 @@ async fn status_table_run_and_plan_answer_the_debugging_questions() {
     let emu = Emulator::start(w).await.expect("emulator");
     let client = fast_client(&emu.base_url(), 0);
     let tmp = tempfile::tempdir().expect("tmp");
-    let dir = DataDir::new(tmp.path());
+    let dir = DataDir::local(tmp.path());
     emu.handle()
         .add_fault(Fault::always(Endpoint::TableInfo, FaultKind::Status500).for_table("BAD"));
     for h in 0..2 {

@@ -37,11 +37,11 @@ fn tids(codes: &[&str]) -> Vec<Tid> {
 }
 
 fn state(dir: &std::path::Path) -> SyncState {
-    SyncState::load(&DataDir::new(dir)).expect("state.json parses")
+    SyncState::load(&DataDir::local(dir)).expect("state.json parses")
 }
 
 fn reread(dir: &std::path::Path, m: &RunManifest) -> RunManifest {
-    RunManifest::load(&DataDir::new(dir), &m.run_id).expect("manifest parses")
+    RunManifest::load(&DataDir::local(dir), &m.run_id).expect("manifest parses")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -64,7 +64,7 @@ async fn bootstrap_writes_every_period_then_the_weekly_gate_skips() {
 
     // Every period is a partition, with exactly its rows and the header's
     // column names in order.
-    let store = PartitionStore::new(&sync_state::DataDir::new(dir));
+    let store = PartitionStore::new(&sync_state::DataDir::local(dir));
     let local: Vec<Tid> = store
         .list_tids(&id("ANNUAL"))
         .expect("list")
@@ -390,7 +390,7 @@ async fn period_codes_with_slash_colon_and_spaces_round_trip() {
 
     // The reverse mapping gives back exactly the remote codes, so the next
     // cycle finds nothing new and rewrites nothing.
-    let store = PartitionStore::new(&sync_state::DataDir::new(dir));
+    let store = PartitionStore::new(&sync_state::DataDir::local(dir));
     for t in wanted {
         let world = emu.handle().world();
         let remote: std::collections::BTreeSet<Tid> = world
@@ -467,7 +467,7 @@ async fn selection_unknown_tables_and_the_lock() {
     assert_eq!(m.tables.keys().collect::<Vec<_>>(), [&id("ANNUAL")]);
 
     // A second cycle on the same data folder is refused while one runs.
-    let data = DataDir::new(dir);
+    let data = DataDir::local(dir);
     let lock = DataDirLock::acquire(data.storage(), &data.lock_key(), "test").expect("lock");
     let err = run_sync_cycle(&client, &options(dir, at_hours(2), true))
         .await

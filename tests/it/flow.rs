@@ -65,9 +65,9 @@ fn third_sync_attempt_succeeds_and_the_delta_is_applied_then_nothing_when_unchan
         let t = &apply.tables.as_ref().expect("tables")[0];
         assert_eq!(t.status, ApplyStatus::Applied);
         // Two failed attempts left failed manifests; the third is the run.
-        let runs = list_runs(&DataDir::new(dir))?;
+        let runs = list_runs(&DataDir::local(dir))?;
         assert_eq!(runs.len(), 3);
-        let m = RunManifest::load(&DataDir::new(dir), &report.run_id)?;
+        let m = RunManifest::load(&DataDir::local(dir), &report.run_id)?;
         assert_eq!(
             m.db_apply.as_ref().map(|a| a.status),
             Some(RunStatus::Success)
@@ -91,7 +91,7 @@ fn third_sync_attempt_succeeds_and_the_delta_is_applied_then_nothing_when_unchan
         let report = run_flow(&client, &o).await?;
         assert_eq!(report.status, RunStatus::Success);
         assert_eq!(report.apply_attempts, 0);
-        let m = RunManifest::load(&DataDir::new(dir), &report.run_id)?;
+        let m = RunManifest::load(&DataDir::local(dir), &report.run_id)?;
         let a = m.db_apply.expect("db_apply recorded");
         assert_eq!(a.status, RunStatus::Skipped);
         assert_eq!(a.reason.as_deref(), Some("no_changed_tids"));
@@ -124,7 +124,7 @@ fn without_a_database_the_flow_syncs_and_says_the_apply_did_not_run() -> Result<
             .as_deref()
             .unwrap_or("")
             .contains("NOT run"));
-        let m = RunManifest::load(&DataDir::new(dir), &report.run_id)?;
+        let m = RunManifest::load(&DataDir::local(dir), &report.run_id)?;
         assert_eq!(
             m.db_apply.and_then(|a| a.reason).as_deref(),
             Some("no_database_url")
@@ -193,7 +193,7 @@ fn failures_alert_the_webhook_and_exit_statuses_follow() -> Result<()> {
         assert_eq!(report.apply_attempts, 0);
         let alert = report.alert.clone().expect("alert sent");
         assert!(alert.delivered, "{alert:?}");
-        let m = RunManifest::load(&DataDir::new(dir), &report.run_id)?;
+        let m = RunManifest::load(&DataDir::local(dir), &report.run_id)?;
         assert_eq!(m.extra["flow"]["alert"]["delivered"], true);
         {
             let bodies = got.lock().expect("lock");
@@ -261,7 +261,7 @@ fn the_schedule_fires_on_time_and_runs_never_overlap() -> Result<()> {
         let client = fast_client(&emu.base_url(), 0);
         // Every 2 seconds (6-field cron with seconds).
         let cron = parse_cron("*/2 * * * * *")?;
-        let mut sync = SyncOptions::new(&dir);
+        let mut sync = SyncOptions::new(&dir)?;
         sync.gate.force = true;
         let o = flow_opts(sync, None);
         let mut fired = Vec::new();
@@ -278,7 +278,7 @@ fn the_schedule_fires_on_time_and_runs_never_overlap() -> Result<()> {
             assert!(*t > started);
         }
         // Each run started on an even second: its run id is its start time.
-        let ids = list_runs(&DataDir::new(&dir))?;
+        let ids = list_runs(&DataDir::local(&dir))?;
         assert_eq!(ids.len(), 2);
         for id in &ids {
             let secs: u32 = id.as_str()[13..15].parse()?;
@@ -310,14 +310,14 @@ fn a_run_whose_apply_failed_is_applied_by_the_next_flow() -> Result<()> {
         assert_eq!(first.status, RunStatus::PartialFailure, "{first:?}");
         assert!(first.apply_error.is_some());
         assert_eq!(
-            sync_state::pending_runs(&DataDir::new(dir))?,
+            sync_state::pending_runs(&DataDir::local(dir))?,
             vec![first.run_id.clone()]
         );
         // Nothing changes upstream; the next flow has a working database.
         let o = flow_opts(options(dir, at_hours(1), true), Some(db.url()));
         let second = run_flow(&client, &o).await?;
         assert_eq!(second.status, RunStatus::Success, "{second:?}");
-        let m = RunManifest::load(&DataDir::new(dir), &second.run_id)?;
+        let m = RunManifest::load(&DataDir::local(dir), &second.run_id)?;
         assert_eq!(
             m.extra["flow"]["earlier_runs_applied"][0]["run_id"],
             first.run_id.as_str()
@@ -326,14 +326,14 @@ fn a_run_whose_apply_failed_is_applied_by_the_next_flow() -> Result<()> {
             m.extra["flow"]["earlier_runs_applied"][0]["status"],
             "success"
         );
-        assert!(sync_state::pending_runs(&DataDir::new(dir))?.is_empty());
+        assert!(sync_state::pending_runs(&DataDir::local(dir))?.is_empty());
         emu.shutdown().await;
         anyhow::Ok(first)
     })?;
     drop(rt);
     let n: i64 = pg.query_one("SELECT count(*) FROM fact.flowt", &[])?.get(0);
     assert_eq!(n, 18, "the first run's periods reached the database");
-    let m = RunManifest::load(&DataDir::new(dir), &first.run_id)?;
+    let m = RunManifest::load(&DataDir::local(dir), &first.run_id)?;
     assert_eq!(m.db_apply.map(|a| a.status), Some(RunStatus::Success));
     Ok(())
 }

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 
 use bins::{run_sync_cycle, SyncOptions};
-use fact_apply::{apply_run, ApplyOptions};
 use statbank_client::emulator::{EmuTable, Emulator, World};
 use sync_state::{ApplyStatus, DataDir, RunManifest, RunStatus, TableId, Tid};
+use tests::e2e::{create, Setup};
 use tests::sync::{at_hours, fast_client, options};
 
 fn codes(prefix: impl Fn(usize) -> String, n: usize) -> Vec<String> {
@@ -45,72 +45,32 @@ fn tid(s: &str) -> Tid {
     Tid::new(s).expect("tid")
 }
 
-struct Setup {
-    rt: tokio::runtime::Runtime,
-    emu: Emulator,
-    tmp: tempfile::TempDir,
-    _db: tests::pg::TestDb,
-    pg: postgres::Client,
+/// A weekly cycle (`week` weeks after the start), then its apply.
+fn cycle(s: &mut Setup, week: i64, tweak: impl FnOnce(&mut SyncOptions)) -> RunManifest {
+    let mut o = options(s.tmp.path(), at_hours(24 * 7 * week), false);
+    tweak(&mut o);
+    let client = fast_client(&s.emu.base_url(), 0);
+    let m = s.rt.block_on(run_sync_cycle(&client, &o)).expect("cycle");
+    assert_eq!(m.status, RunStatus::Success, "{:?}", m.tables);
+    let r = s.apply(&m.run_id, &create());
+    assert_ne!(r.status, RunStatus::PartialFailure, "{:?}", r.tables);
+    m
 }
 
-impl Setup {
-    fn new() -> Setup {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let emu = rt.block_on(Emulator::start(world())).expect("emulator");
-        let db = tests::pg::test_db().expect("postgres");
-        let pg = db.client().expect("client");
-        Setup {
-            rt,
-            emu,
-            tmp: tempfile::tempdir().expect("tmp"),
-            _db: db,
-            pg,
-        }
-    }
-
-    fn data(&self) -> DataDir {
-        DataDir::new(self.tmp.path())
-    }
-
-    /// A weekly cycle (`week` weeks after the start), then its apply.
-    fn cycle(&mut self, week: i64, tweak: impl FnOnce(&mut SyncOptions)) -> RunManifest {
-        let mut o = options(self.tmp.path(), at_hours(24 * 7 * week), false);
-        tweak(&mut o);
-        let client = fast_client(&self.emu.base_url(), 0);
-        let m = self
-            .rt
-            .block_on(run_sync_cycle(&client, &o))
-            .expect("cycle");
-        assert_eq!(m.status, RunStatus::Success, "{:?}", m.tables);
-        let data = self.data();
-        let opts = ApplyOptions {
-            create_missing: true,
-            ..ApplyOptions::default()
-        };
-        let r = apply_run(&mut self.pg, &data, &m.run_id, &opts).expect("apply");
-        assert_ne!(r.status, RunStatus::PartialFailure, "{:?}", r.tables);
-        m
-    }
-
-    fn sum(&mut self, table: &str, period: &str) -> f64 {
-        let date = fact_apply::tid_to_date(period)
-            .map(|d| d.to_string())
-            .unwrap_or_else(|_| period.to_string());
-        self.pg
-            .query_one(
-                &format!(
-                    "SELECT coalesce(sum(indhold), 0) FROM fact.{} WHERE tid::text = $1",
-                    table.to_lowercase()
-                ),
-                &[&date],
-            )
-            .expect("sum")
-            .get(0)
-    }
+/// The sum of `table`'s values in `period`.
+fn sum(s: &mut Setup, table: &str, period: &str) -> f64 {
+    let date = fact_apply::tid_to_date(period)
+        .map(|d| d.to_string())
+        .unwrap_or_else(|_| period.to_string());
+    s.pg.query_one(
+        &format!(
+            "SELECT coalesce(sum(indhold), 0) FROM fact.{} WHERE tid::text = $1",
+            table.to_lowercase()
+        ),
+        &[&date],
+    )
+    .expect("sum")
+    .get(0)
 }
 
 fn revise_old_periods(emu: &Emulator, updated: &str) {
@@ -123,9 +83,9 @@ fn revise_old_periods(emu: &Emulator, updated: &str) {
 
 #[test]
 fn old_revisions_converge_within_four_weekly_cycles_and_reach_postgres() {
-    let mut s = Setup::new();
-    s.cycle(0, |o| o.gate.force = true);
-    let before: BTreeMap<&str, f64> = OLD.iter().map(|(t, p)| (*t, s.sum(t, p))).collect();
+    let mut s = Setup::new(world());
+    cycle(&mut s, 0, |o| o.gate.force = true);
+    let before: BTreeMap<&str, f64> = OLD.iter().map(|(t, p)| (*t, sum(&mut s, t, p))).collect();
     let store = partition_store::PartitionStore::new(&s.data());
     let root = s.tmp.path().to_path_buf();
     let bytes = |t: &str, p: &str| {
@@ -148,7 +108,7 @@ fn old_revisions_converge_within_four_weekly_cycles_and_reach_postgres() {
     let mut found: BTreeMap<&str, usize> = BTreeMap::new();
     for week in 1..=4 {
         s.emu.handle().clear_requests();
-        let m = s.cycle(week, |_| {});
+        let m = cycle(&mut s, week, |_| {});
         // Visits only to pay debt (`updated` unchanged, weeks 2–4) use the
         // cached tableinfo: no tableinfo request, only the BULK slices.
         let infos = s
@@ -212,7 +172,7 @@ fn old_revisions_converge_within_four_weekly_cycles_and_reach_postgres() {
     }
     assert_eq!(found.len(), 4, "every old revision was found: {found:?}");
     for (t, p) in OLD {
-        let now = s.sum(t, p);
+        let now = sum(&mut s, t, p);
         assert_ne!(now, before[t], "{t} {p} reached Postgres");
     }
     for ((t, p), b) in untouched.iter().zip(&untouched_bytes) {
@@ -245,7 +205,7 @@ fn old_revisions_converge_within_four_weekly_cycles_and_reach_postgres() {
     );
     for (t, p) in OLD {
         let a = store.footer(&id(t), &tid(p)).expect("footer").digest;
-        let b = partition_store::PartitionStore::new(&DataDir::new(fresh.path()))
+        let b = partition_store::PartitionStore::new(&DataDir::local(fresh.path()))
             .footer(&id(t), &tid(p))
             .expect("footer")
             .digest;
@@ -255,19 +215,19 @@ fn old_revisions_converge_within_four_weekly_cycles_and_reach_postgres() {
 
 #[test]
 fn verify_all_converges_in_one_cycle_and_zero_turns_it_off() {
-    let mut s = Setup::new();
-    s.cycle(0, |o| o.gate.force = true);
+    let mut s = Setup::new(world());
+    cycle(&mut s, 0, |o| o.gate.force = true);
     // Verification off: the original's window-only behaviour never sees
     // the old revisions.
     revise_old_periods(&s.emu, "2026-02-01T08:00:00");
     for week in 1..=3 {
-        let m = s.cycle(week, |o| o.verify.cycles = 0);
+        let m = cycle(&mut s, week, |o| o.verify.cycles = 0);
         for (t, p) in OLD {
             assert!(!m.tables[&id(t)].changed_tids.contains(&tid(p)));
         }
     }
     // On demand, all of it now.
-    let m = s.cycle(4, |o| {
+    let m = cycle(&mut s, 4, |o| {
         o.verify_all = true;
         o.gate.force = true;
     });

@@ -114,7 +114,7 @@ async fn full_disk_fails_cleanly_and_recovers() {
     }
     assert!(temp_files(&dir).is_empty(), "{:?}", temp_files(&dir));
     if dir.join("statbank_tables/_sync/state.json").exists() {
-        SyncState::load(&DataDir::new(&dir)).expect("state.json is whole");
+        SyncState::load(&DataDir::local(&dir)).expect("state.json is whole");
     }
 
     mount.remount("size=64m");
