@@ -127,8 +127,8 @@ fn store_demo(store: PartitionStore, d: &Download) -> Result<()> {
             w.write(b)?;
         }
         let staged = w.finish()?;
-        let plan = staged.compare();
-        for p in &plan {
+        let comparison = staged.compare();
+        for p in &comparison {
             println!(
                 "  staged {:<10} {:>4} rows  {}",
                 p.tid.as_str(),
@@ -138,7 +138,7 @@ fn store_demo(store: PartitionStore, d: &Download) -> Result<()> {
         }
         // A sync records the changed periods in its journal here, before
         // the renames, so a crash cannot hide a change from the DB apply.
-        staged.publish(&plan, &PublishOptions::default())?
+        staged.publish(&comparison, &PublishOptions::default())?
     };
     println!(
         "  published: changed {:?}, unchanged {:?}",
@@ -153,8 +153,8 @@ fn store_demo(store: PartitionStore, d: &Download) -> Result<()> {
         w.write(b)?;
     }
     let staged = w.finish()?;
-    let plan = staged.compare();
-    let outcome = staged.publish(&plan, &PublishOptions::default())?;
+    let comparison = staged.compare();
+    let outcome = staged.publish(&comparison, &PublishOptions::default())?;
     println!(
         "  published: changed {:?}, unchanged {:?}",
         outcome.changed, outcome.unchanged

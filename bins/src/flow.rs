@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use fact_apply::ApplyOptions;
 use serde_json::json;
 use statbank_client::{error_chain, ClientStats, StatbankClient};
-use sync_state::{DbApplyReport, RunId, RunManifest, RunStatus, TableStatus};
+use sync_state::{
+    DbApplyReport, EarlierRun, FlowSection, RunId, RunManifest, RunStatus, TableStatus,
+};
 
 use crate::metrics::{write_metrics, MetricsInput};
 use crate::redact::{url_origin, DatabaseUrl};
@@ -58,18 +60,7 @@ impl FlowOptions {
     }
 }
 
-/// Whether the alert webhook received the summary.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AlertOutcome {
-    /// The webhook's scheme and host only (its path may hold a token).
-    pub url: String,
-    /// A 2xx answer was received.
-    pub delivered: bool,
-    /// The HTTP status, when there was an answer.
-    pub http_status: Option<u16>,
-    /// Why delivery failed.
-    pub error: Option<String>,
-}
+pub use sync_state::AlertOutcome;
 
 /// What one flow run did.
 #[derive(Debug, Clone)]
@@ -98,9 +89,8 @@ pub struct FlowReport {
     pub apply_seconds: f64,
     /// The final manifest (as written).
     pub manifest: RunManifest,
-    /// Earlier runs whose pending apply this run retried: `run_id`,
-    /// `status`, `error`, `attempts` each.
-    pub earlier_runs: Vec<serde_json::Value>,
+    /// Earlier runs whose pending apply this run retried.
+    pub earlier_runs: Vec<EarlierRun>,
 }
 
 /// Runs the flow once. `Err` only when not even a manifest could be written
@@ -226,7 +216,7 @@ async fn apply_earlier_runs(
     opts: &FlowOptions,
     this_run: &RunId,
     sync_status: RunStatus,
-) -> Result<(Vec<serde_json::Value>, bool), Error> {
+) -> Result<(Vec<EarlierRun>, bool), Error> {
     let mut earlier = Vec::new();
     let mut failed = false;
     let Some(url) = &opts.database_url else {
@@ -242,7 +232,7 @@ async fn apply_earlier_runs(
             // An unreadable earlier manifest must not cost this run its apply.
             let msg = error_chain(&e);
             tracing::warn!(error = %msg, "cannot list the runs awaiting an apply");
-            earlier.push(json!({"error": msg}));
+            earlier.push(EarlierRun::Unlisted { error: msg });
             return Ok((earlier, true));
         }
     };
@@ -257,7 +247,12 @@ async fn apply_earlier_runs(
             failed = true;
             tracing::warn!(run = %run, status = ?status, error = error.as_deref().unwrap_or(""), "an earlier run's apply did not succeed");
         }
-        earlier.push(json!({"run_id": run, "status": status, "error": error, "attempts": n}));
+        earlier.push(EarlierRun::Applied {
+            run_id: run,
+            status,
+            error,
+            attempts: n,
+        });
     }
     Ok((earlier, failed))
 }
@@ -437,20 +432,17 @@ fn apply_blocking(
 
 /// Records the flow's own section in the manifest and saves it.
 fn record_flow(report: &mut FlowReport, dir: &sync_state::DataDir) -> Result<(), Error> {
-    report.manifest.extra.insert(
-        "flow".into(),
-        json!({
-            "status": report.status,
-            "sync_attempts": report.sync_attempts,
-            "apply_attempts": report.apply_attempts,
-            "apply_error": report.apply_error,
-            "apply_note": report.apply_note,
-            "earlier_runs_applied": report.earlier_runs,
-            "sync_seconds": report.sync_seconds,
-            "apply_seconds": report.apply_seconds,
-            "alert": report.alert,
-        }),
-    );
+    report.manifest.flow = Some(FlowSection {
+        status: report.status,
+        sync_attempts: report.sync_attempts,
+        apply_attempts: report.apply_attempts,
+        apply_error: report.apply_error.clone(),
+        apply_note: report.apply_note.clone(),
+        earlier_runs_applied: report.earlier_runs.clone(),
+        sync_seconds: report.sync_seconds,
+        apply_seconds: report.apply_seconds,
+        alert: report.alert.clone(),
+    });
     report.manifest.save(dir)?;
     Ok(())
 }
@@ -501,7 +493,7 @@ fn last_success(dir: &sync_state::DataDir) -> Option<DateTime<Utc>> {
     let runs = sync_state::list_runs(dir).ok()?;
     runs.iter().rev().find_map(|id| {
         let m = RunManifest::load(dir, id).ok()?;
-        let ok = m.extra.get("flow")?.get("status")?.as_str()? == "success";
+        let ok = m.flow?.status == RunStatus::Success;
         ok.then(|| m.finished_at.unwrap_or(m.started_at).get())
     })
 }
@@ -622,21 +614,32 @@ fn alert_body(report: &FlowReport, reason: &str, dir: &sync_state::DataDir) -> s
     if let Some(e) = &report.apply_error {
         let _ = write!(text, "\napply failed: {}", esc(e));
     }
-    let earlier_failed: Vec<&serde_json::Value> = report
+    let earlier_failed: Vec<&EarlierRun> = report
         .earlier_runs
         .iter()
-        .filter(|r| r.get("status").and_then(|s| s.as_str()) != Some("success"))
+        .filter(|r| !r.succeeded())
         .collect();
     for r in &earlier_failed {
+        let (run, why) = match r {
+            EarlierRun::Applied {
+                run_id,
+                status,
+                error,
+                ..
+            } => (
+                run_id.as_str(),
+                error
+                    .clone()
+                    .or_else(|| status.map(|s| s.as_str().to_string()))
+                    .unwrap_or_else(|| "failed".into()),
+            ),
+            EarlierRun::Unlisted { error } => ("?", error.clone()),
+        };
         let _ = write!(
             text,
             "\nearlier run {} still not applied: {}",
-            esc(r.get("run_id").and_then(|v| v.as_str()).unwrap_or("?")),
-            esc(r
-                .get("error")
-                .and_then(|v| v.as_str())
-                .or_else(|| r.get("status").and_then(|v| v.as_str()))
-                .unwrap_or("failed"))
+            esc(run),
+            esc(&why)
         );
     }
     let _ = write!(text, "\nmanifest: {}", esc(&manifest));

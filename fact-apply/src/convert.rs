@@ -383,7 +383,7 @@ impl ToSql for Cell<'_> {
     }
 
     fn accepts(_ty: &Type) -> bool {
-        // The conversion plan has already matched every value to its column's
+        // The conversion has already matched every value to its column's
         // type; the same enum serves all of them.
         true
     }

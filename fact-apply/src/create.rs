@@ -6,14 +6,14 @@ use postgres::Client;
 use sync_state::Tid;
 
 use crate::catalog::{table_columns, table_oid, TargetColumn};
+use crate::conversion::Conversion;
 use crate::convert::Cell;
 use crate::history::ensure_schema;
 use crate::infer::infer_table;
-use crate::plan::Plan;
 use crate::swap::{free_partition_name, literal};
 use crate::tx::{
-    begin, build_plan, check_inserted, copy_to_temp, insert_from_temp, period_counts, tid_values,
-    Ctx, Delta, Loaded, Outcome,
+    begin, build_conversion, check_inserted, copy_to_temp, insert_from_temp, period_counts,
+    tid_values, Ctx, Delta, Loaded, Outcome,
 };
 use crate::Error;
 
@@ -46,7 +46,7 @@ pub(crate) fn create_and_load(
     tracing::info!(table = %ctx.table, sql = %create_sql, "creating missing fact table");
     let mut tx = begin(client, ctx.table, ctx.opts.dry_run)?;
     let columns: Vec<TargetColumn> = if ctx.opts.dry_run {
-        // Nothing is created: plan against the inferred columns.
+        // Nothing is created: convert against the inferred columns.
         inferred
             .columns
             .iter()
@@ -63,17 +63,23 @@ pub(crate) fn create_and_load(
             })?;
         table_columns(&mut tx, ctx.table, oid)?
     };
-    let plan = build_plan(ctx.store, ctx.table, &ctx.target, &columns, &tids)?;
-    let values = tid_values(&plan, ctx.table, &tids)?;
+    let conv = build_conversion(ctx.store, ctx.table, &ctx.target, &columns, &tids)?;
+    let values = tid_values(&conv, ctx.table, &tids)?;
     if ctx.opts.partitioned && !ctx.opts.dry_run {
-        create_partitions(&mut tx, ctx, &plan, &tids, &values)?;
+        create_partitions(&mut tx, ctx, &conv, &tids, &values)?;
     }
     if ctx.opts.dry_run {
         let mut discard = |_: &[crate::convert::Cell<'_>]| Ok(());
         let mut inserted = std::collections::BTreeMap::new();
         let mut dropped = 0;
         for (i, tid) in tids.iter().enumerate() {
-            let s = crate::plan::stream_partition(ctx.store, ctx.table, tid, &plan, &mut discard)?;
+            let s = crate::conversion::stream_partition(
+                ctx.store,
+                ctx.table,
+                tid,
+                &conv,
+                &mut discard,
+            )?;
             inserted.insert(i, s.sent);
             dropped += s.dropped;
         }
@@ -88,23 +94,23 @@ pub(crate) fn create_and_load(
     }
     // History starts with the table: created while it is still empty, so
     // every row enters it valid from its partition's `valid_from`.
-    let history = crate::history::prepare(&mut tx, ctx, &plan, &Delta::load_all(&tids), &values)?;
-    let stats = copy_to_temp(&mut tx, ctx, &plan, &tids)?;
+    let history = crate::history::prepare(&mut tx, ctx, &conv, &Delta::load_all(&tids), &values)?;
+    let stats = copy_to_temp(&mut tx, ctx, &conv, &tids)?;
     sync_state::crash::point("apply: copied, before delete");
-    let n = insert_from_temp(&mut tx, ctx, &plan)?;
+    let n = insert_from_temp(&mut tx, ctx, &conv)?;
     let loaded = Loaded {
         tids: &tids,
         values: &values,
         stats: &stats,
         inserted: n,
     };
-    let inserted = check_inserted(&mut tx, ctx, &plan, &loaded)?;
+    let inserted = check_inserted(&mut tx, ctx, &conv, &loaded)?;
     for sql in inferred.index_sql(&ctx.opts.schema, &ctx.name) {
         tx.batch_execute(&sql)
             .map_err(Error::db(ctx.table, "creating the indexes"))?;
     }
     let history_rows = match history {
-        Some(h) => Some(h.record_from(&mut tx, ctx, &plan, crate::tx::TEMP_TABLE)?),
+        Some(h) => Some(h.record_from(&mut tx, ctx, &conv, crate::tx::TEMP_TABLE)?),
         None => None,
     };
     sync_state::crash::point("apply: before commit");
@@ -125,11 +131,11 @@ pub(crate) fn create_and_load(
 fn create_partitions(
     tx: &mut postgres::Transaction<'_>,
     ctx: &Ctx<'_>,
-    plan: &Plan,
+    conv: &Conversion,
     tids: &[Tid],
     values: &[Cell<'_>],
 ) -> Result<(), Error> {
-    let ty = plan.columns[plan.tid].pg_type.clone();
+    let ty = conv.columns[conv.tid].pg_type.clone();
     for (tid, value) in tids.iter().zip(values) {
         let lit = literal(tx, ctx, &ty, value)?;
         let name = crate::catalog::qualified(&ctx.opts.schema, &free_partition_name(tx, ctx, tid)?);

@@ -1,4 +1,4 @@
-//! The delta of an ordinary fact table, in one transaction: lock, plan,
+//! The delta of an ordinary fact table, in one transaction: lock, conversion,
 //! COPY the changed periods into a temp table, DELETE them from the target
 //! by typed `tid`, INSERT, check the counts, record history, commit.
 
@@ -8,13 +8,13 @@ use postgres::{Client, Transaction};
 use sync_state::Tid;
 
 use crate::catalog::table_columns;
+use crate::conversion::{stream_partition, Conversion};
 use crate::convert::Cell;
 use crate::history;
-use crate::plan::{stream_partition, Plan};
 use crate::tx::{
-    begin, check_against_stored, check_inserted, copy_to_temp, delete_periods, grouped_count,
-    insert_from_temp, lock_target, period_counts, plan_for, tid_column, tid_values, Ctx, Delta,
-    Loaded, Outcome,
+    begin, check_against_stored, check_inserted, conversion_for, copy_to_temp, delete_periods,
+    grouped_count, insert_from_temp, lock_target, period_counts, tid_column, tid_values, Ctx,
+    Delta, Loaded, Outcome,
 };
 use crate::Error;
 
@@ -38,36 +38,36 @@ pub(crate) fn apply_delta(
         }
     }
     let columns = table_columns(&mut tx, ctx.table, oid)?;
-    let plan = plan_for(ctx, &columns, delta)?;
+    let conv = conversion_for(ctx, &columns, delta)?;
     let all = delta.all();
-    let values = tid_values(&plan, ctx.table, &all)?;
-    check_against_stored(ctx, &plan, &all, &values)?;
+    let values = tid_values(&conv, ctx.table, &all)?;
+    check_against_stored(ctx, &conv, &all, &values)?;
     if dry {
-        return dry_run(tx, ctx, &plan, present, &all, &values);
+        return dry_run(tx, ctx, &conv, present, &all, &values);
     }
-    let tid_col = tid_column(&plan);
-    let history = history::prepare(&mut tx, ctx, &plan, delta, &values)?;
+    let tid_col = tid_column(&conv);
+    let history = history::prepare(&mut tx, ctx, &conv, delta, &values)?;
     let stats = if present.is_empty() {
         Vec::new()
     } else {
-        let stats = copy_to_temp(&mut tx, ctx, &plan, present)?;
+        let stats = copy_to_temp(&mut tx, ctx, &conv, present)?;
         sync_state::crash::point("apply: copied, before delete");
         stats
     };
     let deleted_by_pos = delete_periods(&mut tx, ctx, &tid_col, &values)?;
     let mut inserted_by_pos = BTreeMap::new();
     if !present.is_empty() {
-        let n = insert_from_temp(&mut tx, ctx, &plan)?;
+        let n = insert_from_temp(&mut tx, ctx, &conv)?;
         let loaded = Loaded {
             tids: present,
             values: &values[..present.len()],
             stats: &stats,
             inserted: n,
         };
-        inserted_by_pos = check_inserted(&mut tx, ctx, &plan, &loaded)?;
+        inserted_by_pos = check_inserted(&mut tx, ctx, &conv, &loaded)?;
     }
     let history_rows = match history {
-        Some(h) => Some(h.record_from(&mut tx, ctx, &plan, crate::tx::TEMP_TABLE)?),
+        Some(h) => Some(h.record_from(&mut tx, ctx, &conv, crate::tx::TEMP_TABLE)?),
         None => None,
     };
     sync_state::crash::point("apply: before commit");
@@ -86,7 +86,7 @@ pub(crate) fn apply_delta(
 fn dry_run(
     mut tx: Transaction<'_>,
     ctx: &Ctx<'_>,
-    plan: &Plan,
+    conv: &Conversion,
     present: &[Tid],
     all: &[Tid],
     values: &[Cell<'_>],
@@ -98,7 +98,7 @@ fn dry_run(
             ctx.store,
             ctx.table,
             tid,
-            plan,
+            conv,
             &mut discard,
         )?);
     }
@@ -106,7 +106,7 @@ fn dry_run(
         &mut tx,
         ctx.table,
         &ctx.target,
-        &tid_column(plan),
+        &tid_column(conv),
         values,
         "counting rows to delete",
     )?;

@@ -96,7 +96,7 @@ pub enum Error {
         reason: String,
     },
     // How the partitions and the target table do not fit together; found
-    // while the conversion plan is built, before anything is written.
+    // while the conversion is built, before anything is written.
     /// A partition column has no column of that name in the target table.
     #[error("schema mismatch in table {table}: partition column {column} (as {target_column}) of period {tid} has no column in {target}")]
     MissingTargetColumn {
@@ -121,7 +121,7 @@ pub enum Error {
         /// The qualified target table.
         target: String,
     },
-    /// A partition lacks a column that other partitions (and the plan) have.
+    /// A partition lacks a column that other partitions (and the conversion) have.
     #[error("schema mismatch in table {table}: partition of period {tid} has no column {column}")]
     PartitionColumnMissing {
         /// The table.

@@ -22,8 +22,8 @@ use postgres::Transaction;
 use sync_state::{source_time_to_utc, Tid};
 
 use crate::catalog::{qualified, quote_ident, table_columns, table_oid};
+use crate::conversion::Conversion;
 use crate::convert::Cell;
-use crate::plan::Plan;
 use crate::tx::{column_list, Ctx, Delta};
 use crate::Error;
 
@@ -50,7 +50,7 @@ pub(crate) struct Pending<'t> {
 pub(crate) fn prepare<'t>(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
-    plan: &Plan,
+    conv: &Conversion,
     delta: &Delta<'_>,
     values: &[Cell<'t>],
 ) -> Result<Option<Pending<'t>>, Error> {
@@ -60,13 +60,13 @@ pub(crate) fn prepare<'t>(
     let (present, deleted, catalog_updated) = (delta.present, delta.deleted, delta.catalog_updated);
     let schema = schema_of(&ctx.opts.schema);
     let target = qualified(&schema, &ctx.name);
-    let tid_type = plan.columns[plan.tid].pg_type.clone();
+    let tid_type = conv.columns[conv.tid].pg_type.clone();
     let h = HistoryTable {
         schema: &schema,
         target: &target,
         tid_type: &tid_type,
     };
-    ensure_table(tx, ctx, plan, &h, delta)?;
+    ensure_table(tx, ctx, conv, &h, delta)?;
     add_missing_columns(tx, ctx, &schema, &target)?;
     let now = || chrono::Utc::now().to_rfc3339();
     let valid_from: Vec<String> = present
@@ -151,7 +151,7 @@ impl Pending<'_> {
         self,
         tx: &mut Transaction<'_>,
         ctx: &Ctx<'_>,
-        plan: &Plan,
+        conv: &Conversion,
         source: &str,
     ) -> Result<u64, Error> {
         if self.present.is_empty() {
@@ -159,8 +159,8 @@ impl Pending<'_> {
         }
         // A rebuilt table may have gained columns since `prepare`.
         add_missing_columns(tx, ctx, &schema_of(&ctx.opts.schema), &self.target)?;
-        let cols = column_list(plan);
-        let select: Vec<String> = plan
+        let cols = column_list(conv);
+        let select: Vec<String> = conv
             .columns
             .iter()
             .map(|c| format!("t.{}", quote_ident(&c.name)))
@@ -213,7 +213,7 @@ struct HistoryTable<'a> {
 fn ensure_table(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
-    plan: &Plan,
+    conv: &Conversion,
     h: &HistoryTable<'_>,
     delta: &Delta<'_>,
 ) -> Result<(), Error> {
@@ -244,7 +244,7 @@ fn ensure_table(
     let mut tids: Vec<Cell<'_>> = Vec::new();
     let mut starts: Vec<String> = Vec::new();
     for t in local.iter().filter(|t| !skip.contains(t)) {
-        let Ok(cell) = plan.tid_cell(ctx.table, t) else {
+        let Ok(cell) = conv.tid_cell(ctx.table, t) else {
             continue;
         };
         let start = ctx

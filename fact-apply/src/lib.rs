@@ -28,11 +28,11 @@
 //!    `missing_tids`) when a changed period has no partition file.
 //! 3. In one transaction: lock the target against other writers
 //!    (`SHARE ROW EXCLUSIVE`, readers go on); read its columns and types
-//!    from the catalog and build a conversion plan from the partition columns
+//!    from the catalog and build a conversion from the partition columns
 //!    — a partition column the target lacks, a `NOT NULL` column without
 //!    source or default, or a type that cannot hold the column fails here,
 //!    before any write; create a temp table `ON COMMIT DROP`; stream the
-//!    changed partitions batch by batch through the plan into it with a binary
+//!    changed partitions batch by batch through the conversion into it with a binary
 //!    `COPY` (rows whose `indhold` is missing are dropped and counted; a value
 //!    that does not fit fails the table naming column, period and value);
 //!    `DELETE … WHERE tid = ANY($1)` with the periods bound as an array of the
@@ -80,6 +80,7 @@
 #![warn(missing_docs)]
 
 mod catalog;
+mod conversion;
 mod convert;
 mod create;
 mod delta;
@@ -87,7 +88,6 @@ mod error;
 mod history;
 mod infer;
 mod options;
-mod plan;
 mod rebuild;
 mod run;
 mod swap;

@@ -23,7 +23,7 @@ use crate::convert::column_name;
 use crate::history;
 use crate::infer::{infer_table, InferredTable};
 use crate::tx::{
-    begin, build_plan, copy_into, count_rows, grouped_count, lock_target, period_counts,
+    begin, build_conversion, copy_into, count_rows, grouped_count, lock_target, period_counts,
     tid_column, tid_values, Ctx, Delta, Outcome,
 };
 use crate::Error;
@@ -199,15 +199,15 @@ pub(crate) fn rebuild(client: &mut Client, ctx: &Ctx<'_>, oid: u32) -> Result<Re
             table: ctx.table.clone(),
         })?;
     let columns = table_columns(&mut tx, ctx.table, new_oid)?;
-    let plan = build_plan(ctx.store, ctx.table, &names.new_qualified, &columns, &tids)?;
-    let values = tid_values(&plan, ctx.table, &tids)?;
+    let conv = build_conversion(ctx.store, ctx.table, &names.new_qualified, &columns, &tids)?;
+    let values = tid_values(&conv, ctx.table, &tids)?;
     let old_rows = count_rows(&mut tx, ctx, &ctx.target, "counting the old rows")?;
-    let stats = copy_into(&mut tx, ctx, &plan, &tids, &names.new_qualified)?;
+    let stats = copy_into(&mut tx, ctx, &conv, &tids, &names.new_qualified)?;
     let inserted = grouped_count(
         &mut tx,
         ctx.table,
         &names.new_qualified,
-        &tid_column(&plan),
+        &tid_column(&conv),
         &values,
         "counting the rebuilt rows",
     )?;
@@ -230,13 +230,13 @@ pub(crate) fn rebuild(client: &mut Client, ctx: &Ctx<'_>, oid: u32) -> Result<Re
     copy_grants(&mut tx, ctx, oid, &names)?;
     // History before the swap: on first use it is seeded from the old
     // table, and the periods the new set lacks are closed.
-    let history = history::prepare(&mut tx, ctx, &plan, &Delta::load_all(&tids), &values)?;
+    let history = history::prepare(&mut tx, ctx, &conv, &Delta::load_all(&tids), &values)?;
     if let Some(h) = &history {
         h.close_absent(&mut tx, ctx)?;
     }
     swap_in(&mut tx, ctx, &names, &renames)?;
     let history_rows = match history {
-        Some(h) => Some(h.record_from(&mut tx, ctx, &plan, &ctx.target)?),
+        Some(h) => Some(h.record_from(&mut tx, ctx, &conv, &ctx.target)?),
         None => None,
     };
     sync_state::crash::point("apply: before commit");

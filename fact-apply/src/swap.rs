@@ -18,11 +18,11 @@ use postgres::{Client, Transaction};
 use sync_state::Tid;
 
 use crate::catalog::{qualified, quote_ident, table_columns};
+use crate::conversion::{Conversion, PeriodStats};
 use crate::convert::Cell;
 use crate::history;
-use crate::plan::{PeriodStats, Plan};
 use crate::tx::{
-    begin, check_against_stored, copy_into, count_rows, lock_target, period_counts, plan_for,
+    begin, check_against_stored, conversion_for, copy_into, count_rows, lock_target, period_counts,
     tid_values, Ctx, Delta, Outcome,
 };
 
@@ -219,13 +219,13 @@ pub(crate) fn apply_swap(
             .map_err(Error::db(ctx.table, "widening a column"))?;
     }
     let columns = table_columns(&mut tx, ctx.table, oid)?;
-    let plan = plan_for(ctx, &columns, delta)?;
+    let conv = conversion_for(ctx, &columns, delta)?;
     let all = delta.all();
-    let values = tid_values(&plan, ctx.table, &all)?;
-    check_against_stored(ctx, &plan, &all, &values)?;
-    let ty = plan.columns[plan.tid].pg_type.clone();
+    let values = tid_values(&conv, ctx.table, &all)?;
+    check_against_stored(ctx, &conv, &all, &values)?;
+    let ty = conv.columns[conv.tid].pg_type.clone();
     let stager = Stager {
-        plan: &plan,
+        conv: &conv,
         ty: &ty,
         indexes: parent_indexes(&mut tx, ctx, oid)?,
     };
@@ -234,7 +234,7 @@ pub(crate) fn apply_swap(
         staged.push(stager.stage(&mut tx, ctx, i, tid, &values[i])?);
     }
     sync_state::crash::point("apply: copied, before delete");
-    let history = history::prepare(&mut tx, ctx, &plan, delta, &values)?;
+    let history = history::prepare(&mut tx, ctx, &conv, delta, &values)?;
     let mut replaced: BTreeMap<usize, u64> = BTreeMap::new();
     let mut swapped = Vec::with_capacity(staged.len());
     for (i, s) in staged.iter().enumerate() {
@@ -257,7 +257,7 @@ pub(crate) fn apply_swap(
         }
     }
     let history_rows = match history {
-        Some(h) => Some(record_history(&mut tx, ctx, &plan, h, &swapped)?),
+        Some(h) => Some(record_history(&mut tx, ctx, &conv, h, &swapped)?),
         None => None,
     };
     sync_state::crash::point("apply: before commit");
@@ -277,10 +277,10 @@ pub(crate) fn apply_swap(
     })
 }
 
-/// What every staging table of one apply shares: the plan, the `tid`
+/// What every staging table of one apply shares: the conversion, the `tid`
 /// column's type and the parent's indexes.
 struct Stager<'a> {
-    plan: &'a Plan,
+    conv: &'a Conversion,
     ty: &'a str,
     indexes: Vec<ParentIndex>,
 }
@@ -297,7 +297,7 @@ impl Stager<'_> {
         tid: &Tid,
         value: &Cell<'_>,
     ) -> Result<Staged, Error> {
-        let (plan, ty, indexes) = (self.plan, self.ty, &self.indexes);
+        let (conv, ty, indexes) = (self.conv, self.ty, &self.indexes);
         // `__stage` cannot be in a fact table's name (ids hold no `_`), nor in a
         // partition's (`__s` is no escape). A name someone else's table has is
         // passed over, never replaced: the apply never drops a relation it did
@@ -317,7 +317,7 @@ impl Stager<'_> {
             ctx.target
         ))
         .map_err(Error::db(ctx.table, "creating a staging partition"))?;
-        let stats = copy_into(tx, ctx, plan, std::slice::from_ref(tid), &table)?
+        let stats = copy_into(tx, ctx, conv, std::slice::from_ref(tid), &table)?
             .pop()
             .unwrap_or_default();
         let n = count_rows(tx, ctx, &table, COUNTING)?;
@@ -404,20 +404,20 @@ fn swap_one(
 fn record_history(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
-    plan: &Plan,
+    conv: &Conversion,
     pending: history::Pending<'_>,
     swapped: &[String],
 ) -> Result<u64, Error> {
     if swapped.is_empty() {
         return Ok(0);
     }
-    let cols = crate::tx::column_list(plan);
+    let cols = crate::tx::column_list(conv);
     let union = swapped
         .iter()
         .map(|n| format!("SELECT {cols} FROM {n}"))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    pending.record_from(tx, ctx, plan, &format!("({union})"))
+    pending.record_from(tx, ctx, conv, &format!("({union})"))
 }
 
 #[cfg(test)]

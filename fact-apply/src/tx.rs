@@ -1,4 +1,4 @@
-//! The steps every apply path shares inside its transaction: plan, typed
+//! The steps every apply path shares inside its transaction: conversion, typed
 //! period values, the binary COPY into a temp table, the typed DELETE, the
 //! INSERT and the row-count checks.
 
@@ -11,8 +11,8 @@ use postgres::{Client, Transaction};
 use sync_state::{PeriodCounts, TableId, Tid};
 
 use crate::catalog::{qualified, quote_ident, TargetColumn};
+use crate::conversion::{stream_partition, Conversion, PeriodStats};
 use crate::convert::Cell;
-use crate::plan::{stream_partition, PeriodStats, Plan};
 use crate::{ApplyOptions, Error};
 
 /// The name of the per-transaction staging table.
@@ -121,17 +121,17 @@ pub(crate) fn lock_target(tx: &mut Transaction<'_>, ctx: &Ctx<'_>) -> Result<(),
     .map_err(Error::db(ctx.table, "locking the target"))
 }
 
-/// Builds the plan from the first partition (every other one is checked
+/// Builds the conversion from the first partition (every other one is checked
 /// against it, and every period against the tid column, before anything is
 /// written).
-pub(crate) fn build_plan(
+pub(crate) fn build_conversion(
     store: &PartitionStore,
     table: &TableId,
     target: &str,
     columns: &[TargetColumn],
     tids: &[Tid],
-) -> Result<Plan, Error> {
-    let mut plan: Option<Plan> = None;
+) -> Result<Conversion, Error> {
+    let mut conv: Option<Conversion> = None;
     for tid in tids {
         let reader = store
             .read_partition(table, tid)
@@ -142,10 +142,10 @@ pub(crate) fn build_plan(
                 source: Box::new(source),
             })?;
         let schema = reader.schema();
-        let p = match plan.take() {
+        let p = match conv.take() {
             None => {
                 check_partition_columns(table, &schema)?;
-                Plan::build(table, target, columns, tid, &schema)?
+                Conversion::build(table, target, columns, tid, &schema)?
             }
             Some(p) => {
                 p.map_schema(table, tid, &schema)?;
@@ -153,9 +153,9 @@ pub(crate) fn build_plan(
             }
         };
         p.tid_cell(table, tid)?;
-        plan = Some(p);
+        conv = Some(p);
     }
-    plan.ok_or_else(|| Error::NoPeriods {
+    conv.ok_or_else(|| Error::NoPeriods {
         table: table.clone(),
     })
 }
@@ -177,15 +177,15 @@ pub(crate) fn check_partition_columns(
     })
 }
 
-/// The plan: from the partitions when there are any; with only deleted
+/// The conversion: from the partitions when there are any; with only deleted
 /// periods, from the target's `tid` column alone.
-pub(crate) fn plan_for(
+pub(crate) fn conversion_for(
     ctx: &Ctx<'_>,
     columns: &[TargetColumn],
     delta: &Delta<'_>,
-) -> Result<Plan, Error> {
+) -> Result<Conversion, Error> {
     if !delta.present.is_empty() {
-        return build_plan(ctx.store, ctx.table, &ctx.target, columns, delta.present);
+        return build_conversion(ctx.store, ctx.table, &ctx.target, columns, delta.present);
     }
     let Some(first) = delta.deleted.first() else {
         return Err(Error::NoPeriods {
@@ -203,19 +203,19 @@ pub(crate) fn plan_for(
         .filter(|c| c.name == "tid")
         .cloned()
         .collect();
-    Plan::build(ctx.table, &ctx.target, &tid_only, first, &schema)
+    Conversion::build(ctx.table, &ctx.target, &tid_only, first, &schema)
 }
 
 /// The typed `tid` values of `tids`; fails when two periods collide.
 pub(crate) fn tid_values<'t>(
-    plan: &Plan,
+    conv: &Conversion,
     table: &TableId,
     tids: &'t [Tid],
 ) -> Result<Vec<Cell<'t>>, Error> {
     let mut values: Vec<Cell<'t>> = Vec::with_capacity(tids.len());
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (i, tid) in tids.iter().enumerate() {
-        let v = plan.tid_cell(table, tid)?;
+        let v = conv.tid_cell(table, tid)?;
         // Debug tells every value apart (Display shows numerics generically).
         let key = format!("{v:?}");
         if let Some(&j) = seen.get(&key) {
@@ -239,7 +239,7 @@ pub(crate) fn tid_values<'t>(
 /// the other's rows).
 pub(crate) fn check_against_stored(
     ctx: &Ctx<'_>,
-    plan: &Plan,
+    conv: &Conversion,
     tids: &[Tid],
     values: &[Cell<'_>],
 ) -> Result<(), Error> {
@@ -257,7 +257,7 @@ pub(crate) fn check_against_stored(
         })?;
     for other in stored.iter().filter(|t| !tids.contains(t)) {
         // A stored period the column cannot hold is not in the table.
-        let Ok(v) = plan.tid_cell(ctx.table, other) else {
+        let Ok(v) = conv.tid_cell(ctx.table, other) else {
             continue;
         };
         if let Some(&first) = ours.get(&format!("{v:?}")) {
@@ -272,9 +272,9 @@ pub(crate) fn check_against_stored(
     Ok(())
 }
 
-/// The quoted name of the plan's `tid` column.
-pub(crate) fn tid_column(plan: &Plan) -> String {
-    quote_ident(&plan.columns[plan.tid].name)
+/// The quoted name of the conversion's `tid` column.
+pub(crate) fn tid_column(conv: &Conversion) -> String {
+    quote_ident(&conv.columns[conv.tid].name)
 }
 
 /// Rows of `target` per period of `values` (by position in `values`), with
@@ -351,16 +351,16 @@ pub(crate) fn delete_periods(
     Ok(by_pos)
 }
 
-/// Streams the partitions of `present` through the plan into a temp table
+/// Streams the partitions of `present` through the conversion into a temp table
 /// (`ON COMMIT DROP`) with a binary COPY; per-period figures in order.
 pub(crate) fn copy_to_temp(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
-    plan: &Plan,
+    conv: &Conversion,
     present: &[Tid],
 ) -> Result<Vec<PeriodStats>, Error> {
     let table = ctx.table;
-    let col_defs: Vec<String> = plan
+    let col_defs: Vec<String> = conv
         .columns
         .iter()
         .map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type))
@@ -370,15 +370,15 @@ pub(crate) fn copy_to_temp(
         col_defs.join(", ")
     ))
     .map_err(Error::db(table, "creating the temp table"))?;
-    copy_into(tx, ctx, plan, present, TEMP_TABLE)
+    copy_into(tx, ctx, conv, present, TEMP_TABLE)
 }
 
 /// Streams the partitions of `present` into `into` (a temp or staging
-/// table with the plan's columns) with one binary COPY.
+/// table with the conversion's columns) with one binary COPY.
 pub(crate) fn copy_into(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
-    plan: &Plan,
+    conv: &Conversion,
     present: &[Tid],
     into: &str,
 ) -> Result<Vec<PeriodStats>, Error> {
@@ -386,15 +386,15 @@ pub(crate) fn copy_into(
     let copy = tx
         .copy_in(&format!(
             "COPY {into} ({}) FROM STDIN (FORMAT binary)",
-            column_list(plan)
+            column_list(conv)
         ))
         .map_err(Error::db(table, "starting the copy"))?;
     let t_copy = Instant::now();
-    let mut writer = BinaryCopyInWriter::new(copy, &plan.types());
+    let mut writer = BinaryCopyInWriter::new(copy, &conv.types());
     let mut sink = |cells: &[Cell<'_>]| writer.write_raw(cells.iter());
     let mut stats = Vec::with_capacity(present.len());
     for tid in present {
-        stats.push(stream_partition(ctx.store, table, tid, plan, &mut sink)?);
+        stats.push(stream_partition(ctx.store, table, tid, conv, &mut sink)?);
     }
     let copied = writer
         .finish()
@@ -411,9 +411,9 @@ pub(crate) fn copy_into(
     Ok(stats)
 }
 
-/// The plan's columns, quoted, comma-separated.
-pub(crate) fn column_list(plan: &Plan) -> String {
-    plan.columns
+/// The conversion's columns, quoted, comma-separated.
+pub(crate) fn column_list(conv: &Conversion) -> String {
+    conv.columns
         .iter()
         .map(|c| quote_ident(&c.name))
         .collect::<Vec<_>>()
@@ -424,9 +424,9 @@ pub(crate) fn column_list(plan: &Plan) -> String {
 pub(crate) fn insert_from_temp(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
-    plan: &Plan,
+    conv: &Conversion,
 ) -> Result<u64, Error> {
-    let cols = column_list(plan);
+    let cols = column_list(conv);
     tx.execute(
         &format!(
             "INSERT INTO {} ({cols}) SELECT {cols} FROM {TEMP_TABLE}",
@@ -444,7 +444,7 @@ pub(crate) fn insert_from_temp(
 pub(crate) fn check_inserted(
     tx: &mut Transaction<'_>,
     ctx: &Ctx<'_>,
-    plan: &Plan,
+    conv: &Conversion,
     loaded: &Loaded<'_, '_>,
 ) -> Result<BTreeMap<usize, u64>, Error> {
     let table = ctx.table;
@@ -453,7 +453,7 @@ pub(crate) fn check_inserted(
         tx,
         table,
         &ctx.target,
-        &tid_column(plan),
+        &tid_column(conv),
         loaded.values,
         "counting the inserted rows",
     )?;

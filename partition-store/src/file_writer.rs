@@ -15,8 +15,7 @@ use tempfile::{NamedTempFile, TempPath};
 
 use crate::digest::ContentHasher;
 use crate::{
-    Error, PartitionMeta, DIGEST_KEY, ROWS_KEY, TEMP_PREFIX, VALID_FROM_KEY, VALUE_COLUMN,
-    VARIABLES_KEY,
+    Error, PartitionMeta, DIGEST_KEY, ROWS_KEY, VALID_FROM_KEY, VALUE_COLUMN, VARIABLES_KEY,
 };
 
 /// The writer's mini-batch size: every write hands it one chunk of at most
@@ -111,7 +110,7 @@ impl PartitionFileWriter {
         meta: &PartitionMeta,
     ) -> Result<PartitionFileWriter, Error> {
         let temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
+            .prefix(sync_state::TEMP_PREFIX)
             .suffix(".parquet.tmp")
             .tempfile_in(dir)
             .map_err(|e| Error::io(dir, e))?;

@@ -29,8 +29,8 @@
 //!                                PartitionMeta::default()).unwrap();
 //! w.write(&batch).unwrap();
 //! let staged = w.finish().unwrap();          // nothing visible yet
-//! let plan = staged.compare();               // digests vs. stored footers
-//! let outcome = staged.publish(&plan, &PublishOptions::default()).unwrap();
+//! let comparison = staged.compare();               // digests vs. stored footers
+//! let outcome = staged.publish(&comparison, &PublishOptions::default()).unwrap();
 //! assert_eq!(outcome.changed.len(), 2);
 //! assert!(dir.path().join("statbank_tables/SCENE01A/2020%2F2021.parquet").exists());
 //! assert_eq!(store.list_tids(&table).unwrap().len(), 2);
@@ -69,16 +69,6 @@ pub const VARIABLES_KEY: &str = "statbank_sync.variables";
 /// Parquet footer key holding the catalog `updated` of the cycle that
 /// published the content (the start of its validity, source clock).
 pub const VALID_FROM_KEY: &str = "statbank_sync.valid_from";
-
-/// File extension of partitions.
-pub const PARTITION_EXT: &str = "parquet";
-/// Prefix of every temp file this crate creates; such files are never
-/// partitions and are removed by [`PartitionStore::clean_temp_files`].
-pub const TEMP_PREFIX: &str = ".tmp-";
-/// The sync control folder under the tables root, never a table.
-pub const SYNC_DIR_NAME: &str = "_sync";
-/// The vintages folder under the tables root, never a table.
-pub const VINTAGES_DIR_NAME: &str = "_vintages";
 
 /// What goes into every partition's footer besides the content digest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -63,7 +63,12 @@ impl TableSet {
 
     /// The key of `tid`'s partition in this set.
     pub fn key(&self, tid: &Tid) -> String {
-        format!("{}/{}.parquet", self.prefix, tid.file_stem())
+        format!(
+            "{}/{}.{}",
+            self.prefix,
+            tid.file_stem(),
+            sync_state::PARTITION_EXT
+        )
     }
 
     /// Whether this is a new set being built aside.
@@ -241,7 +246,11 @@ impl PartitionStore {
             .list_tids()?
             .into_iter()
             .map(|tid| RemoveEntry {
-                vintage: Some(format!("{prefix}/{}.parquet", tid.file_stem())),
+                vintage: Some(format!(
+                    "{prefix}/{}.{}",
+                    tid.file_stem(),
+                    sync_state::PARTITION_EXT
+                )),
                 tid,
             })
             .collect();
@@ -476,12 +485,12 @@ impl PartitionStore {
 pub(crate) fn publish_files(
     set: &TableSet,
     files: Vec<(Tid, StagedFile, String)>,
-    plan: &[StagedPeriod],
+    comparison: &[StagedPeriod],
     opts: &PublishOptions,
 ) -> Result<(), Error> {
     let storage = set.storage();
     let vintages: BTreeMap<&Tid, String> = match (&opts.vintages_until, set.is_staging()) {
-        (Some(to), false) => plan
+        (Some(to), false) => comparison
             .iter()
             .filter(|p| !p.unchanged)
             .filter_map(|p| {

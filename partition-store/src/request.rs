@@ -15,7 +15,8 @@ use tempfile::NamedTempFile;
 use crate::file_writer::{PartitionFileWriter, StagedFile};
 use crate::publish::{PublishOptions, TableSet};
 use crate::store::read_footer;
-use crate::{Error, PartitionFooter, PartitionMeta, TEMP_PREFIX, TIME_COLUMN};
+use crate::{Error, PartitionFooter, PartitionMeta, TIME_COLUMN};
+use sync_state::TEMP_PREFIX;
 
 /// Limits that guard against a hostile or runaway response.
 #[derive(Debug, Clone, Copy)]
@@ -473,15 +474,15 @@ impl StagedRequest {
     /// becomes visible whole, by rename locally or by a completed upload on
     /// an object store. With vintages on, the partition each one replaces
     /// is kept first under `_vintages/` (journaled, so that a crash never
-    /// leaves a vintage without the partition that superseded it). `plan`
+    /// leaves a vintage without the partition that superseded it). `comparison`
     /// is the result of [`StagedRequest::compare`]; callers record the
     /// changed periods in their journal between the two calls.
     pub fn publish(
         self,
-        plan: &[StagedPeriod],
+        comparison: &[StagedPeriod],
         opts: &PublishOptions,
     ) -> Result<PublishOutcome, Error> {
-        let unchanged: HashSet<&Tid> = plan
+        let unchanged: HashSet<&Tid> = comparison
             .iter()
             .filter(|p| p.unchanged)
             .map(|p| &p.tid)
@@ -497,7 +498,7 @@ impl StagedRequest {
             out.changed.push((tid.clone(), staged.rows));
             files.push((tid, staged, digest));
         }
-        crate::publish::publish_files(&self.set, files, plan, opts)?;
+        crate::publish::publish_files(&self.set, files, comparison, opts)?;
         Ok(out)
     }
 }

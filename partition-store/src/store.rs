@@ -6,14 +6,11 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
-use sync_state::{DataDir, Storage, TableId, Tid};
+use sync_state::{DataDir, Storage, TableId, Tid, ARCHIVE_DIR, SYNC_DIR, VINTAGES_DIR};
 
 use crate::file_writer::PartitionFileWriter;
 use crate::source::{self, Source};
-use crate::{
-    Error, PartitionMeta, DIGEST_KEY, PARTITION_EXT, SYNC_DIR_NAME, VALID_FROM_KEY, VARIABLES_KEY,
-    VINTAGES_DIR_NAME,
-};
+use crate::{Error, PartitionMeta, DIGEST_KEY, VALID_FROM_KEY, VARIABLES_KEY};
 
 /// Batch size used when reading partitions back.
 const READ_BATCH_ROWS: usize = 64 * 1024;
@@ -106,7 +103,7 @@ impl PartitionStore {
         let mut out: Vec<TableId> = listing
             .dirs
             .iter()
-            .filter(|n| *n != SYNC_DIR_NAME && *n != VINTAGES_DIR_NAME)
+            .filter(|n| ![SYNC_DIR, VINTAGES_DIR, ARCHIVE_DIR].contains(&n.as_str()))
             .filter_map(|n| TableId::new(n).ok().filter(|id| id.as_str() == n))
             .collect();
         out.sort();
@@ -182,7 +179,7 @@ impl PartitionStore {
 /// The period set stored directly under `prefix`.
 pub(crate) fn list_set(storage: &Storage, prefix: &str) -> Result<BTreeSet<Tid>, Error> {
     let listing = storage.list_dir(prefix)?;
-    let suffix = format!(".{PARTITION_EXT}");
+    let suffix = format!(".{}", sync_state::PARTITION_EXT);
     Ok(listing
         .files
         .iter()

@@ -83,8 +83,8 @@ fn run_request_with(
         w.write(b)?;
     }
     let staged = w.finish()?;
-    let plan = staged.compare();
-    staged.publish(&plan, opts)
+    let comparison = staged.compare();
+    staged.publish(&comparison, opts)
 }
 
 fn writer(
@@ -125,7 +125,7 @@ fn no_temp_files(store: &PartitionStore) -> bool {
         !e.expect("entry")
             .file_name()
             .to_string_lossy()
-            .starts_with(TEMP_PREFIX)
+            .starts_with(sync_state::TEMP_PREFIX)
     })
 }
 
@@ -517,8 +517,8 @@ fn publish_meta(
         RequestWriter::new(set, b.schema(), requested, WriteLimits::default(), m).expect("writer");
     w.write(b).expect("write");
     let staged = w.finish().expect("finish");
-    let plan = staged.compare();
-    staged.publish(&plan, opts).expect("publish")
+    let comparison = staged.compare();
+    staged.publish(&comparison, opts).expect("publish")
 }
 
 fn vintages_until(to: &str) -> PublishOptions {

@@ -104,11 +104,12 @@ impl PartitionStore {
             value: sync_state::shorten(to, 40),
         })?;
         Ok(format!(
-            "{}/{}/{}--{to}.parquet",
+            "{}/{}/{}--{to}.{}",
             self.data_dir().vintages_key(table),
             tid.file_stem(),
             from.and_then(compact_stamp)
                 .unwrap_or_else(|| UNKNOWN_FROM.to_string()),
+            sync_state::PARTITION_EXT,
         ))
     }
 
@@ -127,7 +128,7 @@ impl PartitionStore {
                 continue;
             };
             let Some((from, to)) = name
-                .strip_suffix(".parquet")
+                .strip_suffix(&format!(".{}", sync_state::PARTITION_EXT))
                 .and_then(|n| n.split_once("--"))
             else {
                 continue;

@@ -1,7 +1,8 @@
 use std::time::Duration;
 
-/// Which API function a request went to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which API function a request went to (also what the emulator records
+/// and injects faults on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Endpoint {
     /// `/v1/tables`

@@ -9,10 +9,7 @@ use serde::Serialize;
 
 use crate::Error;
 
-/// Every temp file of this project starts with this prefix (`.tmp-<random>…`):
-/// hidden, never a partition or a record, and removed by
-/// [`clean_temp_files`] when a process died before renaming it.
-pub const TEMP_PREFIX: &str = ".tmp-";
+pub use crate::paths::TEMP_PREFIX;
 const TEMP_SUFFIX: &str = ".tmp";
 
 /// Removes the temp files (`.tmp-*`) left in `dir` when a process died

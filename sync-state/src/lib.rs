@@ -46,11 +46,15 @@ pub use error::{error_chain, one_line, shorten, shorten_error, Error, MAX_ERROR_
 pub use frequency::{infer_frequency, Frequency, FrequencyOverrides};
 pub use ids::{RunId, TableId, Tid, MAX_PARTITION_FILE_NAME, MAX_RUN_ID_LEN, MAX_TABLE_ID_LEN};
 pub use manifest::{
-    latest_run, list_runs, pending_runs, ApplyStatus, ApplySummary, ApplyTableResult,
-    CatalogSection, DbApplyReport, PeriodCounts, RunManifest, RunStatus, SchemaChange, Summary,
-    TableResult, TableStatus, TypeChange, VanishedReport,
+    latest_run, list_runs, pending_runs, AlertOutcome, ApplyStatus, ApplySummary, ApplyTableResult,
+    CatalogSection, DbApplyReport, EarlierRun, FlowSection, InvalidEntry, PeriodCounts,
+    RecoveredPublish, RunManifest, RunStatus, SchemaChange, Summary, TableResult, TableStatus,
+    TypeChange, VanishedReport,
 };
-pub use paths::DataDir;
+pub use paths::{
+    DataDir, ARCHIVE_DIR, METADATA_DIR, PARTITION_EXT, SYNC_DIR, TABLES_DIR, TEMP_PREFIX,
+    VINTAGES_DIR,
+};
 pub use plan::{
     batches, catalog_gate, eligibility, estimate_rows_per_period, periods_per_request,
     plan_verification, refresh_window, select_periods, Eligibility, GateDecision, GatePolicy,

@@ -74,9 +74,27 @@ pub struct CatalogSection {
     /// (`--vanished-tables archive|delete`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vanished: Option<VanishedReport>,
+    /// Catalog entries set aside (unusable id, `updated` no instant, not
+    /// an object, …); they make the run `partial_failure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_entries: Option<Vec<InvalidEntry>>,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A catalog entry set aside (`catalog.invalid_entries`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidEntry {
+    /// Its position in the catalog (0-based; not in manifests written
+    /// before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// Its id, when that is a string (at most 80 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Why it was set aside.
+    pub error: String,
 }
 
 /// What was done to tables gone from the catalog.
@@ -190,6 +208,10 @@ pub struct TableResult {
     /// The error chain of a failed table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `true` when `changed_tids` includes periods an interrupted earlier
+    /// run published but never reported (the pending-tids journal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_over: Option<bool>,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -218,6 +240,7 @@ impl TableResult {
             verified_periods: None,
             verification_debt: None,
             error: None,
+            carried_over: None,
             extra: Map::new(),
         }
     }
@@ -609,12 +632,125 @@ pub struct RunManifest {
     /// The DB apply report, once the run was applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db_apply: Option<DbApplyReport>,
+    /// Abandoned multipart uploads of an interrupted run that this run
+    /// aborted first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_uploads: Option<u64>,
+    /// Multi-object publishes an interrupted run left, settled first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<Vec<RecoveredPublish>>,
+    /// What `statbank-flow` did around this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowSection>,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
+/// A publish an interrupted run left, and how it was settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveredPublish {
+    /// The table.
+    pub table: TableId,
+    /// `replace`, `remove` or `swap`.
+    pub kind: String,
+    /// What was done, in words.
+    pub action: String,
+}
+
+/// The `flow` section: what `statbank-flow` did around the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowSection {
+    /// Sync and apply together.
+    pub status: RunStatus,
+    /// Sync attempts made (1 + retries).
+    pub sync_attempts: u32,
+    /// Apply attempts made.
+    pub apply_attempts: u32,
+    /// Why the apply could not run at all (password removed).
+    pub apply_error: Option<String>,
+    /// Why the apply was not run, in words.
+    pub apply_note: Option<String>,
+    /// Earlier runs whose pending apply this run retried first.
+    pub earlier_runs_applied: Vec<EarlierRun>,
+    /// Wall time of the sync attempts (retry waits included).
+    pub sync_seconds: f64,
+    /// Wall time of the apply attempts.
+    pub apply_seconds: f64,
+    /// The alert, when one was sent.
+    pub alert: Option<AlertOutcome>,
+}
+
+/// An earlier run whose apply the flow retried, or why the pending runs
+/// could not be listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EarlierRun {
+    /// The run was applied (again).
+    Applied {
+        /// The run.
+        run_id: RunId,
+        /// The apply's status, when it produced a report.
+        status: Option<RunStatus>,
+        /// The error, when it produced none (password removed).
+        error: Option<String>,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The runs awaiting an apply could not be listed.
+    Unlisted {
+        /// Why.
+        error: String,
+    },
+}
+
+impl EarlierRun {
+    /// Whether this earlier run is applied now.
+    pub fn succeeded(&self) -> bool {
+        matches!(
+            self,
+            EarlierRun::Applied {
+                status: Some(RunStatus::Success),
+                ..
+            }
+        )
+    }
+}
+
+/// Whether the alert webhook received the summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertOutcome {
+    /// The webhook's scheme and host only (its path may hold a token).
+    pub url: String,
+    /// A 2xx answer was received.
+    pub delivered: bool,
+    /// The HTTP status, when there was an answer.
+    pub http_status: Option<u16>,
+    /// Why delivery failed.
+    pub error: Option<String>,
+}
+
 impl RunManifest {
+    /// A manifest of run `run_id` started at `started_at`: status `failed`
+    /// and every section empty until the run fills them in.
+    pub fn new(run_id: RunId, started_at: UtcSecond) -> RunManifest {
+        RunManifest {
+            run_id,
+            started_at,
+            finished_at: None,
+            status: RunStatus::Failed,
+            catalog: CatalogSection::default(),
+            tables: BTreeMap::new(),
+            summary: Summary::default(),
+            error: None,
+            db_apply: None,
+            aborted_uploads: None,
+            recovered: None,
+            flow: None,
+            extra: Map::new(),
+        }
+    }
+
     /// Loads `runs/<run_id>.json`; [`Error::ManifestNotFound`] if absent.
     pub fn load(dir: &DataDir, run: &RunId) -> Result<RunManifest, Error> {
         let key = dir.manifest_key(run);
@@ -698,19 +834,31 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_written_before_the_typed_records_is_written_back_unchanged() {
+        let before = include_str!("../testdata/manifest_before_typed_records.json");
+        let m: RunManifest = serde_json::from_str(before).expect("reads");
+        assert!(m.extra.is_empty(), "every field is typed: {:?}", m.extra);
+        assert!(m.catalog.extra.is_empty(), "{:?}", m.catalog.extra);
+        assert!(m.tables.values().all(|t| t.extra.is_empty()));
+        assert_eq!(m.aborted_uploads, Some(2));
+        let flow = m.flow.as_ref().expect("flow");
+        assert_eq!(flow.earlier_runs_applied.len(), 3);
+        assert!(flow.earlier_runs_applied[0].succeeded());
+        assert!(matches!(
+            flow.earlier_runs_applied[2],
+            EarlierRun::Unlisted { .. }
+        ));
+        let again = crate::fsio::encode_json(&m, "run manifest").expect("encodes");
+        assert_eq!(String::from_utf8(again).expect("utf-8"), before);
+    }
+
+    #[test]
     fn needs_apply_follows_db_apply() {
-        let mut m = RunManifest {
-            run_id: RunId::new("r1").expect("id"),
-            started_at: UtcSecond::new(chrono::DateTime::UNIX_EPOCH),
-            finished_at: None,
-            status: RunStatus::Success,
-            catalog: CatalogSection::default(),
-            tables: BTreeMap::new(),
-            summary: Summary::default(),
-            error: None,
-            db_apply: None,
-            extra: Map::new(),
-        };
+        let mut m = RunManifest::new(
+            RunId::new("r1").expect("id"),
+            UtcSecond::new(chrono::DateTime::UNIX_EPOCH),
+        );
+        m.status = RunStatus::Success;
         assert!(!m.needs_apply(), "nothing changed");
         let mut r = TableResult::skipped("u");
         r.changed_tids = vec![tid("2024")];

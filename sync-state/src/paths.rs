@@ -7,10 +7,33 @@ use std::sync::Arc;
 use crate::storage::{DataDirLock, Storage, WriteGuard};
 use crate::{Error, RunId, TableId, Tid};
 
-/// Key of the partitions' root.
-pub const TABLES: &str = "statbank_tables";
-/// Key of the sync control folder.
-pub const SYNC: &str = "statbank_tables/_sync";
+/// The partitions' root folder, under the data folder.
+pub const TABLES_DIR: &str = "statbank_tables";
+/// The sync control folder (state, manifests, intents, staging, lock),
+/// under the partitions' root; never a table.
+pub const SYNC_DIR: &str = "_sync";
+/// The vintages folder, under the partitions' root; never a table.
+pub const VINTAGES_DIR: &str = "_vintages";
+/// The archive of tables gone from the catalog (`--vanished-tables
+/// archive`), under the partitions' root; never a table.
+pub const ARCHIVE_DIR: &str = "_archive";
+/// The cached tableinfo and other metadata, under the data folder.
+pub const METADATA_DIR: &str = "metadata";
+/// The extension of partition and vintage files.
+pub const PARTITION_EXT: &str = "parquet";
+/// Every temp file of this project starts with this prefix (`.tmp-<random>…`):
+/// hidden, never a partition or a record, and removed when a process died
+/// before renaming it.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+const TABLES: &str = TABLES_DIR;
+const SYNC: &str = "statbank_tables/_sync";
+
+#[cfg(test)]
+#[test]
+fn the_sync_key_is_the_sync_dir_under_the_tables_root() {
+    assert_eq!(SYNC, format!("{TABLES_DIR}/{SYNC_DIR}"));
+}
 
 /// The keys of one data folder (`data/dst` by default, or an object-store
 /// prefix such as `s3://bucket/dst`):
@@ -112,12 +135,18 @@ impl DataDir {
 
     /// `statbank_tables/<TABLE_ID>/<urlquoted_tid>.parquet`.
     pub fn partition_key(&self, table: &TableId, tid: &Tid) -> String {
-        format!("{TABLES}/{table}/{}.parquet", tid.file_stem())
+        format!("{TABLES}/{table}/{}.{PARTITION_EXT}", tid.file_stem())
     }
 
     /// `statbank_tables/_vintages/<TABLE_ID>`.
     pub fn vintages_key(&self, table: &TableId) -> String {
-        format!("{TABLES}/_vintages/{table}")
+        format!("{TABLES}/{VINTAGES_DIR}/{table}")
+    }
+
+    /// `statbank_tables/_archive/<TABLE_ID>/<run_id>`: where `--vanished-tables
+    /// archive` moves a table's partitions.
+    pub fn archive_key(&self, table: &TableId, run: &RunId) -> String {
+        format!("{TABLES}/{ARCHIVE_DIR}/{table}/{run}")
     }
 
     /// `statbank_tables/_sync/state.json`.
@@ -158,12 +187,12 @@ impl DataDir {
 
     /// `metadata/tables_info_raw_da`.
     pub fn metadata_key(&self) -> String {
-        "metadata/tables_info_raw_da".to_string()
+        format!("{METADATA_DIR}/tables_info_raw_da")
     }
 
     /// `metadata/tables_info_raw_da/<TABLE_ID>.json`.
     pub fn metadata_file_key(&self, table: &TableId) -> String {
-        format!("metadata/tables_info_raw_da/{table}.json")
+        format!("{METADATA_DIR}/tables_info_raw_da/{table}.json")
     }
 
     /// The local path of a key (for a local data folder), for messages and

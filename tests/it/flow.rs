@@ -72,7 +72,7 @@ fn third_sync_attempt_succeeds_and_the_delta_is_applied_then_nothing_when_unchan
             m.db_apply.as_ref().map(|a| a.status),
             Some(RunStatus::Success)
         );
-        assert_eq!(m.extra["flow"]["sync_attempts"], 3);
+        assert_eq!(m.flow.as_ref().map(|f| f.sync_attempts), Some(3));
         let prom = std::fs::read_to_string(&metrics)?;
         assert!(
             prom.contains("statbank_flow_runs_total{status=\"success\"} 1"),
@@ -194,7 +194,10 @@ fn failures_alert_the_webhook_and_exit_statuses_follow() -> Result<()> {
         let alert = report.alert.clone().expect("alert sent");
         assert!(alert.delivered, "{alert:?}");
         let m = RunManifest::load(&DataDir::local(dir), &report.run_id)?;
-        assert_eq!(m.extra["flow"]["alert"]["delivered"], true);
+        assert_eq!(
+            m.flow.and_then(|f| f.alert).map(|a| a.delivered),
+            Some(true)
+        );
         {
             let bodies = got.lock().expect("lock");
             assert_eq!(bodies.len(), 1);
@@ -318,13 +321,10 @@ fn a_run_whose_apply_failed_is_applied_by_the_next_flow() -> Result<()> {
         let second = run_flow(&client, &o).await?;
         assert_eq!(second.status, RunStatus::Success, "{second:?}");
         let m = RunManifest::load(&DataDir::local(dir), &second.run_id)?;
-        assert_eq!(
-            m.extra["flow"]["earlier_runs_applied"][0]["run_id"],
-            first.run_id.as_str()
-        );
-        assert_eq!(
-            m.extra["flow"]["earlier_runs_applied"][0]["status"],
-            "success"
+        let earlier = m.flow.expect("flow").earlier_runs_applied;
+        assert!(
+            matches!(&earlier[0], sync_state::EarlierRun::Applied { run_id, status: Some(RunStatus::Success), .. } if *run_id == first.run_id),
+            "{earlier:?}"
         );
         assert!(sync_state::pending_runs(&DataDir::local(dir))?.is_empty());
         emu.shutdown().await;

@@ -39,7 +39,7 @@ fn a_partition_swap_never_drops_a_table_it_did_not_create() {
     let mut s = Setup::new(w);
     let m = s.sync(0);
     assert_eq!(m.status, RunStatus::PartialFailure, "the id is reported");
-    let invalid = m.catalog.extra["invalid_entries"].to_string();
+    let invalid = format!("{:?}", m.catalog.invalid_entries);
     assert!(invalid.contains("S__STAGE0"), "{invalid}");
     assert_eq!(m.tables[&id("S")].status, TableStatus::Synced);
     let r = s.apply(&m.run_id, &partitioned());
@@ -195,10 +195,7 @@ fn malformed_catalog_entries_are_set_aside_one_by_one() {
     let m = s.sync(0);
     assert_eq!(m.status, RunStatus::PartialFailure);
     assert_eq!(m.tables[&id("GOOD")].status, TableStatus::Synced);
-    let invalid = m.catalog.extra["invalid_entries"]
-        .as_array()
-        .expect("listed")
-        .clone();
+    let invalid = m.catalog.invalid_entries.clone().expect("listed");
     assert_eq!(invalid.len(), 6, "{invalid:?}");
     let text = serde_json::to_string(&invalid).expect("json");
     for what in ["NOUPD", "NULLUPD", "YES", "BADTIME", "not an object", "17"] {

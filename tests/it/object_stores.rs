@@ -430,11 +430,7 @@ async fn large_partitions_use_multipart_and_abandoned_uploads_are_aborted() {
         .await
         .expect("cycle");
     assert_eq!(m.status, RunStatus::Success, "{:?}", m.tables);
-    assert_eq!(
-        m.extra.get("aborted_uploads"),
-        Some(&serde_json::json!(1)),
-        "{abandoned}"
-    );
+    assert_eq!(m.aborted_uploads, Some(1), "{abandoned}");
     let key = dir.partition_key(&id("BIG"), &Tid::new("2024").expect("tid"));
     let size = dir
         .storage()

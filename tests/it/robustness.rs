@@ -289,8 +289,10 @@ async fn hostile_ids_periods_and_columns_fail_cleanly_inside_the_data_folder() {
         .await
         .expect("cycle");
     assert_eq!(m.status, RunStatus::PartialFailure);
-    let invalid = m.catalog.extra["invalid_entries"]
-        .as_array()
+    let invalid = m
+        .catalog
+        .invalid_entries
+        .as_ref()
         .expect("invalid entries listed");
     assert_eq!(invalid.len(), 5, "{invalid:?}");
     assert_eq!(

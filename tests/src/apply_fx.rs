@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use partition_store::{partition_schema, PartitionStore};
 use sync_state::{
-    ApplyTableResult, CatalogSection, DataDir, DbApplyReport, Frequency, RunId, RunManifest,
-    RunStatus, Summary, TableId, TableResult, Tid, UtcSecond,
+    ApplyTableResult, DataDir, DbApplyReport, Frequency, RunId, RunManifest, RunStatus, Summary,
+    TableId, TableResult, Tid, UtcSecond,
 };
 
 use crate::pg::{test_db, TestDb};
@@ -122,18 +122,11 @@ impl Fx {
             results.insert(table(t), r);
         }
         let now: UtcSecond = "2026-11-29T22:00:00Z".parse()?;
-        let m = RunManifest {
-            run_id: run_id.clone(),
-            started_at: now,
-            finished_at: Some(now),
-            status: RunStatus::Success,
-            catalog: CatalogSection::default(),
-            summary: Summary::of(&results),
-            tables: results,
-            error: None,
-            db_apply: None,
-            extra: Default::default(),
-        };
+        let mut m = RunManifest::new(run_id.clone(), now);
+        m.finished_at = Some(now);
+        m.status = RunStatus::Success;
+        m.summary = Summary::of(&results);
+        m.tables = results;
         m.save(&self.data)?;
         Ok(run_id)
     }

@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use partition_store::{PartitionStore, PublishOptions, WriteLimits};
-use serde_json::json;
 use statbank_client::{error_chain, Catalog, CatalogEntry, StatbankClient, TablesRequest};
 use sync_state::{
-    catalog_gate, CatalogSection, DataDir, FrequencyOverrides, GateDecision, GatePolicy, RunId,
-    RunManifest, RunStatus, Summary, SyncState, TableId, TableResult, TableState, TableStatus,
-    UtcSecond, VanishedReport, VerifyPolicy, MAX_ROWS_PER_CALL,
+    catalog_gate, CatalogSection, DataDir, FrequencyOverrides, GateDecision, GatePolicy,
+    InvalidEntry, RecoveredPublish, RunId, RunManifest, RunStatus, Summary, SyncState, TableId,
+    TableResult, TableState, TableStatus, UtcSecond, VanishedReport, VerifyPolicy,
+    MAX_ROWS_PER_CALL,
 };
 
 use crate::Error;
@@ -263,18 +263,7 @@ pub async fn run_sync_cycle(
     let (_lock, dir) = opts.data_dir.lock(&format!("run started {started}"))?;
     let run_id = choose_run_id(&dir, opts, started)?;
     dir.clean_temp_files();
-    let mut manifest = RunManifest {
-        run_id: run_id.clone(),
-        started_at: started,
-        finished_at: None,
-        status: RunStatus::Failed,
-        catalog: CatalogSection::default(),
-        tables: BTreeMap::new(),
-        summary: Summary::default(),
-        error: None,
-        db_apply: None,
-        extra: serde_json::Map::new(),
-    };
+    let mut manifest = RunManifest::new(run_id.clone(), started);
     let outcome = cycle(client, opts, &dir, &run_id, &mut manifest).await;
     finish(&dir, opts, &mut manifest, outcome)?;
     Ok(manifest)
@@ -392,12 +381,9 @@ async fn cycle(
     if !invalid.is_empty() {
         tracing::warn!(
             count = invalid.len(),
-            "catalog entries with unusable ids were rejected"
+            "catalog entries that cannot be used were set aside"
         );
-        manifest
-            .catalog
-            .extra
-            .insert("invalid_entries".into(), json!(invalid));
+        manifest.catalog.invalid_entries = Some(invalid.clone());
     }
     lifecycle(
         &store,
@@ -463,16 +449,19 @@ async fn settle_interrupted(
             aborted,
             "aborted uploads that an interrupted run left unfinished"
         );
-        manifest
-            .extra
-            .insert("aborted_uploads".into(), json!(aborted));
+        manifest.aborted_uploads = Some(aborted as u64);
     }
     if !recovered.is_empty() {
-        let list: Vec<_> = recovered
-            .iter()
-            .map(|r| json!({"table": r.table, "kind": r.kind, "action": r.action}))
-            .collect();
-        manifest.extra.insert("recovered".into(), json!(list));
+        manifest.recovered = Some(
+            recovered
+                .into_iter()
+                .map(|r| RecoveredPublish {
+                    table: r.table,
+                    kind: r.kind.to_string(),
+                    action: r.action,
+                })
+                .collect(),
+        );
     }
     Ok(())
 }
@@ -511,11 +500,15 @@ struct Selected {
 
 /// The catalog's usable tables, by id, and its entries set aside (each
 /// alone: a malformed entry never costs the others their sync).
-fn select_tables(catalog: Catalog, opts: &SyncOptions) -> (Selected, Vec<serde_json::Value>) {
-    let invalid: Vec<serde_json::Value> = catalog
+fn select_tables(catalog: Catalog, opts: &SyncOptions) -> (Selected, Vec<InvalidEntry>) {
+    let invalid: Vec<InvalidEntry> = catalog
         .rejected
-        .iter()
-        .map(|r| json!({"index": r.index, "id": r.id, "error": r.error}))
+        .into_iter()
+        .map(|r| InvalidEntry {
+            index: Some(r.index),
+            id: r.id,
+            error: r.error,
+        })
         .collect();
     let mut by_id: BTreeMap<TableId, CatalogEntry> = BTreeMap::new();
     for entry in catalog.tables {
@@ -581,18 +574,25 @@ async fn lifecycle(
     if opts.vanished_tables == VanishedTables::Keep {
         return Ok(());
     }
-    let archive = (opts.vanished_tables == VanishedTables::Archive).then(|| {
+    let archiving = opts.vanished_tables == VanishedTables::Archive;
+    // Recorded as a pattern: `statbank_tables/_archive/{TABLE}/<run>`.
+    let archive = archiving.then(|| {
         format!(
-            "{}/_archive/{{TABLE}}/{run_id}",
-            store.data_dir().tables_key()
+            "{}/{}/{{TABLE}}/{run_id}",
+            sync_state::TABLES_DIR,
+            sync_state::ARCHIVE_DIR
         )
     });
     for id in &removed {
         let s = store.clone();
-        let (table, arch) = (id.clone(), archive.clone());
-        tokio::task::spawn_blocking(move || match arch {
-            Some(a) => s.archive_table(&table, &a.replace("{TABLE}", table.as_str())),
-            None => s.delete_table(&table),
+        let (table, run) = (id.clone(), run_id.clone());
+        tokio::task::spawn_blocking(move || {
+            if archiving {
+                let to = s.data_dir().archive_key(&table, &run);
+                s.archive_table(&table, &to)
+            } else {
+                s.delete_table(&table)
+            }
         })
         .await
         .map_err(|e| Error::Internal(format!("vanished-table task failed: {e}")))??;

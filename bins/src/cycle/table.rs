@@ -7,7 +7,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use partition_store::{PartitionMeta, PublishOptions, TableSet};
-use serde_json::json;
 use statbank_client::{error_chain, CatalogEntry, TableInfo};
 use sync_state::{
     batches, eligibility, estimate_rows_per_period, periods_per_request, plan_verification,
@@ -144,7 +143,7 @@ fn carry_over(
                 remote.iter().enumerate().map(|(i, t)| (t, i)).collect();
             changed.sort_by_key(|t| pos.get(t).copied().unwrap_or(usize::MAX));
         }
-        r.extra.insert("carried_over".into(), json!(true));
+        r.carried_over = Some(true);
         r.changed_tids = changed;
     }
     if r.schema_change.is_none() {
@@ -597,8 +596,8 @@ async fn fetch_and_publish(
             .await??;
         out.bytes += fetched.bytes;
         let staged = fetched.staged;
-        let plan = staged.compare();
-        let to_publish: Vec<Tid> = plan
+        let comparison = staged.compare();
+        let to_publish: Vec<Tid> = comparison
             .iter()
             .filter(|p| !p.unchanged)
             .map(|p| p.tid.clone())
@@ -611,7 +610,7 @@ async fn fetch_and_publish(
             })?;
         }
         let o = opts.clone();
-        let outcome = tokio::task::spawn_blocking(move || staged.publish(&plan, &o))
+        let outcome = tokio::task::spawn_blocking(move || staged.publish(&comparison, &o))
             .await
             .map_err(|e| Error::Internal(format!("publish task failed: {e}")))??;
         for (tid, rows) in outcome.changed {

@@ -38,16 +38,7 @@ use tokio::task::JoinHandle;
 
 pub use world::{EmuTable, EmuValue, EmuVariable, World};
 
-/// The three API functions a sync client uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Endpoint {
-    /// `/v1/tables`
-    Tables,
-    /// `/v1/tableinfo`
-    TableInfo,
-    /// `/v1/data`
-    Data,
-}
+pub use crate::Endpoint;
 
 /// An injected fault: applies to requests of `endpoint` (and `table`, if set).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

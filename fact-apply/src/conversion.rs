@@ -1,4 +1,4 @@
-//! The per-column conversion plan (partition column → target column, decided
+//! The per-column conversion (partition column → target column, decided
 //! by the target's type) and the row stream that applies it.
 
 use arrow_array::{
@@ -222,9 +222,9 @@ fn float_cell(v: f64, single: bool) -> Result<Cell<'static>, String> {
     }
 }
 
-/// One column of the plan: a partition column and the target column it fills.
+/// One column of the conversion: a partition column and the target column it fills.
 #[derive(Debug, Clone)]
-pub(crate) struct PlanColumn {
+pub(crate) struct ConversionColumn {
     /// The header in the partition (`OMRÅDE`).
     pub header: String,
     /// The target column (`omrade`).
@@ -241,21 +241,21 @@ pub(crate) struct PlanColumn {
     pub not_null: bool,
 }
 
-/// The conversion plan of one table.
+/// The conversion of one table.
 #[derive(Debug, Clone)]
-pub(crate) struct Plan {
+pub(crate) struct Conversion {
     /// `"fact"."folk1a"`.
     pub target: String,
     /// Columns in partition order; these are copied and inserted.
-    pub columns: Vec<PlanColumn>,
+    pub columns: Vec<ConversionColumn>,
     /// Index of the `tid` column in `columns`.
     pub tid: usize,
     /// Index of the `indhold` column, whose missing values drop the row.
     pub indhold: Option<usize>,
 }
 
-impl Plan {
-    /// Builds the plan from a partition schema and the target's columns;
+impl Conversion {
+    /// Builds the conversion from a partition schema and the target's columns;
     /// fails before anything is written when it cannot.
     pub(crate) fn build(
         table: &TableId,
@@ -263,8 +263,8 @@ impl Plan {
         target_columns: &[TargetColumn],
         tid: &Tid,
         schema: &Schema,
-    ) -> Result<Plan, Error> {
-        let mut columns: Vec<PlanColumn> = Vec::with_capacity(schema.fields().len());
+    ) -> Result<Conversion, Error> {
+        let mut columns: Vec<ConversionColumn> = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {
             let name = column_name(field.name());
             if let Some(prev) = columns.iter().find(|c| c.name == name) {
@@ -307,7 +307,7 @@ impl Plan {
             };
             let source = SourceKind::of(field.data_type()).ok_or_else(incompatible)?;
             let conv = Conv::choose(source, &kind, &name).ok_or_else(incompatible)?;
-            columns.push(PlanColumn {
+            columns.push(ConversionColumn {
                 header: field.name().clone(),
                 name,
                 pg_type: tc.type_name.clone(),
@@ -338,7 +338,7 @@ impl Plan {
                 tid: tid.clone(),
             })?;
         let indhold = columns.iter().position(|c| c.name == "indhold");
-        Ok(Plan {
+        Ok(Conversion {
             target: target.to_owned(),
             columns,
             tid: tid_ix,
@@ -346,8 +346,8 @@ impl Plan {
         })
     }
 
-    /// The position of every plan column in a partition's schema; fails when
-    /// the partition's columns differ from the plan's.
+    /// The position of every column of the conversion in a partition's schema; fails when
+    /// the partition's columns differ from the conversion's.
     pub(crate) fn map_schema(
         &self,
         table: &TableId,
@@ -407,7 +407,7 @@ impl Plan {
         })
     }
 
-    /// The target types of the plan columns, for the binary COPY.
+    /// The target types of the conversion's columns, for the binary COPY.
     pub(crate) fn types(&self) -> Vec<Type> {
         self.columns.iter().map(|c| c.ty.clone()).collect()
     }
@@ -485,13 +485,13 @@ impl<'b> Src<'b> {
     }
 }
 
-/// Streams the rows of one partition through the plan into `sink`, batch by
+/// Streams the rows of one partition through the conversion into `sink`, batch by
 /// batch (never the whole partition in memory).
 pub(crate) fn stream_partition<F>(
     store: &PartitionStore,
     table: &TableId,
     tid: &Tid,
-    plan: &Plan,
+    conv: &Conversion,
     sink: &mut F,
 ) -> Result<PeriodStats, Error>
 where
@@ -506,15 +506,15 @@ where
     };
     let reader = store.read_partition(table, tid).map_err(part_err)?;
     let footer_rows = reader.num_rows();
-    let mapping = plan.map_schema(table, tid, &reader.schema())?;
-    let tid_cell = plan.tid_cell(table, tid)?;
-    let mut memo: Vec<Option<(String, Cell<'static>)>> = vec![None; plan.columns.len()];
+    let mapping = conv.map_schema(table, tid, &reader.schema())?;
+    let tid_cell = conv.tid_cell(table, tid)?;
+    let mut memo: Vec<Option<(String, Cell<'static>)>> = vec![None; conv.columns.len()];
     let mut stats = PeriodStats::default();
     for batch in reader {
         let batch: RecordBatch = batch.map_err(part_err)?;
         let srcs: Vec<Src<'_>> = mapping
             .iter()
-            .zip(&plan.columns)
+            .zip(&conv.columns)
             .map(|(&ix, col)| {
                 batch
                     .columns()
@@ -536,16 +536,16 @@ where
             .collect::<Result<_, _>>()?;
         let n = batch.num_rows();
         stats.rows += n as u64;
-        let mut cells: Vec<Cell<'_>> = Vec::with_capacity(plan.columns.len());
+        let mut cells: Vec<Cell<'_>> = Vec::with_capacity(conv.columns.len());
         for row in 0..n {
-            if let Some(ix) = plan.indhold {
+            if let Some(ix) = conv.indhold {
                 if !srcs[ix].is_valid(row) {
                     stats.dropped += 1;
                     continue;
                 }
             }
             cells.clear();
-            for (k, (col, src)) in plan.columns.iter().zip(&srcs).enumerate() {
+            for (k, (col, src)) in conv.columns.iter().zip(&srcs).enumerate() {
                 let value = src.get(row);
                 let bad = |value: String, reason: String| Error::Value {
                     table: table.clone(),
@@ -559,7 +559,7 @@ where
                         return Err(bad("NULL".into(), "the column is not null".into()));
                     }
                     SrcValue::Null => Cell::Null,
-                    SrcValue::Text(s) if k == plan.tid => {
+                    SrcValue::Text(s) if k == conv.tid => {
                         if s != tid.as_str() {
                             return Err(Error::ForeignRow {
                                 table: table.clone(),
