@@ -172,25 +172,24 @@ impl ProgressSink for Progress {
 pub fn sync_summary(m: &RunManifest, manifest_path: &str) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let s = &m.summary;
     let secs = m
         .finished_at
         .map(|f| (f.get() - m.started_at.get()).num_seconds())
         .unwrap_or(0);
     let _ = writeln!(out, "run {}: {} in {secs}s", m.run_id, m.status);
-    if !m.catalog.polled {
-        let reason = m.catalog.reason.as_deref().unwrap_or("not polled");
-        let _ = writeln!(out, "  catalog not polled ({reason})");
-        if let Some(t) = m.catalog.last_catalog_poll_at {
-            let _ = writeln!(
-                out,
-                "  last catalog poll {t}; use --force-catalog-poll to poll now"
-            );
-        }
-        if let Some(e) = &m.catalog.error {
-            let _ = writeln!(out, "  error: {e}");
-        }
-    } else {
+    catalog_lines(&mut out, m);
+    changed_lines(&mut out, m);
+    failed_lines(&mut out, m);
+    notable_lines(&mut out, m);
+    let _ = writeln!(out, "  manifest: {manifest_path}");
+    out
+}
+
+/// The catalog: why it was not polled, or what the run did with it.
+fn catalog_lines(out: &mut String, m: &RunManifest) {
+    use std::fmt::Write;
+    let s = &m.summary;
+    if m.catalog.polled {
         let _ = writeln!(
             out,
             "  tables: {} considered, {} synced, {} unchanged, {} failed",
@@ -201,7 +200,24 @@ pub fn sync_summary(m: &RunManifest, manifest_path: &str) -> String {
             "  changed: {} tables, {} files, {} rows",
             s.tables_with_changed_tids, s.files_written, s.rows_written
         );
+        return;
     }
+    let reason = m.catalog.reason.as_deref().unwrap_or("not polled");
+    let _ = writeln!(out, "  catalog not polled ({reason})");
+    if let Some(t) = m.catalog.last_catalog_poll_at {
+        let _ = writeln!(
+            out,
+            "  last catalog poll {t}; use --force-catalog-poll to poll now"
+        );
+    }
+    if let Some(e) = &m.catalog.error {
+        let _ = writeln!(out, "  error: {e}");
+    }
+}
+
+/// Up to ten tables with changed periods, four periods each.
+fn changed_lines(out: &mut String, m: &RunManifest) {
+    use std::fmt::Write;
     let changed: Vec<_> = m
         .tables
         .iter()
@@ -220,6 +236,11 @@ pub fn sync_summary(m: &RunManifest, manifest_path: &str) -> String {
     if changed.len() > 10 {
         let _ = writeln!(out, "    … and {} more tables", changed.len() - 10);
     }
+}
+
+/// Up to ten failed tables with their errors, and the run's own error.
+fn failed_lines(out: &mut String, m: &RunManifest) {
+    use std::fmt::Write;
     let failed: Vec<_> = m
         .tables
         .iter()
@@ -240,16 +261,20 @@ pub fn sync_summary(m: &RunManifest, manifest_path: &str) -> String {
             let _ = writeln!(out, "  error: {e}");
         }
     }
-    if s.tables_schema_changed > 0 {
-        for (id, r) in m.tables.iter().filter(|(_, r)| r.schema_change.is_some()) {
-            if let Some(c) = &r.schema_change {
-                let _ = writeln!(
-                    out,
-                    "  SCHEMA CHANGED {id}: [{}] -> [{}] (re-fetched whole; apply needs --on-schema-change rebuild or a migrated table)",
-                    c.before.join(", "),
-                    c.after.join(", ")
-                );
-            }
+}
+
+/// Schema changes, tables gone from the catalog, verification.
+fn notable_lines(out: &mut String, m: &RunManifest) {
+    use std::fmt::Write;
+    let s = &m.summary;
+    for (id, r) in &m.tables {
+        if let Some(c) = &r.schema_change {
+            let _ = writeln!(
+                out,
+                "  SCHEMA CHANGED {id}: [{}] -> [{}] (re-fetched whole; apply needs --on-schema-change rebuild or a migrated table)",
+                c.before.join(", "),
+                c.after.join(", ")
+            );
         }
     }
     if let Some(removed) = &m.catalog.removed_tables {
@@ -268,8 +293,6 @@ pub fn sync_summary(m: &RunManifest, manifest_path: &str) -> String {
             s.periods_verified, s.verification_debt
         );
     }
-    let _ = writeln!(out, "  manifest: {manifest_path}");
-    out
 }
 
 /// The sync settings shared by `statbank-sync` and `statbank-flow`.

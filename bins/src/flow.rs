@@ -549,7 +549,6 @@ fn host_name() -> String {
 /// The alert body: chat-ready `text` (Slack, Teams, Mattermost and most
 /// webhook receivers show it), and the details as fields.
 fn alert_body(report: &FlowReport, reason: &str, dir: &sync_state::DataDir) -> serde_json::Value {
-    use std::fmt::Write;
     let m = &report.manifest;
     let host = host_name();
     let manifest = dir.display_key(&dir.manifest_key(&report.run_id));
@@ -566,28 +565,69 @@ fn alert_body(report: &FlowReport, reason: &str, dir: &sync_state::DataDir) -> s
         .filter(|t| t.status == sync_state::ApplyStatus::Failed)
         .map(|t| json!({"table": t.table, "reason": t.reason, "error": t.error}))
         .collect();
-    // Every piece of text from a record or from upstream is escaped for the
-    // chat format (`<!channel>`, disguised links) and kept on its line.
+    let earlier_failed: Vec<&EarlierRun> = report
+        .earlier_runs
+        .iter()
+        .filter(|r| !r.succeeded())
+        .collect();
+    let mut text = alert_headline(report, reason, &host);
+    alert_failures(&mut text, report, &earlier_failed);
+    let _ = std::fmt::Write::write_fmt(
+        &mut text,
+        format_args!("\nmanifest: {}", crate::redact::chat_escape(&manifest)),
+    );
+    json!({
+        "text": text,
+        "source": "statbank-sync",
+        "host": host,
+        "data_dir": dir.describe(),
+        "manifest": manifest,
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "reason": reason,
+        "run_id": report.run_id,
+        "status": report.status,
+        "sync_status": report.sync_status,
+        "sync_error": m.error,
+        "failed_tables": failed,
+        "apply_error": report.apply_error,
+        "apply_failed_tables": apply_failed,
+        "earlier_runs_failed": earlier_failed,
+        "summary": m.summary,
+    })
+}
+
+/// The alert's first line: host, run, why. Every piece of text from a
+/// record or from upstream in the alert is escaped for the chat format
+/// (`<!channel>`, disguised links) and kept on its line.
+fn alert_headline(report: &FlowReport, reason: &str, host: &str) -> String {
     let esc = crate::redact::chat_escape;
-    let mut text = format!(
+    format!(
         "statbank-sync on {}: run {} {}",
         if host.is_empty() {
             "?".into()
         } else {
-            esc(&host)
+            esc(host)
         },
         report.run_id,
         esc(reason)
-    );
+    )
+}
+
+/// One line per failure: the sync's, up to five tables', the apply's, and
+/// each earlier run still not applied.
+fn alert_failures(text: &mut String, report: &FlowReport, earlier_failed: &[&EarlierRun]) {
+    use std::fmt::Write;
+    let esc = crate::redact::chat_escape;
+    let m = &report.manifest;
     if let Some(e) = &m.error {
         let _ = write!(text, "\nsync failed: {}", esc(e));
     }
-    for (id, r) in m
+    let failed: Vec<_> = m
         .tables
         .iter()
         .filter(|(_, r)| r.status == TableStatus::Failed)
-        .take(5)
-    {
+        .collect();
+    for (id, r) in failed.iter().take(5) {
         let _ = write!(
             text,
             "\n• {id}: {}",
@@ -614,12 +654,7 @@ fn alert_body(report: &FlowReport, reason: &str, dir: &sync_state::DataDir) -> s
     if let Some(e) = &report.apply_error {
         let _ = write!(text, "\napply failed: {}", esc(e));
     }
-    let earlier_failed: Vec<&EarlierRun> = report
-        .earlier_runs
-        .iter()
-        .filter(|r| !r.succeeded())
-        .collect();
-    for r in &earlier_failed {
+    for r in earlier_failed {
         let (run, why) = match r {
             EarlierRun::Applied {
                 run_id,
@@ -642,25 +677,6 @@ fn alert_body(report: &FlowReport, reason: &str, dir: &sync_state::DataDir) -> s
             esc(&why)
         );
     }
-    let _ = write!(text, "\nmanifest: {}", esc(&manifest));
-    json!({
-        "text": text,
-        "source": "statbank-sync",
-        "host": host,
-        "data_dir": dir.describe(),
-        "manifest": manifest,
-        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "reason": reason,
-        "run_id": report.run_id,
-        "status": report.status,
-        "sync_status": report.sync_status,
-        "sync_error": m.error,
-        "failed_tables": failed,
-        "apply_error": report.apply_error,
-        "apply_failed_tables": apply_failed,
-        "earlier_runs_failed": earlier_failed,
-        "summary": m.summary,
-    })
 }
 
 /// POSTs the alert (three tries on network errors and 5xx). Only the

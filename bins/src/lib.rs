@@ -15,7 +15,19 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Crate features
+//!
+//! - `cli` (default): the programs (`statbank-sync`, `statbank-apply`,
+//!   `statbank-flow`, `statbank-inspect`) and what only they need (clap,
+//!   indicatif, tracing-subscriber, anyhow). An application embedding the
+//!   engine depends on `bins` with `default-features = false` and compiles
+//!   none of it (see the `whole_cycle` example).
+//! - `s3`, `gcs`, `azure` (default): object-store data folders.
+//! - `emulator`: the `statbank-emulator` program.
+//! - `bench`: the benchmark programs (`bench-sync`, `bench-apply`, …).
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
 /// Each program's `main(argv)`, so the tests run exactly the binaries'
 /// code in a child process. Not an API: use the engine's functions.

@@ -279,9 +279,15 @@ fn sync_metrics(m: &Metrics, input: &MetricsInput<'_>) -> Result<(), Error> {
     ] {
         m.gauge(name, help, v)?;
     }
-    let Some(state) = input.state else {
-        return Ok(());
-    };
+    match input.state {
+        Some(state) => state_metrics(m, state),
+        None => Ok(()),
+    }
+}
+
+/// What `state.json` says across runs: the last catalog poll, the
+/// verification debt, tables failing again and again.
+fn state_metrics(m: &Metrics, state: &sync_state::SyncState) -> Result<(), Error> {
     if let Some(t) = state.last_catalog_poll_at {
         m.gauge(
             "statbank_sync_last_catalog_poll_timestamp_seconds",

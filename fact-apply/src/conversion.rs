@@ -241,6 +241,75 @@ pub(crate) struct ConversionColumn {
     pub not_null: bool,
 }
 
+impl ConversionColumn {
+    /// How the partition column `field` fills the target column `tc`
+    /// (named `name`); fails when the target's type cannot hold it.
+    fn of(
+        table: &TableId,
+        tid: &Tid,
+        field: &arrow_schema::Field,
+        tc: &TargetColumn,
+        name: String,
+    ) -> Result<ConversionColumn, Error> {
+        let unsupported = |pg_type: String| Error::UnsupportedType {
+            table: table.clone(),
+            column: name.clone(),
+            pg_type,
+        };
+        if tc.generated {
+            return Err(unsupported(format!("{} (generated column)", tc.type_name)));
+        }
+        let (Some(ty), Some(kind)) = (
+            tc.ty.clone(),
+            tc.ty.as_ref().and_then(|t| PgKind::of(t, tc.typmod)),
+        ) else {
+            return Err(unsupported(tc.type_name.clone()));
+        };
+        let incompatible = || Error::IncompatibleColumn {
+            table: table.clone(),
+            column: field.name().clone(),
+            tid: tid.clone(),
+            arrow_type: field.data_type().to_string(),
+            pg_type: tc.type_name.clone(),
+        };
+        let source = SourceKind::of(field.data_type()).ok_or_else(incompatible)?;
+        let conv = Conv::choose(source, &kind, &name).ok_or_else(incompatible)?;
+        Ok(ConversionColumn {
+            header: field.name().clone(),
+            name,
+            pg_type: tc.type_name.clone(),
+            ty,
+            source,
+            conv,
+            not_null: tc.not_null,
+        })
+    }
+}
+
+/// Every `NOT NULL` target column without a default or identity must be
+/// filled by a partition column.
+fn check_required_columns(
+    table: &TableId,
+    target: &str,
+    target_columns: &[TargetColumn],
+    columns: &[ConversionColumn],
+) -> Result<(), Error> {
+    for tc in target_columns {
+        if tc.not_null
+            && !tc.has_default
+            && !tc.generated
+            && !columns.iter().any(|c| c.name == tc.name)
+        {
+            return Err(Error::MissingSourceColumn {
+                table: table.clone(),
+                column: tc.name.clone(),
+                target: target.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The conversion of one table.
 #[derive(Debug, Clone)]
 pub(crate) struct Conversion {
@@ -284,52 +353,9 @@ impl Conversion {
                     target: target.to_owned(),
                 });
             };
-            let unsupported = |pg_type: String| Error::UnsupportedType {
-                table: table.clone(),
-                column: name.clone(),
-                pg_type,
-            };
-            if tc.generated {
-                return Err(unsupported(format!("{} (generated column)", tc.type_name)));
-            }
-            let (Some(ty), Some(kind)) = (
-                tc.ty.clone(),
-                tc.ty.as_ref().and_then(|t| PgKind::of(t, tc.typmod)),
-            ) else {
-                return Err(unsupported(tc.type_name.clone()));
-            };
-            let incompatible = || Error::IncompatibleColumn {
-                table: table.clone(),
-                column: field.name().clone(),
-                tid: tid.clone(),
-                arrow_type: field.data_type().to_string(),
-                pg_type: tc.type_name.clone(),
-            };
-            let source = SourceKind::of(field.data_type()).ok_or_else(incompatible)?;
-            let conv = Conv::choose(source, &kind, &name).ok_or_else(incompatible)?;
-            columns.push(ConversionColumn {
-                header: field.name().clone(),
-                name,
-                pg_type: tc.type_name.clone(),
-                ty,
-                source,
-                conv,
-                not_null: tc.not_null,
-            });
+            columns.push(ConversionColumn::of(table, tid, field, tc, name)?);
         }
-        for tc in target_columns {
-            if tc.not_null
-                && !tc.has_default
-                && !tc.generated
-                && !columns.iter().any(|c| c.name == tc.name)
-            {
-                return Err(Error::MissingSourceColumn {
-                    table: table.clone(),
-                    column: tc.name.clone(),
-                    target: target.to_owned(),
-                });
-            }
-        }
+        check_required_columns(table, target, target_columns, &columns)?;
         let tid_ix = columns
             .iter()
             .position(|c| c.name == "tid" && c.source == SourceKind::Text)
@@ -497,43 +523,20 @@ pub(crate) fn stream_partition<F>(
 where
     F: FnMut(&[Cell<'_>]) -> Result<(), postgres::Error>,
 {
-    let path = || store.display_partition(table, tid);
     let part_err = |source| Error::Read {
         table: table.clone(),
         tid: tid.clone(),
-        path: path(),
+        path: store.display_partition(table, tid),
         source: Box::new(source),
     };
     let reader = store.read_partition(table, tid).map_err(part_err)?;
     let footer_rows = reader.num_rows();
     let mapping = conv.map_schema(table, tid, &reader.schema())?;
-    let tid_cell = conv.tid_cell(table, tid)?;
-    let mut memo: Vec<Option<(String, Cell<'static>)>> = vec![None; conv.columns.len()];
+    let mut rows = RowConverter::new(conv, table, tid)?;
     let mut stats = PeriodStats::default();
     for batch in reader {
         let batch: RecordBatch = batch.map_err(part_err)?;
-        let srcs: Vec<Src<'_>> = mapping
-            .iter()
-            .zip(&conv.columns)
-            .map(|(&ix, col)| {
-                batch
-                    .columns()
-                    .get(ix)
-                    .filter(|a| SourceKind::of(a.data_type()) == Some(col.source))
-                    .and_then(Src::new)
-                    .ok_or_else(|| Error::IncompatibleColumn {
-                        table: table.clone(),
-                        column: col.header.clone(),
-                        tid: tid.clone(),
-                        arrow_type: batch
-                            .columns()
-                            .get(ix)
-                            .map(|a| a.data_type().to_string())
-                            .unwrap_or_else(|| "missing".into()),
-                        pg_type: col.pg_type.clone(),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let srcs = rows.sources(&mapping, &batch)?;
         let n = batch.num_rows();
         stats.rows += n as u64;
         let mut cells: Vec<Cell<'_>> = Vec::with_capacity(conv.columns.len());
@@ -545,46 +548,8 @@ where
                 }
             }
             cells.clear();
-            for (k, (col, src)) in conv.columns.iter().zip(&srcs).enumerate() {
-                let value = src.get(row);
-                let bad = |value: String, reason: String| Error::Value {
-                    table: table.clone(),
-                    tid: tid.clone(),
-                    column: col.name.clone(),
-                    value: shorten(&value),
-                    reason: format!("{}: {reason}", col.pg_type),
-                };
-                let cell = match value {
-                    SrcValue::Null if col.not_null => {
-                        return Err(bad("NULL".into(), "the column is not null".into()));
-                    }
-                    SrcValue::Null => Cell::Null,
-                    SrcValue::Text(s) if k == conv.tid => {
-                        if s != tid.as_str() {
-                            return Err(Error::ForeignRow {
-                                table: table.clone(),
-                                tid: tid.clone(),
-                                found: shorten(s),
-                            });
-                        }
-                        tid_cell.clone()
-                    }
-                    SrcValue::Text(s) if col.conv.memoised() => match &memo[k] {
-                        Some((prev, cell)) if prev == s => cell.clone(),
-                        _ => {
-                            let cell = col
-                                .conv
-                                .text(s)
-                                .map_err(|r| bad(s.to_owned(), r))?
-                                .into_owned();
-                            memo[k] = Some((s.to_owned(), cell.clone()));
-                            cell
-                        }
-                    },
-                    SrcValue::Text(s) => col.conv.text(s).map_err(|r| bad(s.to_owned(), r))?,
-                    SrcValue::Number(v) => col.conv.number(v).map_err(|r| bad(v.to_string(), r))?,
-                };
-                cells.push(cell);
+            for (k, src) in srcs.iter().enumerate() {
+                cells.push(rows.cell(k, src.get(row))?);
             }
             sink(&cells).map_err(Error::db(table, "copy into the temp table"))?;
             stats.sent += 1;
@@ -599,4 +564,102 @@ where
         });
     }
     Ok(stats)
+}
+
+/// Converts one partition's values cell by cell, the last text of each
+/// memoised column remembered (codes repeat row after row).
+struct RowConverter<'a> {
+    conv: &'a Conversion,
+    table: &'a TableId,
+    tid: &'a Tid,
+    tid_cell: Cell<'a>,
+    memo: Vec<Option<(String, Cell<'static>)>>,
+}
+
+impl<'a> RowConverter<'a> {
+    fn new(conv: &'a Conversion, table: &'a TableId, tid: &'a Tid) -> Result<Self, Error> {
+        Ok(RowConverter {
+            conv,
+            table,
+            tid,
+            tid_cell: conv.tid_cell(table, tid)?,
+            memo: vec![None; conv.columns.len()],
+        })
+    }
+
+    /// The batch's column of each conversion column (`mapping`: their
+    /// positions in the partition).
+    fn sources<'b>(
+        &self,
+        mapping: &[usize],
+        batch: &'b RecordBatch,
+    ) -> Result<Vec<Src<'b>>, Error> {
+        mapping
+            .iter()
+            .zip(&self.conv.columns)
+            .map(|(&ix, col)| {
+                batch
+                    .columns()
+                    .get(ix)
+                    .filter(|a| SourceKind::of(a.data_type()) == Some(col.source))
+                    .and_then(Src::new)
+                    .ok_or_else(|| Error::IncompatibleColumn {
+                        table: self.table.clone(),
+                        column: col.header.clone(),
+                        tid: self.tid.clone(),
+                        arrow_type: batch
+                            .columns()
+                            .get(ix)
+                            .map(|a| a.data_type().to_string())
+                            .unwrap_or_else(|| "missing".into()),
+                        pg_type: col.pg_type.clone(),
+                    })
+            })
+            .collect()
+    }
+
+    /// The value of column `k` as its target column stores it.
+    fn cell<'b>(&mut self, k: usize, value: SrcValue<'b>) -> Result<Cell<'b>, Error>
+    where
+        'a: 'b,
+    {
+        let col = &self.conv.columns[k];
+        let bad = |value: String, reason: String| Error::Value {
+            table: self.table.clone(),
+            tid: self.tid.clone(),
+            column: col.name.clone(),
+            value: shorten(&value),
+            reason: format!("{}: {reason}", col.pg_type),
+        };
+        Ok(match value {
+            SrcValue::Null if col.not_null => {
+                return Err(bad("NULL".into(), "the column is not null".into()));
+            }
+            SrcValue::Null => Cell::Null,
+            SrcValue::Text(s) if k == self.conv.tid => {
+                if s != self.tid.as_str() {
+                    return Err(Error::ForeignRow {
+                        table: self.table.clone(),
+                        tid: self.tid.clone(),
+                        found: shorten(s),
+                    });
+                }
+                self.tid_cell.clone()
+            }
+            SrcValue::Text(s) if col.conv.memoised() => match &self.memo[k] {
+                Some((prev, cell)) if prev == s => cell.clone(),
+                _ => {
+                    let cell = col
+                        .conv
+                        .text(s)
+                        .map_err(|r| bad(s.to_owned(), r))?
+                        .into_owned();
+                    self.memo[k] = Some((s.to_owned(), cell.clone()));
+                    cell
+                }
+            },
+            SrcValue::Text(s) => col.conv.text(s).map_err(|r| bad(s.to_owned(), r))?,
+            SrcValue::Number(v) => col.conv.number(v).map_err(|r| bad(v.to_string(), r))?,
+        })
+    }
 }

@@ -9,7 +9,7 @@ use crate::catalog::{table_columns, table_oid, TargetColumn};
 use crate::conversion::Conversion;
 use crate::convert::Cell;
 use crate::history::ensure_schema;
-use crate::infer::infer_table;
+use crate::infer::{infer_table, InferredTable};
 use crate::swap::{free_partition_name, literal};
 use crate::tx::{
     begin, build_conversion, check_inserted, copy_to_temp, insert_from_temp, period_counts,
@@ -24,26 +24,8 @@ pub(crate) fn create_and_load(
     ctx: &Ctx<'_>,
     present: &[Tid],
 ) -> Result<Outcome, Error> {
-    let mut tids: Vec<Tid> = ctx
-        .store
-        .list_tids(ctx.table)
-        .map_err(|source| Error::List {
-            table: ctx.table.clone(),
-            source: Box::new(source),
-        })?
-        .into_iter()
-        .collect();
-    for t in present {
-        if !tids.contains(t) {
-            tids.push(t.clone());
-        }
-    }
+    let tids = every_period(ctx, present)?;
     let inferred = infer_table(ctx.store, ctx.table, &tids)?;
-    let mut create_sql = inferred.create_sql(&ctx.opts.schema, &ctx.name);
-    if ctx.opts.partitioned {
-        create_sql.push_str(" PARTITION BY LIST (tid)");
-    }
-    tracing::info!(table = %ctx.table, sql = %create_sql, "creating missing fact table");
     let mut tx = begin(client, ctx.table, ctx.opts.dry_run)?;
     let columns: Vec<TargetColumn> = if ctx.opts.dry_run {
         // Nothing is created: convert against the inferred columns.
@@ -53,44 +35,15 @@ pub(crate) fn create_and_load(
             .map(|(n, t)| TargetColumn::inferred(n, t))
             .collect()
     } else {
-        ensure_schema(&mut tx, ctx, &ctx.opts.schema)?;
-        tx.batch_execute(&create_sql)
-            .map_err(Error::db(ctx.table, "creating the table"))?;
-        let oid = table_oid(&mut tx, &ctx.opts.schema, &ctx.name)
-            .map_err(Error::db(ctx.table, "looking up the created table"))?
-            .ok_or_else(|| Error::NoPeriods {
-                table: ctx.table.clone(),
-            })?;
-        table_columns(&mut tx, ctx.table, oid)?
+        create_table(&mut tx, ctx, &inferred)?
     };
     let conv = build_conversion(ctx.store, ctx.table, &ctx.target, &columns, &tids)?;
     let values = tid_values(&conv, ctx.table, &tids)?;
-    if ctx.opts.partitioned && !ctx.opts.dry_run {
-        create_partitions(&mut tx, ctx, &conv, &tids, &values)?;
-    }
     if ctx.opts.dry_run {
-        let mut discard = |_: &[crate::convert::Cell<'_>]| Ok(());
-        let mut inserted = std::collections::BTreeMap::new();
-        let mut dropped = 0;
-        for (i, tid) in tids.iter().enumerate() {
-            let s = crate::conversion::stream_partition(
-                ctx.store,
-                ctx.table,
-                tid,
-                &conv,
-                &mut discard,
-            )?;
-            inserted.insert(i, s.sent);
-            dropped += s.dropped;
-        }
-        tx.rollback()
-            .map_err(Error::db(ctx.table, "ending the read-only transaction"))?;
-        return Ok(Outcome {
-            periods: period_counts(&tids, &Default::default(), &inserted),
-            dropped,
-            created: true,
-            ..Outcome::default()
-        });
+        return dry_run(tx, ctx, &conv, &tids);
+    }
+    if ctx.opts.partitioned {
+        create_partitions(&mut tx, ctx, &conv, &tids, &values)?;
     }
     // History starts with the table: created while it is still empty, so
     // every row enters it valid from its partition's `valid_from`.
@@ -121,6 +74,74 @@ pub(crate) fn create_and_load(
         dropped: stats.iter().map(|s| s.dropped).sum(),
         created: true,
         history_rows,
+        ..Outcome::default()
+    })
+}
+
+/// Every period of the table on the storage, the changed ones included.
+fn every_period(ctx: &Ctx<'_>, present: &[Tid]) -> Result<Vec<Tid>, Error> {
+    let mut tids: Vec<Tid> = ctx
+        .store
+        .list_tids(ctx.table)
+        .map_err(|source| Error::List {
+            table: ctx.table.clone(),
+            source: Box::new(source),
+        })?
+        .into_iter()
+        .collect();
+    for t in present {
+        if !tids.contains(t) {
+            tids.push(t.clone());
+        }
+    }
+    Ok(tids)
+}
+
+/// `CREATE TABLE` with the inferred types (partitioned by list on `tid`
+/// when asked), in its schema (created when missing); its columns.
+fn create_table(
+    tx: &mut postgres::Transaction<'_>,
+    ctx: &Ctx<'_>,
+    inferred: &InferredTable,
+) -> Result<Vec<TargetColumn>, Error> {
+    let mut create_sql = inferred.create_sql(&ctx.opts.schema, &ctx.name);
+    if ctx.opts.partitioned {
+        create_sql.push_str(" PARTITION BY LIST (tid)");
+    }
+    tracing::info!(table = %ctx.table, sql = %create_sql, "creating missing fact table");
+    ensure_schema(tx, ctx, &ctx.opts.schema)?;
+    tx.batch_execute(&create_sql)
+        .map_err(Error::db(ctx.table, "creating the table"))?;
+    let oid = table_oid(tx, &ctx.opts.schema, &ctx.name)
+        .map_err(Error::db(ctx.table, "looking up the created table"))?
+        .ok_or_else(|| Error::NoPeriods {
+            table: ctx.table.clone(),
+        })?;
+    table_columns(tx, ctx.table, oid)
+}
+
+/// A dry run of a create: every partition read and converted, nothing
+/// written.
+fn dry_run(
+    tx: postgres::Transaction<'_>,
+    ctx: &Ctx<'_>,
+    conv: &Conversion,
+    tids: &[Tid],
+) -> Result<Outcome, Error> {
+    let mut discard = |_: &[Cell<'_>]| Ok(());
+    let mut inserted = std::collections::BTreeMap::new();
+    let mut dropped = 0;
+    for (i, tid) in tids.iter().enumerate() {
+        let s = crate::conversion::stream_partition(ctx.store, ctx.table, tid, conv, &mut discard)?;
+        inserted.insert(i, s.sent);
+        dropped += s.dropped;
+    }
+    tx.rollback()
+        .map_err(Error::db(ctx.table, "ending the read-only transaction"))?;
+    Ok(Outcome {
+        periods: period_counts(tids, &Default::default(), &inserted),
+        dropped,
+        created: true,
         ..Outcome::default()
     })
 }

@@ -257,7 +257,8 @@ pub(crate) fn infer_table(
     table: &TableId,
     tids: &[Tid],
 ) -> Result<InferredTable, Error> {
-    let mut headers: Vec<(String, String, DataType)> = Vec::new(); // (header, name, type)
+    // (header, column name, type) of the first partition, with its stats.
+    let mut headers: Vec<(String, String, DataType)> = Vec::new();
     let mut stats: Vec<TextStats> = Vec::new();
     for tid in tids {
         let part_err = |source| Error::Read {
@@ -269,66 +270,15 @@ pub(crate) fn infer_table(
         let reader = store.read_partition(table, tid).map_err(part_err)?;
         let schema = reader.schema();
         if headers.is_empty() {
-            crate::tx::check_partition_columns(table, &schema)?;
-            for f in schema.fields() {
-                let name = column_name(f.name());
-                if let Some((first, _, _)) = headers.iter().find(|(_, n, _)| *n == name) {
-                    return Err(Error::DuplicateColumn {
-                        table: table.clone(),
-                        first: first.clone(),
-                        second: f.name().clone(),
-                        column: name,
-                    });
-                }
-                stats.push(TextStats::for_column(&name));
-                headers.push((f.name().clone(), name, f.data_type().clone()));
-            }
-            if !headers.iter().any(|(_, n, _)| n == "tid") {
-                return Err(Error::NoTidColumn {
-                    table: table.clone(),
-                    tid: tid.clone(),
-                });
-            }
+            headers = first_headers(table, tid, &schema)?;
+            stats = headers
+                .iter()
+                .map(|(_, n, _)| TextStats::for_column(n))
+                .collect();
         }
-        let mapping: Vec<usize> = headers
-            .iter()
-            .map(|(_, name, _)| {
-                schema
-                    .fields()
-                    .iter()
-                    .position(|f| column_name(f.name()) == *name)
-                    .ok_or_else(|| Error::PartitionColumnMissing {
-                        table: table.clone(),
-                        tid: tid.clone(),
-                        column: name.clone(),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let mapping = column_positions(table, tid, &headers, &schema)?;
         for batch in reader {
-            let batch = batch.map_err(part_err)?;
-            for (k, &ix) in mapping.iter().enumerate() {
-                let (_, name, _) = &headers[k];
-                if name == "tid" || name == "indhold" {
-                    continue;
-                }
-                let Some(col) = batch.columns().get(ix) else {
-                    continue;
-                };
-                let any = col.as_any();
-                let st = &mut stats[k];
-                let mut add = |s: Option<&str>| {
-                    if let Some(s) = s {
-                        st.add(s)
-                    }
-                };
-                if let Some(a) = any.downcast_ref::<StringArray>() {
-                    a.iter().for_each(&mut add);
-                } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
-                    a.iter().for_each(&mut add);
-                } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
-                    a.iter().for_each(&mut add);
-                }
-            }
+            add_codes(&batch.map_err(part_err)?, &headers, &mapping, &mut stats);
         }
     }
     let columns = headers
@@ -352,6 +302,91 @@ pub(crate) fn infer_table(
         .collect();
     let max_chars = stats.iter().map(|s| s.max_chars).collect();
     Ok(InferredTable { columns, max_chars })
+}
+
+/// The columns of the first partition: usable, distinct, with a `tid`.
+fn first_headers(
+    table: &TableId,
+    tid: &Tid,
+    schema: &arrow_schema::Schema,
+) -> Result<Vec<(String, String, DataType)>, Error> {
+    crate::tx::check_partition_columns(table, schema)?;
+    let mut headers: Vec<(String, String, DataType)> = Vec::new();
+    for f in schema.fields() {
+        let name = column_name(f.name());
+        if let Some((first, _, _)) = headers.iter().find(|(_, n, _)| *n == name) {
+            return Err(Error::DuplicateColumn {
+                table: table.clone(),
+                first: first.clone(),
+                second: f.name().clone(),
+                column: name,
+            });
+        }
+        headers.push((f.name().clone(), name, f.data_type().clone()));
+    }
+    if !headers.iter().any(|(_, n, _)| n == "tid") {
+        return Err(Error::NoTidColumn {
+            table: table.clone(),
+            tid: tid.clone(),
+        });
+    }
+    Ok(headers)
+}
+
+/// Where each of `headers` is in a partition's `schema`; every one must be.
+fn column_positions(
+    table: &TableId,
+    tid: &Tid,
+    headers: &[(String, String, DataType)],
+    schema: &arrow_schema::Schema,
+) -> Result<Vec<usize>, Error> {
+    headers
+        .iter()
+        .map(|(_, name, _)| {
+            schema
+                .fields()
+                .iter()
+                .position(|f| column_name(f.name()) == *name)
+                .ok_or_else(|| Error::PartitionColumnMissing {
+                    table: table.clone(),
+                    tid: tid.clone(),
+                    column: name.clone(),
+                })
+        })
+        .collect()
+}
+
+/// Adds the codes of one batch to the stats of their columns (`tid` and
+/// `indhold` are typed otherwise).
+fn add_codes(
+    batch: &arrow_array::RecordBatch,
+    headers: &[(String, String, DataType)],
+    mapping: &[usize],
+    stats: &mut [TextStats],
+) {
+    for (k, &ix) in mapping.iter().enumerate() {
+        let (_, name, _) = &headers[k];
+        if name == "tid" || name == "indhold" {
+            continue;
+        }
+        let Some(col) = batch.columns().get(ix) else {
+            continue;
+        };
+        let any = col.as_any();
+        let st = &mut stats[k];
+        let mut add = |s: Option<&str>| {
+            if let Some(s) = s {
+                st.add(s)
+            }
+        };
+        if let Some(a) = any.downcast_ref::<StringArray>() {
+            a.iter().for_each(&mut add);
+        } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
+            a.iter().for_each(&mut add);
+        } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
+            a.iter().for_each(&mut add);
+        }
+    }
 }
 
 #[cfg(test)]

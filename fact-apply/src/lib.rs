@@ -77,7 +77,13 @@
 //! synchronous `postgres` client runs its own runtime: never call into this
 //! crate from a tokio worker thread (it panics or stalls the runtime); use a
 //! plain thread or `tokio::task::spawn_blocking`.
+//!
+//! # Crate features
+//!
+//! None: the crate needs only the `postgres` client (no TLS: connect
+//! through a local socket, a tunnel or a proxy that terminates TLS).
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
 mod catalog;
 mod conversion;

@@ -19,12 +19,13 @@ use postgres::{Client, Transaction};
 use sync_state::{Tid, TypeChange};
 
 use crate::catalog::{qualified, quote_ident, table_columns, table_oid, PgKind, TargetColumn};
+use crate::conversion::Conversion;
 use crate::convert::column_name;
 use crate::history;
 use crate::infer::{infer_table, InferredTable};
 use crate::tx::{
     begin, build_conversion, copy_into, count_rows, grouped_count, lock_target, period_counts,
-    tid_column, tid_values, Ctx, Delta, Outcome,
+    tid_column, tid_values, Ctx, Delta, Loaded, Outcome,
 };
 use crate::Error;
 
@@ -203,29 +204,13 @@ pub(crate) fn rebuild(client: &mut Client, ctx: &Ctx<'_>, oid: u32) -> Result<Re
     let values = tid_values(&conv, ctx.table, &tids)?;
     let old_rows = count_rows(&mut tx, ctx, &ctx.target, "counting the old rows")?;
     let stats = copy_into(&mut tx, ctx, &conv, &tids, &names.new_qualified)?;
-    let inserted = grouped_count(
-        &mut tx,
-        ctx.table,
-        &names.new_qualified,
-        &tid_column(&conv),
-        &values,
-        "counting the rebuilt rows",
-    )?;
-    for (i, (tid, s)) in tids.iter().zip(&stats).enumerate() {
-        let actual = inserted.get(&i).copied().unwrap_or(0);
-        if actual != s.sent {
-            let e = Error::RowCount {
-                table: ctx.table.clone(),
-                tid: tid.clone(),
-                expected: s.sent,
-                actual,
-            };
-            if ctx.opts.strict {
-                return Err(e);
-            }
-            tracing::warn!(table = %ctx.table, error = %e, "row-count check failed (strict off)");
-        }
-    }
+    let loaded = Loaded {
+        tids: &tids,
+        values: &values,
+        stats: &stats,
+        inserted: stats.iter().map(|s| s.sent).sum(),
+    };
+    let inserted = check_rebuilt_rows(&mut tx, ctx, &conv, &names, &loaded)?;
     let renames = recreate_indexes(&mut tx, ctx, oid, &names, &defs, &old_columns)?;
     copy_grants(&mut tx, ctx, oid, &names)?;
     // History before the swap: on first use it is seeded from the old
@@ -252,6 +237,42 @@ pub(crate) fn rebuild(client: &mut Client, ctx: &Ctx<'_>, oid: u32) -> Result<Re
         },
         type_changes,
     })
+}
+
+/// Each period of the rebuilt table must hold its partition's rows (less
+/// the dropped ones); returns them by position in `tids`.
+fn check_rebuilt_rows(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    conv: &Conversion,
+    names: &RebuildNames,
+    loaded: &Loaded<'_, '_>,
+) -> Result<BTreeMap<usize, u64>, Error> {
+    let (tids, values, stats) = (loaded.tids, loaded.values, loaded.stats);
+    let inserted = grouped_count(
+        tx,
+        ctx.table,
+        &names.new_qualified,
+        &tid_column(conv),
+        values,
+        "counting the rebuilt rows",
+    )?;
+    for (i, (tid, s)) in tids.iter().zip(stats).enumerate() {
+        let actual = inserted.get(&i).copied().unwrap_or(0);
+        if actual != s.sent {
+            let e = Error::RowCount {
+                table: ctx.table.clone(),
+                tid: tid.clone(),
+                expected: s.sent,
+                actual,
+            };
+            if ctx.opts.strict {
+                return Err(e);
+            }
+            tracing::warn!(table = %ctx.table, error = %e, "row-count check failed (strict off)");
+        }
+    }
+    Ok(inserted)
 }
 
 /// The new table's columns: the partitions' columns in their order;

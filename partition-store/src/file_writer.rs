@@ -263,14 +263,5 @@ pub(crate) fn field_bytes(batch: &RecordBatch, start: usize, end: usize) -> usiz
 /// Renames a complete staged file to a local `path` (mode 0644) and fsyncs
 /// its folder: for exports outside the data folder.
 pub(crate) fn persist_local(staged: StagedFile, path: &Path) -> Result<(), Error> {
-    sync_state::fsio::make_readable(&staged.temp)?;
-    staged
-        .temp
-        .persist(path)
-        .map_err(|e| Error::io(path, e.error))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    Ok(sync_state::fsio::sync_dir(dir)?)
+    Ok(sync_state::fsio::persist(staged.temp, path)?)
 }

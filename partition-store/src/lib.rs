@@ -35,7 +35,13 @@
 //! assert!(dir.path().join("statbank_tables/SCENE01A/2020%2F2021.parquet").exists());
 //! assert_eq!(store.list_tids(&table).unwrap().len(), 2);
 //! ```
+//!
+//! # Crate features
+//!
+//! None of its own: object stores come with `sync-state`'s `s3`, `gcs` and
+//! `azure` features.
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
 use std::sync::Arc;
 

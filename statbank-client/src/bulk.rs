@@ -11,7 +11,9 @@ use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
 
 use crate::{Error, Lang};
 
-pub use sync_state::{TIME_COLUMN, VALUE_COLUMN};
+use sync_state::TIME_COLUMN;
+pub use sync_state::VALUE_COLUMN;
+
 /// Default rows per emitted batch.
 pub const DEFAULT_BATCH_ROWS: usize = 64 * 1024;
 /// Default bytes of field text per emitted batch: a batch ends at

@@ -30,7 +30,7 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// Formats the optional table of an error as `" (table FOLK1A)"`.
+/// Formats the optional table of an error as `" for table FOLK1A"`.
 fn for_table(table: &Option<String>) -> String {
     table
         .as_ref()
@@ -116,6 +116,34 @@ pub enum Error {
         /// The decoder's error (names the missing field).
         #[source]
         source: serde_json::Error,
+    },
+    /// A tableinfo without a time variable (none marked as time, none
+    /// called `Tid`): the table cannot be partitioned by period.
+    #[error("table {table}: tableinfo has no time variable (Tid)")]
+    NoTimeVariable {
+        /// The table.
+        table: String,
+    },
+    /// A tableinfo listing more periods than any real table has
+    /// ([`crate::MAX_PERIODS`]).
+    #[error(
+        "table {table}: tableinfo lists {count} periods, more than the limit of {}",
+        crate::MAX_PERIODS
+    )]
+    TooManyPeriods {
+        /// The table.
+        table: String,
+        /// How many it lists.
+        count: usize,
+    },
+    /// A period code that cannot be stored.
+    #[error("table {table}: tableinfo period")]
+    InvalidPeriod {
+        /// The table.
+        table: String,
+        /// Why.
+        #[source]
+        source: sync_state::Error,
     },
     /// A BULK body with a malformed line.
     #[error("table {table}: bad bulk data at line {line}: {message}")]

@@ -38,7 +38,7 @@ use sync_state::fuzz_support::{
 };
 
 use crate::client::error_from_body;
-use crate::model::{Catalog, CatalogEntry, DataRequest, Lang, TableInfo, TidsError};
+use crate::model::{Catalog, CatalogEntry, DataRequest, Lang, TableInfo};
 use crate::{error_chain, Endpoint, Error, TableId, Tid};
 
 /// Longest `tids()` / id error message accepted for hostile input: those
@@ -231,9 +231,10 @@ fn exercise_tableinfo(body: &[u8]) {
         }
         Err(e) => {
             match &e {
-                TidsError::NoTimeVariable => assert!(info.time_variable().is_none()),
-                TidsError::Invalid(_) => assert!(info.time_variable().is_some()),
-                TidsError::TooMany(n) => assert!(*n > crate::MAX_PERIODS),
+                Error::NoTimeVariable { .. } => assert!(info.time_variable().is_none()),
+                Error::InvalidPeriod { .. } => assert!(info.time_variable().is_some()),
+                Error::TooManyPeriods { count, .. } => assert!(*count > crate::MAX_PERIODS),
+                other => panic!("tids() failed with an error it never gives: {other}"),
             }
             check_message(&e.to_string());
         }
@@ -448,7 +449,7 @@ proptest! {
         .expect("encodes");
         let info: TableInfo = serde_json::from_slice(&body).expect("decodes");
         let err = info.tids().expect_err("a 100k-character period code is rejected");
-        prop_assert!(matches!(err, TidsError::Invalid(_)), "{err:?}");
+        prop_assert!(matches!(err, Error::InvalidPeriod { .. }), "{err:?}");
         let msg = err.to_string();
         prop_assert!(msg.len() < 1_000, "message of {} bytes", msg.len());
     }

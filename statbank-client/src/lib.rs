@@ -29,7 +29,20 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Errors
+//!
+//! One [`Error`] for everything: requests, API answers, decoding, the BULK
+//! parser and a tableinfo's periods, each naming the endpoint or the table.
+//!
+//! # Crate features
+//!
+//! - `emulator`: [`emulator`], an axum server that behaves like the API
+//!   (the real response shapes, deterministic data, live changes, injected
+//!   faults), for tests, demos and benches. Off by default: a service that
+//!   embeds the client compiles no HTTP server.
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
 mod bulk;
 mod client;
@@ -42,8 +55,8 @@ mod model;
 pub mod emulator;
 
 pub use bulk::{
-    write_bulk, BulkParser, BulkSummary, DEFAULT_BATCH_ROWS, MAX_COLUMNS, MAX_COLUMN_NAME,
-    MAX_FIELD_BYTES, VALUE_COLUMN,
+    write_bulk, BulkParser, BulkSummary, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, MAX_COLUMNS,
+    MAX_COLUMN_NAME, MAX_FIELD_BYTES, VALUE_COLUMN,
 };
 pub use client::{
     BulkResponse, BulkTimeout, ClientBuilder, ClientConfig, ClientStats, StatbankClient,
@@ -52,7 +65,7 @@ pub use client::{
 pub use error::{Endpoint, Error};
 pub use model::{
     Catalog, CatalogEntry, Contact, DataRequest, Documentation, Footnote, Lang, RejectedEntry,
-    TableInfo, TablesRequest, TidsError, ValuePresentation, Variable, VariableSelection,
-    VariableValue, MAX_PERIODS,
+    TableInfo, TablesRequest, ValuePresentation, Variable, VariableSelection, VariableValue,
+    MAX_PERIODS,
 };
 pub use sync_state::{error_chain, TableId, Tid};

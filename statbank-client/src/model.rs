@@ -275,16 +275,30 @@ impl TableInfo {
         })
     }
 
-    /// The remote period codes, in the API's order. Errors when the table has
-    /// no time variable or a period code cannot be stored.
-    pub fn tids(&self) -> Result<Vec<Tid>, TidsError> {
-        let var = self.time_variable().ok_or(TidsError::NoTimeVariable)?;
+    /// The remote period codes, in the API's order. Errors (naming the
+    /// table) when the table has no time variable, lists more than
+    /// [`MAX_PERIODS`], or a period code cannot be stored.
+    pub fn tids(&self) -> Result<Vec<Tid>, crate::Error> {
+        let table = sync_state::shorten(&self.id, 40);
+        let var = self
+            .time_variable()
+            .ok_or_else(|| crate::Error::NoTimeVariable {
+                table: table.clone(),
+            })?;
         if var.values.len() > MAX_PERIODS {
-            return Err(TidsError::TooMany(var.values.len()));
+            return Err(crate::Error::TooManyPeriods {
+                table,
+                count: var.values.len(),
+            });
         }
         var.values
             .iter()
-            .map(|v| Tid::new(v.id.clone()).map_err(TidsError::Invalid))
+            .map(|v| {
+                Tid::new(v.id.clone()).map_err(|source| crate::Error::InvalidPeriod {
+                    table: table.clone(),
+                    source,
+                })
+            })
             .collect()
     }
 
@@ -292,21 +306,6 @@ impl TableInfo {
     pub fn value_counts(&self) -> Vec<usize> {
         self.variables.iter().map(|v| v.values.len()).collect()
     }
-}
-
-/// Why [`TableInfo::tids`] failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TidsError {
-    /// No variable is marked as time and none is called `Tid`.
-    #[error("tableinfo has no time variable (Tid)")]
-    NoTimeVariable,
-    /// A period code that cannot be stored.
-    #[error(transparent)]
-    Invalid(sync_state::Error),
-    /// More periods than any real table has ([`MAX_PERIODS`]).
-    #[error("tableinfo lists {0} periods, more than the limit of {MAX_PERIODS}")]
-    TooMany(usize),
 }
 
 /// Most periods a table may list (the largest real table, a daily series,

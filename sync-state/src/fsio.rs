@@ -94,6 +94,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     sync_dir(dir)
 }
 
+/// Publishes a complete, fsynced temp file at `path` (mode 0644): rename
+/// over `path`, `fsync` of its folder. For files written elsewhere (an
+/// export out of the data folder); the temp file must be in `path`'s
+/// folder (or on its file system) for the rename to be atomic.
+pub fn persist(temp: tempfile::TempPath, path: &Path) -> Result<(), Error> {
+    make_readable(&temp)?;
+    temp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    sync_dir(folder_of(path))
+}
+
 /// Serialises `value` as pretty JSON and writes it with [`write_atomic`].
 pub fn write_json_atomic<T: Serialize>(
     path: &Path,

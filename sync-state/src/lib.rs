@@ -3,10 +3,13 @@
 //! run manifests ([`RunManifest`]), frequency inference and the period
 //! selection of a sync cycle.
 //!
-//! Every decision takes `now` as a parameter; nothing here reads the clock or
-//! talks to the network. JSON files are written atomically (temp file, fsync,
-//! rename, fsync of the folder) and a corrupt file is an error, never silently
-//! replaced.
+//! Every decision (`plan`: the gate, eligibility, period selection,
+//! verification) takes `now` as a parameter and touches nothing. The rest
+//! is the storage under those decisions: JSON records written atomically
+//! (temp file, fsync, rename, fsync of the folder; a corrupt file is an
+//! error, never silently replaced), and [`Storage`], which talks to a local
+//! folder or an object store; its lease ([`DataDirLock`]) reads the clock
+//! and, on an object store, the network, and renews itself from a thread.
 //!
 //! ```
 //! use std::collections::BTreeSet;
@@ -19,7 +22,19 @@
 //! assert_eq!(plan.new_periods, vec![Tid::new("2025").unwrap()]);
 //! assert_eq!(plan.fetch.len(), 3); // yearly tables refresh the last 4 periods
 //! ```
+//!
+//! # Crate features
+//!
+//! - `s3`, `gcs`, `azure`: the object-store backends of [`Storage`]
+//!   (`s3://`, `gs://`, `az://` data folders); none by default, so a local
+//!   mirror compiles no cloud client.
+//! - `test-hooks`: the crash points of [`crash`] and the tests' fixed clock
+//!   (`STATBANK_TEST_NOW`); for the crash tests only, never in release
+//!   builds of the programs.
+//! - `fuzz-support`: the mutation engine other crates' fuzz tests share
+//!   (`fuzz_support`); from a dev-dependency only.
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
 mod columns;
 pub mod crash;

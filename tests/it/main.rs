@@ -17,5 +17,6 @@ mod partitioned;
 mod pg_faults;
 mod robustness;
 mod sync_cycle;
+mod tidy;
 mod verification;
 mod vintages;

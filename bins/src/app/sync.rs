@@ -3,8 +3,18 @@
 //! ```text
 //! statbank-sync [--data-dir DIR] [--base-url URL] [--force-catalog-poll]
 //!               [--run-id ID] [--tables ID,ID] [--max-tables N]
-//!               [--prune-deleted-periods] [--log-format text|json]
+//!               [--prune-deleted-periods] [--vanished-tables keep|archive|delete]
+//!               [--keep-vintages | --no-keep-vintages]
+//!               [--verify-cycles N] [--verify-max-periods N]
+//!               [--verify-max-rows N] [--verify-all] [--gate-grace-hours H]
+//!               [--table-concurrency N] [--max-concurrent-requests N]
+//!               [--min-interval-ms MS] [--max-retries N] [--timeout-secs S]
+//!               [--max-response-mib MIB] [--bulk-timeout-secs S]
+//!               [--no-progress] [--log-format text|json]
 //! ```
+//!
+//! Each flag, its default and where its behaviour is described:
+//! `docs/sync.md`, "Options".
 //!
 //! Exit status: 0 for `success` and `skipped`, 2 for `partial_failure`,
 //! 1 for `failed` (or when the run could not start, e.g. the lock is held).

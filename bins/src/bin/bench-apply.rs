@@ -42,8 +42,8 @@ use fact_apply::postgres::{Client, NoTls};
 use fact_apply::{apply_run, ApplyOptions};
 use partition_store::{partition_schema, PartitionStore};
 use sync_state::{
-    CatalogSection, DataDir, Frequency, RunId, RunManifest, RunStatus, Summary, TableId,
-    TableResult, Tid, UtcSecond,
+    DataDir, Frequency, RunId, RunManifest, RunStatus, Summary, TableId, TableResult, Tid,
+    UtcSecond,
 };
 
 #[derive(Debug, Parser)]
@@ -350,19 +350,12 @@ fn setup(args: &Args, db: &mut Client) -> Result<Setup> {
     let mut tables = std::collections::BTreeMap::new();
     tables.insert(table, r);
     let now = UtcSecond::new(chrono::Utc::now());
-    RunManifest {
-        run_id: run.clone(),
-        started_at: now,
-        finished_at: Some(now),
-        status: RunStatus::Success,
-        catalog: CatalogSection::default(),
-        summary: Summary::of(&tables),
-        tables,
-        error: None,
-        db_apply: None,
-        extra: Default::default(),
-    }
-    .save(&data)?;
+    let mut m = RunManifest::new(run.clone(), now);
+    m.finished_at = Some(now);
+    m.status = RunStatus::Success;
+    m.summary = Summary::of(&tables);
+    m.tables = tables;
+    m.save(&data)?;
     eprintln!(
         "set-up: {} partitions ({} rows) and floor script in {:.1} s",
         changed.len(),

@@ -333,6 +333,46 @@ async fn cycle(
     run_id: &RunId,
     manifest: &mut RunManifest,
 ) -> Result<Finish, Error> {
+    let (state, overrides) = load_records(dir, opts)?;
+    let store = PartitionStore::new(dir);
+    settle_interrupted(&store, manifest).await?;
+    if !gate_open(&state, opts, manifest) {
+        return Ok((state, None));
+    }
+    let catalog = fetch_catalog(client, manifest).await?;
+    let polled_at = UtcSecond::new(opts.clock.now());
+    manifest.catalog = CatalogSection {
+        polled: true,
+        table_count: Some(catalog.len()),
+        polled_at: Some(polled_at),
+        ..CatalogSection::default()
+    };
+    let work = select_tables(catalog, opts, manifest);
+    let ctx = Ctx {
+        client,
+        opts,
+        dir: dir.clone(),
+        store,
+        keep_vintages: state.keep_vintages,
+        state: Mutex::new(state),
+        overrides,
+        run_id: run_id.clone(),
+    };
+    lifecycle(&ctx, &work.in_catalog, manifest, polled_at).await?;
+    sync_tables(&ctx, work.items, manifest).await;
+    let state = ctx
+        .state
+        .into_inner()
+        .map_err(|_| Error::Internal("state lock poisoned".into()))?;
+    Ok((state, Some(polled_at)))
+}
+
+/// `state.json` (with `--keep-vintages` / `--no-keep-vintages` applied)
+/// and the frequency overrides.
+fn load_records(
+    dir: &DataDir,
+    opts: &SyncOptions,
+) -> Result<(SyncState, FrequencyOverrides), Error> {
     let mut state = SyncState::load(dir)?;
     let overrides = FrequencyOverrides::load(dir)?;
     if !overrides.ignored().is_empty() {
@@ -343,10 +383,14 @@ async fn cycle(
         Vintages::Keep => state.keep_vintages = true,
         Vintages::Stop => state.keep_vintages = false,
     }
-    let store = PartitionStore::new(dir);
-    settle_interrupted(&store, manifest).await?;
+    Ok((state, overrides))
+}
+
+/// The weekly gate: whether the catalog is polled; a closed gate is
+/// recorded in `manifest` (`skipped`, `weekly_gate`).
+fn gate_open(state: &SyncState, opts: &SyncOptions, manifest: &mut RunManifest) -> bool {
     let now = opts.clock.now();
-    match catalog_gate(&state, now, &opts.gate) {
+    match catalog_gate(state, now, &opts.gate) {
         GateDecision::Skip {
             last_catalog_poll_at,
         } => {
@@ -358,59 +402,31 @@ async fn cycle(
                 last_catalog_poll_at: Some(last_catalog_poll_at),
                 ..CatalogSection::default()
             };
-            return Ok((state, None));
+            false
         }
         GateDecision::PollClockSkew {
             last_catalog_poll_at,
-        } => tracing::warn!(
-            %last_catalog_poll_at,
-            now = %UtcSecond::new(now),
-            "the last catalog poll is recorded in the future (clock skew, or state.json edited): polling now"
-        ),
-        GateDecision::Poll => {}
+        } => {
+            tracing::warn!(
+                %last_catalog_poll_at,
+                now = %UtcSecond::new(now),
+                "the last catalog poll is recorded in the future (clock skew, or state.json edited): polling now"
+            );
+            true
+        }
+        GateDecision::Poll => true,
     }
-    let catalog = fetch_catalog(client, manifest).await?;
-    let polled_at = UtcSecond::new(opts.clock.now());
-    manifest.catalog = CatalogSection {
-        polled: true,
-        table_count: Some(catalog.len()),
-        polled_at: Some(polled_at),
-        ..CatalogSection::default()
-    };
-    let (work, invalid) = select_tables(catalog, opts);
-    if !invalid.is_empty() {
-        tracing::warn!(
-            count = invalid.len(),
-            "catalog entries that cannot be used were set aside"
-        );
-        manifest.catalog.invalid_entries = Some(invalid.clone());
+}
+
+/// Every selected table, `table_concurrency` at a time; their results go
+/// into `manifest`, whose status they decide.
+async fn sync_tables(ctx: &Ctx<'_>, items: Vec<Work>, manifest: &mut RunManifest) {
+    if let Some(p) = &ctx.opts.progress {
+        p.start(items.len());
     }
-    lifecycle(
-        &store,
-        opts,
-        run_id,
-        &mut state,
-        &work.in_catalog,
-        manifest,
-        polled_at,
-    )
-    .await?;
-    let ctx = Ctx {
-        client,
-        opts,
-        dir: dir.clone(),
-        store,
-        keep_vintages: state.keep_vintages,
-        state: Mutex::new(state),
-        overrides,
-        run_id: run_id.clone(),
-    };
-    if let Some(p) = &opts.progress {
-        p.start(work.items.len());
-    }
-    let results: Vec<(TableId, TableResult)> = futures_util::stream::iter(work.items)
-        .map(|w| table::process_table(&ctx, w))
-        .buffer_unordered(opts.table_concurrency.max(1))
+    let results: Vec<(TableId, TableResult)> = futures_util::stream::iter(items)
+        .map(|w| table::process_table(ctx, w))
+        .buffer_unordered(ctx.opts.table_concurrency.max(1))
         .collect()
         .await;
     manifest.tables.extend(results);
@@ -418,16 +434,12 @@ async fn cycle(
         .tables
         .values()
         .any(|r| r.status == TableStatus::Failed);
-    manifest.status = if failed || !invalid.is_empty() {
+    let invalid = manifest.catalog.invalid_entries.is_some();
+    manifest.status = if failed || invalid {
         RunStatus::PartialFailure
     } else {
         RunStatus::Success
     };
-    let state = ctx
-        .state
-        .into_inner()
-        .map_err(|_| Error::Internal("state lock poisoned".into()))?;
-    Ok((state, Some(polled_at)))
 }
 
 /// Rolls forward (or back) every multi-object publish a crash interrupted,
@@ -498,18 +510,27 @@ struct Selected {
     in_catalog: BTreeSet<TableId>,
 }
 
-/// The catalog's usable tables, by id, and its entries set aside (each
-/// alone: a malformed entry never costs the others their sync).
-fn select_tables(catalog: Catalog, opts: &SyncOptions) -> (Selected, Vec<InvalidEntry>) {
-    let invalid: Vec<InvalidEntry> = catalog
-        .rejected
-        .into_iter()
-        .map(|r| InvalidEntry {
-            index: Some(r.index),
-            id: r.id,
-            error: r.error,
-        })
-        .collect();
+/// The catalog's usable tables, by id; its entries set aside (each alone:
+/// a malformed entry never costs the others their sync) are recorded in
+/// `manifest`.
+fn select_tables(catalog: Catalog, opts: &SyncOptions, manifest: &mut RunManifest) -> Selected {
+    if !catalog.rejected.is_empty() {
+        tracing::warn!(
+            count = catalog.rejected.len(),
+            "catalog entries that cannot be used were set aside"
+        );
+        manifest.catalog.invalid_entries = Some(
+            catalog
+                .rejected
+                .into_iter()
+                .map(|r| InvalidEntry {
+                    index: Some(r.index),
+                    id: r.id,
+                    error: r.error,
+                })
+                .collect(),
+        );
+    }
     let mut by_id: BTreeMap<TableId, CatalogEntry> = BTreeMap::new();
     for entry in catalog.tables {
         if let Ok(id) = entry.table_id() {
@@ -536,7 +557,7 @@ fn select_tables(catalog: Catalog, opts: &SyncOptions) -> (Selected, Vec<Invalid
     if let Some(n) = opts.max_tables {
         items.truncate(n);
     }
-    (Selected { items, in_catalog }, invalid)
+    Selected { items, in_catalog }
 }
 
 /// Tables with a mirror that the catalog no longer lists keep their
@@ -545,14 +566,70 @@ fn select_tables(catalog: Catalog, opts: &SyncOptions) -> (Selected, Vec<Invalid
 /// back lose the mark and resume. Only `--vanished-tables archive|delete`
 /// removes anything.
 async fn lifecycle(
-    store: &PartitionStore,
-    opts: &SyncOptions,
-    run_id: &RunId,
-    state: &mut SyncState,
+    ctx: &Ctx<'_>,
     in_catalog: &BTreeSet<TableId>,
     manifest: &mut RunManifest,
     now: UtcSecond,
 ) -> Result<(), Error> {
+    let removed = {
+        let mut state = ctx
+            .state
+            .lock()
+            .map_err(|_| Error::Internal("state lock poisoned".into()))?;
+        mark_vanished(&mut state, in_catalog, now)
+    };
+    if removed.is_empty() {
+        return Ok(());
+    }
+    manifest.catalog.removed_tables = Some(removed.clone());
+    let opts = ctx.opts;
+    if opts.vanished_tables == VanishedTables::Keep {
+        return Ok(());
+    }
+    let archiving = opts.vanished_tables == VanishedTables::Archive;
+    // Recorded as a pattern: `statbank_tables/_archive/{TABLE}/<run>`.
+    let archive = archiving.then(|| {
+        format!(
+            "{}/{}/{{TABLE}}/{}",
+            sync_state::TABLES_DIR,
+            sync_state::ARCHIVE_DIR,
+            ctx.run_id
+        )
+    });
+    for id in &removed {
+        let s = ctx.store.clone();
+        let (table, run) = (id.clone(), ctx.run_id.clone());
+        tokio::task::spawn_blocking(move || {
+            if archiving {
+                let to = s.data_dir().archive_key(&table, &run);
+                s.archive_table(&table, &to)
+            } else {
+                s.delete_table(&table)
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("vanished-table task failed: {e}")))??;
+        ctx.state
+            .lock()
+            .map_err(|_| Error::Internal("state lock poisoned".into()))?
+            .tables
+            .remove(id);
+    }
+    manifest.catalog.vanished = Some(VanishedReport {
+        action: if archiving { "archive" } else { "delete" }.into(),
+        tables: removed,
+        archive,
+    });
+    Ok(())
+}
+
+/// Marks the tables with a mirror that `in_catalog` lacks (when first
+/// missed), unmarks those back in it; returns the ones missing now.
+fn mark_vanished(
+    state: &mut SyncState,
+    in_catalog: &BTreeSet<TableId>,
+    now: UtcSecond,
+) -> Vec<TableId> {
     let mut removed = Vec::new();
     for (id, t) in state.tables.iter_mut() {
         if in_catalog.contains(id) {
@@ -567,47 +644,7 @@ async fn lifecycle(
             removed.push(id.clone());
         }
     }
-    if removed.is_empty() {
-        return Ok(());
-    }
-    manifest.catalog.removed_tables = Some(removed.clone());
-    if opts.vanished_tables == VanishedTables::Keep {
-        return Ok(());
-    }
-    let archiving = opts.vanished_tables == VanishedTables::Archive;
-    // Recorded as a pattern: `statbank_tables/_archive/{TABLE}/<run>`.
-    let archive = archiving.then(|| {
-        format!(
-            "{}/{}/{{TABLE}}/{run_id}",
-            sync_state::TABLES_DIR,
-            sync_state::ARCHIVE_DIR
-        )
-    });
-    for id in &removed {
-        let s = store.clone();
-        let (table, run) = (id.clone(), run_id.clone());
-        tokio::task::spawn_blocking(move || {
-            if archiving {
-                let to = s.data_dir().archive_key(&table, &run);
-                s.archive_table(&table, &to)
-            } else {
-                s.delete_table(&table)
-            }
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("vanished-table task failed: {e}")))??;
-        state.tables.remove(id);
-    }
-    manifest.catalog.vanished = Some(VanishedReport {
-        action: match opts.vanished_tables {
-            VanishedTables::Archive => "archive",
-            _ => "delete",
-        }
-        .into(),
-        tables: removed,
-        archive,
-    });
-    Ok(())
+    removed
 }
 
 /// `base`, or `base_2`, `base_3`, … when a manifest with that id exists.

@@ -225,10 +225,7 @@ async fn prepare(
             (info, Some(raw))
         }
     };
-    let remote = info.tids().map_err(|e| Error::Shape {
-        table: table.to_string(),
-        message: format!("tableinfo: {e}"),
-    })?;
+    let remote = info.tids()?;
     // Variables the apply could never load are refused before any data.
     sync_state::check_variable_columns(table, info.variables.iter().map(|v| v.id.as_str()))?;
     let local = ctx.store.list_tids(table)?;

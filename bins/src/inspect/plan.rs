@@ -26,10 +26,7 @@ pub async fn plan(
     let overrides = FrequencyOverrides::load(dir)?;
     let store = PartitionStore::new(dir);
     let (info, _) = client.table_info(table).await?;
-    let remote = info.tids().map_err(|e| Error::Shape {
-        table: table.to_string(),
-        message: format!("tableinfo: {e}"),
-    })?;
+    let remote = info.tids()?;
     let local = store.list_tids(table)?;
     let updated = info.updated.clone().unwrap_or_default();
     let entry = state.tables.get(table);

@@ -1,8 +1,9 @@
 //! A local HTTP server that behaves like the StatBank API v1
 //! (`https://api.statbank.dk/v1`) for everything a sync client uses:
 //! `/v1/tables`, `/v1/tableinfo` and streamed `/v1/data` in `BULK` format,
-//! with the real response shapes, headers and error bodies (see
-//! `shared/spec/statbank-api.md`), a mutable [`World`], injectable
+//! with the real response shapes, headers and error bodies (those of the
+//! recorded responses in `statbank-client/testdata/`), a mutable
+//! [`World`], injectable
 //! [`Fault`]s and a request log.
 //!
 //! ```no_run
