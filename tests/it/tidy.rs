@@ -18,11 +18,21 @@ fn root() -> PathBuf {
 fn member_deps(with_dev: bool) -> BTreeMap<String, Vec<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(root())
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let packages = meta["packages"].as_array().expect("packages");
     let members: Vec<String> = packages
@@ -55,7 +65,12 @@ fn layers_depend_only_downwards() {
         ("fact-apply", &["sync-state", "partition-store"][..]),
         (
             "bins",
-            &["sync-state", "statbank-client", "partition-store", "fact-apply"][..],
+            &[
+                "sync-state",
+                "statbank-client",
+                "partition-store",
+                "fact-apply",
+            ][..],
         ),
     ]);
     let deps = member_deps(false);
@@ -75,7 +90,11 @@ fn layers_depend_only_downwards() {
             assert!(!on.iter().any(|d| d == "bins"), "{member} depends on bins");
         }
     }
-    assert_eq!(deps.len(), 7, "a new member needs a place in the layers: {deps:?}");
+    assert_eq!(
+        deps.len(),
+        7,
+        "a new member needs a place in the layers: {deps:?}"
+    );
 }
 
 /// Every `.rs` file under `dir`, relative to the workspace root.
@@ -97,16 +116,27 @@ fn rust_files(dir: &Path) -> Vec<(String, String)> {
 }
 
 fn library_sources() -> Vec<(String, String)> {
-    ["sync-state", "statbank-client", "partition-store", "fact-apply", "bins"]
-        .iter()
-        .flat_map(|c| rust_files(&root().join(c).join("src")))
-        .collect()
+    [
+        "sync-state",
+        "statbank-client",
+        "partition-store",
+        "fact-apply",
+        "bins",
+    ]
+    .iter()
+    .flat_map(|c| rust_files(&root().join(c).join("src")))
+    .collect()
 }
 
 #[test]
 fn anyhow_is_for_programs_and_tests_only() {
     // The programs: bins' own `main`s and what only they use.
-    let programs = ["bins/src/app/", "bins/src/bin/", "bins/src/cli.rs", "bins/src/bench.rs"];
+    let programs = [
+        "bins/src/app/",
+        "bins/src/bin/",
+        "bins/src/cli.rs",
+        "bins/src/bench.rs",
+    ];
     for (file, text) in library_sources() {
         if programs.iter().any(|p| file.starts_with(p)) {
             continue;
@@ -122,7 +152,12 @@ fn anyhow_is_for_programs_and_tests_only() {
         bins_toml.contains("anyhow = { workspace = true, optional = true }"),
         "anyhow comes with bins' cli feature only"
     );
-    for lib in ["sync-state", "statbank-client", "partition-store", "fact-apply"] {
+    for lib in [
+        "sync-state",
+        "statbank-client",
+        "partition-store",
+        "fact-apply",
+    ] {
         let toml = std::fs::read_to_string(root().join(lib).join("Cargo.toml")).expect("toml");
         assert!(!toml.contains("anyhow"), "{lib} depends on anyhow");
     }
@@ -140,14 +175,23 @@ fn only_the_storage_layer_renames_files() {
                 .lines()
                 .filter(|l| l.contains(call) && !l.trim_start().starts_with("//"))
                 .collect();
-            assert!(hits.is_empty(), "{file} renames outside the storage layer: {hits:?}");
+            assert!(
+                hits.is_empty(),
+                "{file} renames outside the storage layer: {hits:?}"
+            );
         }
     }
 }
 
 #[test]
 fn nothing_points_outside_the_repository() {
-    let forbidden = ["../shared", "shared/spec", "shared/fixtures", "shared/bench", "/work/"];
+    let forbidden = [
+        "../shared",
+        "shared/spec",
+        "shared/fixtures",
+        "shared/bench",
+        "/work/",
+    ];
     let mut stack = vec![root()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).expect("read dir").flatten() {
