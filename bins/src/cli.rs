@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sync_state::{RunManifest, TableId, TableResult, TableStatus};
+use sync_state::{DataDir, RunManifest, TableId, TableResult, TableStatus};
 
 use crate::{ProgressSink, StopSignal};
 
@@ -293,6 +293,58 @@ fn notable_lines(out: &mut String, m: &RunManifest) {
             s.periods_verified, s.verification_debt
         );
     }
+}
+
+/// What a reconcile found (and repaired), as lines for a person: one per
+/// table that does not agree, the counters, the report's path.
+pub fn reconcile_summary(r: &sync_state::ReconcileReport, data: &DataDir, dry_run: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let s = &r.summary;
+    let _ = writeln!(
+        out,
+        "reconcile {}: {}{}",
+        r.reconcile_id,
+        r.status,
+        if dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        }
+    );
+    for (id, t) in &r.tables {
+        if t.status == sync_state::ReconcileStatus::Agrees {
+            continue;
+        }
+        let mut line = format!("  {:<12} {:<13}", id.as_str(), t.status.as_str());
+        if !t.missing_in_db.is_empty() {
+            let _ = write!(line, " missing_in_db {}", t.missing_in_db.len());
+        }
+        if !t.extra_in_db.is_empty() {
+            let _ = write!(line, " extra_in_db {}", t.extra_in_db.len());
+        }
+        if !t.differs.is_empty() {
+            let tids: Vec<&str> = t.differs.iter().take(4).map(|d| d.tid.as_str()).collect();
+            let _ = write!(line, " differs {} ({})", t.differs.len(), tids.join(", "));
+        }
+        let _ = writeln!(out, "{line}");
+        if let Some(e) = &t.error {
+            let _ = writeln!(out, "      error: {e}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "tables: {} compared, {} agree, {} differ ({} without a fact table), {} repaired, {} failed; {} rows compared",
+        s.tables_total, s.tables_agree, s.tables_differ, s.tables_missing, s.tables_repaired, s.tables_failed, s.rows_compared
+    );
+    if !dry_run {
+        let _ = writeln!(
+            out,
+            "  report: {}",
+            data.display_key(&data.reconcile_report_key(&r.reconcile_id))
+        );
+    }
+    out
 }
 
 /// The sync settings shared by `statbank-sync` and `statbank-flow`.

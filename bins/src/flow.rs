@@ -10,7 +10,8 @@ use fact_apply::ApplyOptions;
 use serde_json::json;
 use statbank_client::{error_chain, ClientStats, StatbankClient};
 use sync_state::{
-    DbApplyReport, EarlierRun, FlowSection, RunId, RunManifest, RunStatus, TableStatus,
+    DbApplyReport, EarlierRun, FlowReconcile, FlowSection, ReconcileReport, ReconcileStatus, RunId,
+    RunManifest, RunStatus, TableStatus,
 };
 
 use crate::metrics::{write_metrics, MetricsInput};
@@ -41,6 +42,12 @@ pub struct FlowOptions {
     /// The run was started by a schedule (cron, timer, CronJob, Prefect): a
     /// run the weekly gate skips then raises an alert. `run_schedule` sets it.
     pub scheduled: bool,
+    /// Reconcile the database with the mirror after the apply, once every
+    /// this many runs (0: never). A reconcile that finds differences
+    /// raises the alert.
+    pub reconcile_every: u32,
+    /// Repair what the reconcile finds.
+    pub reconcile_repair: bool,
 }
 
 impl FlowOptions {
@@ -56,6 +63,8 @@ impl FlowOptions {
             metrics_file: None,
             metrics_push_url: None,
             scheduled: false,
+            reconcile_every: 0,
+            reconcile_repair: false,
         }
     }
 }
@@ -91,6 +100,8 @@ pub struct FlowReport {
     pub manifest: RunManifest,
     /// Earlier runs whose pending apply this run retried.
     pub earlier_runs: Vec<EarlierRun>,
+    /// The reconcile after the apply, when one was due.
+    pub reconcile: Option<FlowReconcile>,
 }
 
 /// Runs the flow once. `Err` only when not even a manifest could be written
@@ -113,6 +124,16 @@ pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<Flo
     if earlier_failed && status.is_ok() {
         status = RunStatus::PartialFailure;
     }
+    let reconcile = reconcile_if_due(opts, sync_status).await?;
+    let unresolved = reconcile.as_ref().is_some_and(|r| {
+        !matches!(
+            r.status,
+            Some(ReconcileStatus::Agrees | ReconcileStatus::Repaired)
+        )
+    });
+    if unresolved && status.is_ok() {
+        status = RunStatus::PartialFailure;
+    }
     let mut report = FlowReport {
         run_id: run_id.clone(),
         status,
@@ -127,6 +148,7 @@ pub async fn run_flow(client: &StatbankClient, opts: &FlowOptions) -> Result<Flo
         apply_seconds,
         manifest,
         earlier_runs: earlier,
+        reconcile,
     };
     log_failures(&report);
     if let Some(reason) = alert_reason(&report, opts.scheduled) {
@@ -430,6 +452,78 @@ fn apply_blocking(
     Ok(fact_apply::apply_run(&mut client, dir, run, opts)?)
 }
 
+/// Reconciles (and repairs, when asked) after the apply, when
+/// `reconcile_every` runs have passed since the last reconcile report.
+async fn reconcile_if_due(
+    opts: &FlowOptions,
+    sync: RunStatus,
+) -> Result<Option<FlowReconcile>, Error> {
+    let Some(url) = &opts.database_url else {
+        return Ok(None);
+    };
+    let dir = opts.sync.data_dir.clone();
+    if opts.reconcile_every == 0
+        || sync == RunStatus::Failed
+        || !reconcile_due(&dir, opts.reconcile_every)
+    {
+        return Ok(None);
+    }
+    let now = sync_state::UtcSecond::new(opts.sync.clock.now());
+    let id = ReconcileReport::unused_id(&dir, now)?;
+    let ropts = fact_apply::ReconcileOptions {
+        apply: opts.apply.clone(),
+        tables: None,
+        repair: opts.reconcile_repair,
+    };
+    tracing::info!(reconcile = %id, repair = opts.reconcile_repair, "reconciling the database with the mirror");
+    let (u, rid) = (url.clone(), id.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let mut client = u.connect("statbank-flow")?;
+        Ok::<_, Error>(fact_apply::reconcile(&mut client, &dir, &rid, &ropts)?)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("reconcile task failed: {e}")))?;
+    Ok(Some(match result {
+        Ok(r) => FlowReconcile {
+            reconcile_id: Some(r.reconcile_id),
+            status: Some(r.status),
+            summary: Some(r.summary),
+            error: None,
+        },
+        Err(e) => {
+            let msg = url.scrub(&error_chain(&e));
+            tracing::warn!(error = %msg, "the reconcile could not run");
+            FlowReconcile {
+                reconcile_id: None,
+                status: None,
+                summary: None,
+                error: Some(msg),
+            }
+        }
+    }))
+}
+
+/// Whether `every` runs (this one included) have passed since the last
+/// one whose flow reconciled (or none did); runs are read newest first.
+fn reconcile_due(dir: &sync_state::DataDir, every: u32) -> bool {
+    let runs = sync_state::list_runs(dir).unwrap_or_default();
+    let mut since = 0usize;
+    for id in runs.iter().rev() {
+        let reconciled = RunManifest::load(dir, id)
+            .ok()
+            .and_then(|m| m.flow)
+            .is_some_and(|f| f.reconcile.is_some());
+        if reconciled {
+            break;
+        }
+        since += 1;
+        if since >= every as usize {
+            return true;
+        }
+    }
+    since >= every as usize || since == runs.len()
+}
+
 /// Records the flow's own section in the manifest and saves it.
 fn record_flow(report: &mut FlowReport, dir: &sync_state::DataDir) -> Result<(), Error> {
     report.manifest.flow = Some(FlowSection {
@@ -442,6 +536,7 @@ fn record_flow(report: &mut FlowReport, dir: &sync_state::DataDir) -> Result<(),
         sync_seconds: report.sync_seconds,
         apply_seconds: report.apply_seconds,
         alert: report.alert.clone(),
+        reconcile: report.reconcile.clone(),
     });
     report.manifest.save(dir)?;
     Ok(())
@@ -467,6 +562,7 @@ async fn emit_metrics(opts: &FlowOptions, report: &FlowReport, client: ClientSta
             None
         }
     };
+    let last_reconcile = ReconcileReport::latest(dir).ok().flatten();
     let input = MetricsInput {
         report,
         client,
@@ -475,6 +571,7 @@ async fn emit_metrics(opts: &FlowOptions, report: &FlowReport, client: ClientSta
         pending_runs,
         last_success: last_success(dir),
         scheduled: opts.scheduled,
+        last_reconcile: last_reconcile.as_ref(),
     };
     if let Err(e) = write_metrics(
         opts.metrics_file.as_deref(),
@@ -517,6 +614,19 @@ pub async fn sleep_unless_stopped(d: Duration, stop: &StopSignal) -> bool {
 /// failed, or a scheduled run was skipped by the weekly gate (the schedule
 /// expected a catalog poll).
 fn alert_reason(report: &FlowReport, scheduled: bool) -> Option<String> {
+    if let Some(r) = &report.reconcile {
+        let found = r
+            .summary
+            .as_ref()
+            .is_some_and(|s| s.tables_differ + s.tables_repaired + s.tables_failed > 0);
+        if found || r.error.is_some() {
+            return Some(format!(
+                "{}: the reconcile found the database differing from the mirror ({})",
+                report.status,
+                r.status.map_or("failed", |s| s.as_str())
+            ));
+        }
+    }
     match report.status {
         RunStatus::Failed | RunStatus::PartialFailure => Some(report.status.to_string()),
         RunStatus::Skipped

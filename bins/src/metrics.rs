@@ -39,6 +39,8 @@ pub struct MetricsInput<'a> {
     pub last_success: Option<DateTime<Utc>>,
     /// The run was started by a schedule (a gate skip is then worth an alert).
     pub scheduled: bool,
+    /// The newest reconcile report, when there is one.
+    pub last_reconcile: Option<&'a sync_state::ReconcileReport>,
 }
 
 const STATUSES: [RunStatus; 4] = [
@@ -161,7 +163,43 @@ pub fn render(input: &MetricsInput<'_>, previous: Option<&str>) -> Result<String
     flow_metrics(&m, input, &prev)?;
     sync_metrics(&m, input)?;
     apply_metrics(&m, input)?;
+    if let Some(r) = input.last_reconcile {
+        reconcile_metrics(&m, r)?;
+    }
     m.text()
+}
+
+/// The newest reconcile: when it ran, and what it found.
+fn reconcile_metrics(m: &Metrics, r: &sync_state::ReconcileReport) -> Result<(), Error> {
+    let t = r.finished_at.unwrap_or(r.started_at);
+    m.gauge(
+        "statbank_reconcile_last_timestamp_seconds",
+        "When the database was last reconciled with the mirror (unix time).",
+        t.get().timestamp() as f64,
+    )?;
+    let s = &r.summary;
+    m.gauges(
+        "statbank_reconcile_tables",
+        "Tables of the last reconcile by what it found.",
+        "status",
+        [
+            ("agrees", s.tables_agree as f64),
+            ("differs", (s.tables_differ - s.tables_missing) as f64),
+            ("missing_table", s.tables_missing as f64),
+            ("repaired", s.tables_repaired as f64),
+            ("failed", s.tables_failed as f64),
+        ],
+    )?;
+    m.gauges(
+        "statbank_reconcile_periods",
+        "Periods the last reconcile found missing from, extra in, or differing in the database.",
+        "kind",
+        [
+            ("missing_in_db", s.periods_missing_in_db as f64),
+            ("extra_in_db", s.periods_extra_in_db as f64),
+            ("differs", s.periods_differing as f64),
+        ],
+    )
 }
 
 fn flow_metrics(m: &Metrics, input: &MetricsInput<'_>, prev: &Previous) -> Result<(), Error> {

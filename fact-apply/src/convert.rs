@@ -259,7 +259,12 @@ pub(crate) fn encode_numeric(
     while groups.last() == Some(&0) {
         groups.pop();
     }
-    let dscale = frac_part.len().min(16383) as i16;
+    // The display scale Postgres stores: the column's scale under a
+    // typmod (it rounds every value to it), else the digits as written.
+    let dscale = match precision_scale {
+        Some((_, scale)) => scale.clamp(0, 16383) as i16,
+        None => frac_part.len().min(16383) as i16,
+    };
     let (weight, sign) = if groups.is_empty() {
         (0, 0u16)
     } else {

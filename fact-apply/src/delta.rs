@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use postgres::{Client, Transaction};
-use sync_state::Tid;
 
 use crate::catalog::table_columns;
 use crate::conversion::{stream_partition, Conversion};
@@ -13,8 +12,8 @@ use crate::convert::Cell;
 use crate::history;
 use crate::tx::{
     begin, check_against_stored, check_inserted, conversion_for, copy_to_temp, delete_periods,
-    grouped_count, insert_from_temp, lock_target, period_counts, tid_column, tid_values, Ctx,
-    Delta, Loaded, Outcome,
+    delete_values, grouped_count, insert_from_temp, lock_target, period_counts, tid_column,
+    tid_values, Ctx, Delta, Loaded, Outcome,
 };
 use crate::Error;
 
@@ -43,7 +42,7 @@ pub(crate) fn apply_delta(
     let values = tid_values(&conv, ctx.table, &all)?;
     check_against_stored(ctx, &conv, &all, &values)?;
     if dry {
-        return dry_run(tx, ctx, &conv, present, &all, &values);
+        return dry_run(tx, ctx, &conv, delta, &values);
     }
     let tid_col = tid_column(&conv);
     let history = history::prepare(&mut tx, ctx, &conv, delta, &values)?;
@@ -55,6 +54,7 @@ pub(crate) fn apply_delta(
         stats
     };
     let deleted_by_pos = delete_periods(&mut tx, ctx, &tid_col, &values)?;
+    let extra_rows = delete_values(&mut tx, ctx, &conv, delta.extra)?;
     let mut inserted_by_pos = BTreeMap::new();
     if !present.is_empty() {
         let n = insert_from_temp(&mut tx, ctx, &conv)?;
@@ -77,6 +77,7 @@ pub(crate) fn apply_delta(
         periods: period_counts(&all, &deleted_by_pos, &inserted_by_pos),
         dropped: stats.iter().map(|s| s.dropped).sum(),
         history_rows,
+        extra_rows,
         ..Outcome::default()
     })
 }
@@ -87,13 +88,13 @@ fn dry_run(
     mut tx: Transaction<'_>,
     ctx: &Ctx<'_>,
     conv: &Conversion,
-    present: &[Tid],
-    all: &[Tid],
+    delta: &Delta<'_>,
     values: &[Cell<'_>],
 ) -> Result<Outcome, Error> {
+    let all = delta.all();
     let mut discard = |_: &[Cell<'_>]| Ok(());
-    let mut stats = Vec::with_capacity(present.len());
-    for tid in present {
+    let mut stats = Vec::with_capacity(delta.present.len());
+    for tid in delta.present {
         stats.push(stream_partition(
             ctx.store,
             ctx.table,
@@ -110,12 +111,30 @@ fn dry_run(
         values,
         "counting rows to delete",
     )?;
+    let extra_rows = if delta.extra.is_empty() {
+        0
+    } else {
+        let ty = &conv.columns[conv.tid].pg_type;
+        let n: i64 = tx
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {} WHERE {} = ANY($1::text[]::{ty}[])",
+                    ctx.target,
+                    tid_column(conv)
+                ),
+                &[&delta.extra],
+            )
+            .map_err(Error::db(ctx.table, "counting rows to delete"))?
+            .get(0);
+        u64::try_from(n).unwrap_or(0)
+    };
     let inserted: BTreeMap<usize, u64> = stats.iter().map(|s| s.sent).enumerate().collect();
     tx.rollback()
         .map_err(Error::db(ctx.table, "ending the read-only transaction"))?;
     Ok(Outcome {
-        periods: period_counts(all, &deleted, &inserted),
+        periods: period_counts(&all, &deleted, &inserted),
         dropped: stats.iter().map(|s| s.dropped).sum(),
+        extra_rows,
         ..Outcome::default()
     })
 }

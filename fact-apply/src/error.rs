@@ -28,6 +28,22 @@ pub enum Error {
         #[source]
         source: Box<sync_state::Error>,
     },
+    /// The reconcile report could not be written.
+    #[error("cannot write reconcile report {id}")]
+    SaveReconcile {
+        /// The reconcile.
+        id: RunId,
+        /// The underlying error (names the file).
+        #[source]
+        source: Box<sync_state::Error>,
+    },
+    /// The tables of the mirror could not be listed.
+    #[error("cannot list the tables of the mirror")]
+    ListTables {
+        /// The underlying error.
+        #[source]
+        source: Box<partition_store::Error>,
+    },
     /// A database statement failed.
     #[error("table {table}: {step} failed")]
     Db {

@@ -111,6 +111,20 @@ pub(crate) fn prepare<'t>(
             "closing history rows of removed periods",
         ))?;
     }
+    if !delta.extra.is_empty() {
+        // Values no period has (a repair removes them): gone as of now.
+        tx.execute(
+            &format!(
+                "UPDATE {target} SET valid_to = now() \
+                 WHERE {tid} = ANY($1::text[]::{tid_type}[]) AND valid_to IS NULL"
+            ),
+            &[&delta.extra],
+        )
+        .map_err(Error::db(
+            ctx.table,
+            "closing history rows of values no period has",
+        ))?;
+    }
     Ok(Some(Pending {
         present: present_values,
         valid_from,

@@ -95,6 +95,7 @@ mod history;
 mod infer;
 mod options;
 mod rebuild;
+mod reconcile;
 mod run;
 mod swap;
 mod table;
@@ -103,6 +104,7 @@ mod tx;
 pub use convert::{code_to_range, column_name, tid_to_date, IntRange};
 pub use error::{error_chain, Error};
 pub use options::{ApplyOptions, OnSchemaChange, TableWork};
+pub use reconcile::{reconcile, reconcile_table, ReconcileOptions};
 pub use run::apply_run;
 pub use table::apply_table;
 

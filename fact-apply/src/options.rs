@@ -82,6 +82,10 @@ pub struct TableWork {
     /// A later run swapped the table's whole set for a new schema: changed
     /// periods without a partition are gone with it (applied as deleted).
     pub reshaped_later: bool,
+    /// `tid` values of the fact table that no period of the mirror maps to
+    /// (as Postgres prints them, `2030-01-01`): deleted too. What a
+    /// reconcile's repair removes (`extra_in_db`).
+    pub extra_values: Vec<String>,
 }
 
 impl TableWork {
@@ -95,6 +99,7 @@ impl TableWork {
             catalog_updated: None,
             removed_later: BTreeSet::new(),
             reshaped_later: false,
+            extra_values: Vec::new(),
         }
     }
 
@@ -108,6 +113,7 @@ impl TableWork {
             catalog_updated: r.catalog_updated.clone(),
             removed_later: BTreeSet::new(),
             reshaped_later: false,
+            extra_values: Vec::new(),
         }
     }
 }

@@ -195,6 +195,47 @@ fn free_name(
     Ok(None)
 }
 
+/// Removes the rows of `tid` values no period maps to: their partition is
+/// detached and dropped (rows that landed elsewhere, in a default
+/// partition, are deleted); how many rows went.
+fn drop_values(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    parent: u32,
+    ty: &str,
+    values: &[String],
+) -> Result<u64, Error> {
+    let mut rows = 0;
+    for v in values {
+        let lit: String = tx
+            .query_one(
+                &format!("SELECT quote_literal(($1::text::{ty})::text)"),
+                &[v],
+            )
+            .map_err(Error::db(ctx.table, "formatting a partition bound"))?
+            .get(0);
+        match partition_for(tx, ctx, parent, &lit)? {
+            Some(old) => {
+                rows += count_rows(tx, ctx, &old, COUNTING)?;
+                tx.batch_execute(&format!(
+                    "ALTER TABLE {} DETACH PARTITION {old}; DROP TABLE {old}",
+                    ctx.target
+                ))
+                .map_err(Error::db(ctx.table, "dropping a value's partition"))?;
+            }
+            None => {
+                rows += tx
+                    .execute(
+                        &format!("DELETE FROM {} WHERE tid = {lit}", ctx.target),
+                        &[],
+                    )
+                    .map_err(Error::db(ctx.table, "delete of a value no period has"))?;
+            }
+        }
+    }
+    Ok(rows)
+}
+
 /// A staged partition: its table and what was loaded.
 struct Staged {
     table: String,
@@ -256,6 +297,7 @@ pub(crate) fn apply_swap(
             ))?;
         }
     }
+    let extra_rows = drop_values(&mut tx, ctx, oid, &ty, delta.extra)?;
     let history_rows = match history {
         Some(h) => Some(record_history(&mut tx, ctx, &conv, h, &swapped)?),
         None => None,
@@ -273,6 +315,7 @@ pub(crate) fn apply_swap(
         dropped: staged.iter().map(|s| s.stats.dropped).sum(),
         partition_swap: true,
         history_rows,
+        extra_rows,
         ..Outcome::default()
     })
 }

@@ -92,7 +92,7 @@ pub fn apply_table(
         Ok(None) => return result,
         Err(e) => return fail(result, &e),
     };
-    if present.is_empty() && deleted.is_empty() {
+    if present.is_empty() && deleted.is_empty() && work.extra_values.is_empty() {
         // Nothing to do (only possible when called with no periods at all).
         result.deleted_rows = Some(0);
         result.inserted_rows = Some(0);
@@ -105,10 +105,14 @@ pub fn apply_table(
         }
         None => create_and_load(client, &ctx, &present).map(Some),
         Some(oid) => {
+            if !work.extra_values.is_empty() {
+                result.removed_values = Some(work.extra_values.clone());
+            }
             let delta = Delta {
                 present: &present,
                 deleted: &deleted,
                 catalog_updated: work.catalog_updated.as_deref(),
+                extra: &work.extra_values,
             };
             apply_existing(client, &ctx, oid, work, &delta, &mut result)
         }
@@ -315,7 +319,7 @@ fn apply_widening_on_demand(
 }
 
 fn fill(mut result: ApplyTableResult, o: Outcome) -> ApplyTableResult {
-    let deleted: u64 = o.periods.values().map(|c| c.deleted).sum();
+    let deleted: u64 = o.periods.values().map(|c| c.deleted).sum::<u64>() + o.extra_rows;
     result.deleted_rows = Some(o.replaced_rows.unwrap_or(deleted));
     result.inserted_rows = Some(o.periods.values().map(|c| c.inserted).sum());
     result.dropped_null_rows = Some(o.dropped);

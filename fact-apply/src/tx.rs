@@ -56,6 +56,8 @@ pub(crate) struct Delta<'a> {
     /// The catalog `updated` of the sync (the end of validity of deleted
     /// periods, for history).
     pub(crate) catalog_updated: Option<&'a str>,
+    /// `tid` values no period maps to (as Postgres prints them): deleted.
+    pub(crate) extra: &'a [String],
 }
 
 impl<'a> Delta<'a> {
@@ -65,6 +67,7 @@ impl<'a> Delta<'a> {
             present: tids,
             deleted: &[],
             catalog_updated: None,
+            extra: &[],
         }
     }
 
@@ -97,6 +100,8 @@ pub(crate) struct Outcome {
     pub(crate) history_rows: Option<u64>,
     /// Rows the whole old table held (a rebuild replaces them all).
     pub(crate) replaced_rows: Option<u64>,
+    /// Rows deleted of `tid` values no period maps to ([`Delta::extra`]).
+    pub(crate) extra_rows: u64,
 }
 
 pub(crate) fn begin<'c>(
@@ -349,6 +354,29 @@ pub(crate) fn delete_periods(
         tracing::warn!(table = %table, error = %e, "row-count check failed (strict off)");
     }
     Ok(by_pos)
+}
+
+/// Deletes the rows of `tid` values no period maps to (the array bound as
+/// text and cast to the column's type, so its index is used); how many.
+pub(crate) fn delete_values(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    conv: &Conversion,
+    values: &[String],
+) -> Result<u64, Error> {
+    if values.is_empty() {
+        return Ok(0);
+    }
+    let ty = &conv.columns[conv.tid].pg_type;
+    tx.execute(
+        &format!(
+            "DELETE FROM {} WHERE {} = ANY($1::text[]::{ty}[])",
+            ctx.target,
+            tid_column(conv)
+        ),
+        &[&values],
+    )
+    .map_err(Error::db(ctx.table, "delete of tid values no period has"))
 }
 
 /// Streams the partitions of `present` through the conversion into a temp table

@@ -15,6 +15,10 @@
 //! is printed to stderr (`statbank test crash point passed: <label>`), so a
 //! harness can list the points of an uninterrupted run.
 //!
+//! A test can also run code of its own at a point, on the thread that
+//! passes it ([`on_point`]): to commit a concurrent write between two
+//! steps of a reader, deterministically.
+//!
 //! The layers place points at every step that matters for durability:
 //! before and after each rename into place, after a temp file is created,
 //! between body chunks, inside the DB transaction. The test harness in
@@ -120,6 +124,7 @@ pub fn point(label: &str) {
     if armed.trace {
         eprintln!("statbank test crash point passed: {label}");
     }
+    run_hook(label);
     let Some(at) = &armed.at else {
         return;
     };
@@ -133,6 +138,33 @@ pub fn point(label: &str) {
     if hit {
         eprintln!("statbank test crash point {at}: {label}");
         std::process::abort();
+    }
+}
+
+#[cfg(feature = "test-hooks")]
+type Hook = (String, Box<dyn FnOnce()>);
+
+#[cfg(feature = "test-hooks")]
+thread_local! {
+    static HOOKS: std::cell::RefCell<Vec<Hook>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` once, the next time this thread passes the point named
+/// `label` (only with the `test-hooks` feature).
+#[cfg(feature = "test-hooks")]
+pub fn on_point(label: &str, f: impl FnOnce() + 'static) {
+    HOOKS.with(|h| h.borrow_mut().push((label.to_string(), Box::new(f))));
+}
+
+#[cfg(feature = "test-hooks")]
+fn run_hook(label: &str) {
+    let hook = HOOKS.with(|h| {
+        let mut h = h.borrow_mut();
+        let i = h.iter().position(|(l, _)| l == label)?;
+        Some(h.remove(i).1)
+    });
+    if let Some(f) = hook {
+        f();
     }
 }
 

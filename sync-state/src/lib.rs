@@ -49,6 +49,7 @@ mod ids;
 mod manifest;
 mod paths;
 mod plan;
+mod reconcile;
 mod state;
 pub mod storage;
 mod time;
@@ -62,9 +63,9 @@ pub use frequency::{infer_frequency, Frequency, FrequencyOverrides};
 pub use ids::{RunId, TableId, Tid, MAX_PARTITION_FILE_NAME, MAX_RUN_ID_LEN, MAX_TABLE_ID_LEN};
 pub use manifest::{
     latest_run, list_runs, pending_runs, AlertOutcome, ApplyStatus, ApplySummary, ApplyTableResult,
-    CatalogSection, DbApplyReport, EarlierRun, FlowSection, InvalidEntry, PeriodCounts,
-    RecoveredPublish, RunManifest, RunStatus, SchemaChange, Summary, TableResult, TableStatus,
-    TypeChange, VanishedReport,
+    CatalogSection, DbApplyReport, EarlierRun, FlowReconcile, FlowSection, InvalidEntry,
+    PeriodCounts, RecoveredPublish, RunManifest, RunStatus, SchemaChange, Summary, TableResult,
+    TableStatus, TypeChange, VanishedReport,
 };
 pub use paths::{
     DataDir, ARCHIVE_DIR, METADATA_DIR, PARTITION_EXT, SYNC_DIR, TABLES_DIR, TEMP_PREFIX,
@@ -75,6 +76,10 @@ pub use plan::{
     plan_verification, refresh_window, select_periods, Eligibility, GateDecision, GatePolicy,
     PeriodSelection, SelectOptions, VerifyInputs, VerifyPlan, VerifyPolicy,
     CATALOG_POLL_INTERVAL_DAYS, MAX_ROWS_PER_CALL,
+};
+pub use reconcile::{
+    Examples, PeriodDifference, ReconcileReport, ReconcileStatus, ReconcileSummary, TableReconcile,
+    EXAMPLE_ROWS,
 };
 pub use state::{SyncState, TableState};
 pub use storage::{DataDirLock, Storage};

@@ -412,6 +412,10 @@ pub struct ApplyTableResult {
     /// Rows written to `fact_history.<table>` (`--history`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_rows: Option<u64>,
+    /// `tid` values deleted that no period of the mirror has (a
+    /// reconcile's repair of `extra_in_db`), as Postgres prints them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_values: Option<Vec<String>>,
     /// The error chain of a failed table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -441,6 +445,7 @@ impl ApplyTableResult {
             rebuilt: None,
             partition_swap: None,
             history_rows: None,
+            removed_values: None,
             error: None,
             extra: Map::new(),
         }
@@ -679,6 +684,25 @@ pub struct FlowSection {
     pub apply_seconds: f64,
     /// The alert, when one was sent.
     pub alert: Option<AlertOutcome>,
+    /// The reconcile the flow ran after the apply (`--reconcile-every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<FlowReconcile>,
+}
+
+/// What the flow's reconcile found (its report is
+/// `_sync/reconcile/<id>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowReconcile {
+    /// The reconcile's id, or `null` when it could not run.
+    pub reconcile_id: Option<RunId>,
+    /// Its status.
+    pub status: Option<crate::ReconcileStatus>,
+    /// Its counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<crate::ReconcileSummary>,
+    /// Why it could not run (password removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// An earlier run whose apply the flow retried, or why the pending runs

@@ -180,6 +180,16 @@ impl DataDir {
         format!("{SYNC}/staging")
     }
 
+    /// `statbank_tables/_sync/reconcile`: one report per reconcile.
+    pub fn reconcile_key(&self) -> String {
+        format!("{SYNC}/reconcile")
+    }
+
+    /// `statbank_tables/_sync/reconcile/<id>.json`.
+    pub fn reconcile_report_key(&self, id: &RunId) -> String {
+        format!("{SYNC}/reconcile/{id}.json")
+    }
+
     /// `statbank_tables/_sync/lock`, held while a cycle runs.
     pub fn lock_key(&self) -> String {
         format!("{SYNC}/lock")

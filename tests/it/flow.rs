@@ -397,3 +397,70 @@ fn a_scheduled_run_is_never_silently_skipped() -> Result<()> {
         anyhow::Ok(())
     })
 }
+
+/// `--reconcile-every 1`: after each apply the flow reconciles; damage done
+/// behind its back raises the alert and, with `--reconcile-repair`, is
+/// repaired; metrics report it.
+#[test]
+fn the_flow_reconciles_alerts_on_damage_and_repairs_it() -> Result<()> {
+    let db = test_db()?;
+    let mut pg = db.client()?;
+    pg.batch_execute("CREATE SCHEMA fact")?;
+    let rt = runtime();
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    rt.block_on(async {
+        let emu = Emulator::start(world()).await?;
+        let client = fast_client(&emu.base_url(), 0);
+        let (url, got) = webhook().await?;
+        let metrics = dir.join("statbank.prom");
+        let flow = |hours: i64, repair: bool| {
+            let mut o = flow_opts(options(dir, at_hours(hours), true), Some(db.url()));
+            o.alert_webhook = Some(url.clone());
+            o.metrics_file = Some(metrics.clone());
+            o.reconcile_every = 1;
+            o.reconcile_repair = repair;
+            o
+        };
+        let first = run_flow(&client, &flow(0, false)).await?;
+        assert_eq!(first.status, RunStatus::Success, "{first:?}");
+        let r = first.reconcile.clone().expect("reconciled");
+        assert_eq!(r.status, Some(sync_state::ReconcileStatus::Agrees));
+        assert!(
+            got.lock().expect("lock").is_empty(),
+            "no alert when all agrees"
+        );
+
+        tokio::task::block_in_place(|| {
+            pg.batch_execute("DELETE FROM fact.flowt WHERE omrade = '1'")
+        })?;
+        let second = run_flow(&client, &flow(24, false)).await?;
+        assert_eq!(second.status, RunStatus::PartialFailure);
+        let r = second.reconcile.clone().expect("reconciled");
+        assert_eq!(r.status, Some(sync_state::ReconcileStatus::Differs));
+        let m = RunManifest::load(&DataDir::local(dir), &second.run_id)?;
+        assert_eq!(m.flow.and_then(|f| f.reconcile), Some(r));
+        let text = got.lock().expect("lock")[0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(text.contains("reconcile"), "{text}");
+        let prom = std::fs::read_to_string(&metrics)?;
+        assert!(
+            prom.contains("statbank_reconcile_periods{kind=\"differs\"} 3"),
+            "{prom}"
+        );
+
+        let third = run_flow(&client, &flow(48, true)).await?;
+        let r = third.reconcile.clone().expect("reconciled");
+        assert_eq!(r.status, Some(sync_state::ReconcileStatus::Repaired));
+        assert_eq!(third.status, RunStatus::Success, "{third:?}");
+        let n: i64 = tokio::task::block_in_place(|| {
+            pg.query_one("SELECT count(*) FROM fact.flowt WHERE omrade = '1'", &[])
+        })?
+        .get(0);
+        assert!(n > 0, "repaired");
+        emu.shutdown().await;
+        Ok(())
+    })
+}

@@ -15,6 +15,7 @@ mod inspect;
 mod object_stores;
 mod partitioned;
 mod pg_faults;
+mod reconcile;
 mod robustness;
 mod sync_cycle;
 mod tidy;

@@ -675,6 +675,8 @@ fn harness() -> Result<()> {
 
     apply_phase(work, &local, false)?;
     apply_phase(work, &local, true)?;
+    repair_phase(work, &local, false)?;
+    repair_phase(work, &local, true)?;
     rt.block_on(async {
         for e in emus {
             e.shutdown().await;
@@ -683,120 +685,176 @@ fn harness() -> Result<()> {
     Ok(())
 }
 
-/// `statbank-apply` killed at each of its crash points against the real
-/// Postgres; after a re-run the fact table equals an uninterrupted apply.
-/// `partitioned`: the tables are created LIST-partitioned on `tid` and
-/// applied by swapping partitions.
-fn apply_phase(work: &Path, local: &Target, partitioned: bool) -> Result<()> {
-    let kind = if partitioned { "p" } else { "" };
-    let db = tests::pg::test_db()?;
-    let mut pg = db.client()?;
-    // The reference after bootstrap and incremental cycle.
-    let reference_loc = local.location("reference-1");
-    let reference = Path::new(&reference_loc);
-    let data = DataDir::local(reference);
-    let runs: Vec<_> = list_runs(&data)?;
-    let (bootstrap_run, incr_run) = match runs.as_slice() {
-        [a, b] => (a.clone(), b.clone()),
-        other => bail!("expected two reference runs, found {other:?}"),
-    };
-    let env: Vec<(String, String)> = Vec::new();
-    let apply_args = |dir: &Path, run: &str, schema: &str| -> Vec<String> {
-        let extra: &[&str] = if partitioned { &["--partitioned"] } else { &[] };
+/// What the apply and repair phases share: the test database, the reference data
+/// folder (after bootstrap and incremental cycle) and its two runs.
+struct ApplySetup {
+    db: tests::pg::TestDb,
+    reference: PathBuf,
+    runs: [String; 2],
+    partitioned: bool,
+}
+
+impl ApplySetup {
+    fn new(local: &Target, partitioned: bool) -> Result<Self> {
+        let reference = PathBuf::from(local.location("reference-1"));
+        let runs: Vec<_> = list_runs(&DataDir::local(&reference))?;
+        let runs = match runs.as_slice() {
+            [a, b] => [a.to_string(), b.to_string()],
+            other => bail!("expected two reference runs, found {other:?}"),
+        };
+        Ok(Self {
+            db: tests::pg::test_db()?,
+            reference,
+            runs,
+            partitioned,
+        })
+    }
+
+    /// `p` for the partitioned variant, empty otherwise (schema and folder
+    /// names).
+    fn kind(&self) -> &'static str {
+        if self.partitioned {
+            "p"
+        } else {
+            ""
+        }
+    }
+
+    /// `statbank-apply` on `dir` into `schema`, with `extra` arguments
+    /// (`--run-id R`, or `--reconcile …`).
+    fn args(&self, dir: &Path, schema: &str, extra: &[&str]) -> Vec<String> {
+        let partitioned: &[&str] = if self.partitioned {
+            &["--partitioned"]
+        } else {
+            &[]
+        };
         [
             "statbank-apply",
             "--data-dir",
             &dir.display().to_string(),
             "--database-url",
-            db.url(),
-            "--run-id",
-            run,
+            self.db.url(),
             "--create-missing",
             "--schema",
             schema,
         ]
         .iter()
+        .chain(partitioned)
         .chain(extra)
         .map(|s| s.to_string())
         .collect()
-    };
-    let table_rows = |pg: &mut postgres::Client, schema: &str| -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for t in ["annual", "quart", "season"] {
-            let rows = pg.query(
-                &format!("SELECT t::text FROM \"{schema}\".\"{t}\" t ORDER BY 1"),
-                &[],
-            )?;
-            out.extend(
-                rows.iter()
-                    .map(|r| format!("{t}:{}", r.get::<_, String>(0))),
-            );
-        }
-        Ok(out)
-    };
-    // Reference: both runs applied without interruption.
-    let ref_schema = format!("ref{kind}");
-    pg.batch_execute(&format!("CREATE SCHEMA {ref_schema}"))?;
-    let dir = work.join(format!("apply-ref{kind}"));
-    copy_dir(reference, &dir)?;
-    for run in [&bootstrap_run, &incr_run] {
-        let r = child(
-            "apply",
-            &apply_args(&dir, run.as_str(), &ref_schema),
-            &env,
-            None,
-        )?;
-        ensure!(r.status.success(), "reference apply failed: {}", r.stderr);
     }
-    let expected = table_rows(&mut pg, &ref_schema)?;
-    ensure!(!expected.is_empty());
-    let partitioned_tables: i64 = pg
-        .query_one(
-            "SELECT count(*) FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid \
-             WHERE c.relnamespace = $1::text::regnamespace",
-            &[&ref_schema],
-        )?
-        .get(0);
-    ensure!(
-        partitioned_tables == if partitioned { 3 } else { 0 },
-        "{partitioned_tables} partitioned tables in {ref_schema}"
-    );
+
+    /// Applies both runs to `schema` without interruption.
+    fn apply_all(&self, dir: &Path, schema: &str) -> Result<()> {
+        for run in &self.runs {
+            let r = child("apply", &self.args(dir, schema, &["--run-id", run]), &[], None)?;
+            ensure!(r.status.success(), "apply of {run} failed: {}", r.stderr);
+        }
+        Ok(())
+    }
+
+    /// A fresh schema and a copy of the reference folder named `name`.
+    fn fresh(&self, pg: &mut postgres::Client, work: &Path, name: &str) -> Result<PathBuf> {
+        pg.batch_execute(&format!("CREATE SCHEMA {name}"))?;
+        let dir = work.join(format!("apply-{name}"));
+        copy_dir(&self.reference, &dir)?;
+        Ok(dir)
+    }
+
+    fn drop(&self, pg: &mut postgres::Client, dir: &Path, schema: &str) -> Result<()> {
+        pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))?;
+        std::fs::remove_dir_all(dir)?;
+        Ok(())
+    }
+
+    /// The reference result: both runs applied without interruption.
+    fn expected(&self, pg: &mut postgres::Client, work: &Path) -> Result<Vec<String>> {
+        let schema = format!("ref{}", self.kind());
+        let dir = self.fresh(pg, work, &schema)?;
+        self.apply_all(&dir, &schema)?;
+        let expected = table_rows(pg, &schema)?;
+        ensure!(!expected.is_empty());
+        let partitioned_tables: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid \
+                 WHERE c.relnamespace = $1::text::regnamespace",
+                &[&schema],
+            )?
+            .get(0);
+        ensure!(
+            partitioned_tables == if self.partitioned { 3 } else { 0 },
+            "{partitioned_tables} partitioned tables in {schema}"
+        );
+        Ok(expected)
+    }
+}
+
+/// Every fact table's rows as text, table-prefixed and sorted.
+fn table_rows(pg: &mut postgres::Client, schema: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for t in ["annual", "quart", "season"] {
+        let rows = pg.query(
+            &format!("SELECT t::text FROM \"{schema}\".\"{t}\" t ORDER BY 1"),
+            &[],
+        )?;
+        out.extend(rows.iter().map(|r| format!("{t}:{}", r.get::<_, String>(0))));
+    }
+    Ok(out)
+}
+
+/// The label of the crash point a killed child stopped at.
+fn crash_label(r: &Run) -> String {
+    r.stderr
+        .lines()
+        .find_map(|l| l.split_once("crash point ").map(|x| x.1.to_string()))
+        .and_then(|l| l.split_once(": ").map(|x| x.1.to_string()))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// How many crash points an uninterrupted child passed.
+fn points_passed(r: &Run) -> Result<u64> {
+    r.stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("crash-points-passed="))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow!("the apply child did not report its crash points"))
+}
+
+fn print_labels(labels: &BTreeMap<String, usize>) {
+    for (label, n) in labels {
+        println!("  {n:>4} × {label}");
+    }
+}
+
+/// `statbank-apply` killed at each of its crash points against the real
+/// Postgres; after a re-run the fact table equals an uninterrupted apply.
+/// `partitioned`: the tables are created LIST-partitioned on `tid` and
+/// applied by swapping partitions.
+fn apply_phase(work: &Path, local: &Target, partitioned: bool) -> Result<()> {
+    let setup = ApplySetup::new(local, partitioned)?;
+    let kind = setup.kind();
+    let mut pg = setup.db.client()?;
+    let expected = setup.expected(&mut pg, work)?;
 
     let mut points = 0;
     let mut labels: BTreeMap<String, usize> = BTreeMap::new();
     for n in 1..=1000u64 {
         let schema = format!("crash{n}{kind}");
-        pg.batch_execute(&format!("CREATE SCHEMA {schema}"))?;
-        let dir = work.join(format!("apply-{n}{kind}"));
-        copy_dir(reference, &dir)?;
+        let dir = setup.fresh(&mut pg, work, &schema)?;
         // Crash point n counts over both applies (bootstrap, then incremental);
         // after a crash the interrupted apply is re-run and the rest run
         // uninterrupted.
         let mut remaining = Some(n);
         let mut crashed = false;
-        for run in [&bootstrap_run, &incr_run] {
-            let r = child(
-                "apply",
-                &apply_args(&dir, run.as_str(), &schema),
-                &env,
-                remaining.map(CrashAt::Nth).as_ref(),
-            )?;
+        for run in &setup.runs {
+            let args = setup.args(&dir, &schema, &["--run-id", run]);
+            let r = child("apply", &args, &[], remaining.map(CrashAt::Nth).as_ref())?;
             if r.crashed() {
                 crashed = true;
                 remaining = None;
-                let label = r
-                    .stderr
-                    .lines()
-                    .find_map(|l| l.split_once("crash point ").map(|x| x.1.to_string()))
-                    .and_then(|l| l.split_once(": ").map(|x| x.1.to_string()))
-                    .unwrap_or_else(|| "?".into());
-                *labels.entry(label).or_default() += 1;
-                let rec = child(
-                    "apply",
-                    &apply_args(&dir, run.as_str(), &schema),
-                    &env,
-                    None,
-                )?;
+                *labels.entry(crash_label(&r)).or_default() += 1;
+                let rec = child("apply", &args, &[], None)?;
                 ensure!(
                     rec.status.success(),
                     "apply recovery after point {n} failed: {}",
@@ -808,12 +866,7 @@ fn apply_phase(work: &Path, local: &Target, partitioned: bool) -> Result<()> {
                     "apply with point {n} failed: {}",
                     r.stderr
                 );
-                let passed: u64 = r
-                    .stderr
-                    .lines()
-                    .find_map(|l| l.strip_prefix("crash-points-passed="))
-                    .and_then(|v| v.trim().parse().ok())
-                    .ok_or_else(|| anyhow!("the apply child did not report its crash points"))?;
+                let passed = points_passed(&r)?;
                 remaining = remaining.map(|m| m - passed);
             }
         }
@@ -822,8 +875,7 @@ fn apply_phase(work: &Path, local: &Target, partitioned: bool) -> Result<()> {
             got == expected,
             "apply crash point {n}: fact tables differ from the uninterrupted apply"
         );
-        pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))?;
-        std::fs::remove_dir_all(&dir)?;
+        setup.drop(&mut pg, &dir, &schema)?;
         if !crashed {
             break;
         }
@@ -833,12 +885,93 @@ fn apply_phase(work: &Path, local: &Target, partitioned: bool) -> Result<()> {
         "crash harness (apply{}): {points} kill points over two applies; fact tables equal the uninterrupted result after every one",
         if partitioned { ", partitioned" } else { "" }
     );
-    for (label, n) in &labels {
-        println!("  {n:>4} × {label}");
-    }
+    print_labels(&labels);
     ensure!(
         points >= 6,
         "expected crash points inside the apply, found {points}"
+    );
+    Ok(())
+}
+
+/// Damage done behind the apply's back: a period's rows deleted
+/// (ANNUAL), a value edited and a row duplicated (QUART), a table dropped
+/// (SEASON).
+const DAMAGE: &str = "
+    DELETE FROM {s}.annual WHERE tid = (SELECT min(tid) FROM {s}.annual);
+    UPDATE {s}.quart SET indhold = indhold + 1
+        WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM {s}.quart ORDER BY tid DESC LIMIT 1);
+    INSERT INTO {s}.quart SELECT * FROM {s}.quart ORDER BY tid LIMIT 1;
+    DROP TABLE {s}.season;
+";
+
+/// `statbank-apply --reconcile --repair` killed at each of its crash points
+/// on a damaged database; after a re-run of the repair the fact tables
+/// equal the uninterrupted apply and a reconcile finds nothing.
+fn repair_phase(work: &Path, local: &Target, partitioned: bool) -> Result<()> {
+    let setup = ApplySetup::new(local, partitioned)?;
+    let kind = setup.kind();
+    let mut pg = setup.db.client()?;
+    let expected = setup.expected(&mut pg, work)?;
+    let mut points = 0;
+    let mut labels: BTreeMap<String, usize> = BTreeMap::new();
+    for n in 1..=1000u64 {
+        let schema = format!("repair{n}{kind}");
+        let dir = setup.fresh(&mut pg, work, &schema)?;
+        setup.apply_all(&dir, &schema)?;
+        pg.batch_execute(&DAMAGE.replace("{s}", &schema))?;
+        let repair = setup.args(&dir, &schema, &["--reconcile", "--repair"]);
+        let r = child("apply", &repair, &[], Some(&CrashAt::Nth(n)))?;
+        let crashed = r.crashed();
+        if crashed {
+            *labels.entry(crash_label(&r)).or_default() += 1;
+            let rec = child("apply", &repair, &[], None)?;
+            ensure!(
+                rec.status.success(),
+                "repair after crash point {n} failed: {}",
+                rec.stderr
+            );
+        } else {
+            ensure!(
+                r.status.success(),
+                "repair with crash point {n} armed failed: {}",
+                r.stderr
+            );
+            ensure!(
+                points_passed(&r)? < n,
+                "point {n} armed, passed, and no crash"
+            );
+        }
+        let got = table_rows(&mut pg, &schema)?;
+        ensure!(
+            got == expected,
+            "repair crash point {n}: fact tables differ from the uninterrupted apply"
+        );
+        let check = child(
+            "apply",
+            &setup.args(&dir, &schema, &["--reconcile"]),
+            &[],
+            None,
+        )?;
+        ensure!(
+            check.status.success(),
+            "repair crash point {n}: the reconcile after the repair exits {:?}: {}",
+            check.status.code(),
+            check.stderr
+        );
+        setup.drop(&mut pg, &dir, &schema)?;
+        if !crashed {
+            break;
+        }
+        points = n;
+    }
+    println!(
+        "crash harness (repair{}): {points} kill points in a repair of three damaged tables; fact tables equal the uninterrupted apply after every one, and a reconcile agrees",
+        if partitioned { ", partitioned" } else { "" }
+    );
+    print_labels(&labels);
+    ensure!(
+        points >= 6,
+        "expected crash points inside the repair, found {points}"
     );
     Ok(())
 }

@@ -40,9 +40,24 @@ struct Args {
     /// (failed, partial, or synced without a database), oldest first.
     #[arg(long)]
     pending: bool,
-    /// Report what would be deleted and inserted; change nothing (not even the manifest).
+    /// Report what would be deleted and inserted; change nothing (not even
+    /// the manifest, or a reconcile's report).
     #[arg(long)]
     dry_run: bool,
+    /// Instead of applying a run: compare every table that has partitions
+    /// (or --tables) with its fact table, period by period, and write the
+    /// report to _sync/reconcile/<id>.json. Exit 0 when they agree, 2 when
+    /// something differs, 1 on error.
+    #[arg(long, conflicts_with_all = ["run_id", "pending"])]
+    reconcile: bool,
+    /// With --reconcile: repair what differs (re-apply exactly those
+    /// periods, delete values no period has, create missing tables); exit 0
+    /// when everything found was repaired.
+    #[arg(long, requires = "reconcile")]
+    repair: bool,
+    /// With --reconcile: only these tables (comma-separated ids).
+    #[arg(long, value_delimiter = ',', requires = "reconcile")]
+    tables: Option<Vec<sync_state::TableId>>,
     #[command(flatten)]
     apply: crate::cli::ApplyFlags,
     /// Lenient mode of the original: apply the periods that have files, and
@@ -78,6 +93,9 @@ where
 
 fn run(args: Args) -> Result<ExitCode> {
     let data = DataDir::open(&args.data_dir)?;
+    if args.reconcile {
+        return reconcile(&args, &data);
+    }
     let runs_dir = data.display_key(&data.runs_key());
     let runs: Vec<RunId> = match (&args.run_id, args.pending) {
         (Some(r), _) => vec![r.clone()],
@@ -109,6 +127,40 @@ fn run(args: Args) -> Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
+    })
+}
+
+/// `--reconcile [--repair]`.
+fn reconcile(args: &Args, data: &DataDir) -> Result<ExitCode> {
+    let opts = fact_apply::ReconcileOptions {
+        apply: ApplyOptions {
+            dry_run: args.dry_run,
+            strict: !args.no_strict,
+            ..args.apply.options()
+        },
+        tables: args.tables.clone(),
+        repair: args.repair,
+    };
+    let now = sync_state::UtcSecond::new(chrono::Utc::now());
+    let id = sync_state::ReconcileReport::unused_id(data, now)?;
+    tracing::info!(reconcile = %id, database = %args.database_url, repair = args.repair, dry_run = args.dry_run, "reconciling");
+    let mut client = args.database_url.connect("statbank-apply")?;
+    let report = fact_apply::reconcile(&mut client, data, &id, &opts)
+        .with_context(|| format!("reconcile {id}"))?;
+    print!(
+        "{}",
+        crate::redact::terminal_lines(&crate::cli::reconcile_summary(&report, data, args.dry_run))
+    );
+    Ok(match report.status {
+        sync_state::ReconcileStatus::Agrees | sync_state::ReconcileStatus::Repaired => {
+            ExitCode::SUCCESS
+        }
+        sync_state::ReconcileStatus::Failed
+            if report.summary.tables_failed == report.summary.tables_total =>
+        {
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::from(2),
     })
 }
 

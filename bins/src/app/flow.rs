@@ -56,6 +56,14 @@ struct Args {
     /// the weekly gate skips then raises the alert. Implied by --schedule.
     #[arg(long, env = "STATBANK_SCHEDULED")]
     scheduled: bool,
+    /// After the apply, reconcile the database with the mirror (every table,
+    /// period by period) once every N runs (0 = never; weekly runs: 4 =
+    /// monthly). A reconcile that finds differences raises the alert.
+    #[arg(long, env = "STATBANK_RECONCILE_EVERY", default_value_t = 0)]
+    reconcile_every: u32,
+    /// Repair what the reconcile finds (re-apply exactly those periods).
+    #[arg(long, requires = "reconcile_every")]
+    reconcile_repair: bool,
     /// No progress bar, even on a terminal.
     #[arg(long)]
     no_progress: bool,
@@ -117,6 +125,8 @@ async fn async_run(args: Args) -> Result<ExitCode> {
     opts.metrics_push_url = args.metrics_push_url.clone();
     opts.alert_webhook = args.alert_webhook.clone();
     opts.scheduled = args.scheduled;
+    opts.reconcile_every = args.reconcile_every;
+    opts.reconcile_repair = args.reconcile_repair;
     if opts.database_url.is_none() {
         tracing::warn!("no --database-url / DATABASE_URL: the flow syncs to disk only");
     }
