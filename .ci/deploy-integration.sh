@@ -506,7 +506,8 @@ def want(section, key, value, where):
 want(s, "Type", "oneshot", "service")
 want(s, "ExecStart",
      "/usr/local/bin/statbank-flow --data-dir /var/lib/statbank/data/dst "
-     "--metrics-file /var/lib/node_exporter/textfile_collector/statbank.prom --scheduled --log-format json", "service")
+     "--metrics-file /var/lib/node_exporter/textfile_collector/statbank.prom --scheduled --reconcile-every 4 "
+     "--log-format json", "service")
 want(s, "EnvironmentFile", "-/etc/statbank-sync/env", "service")
 want(s, "User", "statbank", "service")
 for k, v in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("PrivateTmp", "yes")):

@@ -610,7 +610,9 @@ pub async fn sleep_unless_stopped(d: Duration, stop: &StopSignal) -> bool {
     }
 }
 
-/// Why this run is worth an alert, if it is: it failed or partially
+/// Why this run is worth an alert, if it is: its reconcile found the
+/// database differing from the mirror (repaired or not: something changed
+/// it behind the apply's back) or could not run, it failed or partially
 /// failed, or a scheduled run was skipped by the weekly gate (the schedule
 /// expected a catalog poll).
 fn alert_reason(report: &FlowReport, scheduled: bool) -> Option<String> {
@@ -619,7 +621,13 @@ fn alert_reason(report: &FlowReport, scheduled: bool) -> Option<String> {
             .summary
             .as_ref()
             .is_some_and(|s| s.tables_differ + s.tables_repaired + s.tables_failed > 0);
-        if found || r.error.is_some() {
+        if let Some(e) = &r.error {
+            return Some(format!(
+                "{}: the reconcile could not run: {e}",
+                report.status
+            ));
+        }
+        if found {
             return Some(format!(
                 "{}: the reconcile found the database differing from the mirror ({})",
                 report.status,

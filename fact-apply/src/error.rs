@@ -97,6 +97,16 @@ pub enum Error {
         /// Rows the server reported.
         copied: u64,
     },
+    /// The reconcile's read of a fact table failed (the connection, or a
+    /// malformed COPY stream).
+    #[error("table {table}: reading the fact table failed")]
+    CopyOut {
+        /// The table.
+        table: TableId,
+        /// What went wrong (the connection, or a malformed COPY stream).
+        #[source]
+        source: std::io::Error,
+    },
     /// Nothing to apply for a table (no period with a partition, none deleted).
     #[error("table {table}: no periods to apply")]
     NoPeriods {

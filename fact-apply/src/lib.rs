@@ -88,6 +88,7 @@
 mod catalog;
 mod conversion;
 mod convert;
+mod copy_out;
 mod create;
 mod delta;
 mod error;

@@ -12,8 +12,11 @@
 //! snapshot (a read-only transaction that blocks no reader). Only the
 //! periods whose digests differ are then read again, on both sides, in a
 //! fresh snapshot: a period that agrees then (an apply committed in
-//! between) is not reported, and for those that still differ the rows of
-//! each side that the other lacks are counted and shown.
+//! between) is not reported. For those that still differ the rows of each
+//! side that the other lacks are counted and shown: the rows are digested
+//! again in 4096 buckets by hash, and only the buckets that differ are
+//! read once more, counting rows by hash a bounded number at a time, so
+//! that memory stays flat whatever the size of a period or of its damage.
 //!
 //! The repair applies exactly the periods found through the apply's own
 //! paths, in one transaction per table: missing and differing periods are
@@ -21,15 +24,13 @@
 //! has are deleted, a missing table is created; every other period's rows
 //! are left as they are.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
 use partition_store::PartitionStore;
-use postgres::binary_copy::BinaryCopyOutIter;
-use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
-use postgres_types::{FromSql, IsNull, ToSql, Type};
+use postgres_types::{IsNull, ToSql, Type};
 use sync_state::{
     shorten_error, ApplyStatus, DataDir, Examples, PeriodDifference, ReconcileReport,
     ReconcileStatus, ReconcileSummary, RunId, TableId, TableReconcile, Tid, UtcSecond,
@@ -39,8 +40,9 @@ use sync_state::{
 use crate::catalog::{quote_ident, table_columns, table_oid};
 use crate::conversion::{stream_partition, Conversion};
 use crate::convert::Cell;
+use crate::copy_out;
 use crate::error::error_chain;
-use crate::tx::{build_conversion, tid_values, Ctx};
+use crate::tx::{check_partitions, tid_values, Ctx};
 use crate::{apply_table, ApplyOptions, Error, TableWork};
 
 /// What to reconcile, and whether to repair.
@@ -185,26 +187,35 @@ fn compare(
         return Ok(TableReconcile::agrees());
     }
     let columns = table_columns(client, table, oid)?;
-    let conv = build_conversion(store, table, &ctx.target, &columns, &tids)?;
-    let side = Sides::new(&ctx, &conv, &tids)?;
-    let every: Vec<usize> = (0..tids.len()).collect();
-    // The whole table, in one snapshot.
-    let mirror = side.mirror(&every)?;
-    let db = side.database(client, Scope::All)?;
+    let checked = check_partitions(store, table, &ctx.target, &columns, &tids)?;
+    let side = Sides::new(&ctx, &checked.conversion, &tids, &checked.rows)?;
+    // The whole table: the mirror on a thread of its own while the
+    // database streams, in one snapshot.
+    let t = Instant::now();
+    let (mirror, db) = std::thread::scope(|scope| {
+        let mirror = scope.spawn(|| side.mirror());
+        let db = side.database(client, Scope::All);
+        let mirror = mirror
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (mirror, db)
+    });
+    let (mirror, db) = (mirror?, db?);
+    tracing::debug!(table = %table, secs = t.elapsed().as_secs_f64(), "digests of both sides");
     let mut r = TableReconcile::agrees();
-    r.rows_compared = mirror.iter().map(|d| d.rows).sum::<u64>() + db.rows();
-    let suspects: Vec<usize> = every
-        .iter()
-        .copied()
-        .filter(|&i| mirror[i] != db.periods[i])
+    r.rows_compared = mirror.iter().map(|b| Digest::total(b).rows).sum::<u64>() + db.rows();
+    let suspects: Vec<usize> = (0..tids.len())
+        .filter(|&p| mirror[p] != db.periods[p])
         .collect();
     if suspects.is_empty() && db.extra.is_empty() {
         return Ok(r);
     }
     sync_state::crash::point("reconcile: compared, before the recheck");
-    // Again, for the suspects only, in a fresh snapshot: what agrees now
-    // was an apply committing in between.
-    side.recheck(client, &suspects, &mut r)?;
+    // The suspects' differing buckets again, each period in a fresh
+    // snapshot: what agrees now was an apply committing in between.
+    for p in suspects {
+        side.recheck(client, p, &mirror[p], &db.periods[p], &mut r)?;
+    }
     if !db.extra.is_empty() {
         let again = side.database(client, Scope::NoPeriod)?;
         r.extra_in_db = side.extra_values(client, &again)?;
@@ -225,6 +236,16 @@ struct Digest {
 }
 
 impl Digest {
+    /// The digest of the rows of all of `parts`.
+    fn total(parts: &[Digest]) -> Digest {
+        parts.iter().fold(Digest::default(), |mut t, d| {
+            t.rows += d.rows;
+            t.lo = t.lo.wrapping_add(d.lo);
+            t.hi = t.hi.wrapping_add(d.hi);
+            t
+        })
+    }
+
     fn add(&mut self, h: u128) {
         self.rows += 1;
         self.lo = self.lo.wrapping_add(h as u64);
@@ -232,18 +253,42 @@ impl Digest {
     }
 }
 
-/// The database's digests: one per period of the mirror (by position),
-/// and one per `tid` value no period maps to (by its binary value).
+/// A period's digests, one per hash bucket ([`bucket`]).
+type Buckets = Vec<Digest>;
+
+/// The database's digests: one set per period of the mirror (by
+/// position), and one digest per `tid` value no period maps to (by its
+/// binary value).
 struct DbDigests {
-    periods: Vec<Digest>,
+    periods: Vec<Buckets>,
     extra: HashMap<Vec<u8>, Digest>,
 }
 
 impl DbDigests {
     fn rows(&self) -> u64 {
-        self.periods.iter().map(|d| d.rows).sum::<u64>()
+        self.periods
+            .iter()
+            .map(|b| Digest::total(b).rows)
+            .sum::<u64>()
             + self.extra.values().map(|d| d.rows).sum::<u64>()
     }
+}
+
+/// A row of the database as its binary fields (`None`: NULL), kept to be
+/// shown.
+type RawRow = Vec<Option<Vec<u8>>>;
+
+/// What the row-level diff of one period found.
+#[derive(Default)]
+struct Found {
+    only_in_mirror: u64,
+    only_in_db: u64,
+    /// Rows of the differing buckets the database holds.
+    db_rows: u64,
+    /// Rows only the mirror has, by hash, as text (the smallest hashes).
+    ex_mirror: BTreeMap<u128, String>,
+    /// Rows only the database has, by hash (the smallest hashes).
+    ex_db: BTreeMap<u128, RawRow>,
 }
 
 /// What both sides of one table's comparison share.
@@ -257,10 +302,17 @@ struct Sides<'a> {
     keys: HashMap<Vec<u8>, usize>,
     /// Each period's `tid` value as an SQL literal.
     literals: Vec<String>,
+    /// Each period's number of hash buckets ([`buckets_for`]).
+    buckets: Vec<usize>,
 }
 
 impl<'a> Sides<'a> {
-    fn new(ctx: &'a Ctx<'a>, conv: &'a Conversion, tids: &'a [Tid]) -> Result<Sides<'a>, Error> {
+    fn new(
+        ctx: &'a Ctx<'a>,
+        conv: &'a Conversion,
+        tids: &'a [Tid],
+        rows: &[u64],
+    ) -> Result<Sides<'a>, Error> {
         let types = conv.types();
         let values = tid_values(conv, ctx.table, tids)?;
         let ty = &types[conv.tid];
@@ -280,29 +332,20 @@ impl<'a> Sides<'a> {
             types,
             keys,
             literals,
+            buckets: rows.iter().map(|&r| buckets_for(r)).collect(),
         })
     }
 
-    /// The mirror's digest of the periods at `positions`.
-    fn mirror(&self, positions: &[usize]) -> Result<Vec<Digest>, Error> {
-        let mut out = vec![Digest::default(); positions.len()];
-        let mut buf = BytesMut::new();
-        for (k, &p) in positions.iter().enumerate() {
-            let d = &mut out[k];
-            let mut sink = |cells: &[Cell<'_>]| {
-                encode_cells(cells, &self.types, &mut buf);
-                d.add(xxhash_rust::xxh3::xxh3_128(&buf));
-                Ok(())
-            };
-            stream_partition(
-                self.ctx.store,
-                self.ctx.table,
-                &self.tids[p],
-                self.conv,
-                &mut sink,
-            )?;
-        }
-        Ok(out)
+    /// The mirror's digests of every period.
+    fn mirror(&self) -> Result<Vec<Buckets>, Error> {
+        (0..self.tids.len())
+            .map(|p| {
+                let n = self.buckets[p];
+                let mut out = vec![Digest::default(); n];
+                self.each_mirror_row(p, |h, _| out[bucket(h, n)].add(h))?;
+                Ok(out)
+            })
+            .collect()
     }
 
     /// The columns the comparison reads, as the apply writes them
@@ -324,7 +367,7 @@ impl<'a> Sides<'a> {
 
     /// The rows the database digests read: all (`Scope::All`), those of
     /// some periods, or those of no period.
-    fn filter(&self, scope: Scope<'_>) -> String {
+    fn filter(&self, scope: Scope) -> String {
         let tid_col = quote_ident(&self.conv.columns[self.conv.tid].name);
         match scope {
             Scope::All => String::new(),
@@ -333,55 +376,261 @@ impl<'a> Sides<'a> {
                 " WHERE {tid_col} IS NULL OR {tid_col} NOT IN ({})",
                 self.typed_literals(0..self.literals.len())
             ),
-            Scope::Periods(ix) => format!(
-                " WHERE {tid_col} IN ({})",
-                self.typed_literals(ix.iter().copied())
+            Scope::Period(p) => format!(
+                " WHERE {tid_col} = {}",
+                self.typed_literals([p].into_iter())
             ),
         }
     }
 
     /// The database's digests of the rows in `scope`, in one read-only
-    /// snapshot (`COPY … TO STDOUT (FORMAT binary)`).
-    fn database(&self, client: &mut Client, scope: Scope<'_>) -> Result<DbDigests, Error> {
+    /// snapshot.
+    fn database(&self, client: &mut Client, scope: Scope) -> Result<DbDigests, Error> {
+        let mut tx = snapshot(client, self.ctx.table)?;
+        let mut out = DbDigests {
+            periods: self
+                .buckets
+                .iter()
+                .map(|&n| vec![Digest::default(); n])
+                .collect(),
+            extra: HashMap::new(),
+        };
+        // Rows come clustered by period: the last row's period first.
+        let mut last: Option<(Vec<u8>, usize)> = None;
+        self.each_db_row(&mut tx, scope, |h, t| {
+            let tid = t.value(self.conv.tid).unwrap_or_default();
+            let period = match &last {
+                Some((k, p)) if k.as_slice() == tid => Some(*p),
+                _ => {
+                    let p = self.keys.get(tid).copied();
+                    if let Some(p) = p {
+                        last = Some((tid.to_vec(), p));
+                    }
+                    p
+                }
+            };
+            match period {
+                Some(p) => {
+                    let b = &mut out.periods[p];
+                    let n = b.len();
+                    b[bucket(h, n)].add(h);
+                }
+                None => out.extra.entry(tid.to_vec()).or_default().add(h),
+            }
+        })?;
+        end(tx, self.ctx.table)?;
+        Ok(out)
+    }
+
+    /// Streams the rows of `scope` of the fact table (`COPY … TO STDOUT
+    /// (FORMAT binary)`): each row's hash (of its binary fields, as the
+    /// mirror's rows are hashed) and the row.
+    fn each_db_row(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        scope: Scope,
+        mut f: impl FnMut(u128, &copy_out::Tuple<'_>),
+    ) -> Result<(), Error> {
         let table = self.ctx.table;
+        let n = self.types.len();
         let sql = format!(
             "COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT binary)",
             self.select_list(),
             self.ctx.target,
             self.filter(scope)
         );
-        let mut tx = snapshot(client, table)?;
-        let mut out = DbDigests {
-            periods: vec![Digest::default(); self.literals.len()],
-            extra: HashMap::new(),
+        let reader = tx
+            .copy_out(&sql)
+            .map_err(Error::db(table, "reading the fact table"))?;
+        copy_out::each_tuple(reader, n, |t| f(xxhash_rust::xxh3::xxh3_128(t.fields), t)).map_err(
+            |source| Error::CopyOut {
+                table: table.clone(),
+                source,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Streams the rows of period `p` of the mirror, converted as the apply
+    /// converts them: each row's hash and its cells.
+    fn each_mirror_row(&self, p: usize, mut f: impl FnMut(u128, &[Cell<'_>])) -> Result<(), Error> {
+        let (mut buf, mut field) = (BytesMut::new(), BytesMut::new());
+        let mut sink = |cells: &[Cell<'_>]| {
+            encode_cells(cells, &self.types, &mut buf, &mut field);
+            f(xxhash_rust::xxh3::xxh3_128(&buf), cells);
+            Ok(())
         };
-        {
-            let reader = tx
-                .copy_out(&sql)
-                .map_err(Error::db(table, "reading the fact table"))?;
-            let mut rows = BinaryCopyOutIter::new(reader, &self.types);
-            let mut buf = BytesMut::new();
-            let reading = |e| Error::db(table, "reading the fact table")(e);
-            while let Some(row) = rows.next().map_err(reading)? {
-                buf.clear();
-                let mut tid: Option<&[u8]> = None;
-                for i in 0..self.types.len() {
-                    let Raw(field) = row.try_get::<Raw<'_>>(i).map_err(reading)?;
-                    put_field(&mut buf, field);
-                    if i == self.conv.tid {
-                        tid = field;
-                    }
+        stream_partition(
+            self.ctx.store,
+            self.ctx.table,
+            &self.tids[p],
+            self.conv,
+            &mut sink,
+        )?;
+        Ok(())
+    }
+
+    /// The column names, for rows shown as text.
+    fn names(&self) -> Vec<&str> {
+        self.conv.columns.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// Reads the buckets of period `p` whose digests differed again, on
+    /// both sides, in a fresh snapshot, and records what still differs:
+    /// the period missing from the database, or its rows that only one
+    /// side has. A bounded number of rows per pass
+    /// ([`DIFF_ROWS_PER_PASS`], counted by hash), so memory stays flat
+    /// whatever the period's size.
+    fn recheck(
+        &self,
+        client: &mut Client,
+        p: usize,
+        mine: &[Digest],
+        theirs: &[Digest],
+        r: &mut TableReconcile,
+    ) -> Result<(), Error> {
+        let t = Instant::now();
+        let n = mine.len();
+        let differing: Vec<usize> = (0..n).filter(|&b| mine[b] != theirs[b]).collect();
+        let agreeing_db_rows: u64 = (0..n)
+            .filter(|&b| mine[b] == theirs[b])
+            .map(|b| theirs[b].rows)
+            .sum();
+        let mut tx = snapshot(client, self.ctx.table)?;
+        let mut found = Found::default();
+        for pass in passes(&differing, |b| mine[b].rows + theirs[b].rows, n) {
+            self.diff_pass(&mut tx, p, &pass, &mut found)?;
+        }
+        let only_in_db = self.render(&mut tx, &found.ex_db)?;
+        end(tx, self.ctx.table)?;
+        tracing::debug!(table = %self.ctx.table, tid = %self.tids[p], buckets = differing.len(), secs = t.elapsed().as_secs_f64(), "row-level diff");
+        if found.only_in_mirror == 0 && found.only_in_db == 0 {
+            return Ok(());
+        }
+        let db_rows = agreeing_db_rows + found.db_rows;
+        if db_rows == 0 {
+            r.missing_in_db.push(self.tids[p].clone());
+            return Ok(());
+        }
+        let mut examples = Examples {
+            only_in_mirror: found.ex_mirror.into_values().collect(),
+            only_in_db,
+        };
+        examples.only_in_mirror.sort();
+        examples.only_in_db.sort();
+        r.differs.push(PeriodDifference {
+            tid: self.tids[p].clone(),
+            mirror_rows: Digest::total(mine).rows,
+            db_rows,
+            only_in_mirror: found.only_in_mirror,
+            only_in_db: found.only_in_db,
+            examples,
+        });
+        Ok(())
+    }
+
+    /// One pass of the row-level diff of period `p`: the rows `pass` holds
+    /// counted by hash on both sides (the mirror's first, so that a
+    /// database row is known to be surplus as it is read), then the
+    /// mirror's surplus rows as text when there are any.
+    fn diff_pass(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        p: usize,
+        pass: &Pass,
+        found: &mut Found,
+    ) -> Result<(), Error> {
+        let n = self.buckets[p];
+        let fields = self.types.len();
+        let mut counts: HashMap<u128, (u64, u64)> = HashMap::new();
+        on_a_thread(|| {
+            self.each_mirror_row(p, |h, _| {
+                if pass.holds(h, n) {
+                    counts.entry(h).or_default().0 += 1;
                 }
-                let h = xxhash_rust::xxh3::xxh3_128(&buf);
-                let key = tid.unwrap_or_default();
-                match self.keys.get(key) {
-                    Some(&p) => out.periods[p].add(h),
-                    None => out.extra.entry(key.to_vec()).or_default().add(h),
+            })
+        })?;
+        self.each_db_row(tx, Scope::Period(p), |h, t| {
+            if pass.holds(h, n) {
+                found.db_rows += 1;
+                let c = counts.entry(h).or_default();
+                c.1 += 1;
+                if c.1 > c.0 {
+                    keep_example(&mut found.ex_db, h, || {
+                        (0..fields)
+                            .map(|i| t.value(i).map(<[u8]>::to_vec))
+                            .collect()
+                    });
                 }
             }
+        })?;
+        let mut mirror_surplus = false;
+        for &(m, d) in counts.values() {
+            if m > d {
+                found.only_in_mirror += m - d;
+                mirror_surplus = true;
+            } else {
+                found.only_in_db += d - m;
+            }
         }
-        tx.commit()
-            .map_err(Error::db(table, "ending the read-only transaction"))?;
+        if mirror_surplus {
+            let names = self.names();
+            let ex_mirror = &mut found.ex_mirror;
+            on_a_thread(|| {
+                self.each_mirror_row(p, |h, cells| {
+                    if counts.get(&h).is_some_and(|(m, d)| m > d) {
+                        keep_example(ex_mirror, h, || {
+                            row_text(&names, cells.iter().map(|c| c.to_string()))
+                        });
+                    }
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Database rows as text, as Postgres prints their values.
+    fn render(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        rows: &BTreeMap<u128, RawRow>,
+    ) -> Result<Vec<String>, Error> {
+        let table = self.ctx.table;
+        let casts: Vec<String> = self
+            .conv
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let ty = if c.ty == Type::BPCHAR {
+                    "text"
+                } else {
+                    c.pg_type.as_str()
+                };
+                format!("(${}::{ty})::text", i + 1)
+            })
+            .collect();
+        let sql = format!("SELECT {}", casts.join(", "));
+        let names = self.names();
+        let mut out = Vec::with_capacity(rows.len());
+        for fields in rows.values() {
+            let params: Vec<RawParam<'_>> = fields.iter().map(|f| RawParam(f.as_deref())).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            let row = tx
+                .query_one(&sql, &refs)
+                .map_err(Error::db(table, "printing a row"))?;
+            let values = (0..fields.len())
+                .map(|i| row.try_get::<_, Option<String>>(i))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Error::db(table, "printing a row"))?;
+            out.push(row_text(
+                &names,
+                values
+                    .into_iter()
+                    .map(|v| v.unwrap_or_else(|| "NULL".into())),
+            ));
+        }
         Ok(out)
     }
 
@@ -393,149 +642,13 @@ impl<'a> Sides<'a> {
             .join(", ")
     }
 
-    /// Reads the suspect periods again on both sides and records those that
-    /// still differ: missing from the database, or differing row by row.
-    fn recheck(
-        &self,
-        client: &mut Client,
-        suspects: &[usize],
-        r: &mut TableReconcile,
-    ) -> Result<(), Error> {
-        let mirror = self.mirror(suspects)?;
-        let db = self.database(client, Scope::Periods(suspects))?;
-        for (k, &p) in suspects.iter().enumerate() {
-            let (m, d) = (mirror[k], db.periods[p]);
-            if m == d {
-                continue;
-            }
-            if d.rows == 0 {
-                r.missing_in_db.push(self.tids[p].clone());
-                continue;
-            }
-            r.differs.push(self.row_diff(client, p, m, d)?);
-        }
-        Ok(())
-    }
-
-    /// Which rows of period `p` only one side has: each side's rows by
-    /// hash, with their multiplicity and one of them as text.
-    fn row_diff(
-        &self,
-        client: &mut Client,
-        p: usize,
-        mirror: Digest,
-        db: Digest,
-    ) -> Result<PeriodDifference, Error> {
-        let mine = self.mirror_rows(p)?;
-        let theirs = self.database_rows(client, p)?;
-        let mut diff = PeriodDifference {
-            tid: self.tids[p].clone(),
-            mirror_rows: mirror.rows,
-            db_rows: db.rows,
-            only_in_mirror: 0,
-            only_in_db: 0,
-            examples: Examples::default(),
-        };
-        for (h, (n, text)) in &mine {
-            let m = theirs.get(h).map_or(0, |t| t.0);
-            if *n > m {
-                diff.only_in_mirror += n - m;
-                if diff.examples.only_in_mirror.len() < EXAMPLE_ROWS {
-                    diff.examples.only_in_mirror.push(text.clone());
-                }
-            }
-        }
-        for (h, (n, text)) in &theirs {
-            let m = mine.get(h).map_or(0, |t| t.0);
-            if *n > m {
-                diff.only_in_db += n - m;
-                if diff.examples.only_in_db.len() < EXAMPLE_ROWS {
-                    diff.examples.only_in_db.push(text.clone());
-                }
-            }
-        }
-        diff.examples.only_in_mirror.sort();
-        diff.examples.only_in_db.sort();
-        Ok(diff)
-    }
-
-    /// Period `p`'s rows in the mirror: hash → (count, the row as text).
-    fn mirror_rows(&self, p: usize) -> Result<HashMap<u128, (u64, String)>, Error> {
-        let mut out: HashMap<u128, (u64, String)> = HashMap::new();
-        let mut buf = BytesMut::new();
-        let names: Vec<&str> = self.conv.columns.iter().map(|c| c.name.as_str()).collect();
-        let mut sink = |cells: &[Cell<'_>]| {
-            encode_cells(cells, &self.types, &mut buf);
-            let e = out
-                .entry(xxhash_rust::xxh3::xxh3_128(&buf))
-                .or_insert_with(|| (0, row_text(&names, cells.iter().map(|c| c.to_string()))));
-            e.0 += 1;
-            Ok(())
-        };
-        stream_partition(
-            self.ctx.store,
-            self.ctx.table,
-            &self.tids[p],
-            self.conv,
-            &mut sink,
-        )?;
-        Ok(out)
-    }
-
-    /// Period `p`'s rows in the database: hash → (count, the row as text).
-    fn database_rows(
-        &self,
-        client: &mut Client,
-        p: usize,
-    ) -> Result<HashMap<u128, (u64, String)>, Error> {
-        let table = self.ctx.table;
-        let reading = |e| Error::db(table, "reading a period's rows")(e);
-        let n = self.types.len();
-        let texts: Vec<String> = self
-            .conv
-            .columns
-            .iter()
-            .map(|c| format!("coalesce({}::text, 'NULL')", quote_ident(&c.name)))
-            .collect();
-        let sql = format!(
-            "SELECT {}, {} FROM {}{}",
-            self.select_list(),
-            texts.join(", "),
-            self.ctx.target,
-            self.filter(Scope::Periods(&[p]))
-        );
-        let mut tx = snapshot(client, table)?;
-        let rows = tx.query(&sql, &[]).map_err(reading)?;
-        let names: Vec<&str> = self.conv.columns.iter().map(|c| c.name.as_str()).collect();
-        let mut out: HashMap<u128, (u64, String)> = HashMap::new();
-        let mut buf = BytesMut::new();
-        for row in &rows {
-            buf.clear();
-            for i in 0..n {
-                let Raw(field) = row.try_get::<_, Raw<'_>>(i).map_err(reading)?;
-                put_field(&mut buf, field);
-            }
-            let text = (n..2 * n)
-                .map(|i| row.try_get::<_, String>(i))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(reading)?;
-            let e = out
-                .entry(xxhash_rust::xxh3::xxh3_128(&buf))
-                .or_insert_with(|| (0, row_text(&names, text.into_iter())));
-            e.0 += 1;
-        }
-        tx.commit()
-            .map_err(Error::db(table, "ending the read-only transaction"))?;
-        Ok(out)
-    }
-
     /// The `tid` values (as Postgres prints them) of rows no period has.
     fn extra_values(&self, client: &mut Client, db: &DbDigests) -> Result<Vec<String>, Error> {
         let ty = &self.conv.columns[self.conv.tid].pg_type;
         let mut out = BTreeSet::new();
         for key in db.extra.keys() {
             let row = client
-                .query_one(&format!("SELECT ($1::{ty})::text"), &[&RawParam(key)])
+                .query_one(&format!("SELECT ($1::{ty})::text"), &[&RawParam(Some(key))])
                 .map_err(Error::db(self.ctx.table, "printing a tid value"))?;
             out.insert(
                 row.get::<_, Option<String>>(0)
@@ -548,13 +661,122 @@ impl<'a> Sides<'a> {
 
 /// Which rows of the fact table a database digest reads.
 #[derive(Clone, Copy)]
-enum Scope<'s> {
+enum Scope {
     /// All of them.
     All,
-    /// Those of the periods at these positions.
-    Periods(&'s [usize]),
+    /// Those of the period at this position.
+    Period(usize),
     /// Those of no period.
     NoPeriod,
+}
+
+/// Rows per hash bucket a period's digests aim at: a period's buckets
+/// cost 24 bytes each on each side, and one edited row sends one bucket
+/// (about this many rows a side) to the row-level diff.
+const ROWS_PER_BUCKET: u64 = 1024;
+
+/// At most this many buckets a period.
+const MAX_BUCKETS: usize = 4096;
+
+/// Rows (of both sides, by hash and count) one pass of the row-level diff
+/// holds at most: about 10 MiB. Larger buckets are split by hash.
+const DIFF_ROWS_PER_PASS: u64 = 262_144;
+
+/// The buckets of a period of `rows` rows: a power of two.
+fn buckets_for(rows: u64) -> usize {
+    let want = usize::try_from(rows / ROWS_PER_BUCKET).unwrap_or(MAX_BUCKETS);
+    want.next_power_of_two().clamp(1, MAX_BUCKETS)
+}
+
+/// The bucket of a row's hash among `n` (a power of two): its top bits.
+fn bucket(h: u128, n: usize) -> usize {
+    ((h >> 64) as usize) & (n - 1)
+}
+
+/// The rows one pass of the row-level diff reads: those of the buckets
+/// of `mask`, and of them those whose hash falls in `part` of `parts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pass {
+    mask: Vec<bool>,
+    part: u64,
+    parts: u64,
+}
+
+impl Pass {
+    fn new(n: usize, part: u64, parts: u64) -> Pass {
+        Pass {
+            mask: vec![false; n],
+            part,
+            parts,
+        }
+    }
+
+    fn holds(&self, h: u128, n: usize) -> bool {
+        self.mask[bucket(h, n)] && (h as u64) % self.parts == self.part
+    }
+}
+
+/// The differing buckets (of `n`) grouped into passes of at most
+/// [`DIFF_ROWS_PER_PASS`] rows (`rows(b)`: both sides' rows in bucket
+/// `b`); a larger bucket is split into parts by hash.
+fn passes(differing: &[usize], rows: impl Fn(usize) -> u64, n: usize) -> Vec<Pass> {
+    let mut out: Vec<Pass> = Vec::new();
+    let mut held = u64::MAX;
+    for &b in differing {
+        let r = rows(b);
+        if r > DIFF_ROWS_PER_PASS {
+            let parts = r.div_ceil(DIFF_ROWS_PER_PASS);
+            for part in 0..parts {
+                let mut pass = Pass::new(n, part, parts);
+                pass.mask[b] = true;
+                out.push(pass);
+            }
+            held = u64::MAX;
+            continue;
+        }
+        if held.saturating_add(r) > DIFF_ROWS_PER_PASS {
+            out.push(Pass::new(n, 0, 1));
+            held = 0;
+        }
+        held += r;
+        if let Some(pass) = out.last_mut() {
+            pass.mask[b] = true;
+        }
+    }
+    out
+}
+
+/// Keeps `make()` for `h` if `h` is among the [`EXAMPLE_ROWS`] smallest
+/// hashes kept: the rows shown do not depend on the order rows are read.
+fn keep_example<V>(kept: &mut BTreeMap<u128, V>, h: u128, make: impl FnOnce() -> V) {
+    if kept.contains_key(&h)
+        || (kept.len() >= EXAMPLE_ROWS && kept.last_key_value().is_some_and(|(k, _)| *k < h))
+    {
+        return;
+    }
+    kept.insert(h, make());
+    if kept.len() > EXAMPLE_ROWS {
+        kept.pop_last();
+    }
+}
+
+/// Runs `f` on a thread of its own, as the first pass reads the mirror:
+/// the partitions' read buffers then reuse that thread's memory instead of
+/// adding to the database side's (peak memory stays that of the first
+/// pass).
+fn on_a_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(f)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Ends a read-only snapshot.
+fn end(tx: postgres::Transaction<'_>, table: &TableId) -> Result<(), Error> {
+    tx.commit()
+        .map_err(Error::db(table, "ending the read-only transaction"))
 }
 
 /// A read-only transaction with one snapshot for all its statements.
@@ -582,7 +804,7 @@ fn row_text(names: &[&str], values: impl Iterator<Item = String>) -> String {
 
 /// A parameter sent as these raw binary bytes, whatever its type.
 #[derive(Debug)]
-struct RawParam<'a>(&'a [u8]);
+struct RawParam<'a>(Option<&'a [u8]>);
 
 impl ToSql for RawParam<'_> {
     fn to_sql(
@@ -590,8 +812,13 @@ impl ToSql for RawParam<'_> {
         _ty: &Type,
         out: &mut BytesMut,
     ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.put_slice(self.0);
-        Ok(IsNull::No)
+        match self.0 {
+            Some(b) => {
+                out.put_slice(b);
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
     }
 
     fn accepts(_ty: &Type) -> bool {
@@ -611,6 +838,7 @@ fn repair(
 ) {
     let mut changed: Vec<Tid> = r.missing_in_db.clone();
     changed.extend(r.differs.iter().map(|d| d.tid.clone()));
+    changed.sort();
     let mut work = TableWork::new(table.clone(), changed, Vec::new());
     work.extra_values = r.extra_in_db.clone();
     let apply = ApplyOptions {
@@ -650,34 +878,100 @@ fn put_field(buf: &mut BytesMut, field: Option<&[u8]>) {
 }
 
 /// A converted row as its binary COPY fields (what the apply sends).
-fn encode_cells(cells: &[Cell<'_>], types: &[Type], buf: &mut BytesMut) {
+/// `field` is scratch space.
+fn encode_cells(cells: &[Cell<'_>], types: &[Type], buf: &mut BytesMut, field: &mut BytesMut) {
     buf.clear();
-    let mut field = BytesMut::new();
     for (c, ty) in cells.iter().zip(types) {
         field.clear();
-        match c.to_sql(ty, &mut field) {
-            Ok(IsNull::No) => put_field(buf, Some(&field)),
+        match c.to_sql(ty, field) {
+            Ok(IsNull::No) => put_field(buf, Some(field)),
             _ => put_field(buf, None),
         }
     }
 }
 
-/// A field's raw binary value, whatever its type.
-struct Raw<'a>(Option<&'a [u8]>);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
 
-impl<'a> FromSql<'a> for Raw<'a> {
-    fn from_sql(
-        _ty: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(Some(raw)))
+    fn hash(i: u64) -> u128 {
+        xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes())
     }
 
-    fn from_sql_null(_ty: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(None))
+    proptest! {
+        /// Every row of every differing bucket is read in exactly one pass,
+        /// and a pass holds at most DIFF_ROWS_PER_PASS rows (by the
+        /// buckets' counts; a split bucket's parts by expectation).
+        #[test]
+        fn passes_cover_each_differing_row_once_within_the_bound(
+            rows in proptest::collection::vec(0u64..1_000_000, 1..64),
+            n in prop_oneof![Just(64usize), Just(1024), Just(MAX_BUCKETS)],
+        ) {
+            let differing: Vec<usize> = (0..rows.len()).map(|i| i * 7 % n).collect();
+            let rows_of = |b: usize| rows[differing.iter().position(|&d| d == b).unwrap_or(0)];
+            let passes = passes(&differing, rows_of, n);
+            for i in 0..2000u64 {
+                let h = hash(i);
+                let holding = passes.iter().filter(|p| p.holds(h, n)).count();
+                let want = usize::from(differing.contains(&bucket(h, n)));
+                prop_assert_eq!(holding, want);
+            }
+            for pass in &passes {
+                let held: Vec<usize> = (0..n).filter(|&b| pass.mask[b]).collect();
+                prop_assert!(!held.is_empty());
+                let rows: u64 = held.iter().map(|&b| rows_of(b)).sum();
+                prop_assert!(rows.div_ceil(pass.parts) <= DIFF_ROWS_PER_PASS, "{rows} rows in {} buckets, {} parts", held.len(), pass.parts);
+            }
+        }
     }
 
-    fn accepts(_ty: &Type) -> bool {
-        true
+    #[test]
+    fn no_differing_bucket_no_pass() {
+        assert!(passes(&[], |_| 1, 64).is_empty());
+    }
+
+    #[test]
+    fn buckets_grow_with_the_period_up_to_a_bound() {
+        assert_eq!(buckets_for(0), 1);
+        assert_eq!(buckets_for(1023), 1);
+        assert_eq!(buckets_for(200_025), 256);
+        assert_eq!(buckets_for(20_000), 32);
+        assert_eq!(buckets_for(10_000_000), 4096);
+        assert_eq!(buckets_for(u64::MAX), MAX_BUCKETS);
+        for rows in [1u64, 100, 5_000, 1 << 30] {
+            assert!(buckets_for(rows).is_power_of_two());
+        }
+    }
+
+    #[test]
+    fn the_examples_are_the_smallest_hashes() {
+        let mut kept = BTreeMap::new();
+        for h in (0..100u128).rev() {
+            keep_example(&mut kept, h * 7, || h);
+        }
+        keep_example(&mut kept, 0, || 999);
+        assert_eq!(
+            kept.keys().copied().collect::<Vec<_>>(),
+            (0..10u128).map(|h| h * 7).collect::<Vec<_>>()
+        );
+        assert_eq!(kept[&0], 0, "a hash kept is not replaced");
+    }
+
+    #[test]
+    fn a_period_digest_is_the_sum_of_its_buckets() {
+        let n = buckets_for(10_000);
+        let mut whole = Digest::default();
+        let mut parts = vec![Digest::default(); n];
+        for i in 0..10_000u64 {
+            let h = hash(i);
+            whole.add(h);
+            parts[bucket(h, n)].add(h);
+        }
+        assert_eq!(Digest::total(&parts), whole);
+        assert!(
+            parts.iter().filter(|d| d.rows > 0).count() > n * 9 / 10,
+            "buckets are used"
+        );
     }
 }

@@ -126,9 +126,8 @@ pub(crate) fn lock_target(tx: &mut Transaction<'_>, ctx: &Ctx<'_>) -> Result<(),
     .map_err(Error::db(ctx.table, "locking the target"))
 }
 
-/// Builds the conversion from the first partition (every other one is checked
-/// against it, and every period against the tid column, before anything is
-/// written).
+/// The conversion of `tids`' partitions into `target`'s columns, every
+/// partition checked against it.
 pub(crate) fn build_conversion(
     store: &PartitionStore,
     table: &TableId,
@@ -136,7 +135,28 @@ pub(crate) fn build_conversion(
     columns: &[TargetColumn],
     tids: &[Tid],
 ) -> Result<Conversion, Error> {
+    check_partitions(store, table, target, columns, tids).map(|c| c.conversion)
+}
+
+/// What [`check_partitions`] found.
+pub(crate) struct Checked {
+    /// The conversion every partition fits.
+    pub(crate) conversion: Conversion,
+    /// Each partition's rows, from its footer.
+    pub(crate) rows: Vec<u64>,
+}
+
+/// Opens every partition of `tids`, checks it against the conversion
+/// into `target`'s columns, and counts its rows.
+pub(crate) fn check_partitions(
+    store: &PartitionStore,
+    table: &TableId,
+    target: &str,
+    columns: &[TargetColumn],
+    tids: &[Tid],
+) -> Result<Checked, Error> {
     let mut conv: Option<Conversion> = None;
+    let mut rows = Vec::with_capacity(tids.len());
     for tid in tids {
         let reader = store
             .read_partition(table, tid)
@@ -146,6 +166,7 @@ pub(crate) fn build_conversion(
                 path: store.display_partition(table, tid),
                 source: Box::new(source),
             })?;
+        rows.push(reader.num_rows());
         let schema = reader.schema();
         let p = match conv.take() {
             None => {
@@ -160,9 +181,10 @@ pub(crate) fn build_conversion(
         p.tid_cell(table, tid)?;
         conv = Some(p);
     }
-    conv.ok_or_else(|| Error::NoPeriods {
+    let conversion = conv.ok_or_else(|| Error::NoPeriods {
         table: table.clone(),
-    })
+    })?;
+    Ok(Checked { conversion, rows })
 }
 
 /// The partition's columns must be usable fact table columns

@@ -158,11 +158,20 @@ fn scenario(partitioned: bool, history: bool) {
         .iter()
         .find(|d| d.tid.as_str() == PERIODS[2])
         .expect("P2");
-    assert_eq!(
-        edited.examples.only_in_db.len(),
-        1,
-        "the edited row is named"
+    // The edited row is named, as each side holds it.
+    let (theirs, mine) = (&edited.examples.only_in_db, &edited.examples.only_in_mirror);
+    assert_eq!((theirs.len(), mine.len()), (1, 1), "{:?}", edited.examples);
+    let split = |row: &str| -> (String, f64) {
+        let (keys, v) = row.rsplit_once(", indhold=").expect("indhold last");
+        (keys.to_string(), v.parse().expect("a number"))
+    };
+    let ((k_db, v_db), (k_m, v_m)) = (split(&theirs[0]), split(&mine[0]));
+    assert_eq!(k_db, k_m, "the same row");
+    assert!(
+        k_db.contains(&format!("tid={}", date(PERIODS[2]))),
+        "{k_db}"
     );
+    assert_eq!(v_db, v_m + 1.0, "{theirs:?} {mine:?}");
     assert_eq!(
         found.tables[&id("GONE")].status,
         ReconcileStatus::MissingTable
@@ -369,12 +378,12 @@ fn apply_committing_during_a_reconcile(partitioned: bool) {
     // The apply of the new run, on a connection of its own, committed
     // between the reconcile's two passes.
     let url = s.db.url().to_string();
-    let (data, run, o) = (s.data(), m2.run_id.clone(), opts.clone());
+    let (data, run2, o) = (s.data(), m2.run_id.clone(), opts.clone());
     let applied = std::rc::Rc::new(std::cell::Cell::new(false));
     let flag = applied.clone();
     sync_state::crash::on_point("reconcile: compared, before the recheck", move || {
         let mut other = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-        let r = fact_apply::apply_run(&mut other, &data, &run, &o).expect("apply");
+        let r = fact_apply::apply_run(&mut other, &data, &run2, &o).expect("apply");
         assert_eq!(r.status, sync_state::RunStatus::Success, "{:?}", r.tables);
         flag.set(true);
     });

@@ -748,7 +748,12 @@ impl ApplySetup {
     /// Applies both runs to `schema` without interruption.
     fn apply_all(&self, dir: &Path, schema: &str) -> Result<()> {
         for run in &self.runs {
-            let r = child("apply", &self.args(dir, schema, &["--run-id", run]), &[], None)?;
+            let r = child(
+                "apply",
+                &self.args(dir, schema, &["--run-id", run]),
+                &[],
+                None,
+            )?;
             ensure!(r.status.success(), "apply of {run} failed: {}", r.stderr);
         }
         Ok(())
@@ -798,7 +803,10 @@ fn table_rows(pg: &mut postgres::Client, schema: &str) -> Result<Vec<String>> {
             &format!("SELECT t::text FROM \"{schema}\".\"{t}\" t ORDER BY 1"),
             &[],
         )?;
-        out.extend(rows.iter().map(|r| format!("{t}:{}", r.get::<_, String>(0))));
+        out.extend(
+            rows.iter()
+                .map(|r| format!("{t}:{}", r.get::<_, String>(0))),
+        );
     }
     Ok(out)
 }

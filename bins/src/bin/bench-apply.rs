@@ -32,15 +32,15 @@
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+use bins::bench::folk1a::{self, codes, quarter, ROWS_PER_QUARTER, TABLE};
+use bins::bench::{with_dbname, Scratch};
 use clap::Parser;
 use fact_apply::postgres::{Client, NoTls};
 use fact_apply::{apply_run, ApplyOptions};
-use partition_store::{partition_schema, PartitionStore};
+use partition_store::PartitionStore;
 use sync_state::{
     DataDir, Frequency, RunId, RunManifest, RunStatus, Summary, TableId, TableResult, Tid,
     UtcSecond,
@@ -87,9 +87,6 @@ struct Args {
     #[arg(long, hide = true, default_value = "fact")]
     schema: String,
 }
-
-const ROWS_PER_QUARTER: usize = 105 * 3 * 127 * 5;
-const TABLE: &str = "FOLK1A";
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -140,64 +137,8 @@ fn child_apply(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn with_dbname(url: &str, db: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let (base, query) = match url.find('?') {
-            Some(q) => (&url[..q], &url[q..]),
-            None => (url, ""),
-        };
-        let after = scheme_end + 3;
-        let host_part = match base[after..].find('/') {
-            Some(p) => &base[..after + p],
-            None => base,
-        };
-        format!("{host_part}/{db}{query}")
-    } else {
-        format!("{url} dbname={db}")
-    }
-}
-
-fn codes() -> [Vec<String>; 4] {
-    let mut omrade: Vec<String> = ["000", "084", "085", "081", "082", "083"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    omrade.extend((0..99).map(|i| format!("{}", 101 + i * 7)));
-    let kon = ["TOT", "1", "2"].iter().map(|s| s.to_string()).collect();
-    let mut alder = vec!["IALT".to_string()];
-    alder.extend((0..126).map(|i| i.to_string()));
-    let civ = ["TOT", "U", "G", "E", "F"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    [omrade, kon, alder, civ]
-}
-
-/// Quarter `i` counted from 2015K1: (code, first day).
-fn quarter(i: usize) -> (String, String) {
-    let year = 2015 + i / 4;
-    let q = i % 4 + 1;
-    (
-        format!("{year}K{q}"),
-        format!("{year}-{:02}-01", (q - 1) * 3 + 1),
-    )
-}
-
-fn value(q: usize, row: usize) -> f64 {
-    ((row * 7919 + q * 31) % 100_000) as f64 / 10.0
-}
-
-/// A scratch folder removed at the end.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 struct Setup {
-    _tmp: Option<RemoveOnDrop>,
+    _tmp: Option<Scratch>,
     data: DataDir,
     run: RunId,
     floor_sql: PathBuf,
@@ -208,8 +149,9 @@ fn setup(args: &Args, db: &mut Client) -> Result<Setup> {
     let (tmp, work) = match &args.work_dir {
         Some(w) => (None, w.clone()),
         None => {
-            let p = std::env::temp_dir().join(format!("bench-apply-{}", std::process::id()));
-            (Some(RemoveOnDrop(p.clone())), p)
+            let s = Scratch::new("bench-apply")?;
+            let p = s.0.clone();
+            (Some(s), p)
         }
     };
     std::fs::create_dir_all(&work)?;
@@ -270,7 +212,6 @@ fn setup(args: &Args, db: &mut Client) -> Result<Setup> {
     let data = DataDir::local(work.join("data"));
     let store = PartitionStore::new(&data);
     let table = TableId::new(TABLE)?;
-    let schema = partition_schema(&["OMRÅDE", "KØN", "ALDER", "CIVILSTAND", "TID", "INDHOLD"]);
     let floor_sql = work.join("floor.sql");
     let mut floor = BufWriter::new(std::fs::File::create(&floor_sql)?);
     writeln!(floor, "\\set ON_ERROR_STOP on\nBEGIN;")?;
@@ -281,51 +222,10 @@ fn setup(args: &Args, db: &mut Client) -> Result<Setup> {
     )?;
     writeln!(floor, "COPY delta FROM STDIN;")?;
     for (qi, (code, day)) in changed.iter().enumerate() {
-        let mut batches = Vec::new();
-        let mut cols: [Vec<&str>; 5] = Default::default();
-        let mut vals: Vec<Option<f64>> = Vec::new();
-        let mut row = 0usize;
-        let flush = |cols: &mut [Vec<&str>; 5],
-                     vals: &mut Vec<Option<f64>>,
-                     out: &mut Vec<RecordBatch>|
-         -> Result<()> {
-            let mut arrays: Vec<ArrayRef> = cols
-                .iter_mut()
-                .map(|c| Arc::new(StringArray::from(std::mem::take(c))) as ArrayRef)
-                .collect();
-            arrays.push(Arc::new(Float64Array::from(std::mem::take(vals))));
-            out.push(RecordBatch::try_new(schema.clone(), arrays)?);
-            Ok(())
-        };
-        for o in &omrade {
-            for k in &kon {
-                for a in &alder {
-                    for c in &civ {
-                        let v = value(qi, row);
-                        row += 1;
-                        cols[0].push(o);
-                        cols[1].push(k);
-                        cols[2].push(a);
-                        cols[3].push(c);
-                        cols[4].push(code);
-                        vals.push(Some(v));
-                        writeln!(floor, "{o}\t{k}\t{a}\t{c}\t{day}\t{v}")?;
-                        if vals.len() == 65_536 {
-                            flush(&mut cols, &mut vals, &mut batches)?;
-                        }
-                    }
-                }
-            }
-        }
-        if !vals.is_empty() {
-            flush(&mut cols, &mut vals, &mut batches)?;
-        }
-        store.write_partition(
-            &table,
-            &Tid::new(code.as_str())?,
-            &batches,
-            &Default::default(),
-        )?;
+        folk1a::write_quarter(&store, qi, code, |[o, k, a, c], v| {
+            writeln!(floor, "{o}\t{k}\t{a}\t{c}\t{day}\t{v}")
+        })
+        .map_err(|e| anyhow!("writing {code}: {e}"))?;
     }
     writeln!(floor, "\\.")?;
     let list: Vec<&str> = changed.iter().map(|(_, d)| d.as_str()).collect();
@@ -548,13 +448,10 @@ fn run_path(
     Ok(Measured { sample, dead })
 }
 
-/// `median s (min–max)` of the wall times.
+/// The median wall time and `median s (min–max)`.
 fn spread(v: &[Measured]) -> (f64, String) {
     let w: Vec<f64> = v.iter().map(|m| m.sample.wall_s).collect();
-    let med = bins::bench::median(w.clone());
-    let min = w.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = w.iter().copied().fold(0.0, f64::max);
-    (med, format!("{med:.3} s ({min:.3}–{max:.3})"))
+    (bins::bench::median(w.clone()), bins::bench::spread_text(&w))
 }
 
 fn peak_mib(v: &[Measured]) -> f64 {

@@ -107,6 +107,7 @@ pub fn status(dir: &DataDir) -> Result<Report, Error> {
     let debt = verification_debt(&mut out, &state);
     let removed = removed_tables(&mut out, &state);
     vintages_line(&mut out, &state);
+    let reconcile = last_reconcile(&mut out, dir);
     let json = json!({
         "data_dir": dir.describe(),
         "last_catalog_poll_at": state.last_catalog_poll_at,
@@ -119,8 +120,67 @@ pub fn status(dir: &DataDir) -> Result<Report, Error> {
         "verification_debt": debt,
         "removed_from_catalog": removed,
         "keep_vintages": state.keep_vintages,
+        "last_reconcile": reconcile,
     });
     Ok(Report { text: out, json })
+}
+
+/// The newest reconcile report, if any: when, what it found, which tables
+/// still differ.
+fn last_reconcile(out: &mut String, dir: &DataDir) -> Value {
+    let r = match sync_state::ReconcileReport::latest(dir) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            let _ = writeln!(out, "last reconcile: never (statbank-apply --reconcile)");
+            return Value::Null;
+        }
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "last reconcile: unreadable: {}",
+                sync_state::error_chain(&e)
+            );
+            return Value::Null;
+        }
+    };
+    let s = &r.summary;
+    let _ = writeln!(
+        out,
+        "last reconcile: {} {} ({} tables: {} agree, {} differ, {} repaired, {} failed)",
+        r.reconcile_id,
+        r.status,
+        s.tables_total,
+        s.tables_agree,
+        s.tables_differ,
+        s.tables_repaired,
+        s.tables_failed
+    );
+    let unresolved: Vec<&TableId> = r
+        .tables
+        .iter()
+        .filter(|(_, t)| {
+            !matches!(
+                t.status,
+                sync_state::ReconcileStatus::Agrees | sync_state::ReconcileStatus::Repaired
+            )
+        })
+        .map(|(id, _)| id)
+        .collect();
+    if !unresolved.is_empty() {
+        let ids: Vec<&str> = unresolved.iter().map(|id| id.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "  differing from the mirror: {} (statbank-apply --reconcile --repair mends them)",
+            ids.join(", ")
+        );
+    }
+    json!({
+        "reconcile_id": r.reconcile_id,
+        "finished_at": r.finished_at,
+        "status": r.status,
+        "summary": r.summary,
+        "unresolved_tables": unresolved,
+    })
 }
 
 /// The data folder, the last catalog poll and the last run.
