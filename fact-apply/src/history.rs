@@ -68,8 +68,22 @@ pub(crate) fn prepare<'t>(
     };
     ensure_table(tx, ctx, conv, &h, delta)?;
     add_missing_columns(tx, ctx, &schema, &target)?;
-    let now = || chrono::Utc::now().to_rfc3339();
-    let valid_from: Vec<String> = present
+    let valid_from = valid_from(ctx, present, catalog_updated);
+    let present_values: Vec<Cell<'t>> = values[..present.len()].to_vec();
+    close_superseded(tx, ctx, &h, &present_values, &valid_from)?;
+    close_removed(tx, ctx, &h, &values[present.len()..], deleted, delta)?;
+    Ok(Some(Pending {
+        present: present_values,
+        valid_from,
+        target,
+        tid_type,
+    }))
+}
+
+/// When each present period's content became valid: its partition's
+/// `valid_from`, else the run's catalog `updated`, else now.
+fn valid_from(ctx: &Ctx<'_>, present: &[Tid], catalog_updated: Option<&str>) -> Vec<String> {
+    present
         .iter()
         .map(|t| {
             ctx.store
@@ -79,26 +93,51 @@ pub(crate) fn prepare<'t>(
                 .or_else(|| catalog_updated.map(str::to_owned))
                 .and_then(|u| source_time_to_utc(&u))
                 .map(|u| u.to_rfc3339())
-                .unwrap_or_else(now)
+                .unwrap_or_else(|| chrono::Utc::now().to_rfc3339())
         })
-        .collect();
-    let present_values: Vec<Cell<'t>> = values[..present.len()].to_vec();
-    let tid = quote_ident("tid");
+        .collect()
+}
+
+/// Closes the current versions of the changed periods at their new
+/// content's `valid_from`.
+fn close_superseded(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    h: &HistoryTable<'_>,
+    present: &[Cell<'_>],
+    valid_from: &[String],
+) -> Result<(), Error> {
+    let (target, tid_type, tid) = (h.target, h.tid_type, quote_ident("tid"));
     tx.execute(
         &format!(
             "UPDATE {target} h SET valid_to = v.vf::timestamptz \
              FROM unnest($1::{tid_type}[], $2::text[]) AS v(tid, vf) \
              WHERE h.{tid} = v.tid AND h.valid_to IS NULL"
         ),
-        &[&present_values, &valid_from],
+        &[&present, &valid_from],
     )
     .map_err(Error::db(ctx.table, "closing superseded history rows"))?;
+    Ok(())
+}
+
+/// Closes the current versions of the removed periods (at the run's
+/// catalog `updated`) and of values no period has (a repair removes them:
+/// gone as of now).
+fn close_removed(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+    h: &HistoryTable<'_>,
+    deleted_values: &[Cell<'_>],
+    deleted: &[Tid],
+    delta: &Delta<'_>,
+) -> Result<(), Error> {
+    let (target, tid_type, tid) = (h.target, h.tid_type, quote_ident("tid"));
     if !deleted.is_empty() {
-        let gone = catalog_updated
+        let gone = delta
+            .catalog_updated
             .and_then(source_time_to_utc)
             .map(|u| u.to_rfc3339())
-            .unwrap_or_else(now);
-        let deleted_values: Vec<Cell<'_>> = values[present.len()..].to_vec();
+            .unwrap_or_else(|| chrono::Utc::now().to_rfc3339());
         tx.execute(
             &format!(
                 "UPDATE {target} SET valid_to = $2::text::timestamptz \
@@ -112,7 +151,6 @@ pub(crate) fn prepare<'t>(
         ))?;
     }
     if !delta.extra.is_empty() {
-        // Values no period has (a repair removes them): gone as of now.
         tx.execute(
             &format!(
                 "UPDATE {target} SET valid_to = now() \
@@ -125,12 +163,7 @@ pub(crate) fn prepare<'t>(
             "closing history rows of values no period has",
         ))?;
     }
-    Ok(Some(Pending {
-        present: present_values,
-        valid_from,
-        target,
-        tid_type,
-    }))
+    Ok(())
 }
 
 impl Pending<'_> {

@@ -337,58 +337,85 @@ pub(crate) struct Presentation {
     pub interleave: bool,
 }
 
-/// Turns a validated selection into a [`BulkSpec`].
+/// Turns a validated selection into a [`BulkSpec`]: the header and the
+/// variable columns, then the periods.
 pub(crate) fn build_spec(table: &EmuTable, sel: &Selection, p: &Presentation) -> BulkSpec {
-    // Strides of the full (non-time) cube in table order, last fastest.
+    let (header, columns, vars) = spec_columns(table, sel, p);
+    BulkSpec {
+        header,
+        columns,
+        vars,
+        periods: spec_periods(table, sel, p),
+        density: table.density,
+        missing_rate: table.missing_rate,
+        decimals: table.decimals.min(9),
+        decimal_sep: if p.english { b'.' } else { b',' },
+        interleave: p.interleave,
+    }
+}
+
+/// Strides of the full (non-time) cube in table order, last fastest.
+fn strides(table: &EmuTable) -> Vec<u64> {
     let n = table.variables.len();
     let mut strides = vec![1u64; n];
     for k in (0..n.saturating_sub(1)).rev() {
         strides[k] = strides[k + 1].saturating_mul(table.variables[k + 1].values.len() as u64);
     }
+    strides
+}
+
+/// The header line, the columns in the selection's order, and each
+/// selected variable's values (sorted by code, as StatBank sends them).
+fn spec_columns(
+    table: &EmuTable,
+    sel: &Selection,
+    p: &Presentation,
+) -> (Vec<u8>, Vec<Column>, Vec<VarSel>) {
+    let strides = strides(table);
     let mut header = Vec::new();
     let mut columns = Vec::new();
     let mut vars = Vec::new();
     for col in &sel.columns {
-        match col {
-            None => {
-                header.extend_from_slice(b"TID;");
-                columns.push(Column::Time);
-            }
-            Some(k) => {
-                let var = &table.variables[*k];
-                header.extend_from_slice(var.id.to_uppercase().as_bytes());
-                header.push(b';');
-                let mut chosen: Vec<usize> = sel.var_values[*k].clone();
-                chosen.sort_by(|a, b| var.values[*a].id.cmp(&var.values[*b].id));
-                let values = chosen
-                    .into_iter()
-                    .map(|i| {
-                        let v = &var.values[i];
-                        let mut bytes = if p.codes {
-                            v.id.as_bytes().to_vec()
-                        } else {
-                            v.text.as_bytes().to_vec()
-                        };
-                        bytes.push(b';');
-                        SelValue {
-                            bytes,
-                            offset: (i as u64).wrapping_mul(strides[*k]),
-                        }
-                    })
-                    .collect();
-                vars.push(VarSel { values });
-                columns.push(Column::Var(vars.len() - 1));
-            }
-        }
+        let Some(k) = col else {
+            header.extend_from_slice(b"TID;");
+            columns.push(Column::Time);
+            continue;
+        };
+        let var = &table.variables[*k];
+        header.extend_from_slice(var.id.to_uppercase().as_bytes());
+        header.push(b';');
+        let mut chosen: Vec<usize> = sel.var_values[*k].clone();
+        chosen.sort_by(|a, b| var.values[*a].id.cmp(&var.values[*b].id));
+        let values = chosen
+            .into_iter()
+            .map(|i| {
+                let v = &var.values[i];
+                let shown = if p.codes { &v.id } else { &v.text };
+                let mut bytes = shown.as_bytes().to_vec();
+                bytes.push(b';');
+                SelValue {
+                    bytes,
+                    offset: (i as u64).wrapping_mul(strides[*k]),
+                }
+            })
+            .collect();
+        vars.push(VarSel { values });
+        columns.push(Column::Var(vars.len() - 1));
     }
     header.extend_from_slice(b"INDHOLD\r\n");
+    (header, columns, vars)
+}
+
+/// The selected periods, sorted by code, as codes or texts (English texts
+/// of coded periods: `2023Q1` for `2023K1`).
+fn spec_periods(table: &EmuTable, sel: &Selection, p: &Presentation) -> Vec<PeriodSel> {
     let mut times: Vec<&EmuValue> = sel
         .time_values
         .iter()
         .map(|i| &table.time_values[*i])
         .collect();
     times.sort_by(|a, b| a.id.cmp(&b.id));
-    let periods = times
+    times
         .into_iter()
         .map(|v| {
             let mut bytes = if p.codes {
@@ -407,18 +434,7 @@ pub(crate) fn build_spec(table: &EmuTable, sel: &Selection, p: &Presentation) ->
                 revision: table.revision(&v.id),
             }
         })
-        .collect();
-    BulkSpec {
-        header,
-        columns,
-        vars,
-        periods,
-        density: table.density,
-        missing_rate: table.missing_rate,
-        decimals: table.decimals.min(9),
-        decimal_sep: if p.english { b'.' } else { b',' },
-        interleave: p.interleave,
-    }
+        .collect()
 }
 
 #[inline]

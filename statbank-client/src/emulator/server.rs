@@ -747,58 +747,108 @@ async fn handle_inner(
     route: Route,
     record: &mut RecordedRequest,
 ) -> Response {
-    let Some(endpoint) = route.endpoint else {
-        return json_response(
-            StatusCode::NOT_FOUND,
-            ApiError {
-                status: 404,
-                code: "REQUEST-NOTFOUND".to_string(),
-                message: format!("Funktionen findes ikke: {}", uri.path()),
-            }
-            .body(),
-        );
+    let endpoint = match routed_endpoint(method, uri, &route) {
+        Ok(e) => e,
+        Err(e) => return error_response(&e),
     };
-    let is_post = *method == Method::POST;
-    if !is_post && *method != Method::GET {
-        return json_response(
-            StatusCode::NOT_FOUND,
-            ApiError {
-                status: 404,
-                code: "REQUEST-NOTFOUND".to_string(),
-                message: format!("Metoden {method} understøttes ikke"),
-            }
-            .body(),
-        );
+    let params = match read_params(endpoint, method, uri, body).await {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    let table = requested_table(endpoint, &route, &params);
+    note_request(record, table.as_deref(), &params);
+    let fault = pick_fault(&mut shared.lock(), endpoint, table.as_deref());
+    record.fault = fault.as_ref().map(|f| f.name().to_string());
+    if let Some(response) = fault_before_answer(shared, fault.as_ref()).await {
+        return response;
     }
+    let params = match params {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    match answer(
+        shared,
+        endpoint,
+        &route,
+        &params,
+        table.as_deref(),
+        fault.as_ref(),
+    ) {
+        Ok(success) => success_response(shared, success, fault.as_ref()),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// The endpoint of a GET or POST to a known path, or the API's 404.
+fn routed_endpoint(
+    method: &Method,
+    uri: &axum::http::Uri,
+    route: &Route,
+) -> Result<Endpoint, ApiError> {
+    let not_found = |message: String| ApiError {
+        status: 404,
+        code: "REQUEST-NOTFOUND".to_string(),
+        message,
+    };
+    let Some(endpoint) = route.endpoint else {
+        return Err(not_found(format!("Funktionen findes ikke: {}", uri.path())));
+    };
+    if *method != Method::POST && *method != Method::GET {
+        return Err(not_found(format!("Metoden {method} understøttes ikke")));
+    }
+    Ok(endpoint)
+}
+
+/// The request's parameters, from the query string and (POST) the JSON
+/// body; an unreadable body is answered at once.
+async fn read_params(
+    endpoint: Endpoint,
+    method: &Method,
+    uri: &axum::http::Uri,
+    body: Body,
+) -> Result<Result<Params, ApiError>, ApiError> {
     let query = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map(|q| q.0)
         .unwrap_or_default();
-    let body = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error_response(&ApiError::bad_request(
-                "REQUEST-INVALID",
-                "Forespørgslen kunne ikke læses",
-            ))
-        }
+    let body = axum::body::to_bytes(body, MAX_REQUEST_BODY)
+        .await
+        .map_err(|_| ApiError::bad_request("REQUEST-INVALID", "Forespørgslen kunne ikke læses"))?;
+    Ok(parse_params(
+        endpoint,
+        query,
+        &body,
+        *method == Method::POST,
+    ))
+}
+
+/// The table a request is about (from the path or its parameters).
+fn requested_table(
+    endpoint: Endpoint,
+    route: &Route,
+    params: &Result<Params, ApiError>,
+) -> Option<String> {
+    let param = |keys: &[&str]| {
+        params
+            .as_ref()
+            .ok()
+            .and_then(|p| keys.iter().find_map(|k| p.get_str(k)))
     };
-    let params = parse_params(endpoint, query, &body, is_post);
-    let table = match endpoint {
+    match endpoint {
         Endpoint::Tables => None,
-        Endpoint::TableInfo => route.path_table.clone().or_else(|| {
-            params
-                .as_ref()
-                .ok()
-                .and_then(|p| p.get_str("id").or_else(|| p.get_str("table")))
-        }),
-        Endpoint::Data => route
-            .path_table
-            .clone()
-            .or_else(|| params.as_ref().ok().and_then(|p| p.get_str("table"))),
+        Endpoint::TableInfo => route.path_table.clone().or_else(|| param(&["id", "table"])),
+        Endpoint::Data => route.path_table.clone().or_else(|| param(&["table"])),
     }
-    .filter(|t| !t.trim().is_empty());
-    record.table = table.as_ref().map(|t| t.to_uppercase());
-    if let Ok(p) = &params {
+    .filter(|t| !t.trim().is_empty())
+}
+
+/// Records the table and the periods asked for.
+fn note_request(
+    record: &mut RecordedRequest,
+    table: Option<&str>,
+    params: &Result<Params, ApiError>,
+) {
+    record.table = table.map(|t| t.to_uppercase());
+    if let Ok(p) = params {
         record.tids = p
             .variables
             .iter()
@@ -806,49 +856,51 @@ async fn handle_inner(
             .flat_map(|(_, v)| v.iter().cloned())
             .collect();
     }
+}
 
-    let fault = pick_fault(&mut shared.lock(), endpoint, table.as_deref());
-    record.fault = fault.as_ref().map(|f| f.name().to_string());
-    if let Some(kind) = &fault {
-        if let Some(resp) = fault_error_response(kind) {
-            return resp;
-        }
-        if let FaultKind::Hang { secs } = kind {
-            let mut rx = shared.shutdown.subscribe();
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(*secs)) => {}
-                _ = rx.wait_for(|stop| *stop) => {}
-            }
+/// What a fault does before the answer: an error response instead of it,
+/// or a wait (`Hang`, cut short by the emulator's shutdown).
+async fn fault_before_answer(shared: &Arc<Shared>, fault: Option<&FaultKind>) -> Option<Response> {
+    let kind = fault?;
+    if let Some(response) = fault_error_response(kind) {
+        return Some(response);
+    }
+    if let FaultKind::Hang { secs } = kind {
+        let mut rx = shared.shutdown.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(*secs)) => {}
+            _ = rx.wait_for(|stop| *stop) => {}
         }
     }
+    None
+}
 
-    let params = match params {
-        Ok(p) => p,
-        Err(e) => return error_response(&e),
-    };
-    let outcome = match endpoint {
-        Endpoint::Tables => tables(&shared.lock().world, &params),
-        Endpoint::TableInfo => tableinfo(&shared.lock().world, &params, table.as_deref()),
+/// The endpoint's answer from the world.
+fn answer(
+    shared: &Arc<Shared>,
+    endpoint: Endpoint,
+    route: &Route,
+    params: &Params,
+    table: Option<&str>,
+    fault: Option<&FaultKind>,
+) -> Result<Success, ApiError> {
+    match endpoint {
+        Endpoint::Tables => tables(&shared.lock().world, params),
+        Endpoint::TableInfo => tableinfo(&shared.lock().world, params, table),
         Endpoint::Data => {
-            let t = table
-                .as_deref()
-                .and_then(|id| shared.lock().world.table(id).cloned());
+            let t = table.and_then(|id| shared.lock().world.table(id).cloned());
             let format = route
                 .path_format
                 .clone()
                 .or_else(|| params.get_str("format"));
             data(
                 t,
-                &params,
-                table.as_deref(),
+                params,
+                table,
                 format.as_deref(),
                 matches!(fault, Some(FaultKind::Interleave)),
             )
         }
-    };
-    match outcome {
-        Ok(success) => success_response(shared, success, fault.as_ref()),
-        Err(e) => error_response(&e),
     }
 }
 

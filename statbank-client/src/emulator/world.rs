@@ -505,285 +505,22 @@ impl World {
     /// (`UGEINT1`) with week-interval periods such as `2014U30-41`.
     pub fn demo() -> World {
         let mut w = World::new();
-
-        // FOLK1A: real tableinfo, the 4 quarters up to the catalog's latest
-        // period (2024K1..2024K4), sparse so the world stays small.
-        if let Ok(mut t) = EmuTable::from_tableinfo_json(TABLEINFO_FOLK1A) {
-            align_with_catalog(&mut t);
-            let n = t.time_values.len();
-            t.time_values.drain(..n.saturating_sub(4));
-            t.density = 0.3;
+        for t in recorded_demo_tables() {
             w.insert(t);
         }
-        // BIL10: real tableinfo, yearly 1993..2024.
-        if let Ok(mut t) = EmuTable::from_tableinfo_json(TABLEINFO_BIL10) {
-            align_with_catalog(&mut t);
+        for t in [
+            befolk1(),
+            folk1am(),
+            van1uge(),
+            dnvald(),
+            korn2(),
+            scene01a(),
+            hisb7(),
+            barlov1(),
+            ugeint1(),
+        ] {
             w.insert(t);
         }
-        // METROX1: real (English) tableinfo, weekly with gaps, one decimal.
-        if let Ok(mut t) = EmuTable::from_tableinfo_json(TABLEINFO_METROX1) {
-            align_with_catalog(&mut t);
-            t.decimals = 1;
-            w.insert(t);
-        }
-
-        let kon = || {
-            var(
-                "KØN",
-                "køn",
-                &[("TOT", "I alt"), ("1", "Mænd"), ("2", "Kvinder")],
-            )
-        };
-        let omrade = |n: usize| {
-            let all = [
-                ("000", "Hele landet"),
-                ("084", "Region Hovedstaden"),
-                ("101", "København"),
-                ("147", "Frederiksberg"),
-                ("851", "Aalborg"),
-            ];
-            let mut v = var("OMRÅDE", "område", &all[..n.min(all.len())]);
-            v.map = Some("Denmark_municipality_07".to_string());
-            v
-        };
-        let alder = |n: usize| {
-            let mut vals = vec![EmuValue::new("IALT", "Alder i alt")];
-            vals.extend(
-                (0..n.saturating_sub(1)).map(|a| EmuValue::new(&a.to_string(), &format!("{a} år"))),
-            );
-            EmuVariable {
-                id: "ALDER".to_string(),
-                text: "alder".to_string(),
-                elimination: true,
-                map: None,
-                values: vals,
-            }
-        };
-
-        // BEFOLK1: yearly, with some `..` values.
-        let mut t = catalog_table(
-            "BEFOLK1",
-            vec![
-                kon(),
-                alder(10),
-                var(
-                    "CIVILSTAND",
-                    "civilstand",
-                    &[
-                        ("TOT", "I alt"),
-                        ("U", "Ugift"),
-                        ("G", "Gift/separeret"),
-                        ("E", "Enke/enkemand"),
-                        ("F", "Fraskilt"),
-                    ],
-                ),
-            ],
-            &time::enumerate_periods("1971", "2024"),
-        );
-        t.missing_rate = 0.05;
-        w.insert(t);
-
-        // FOLK1AM: monthly.
-        w.insert(catalog_table(
-            "FOLK1AM",
-            vec![omrade(5), kon(), alder(10)],
-            &time::enumerate_periods("2021M10", "2024M10"),
-        ));
-
-        // VAN1UGE: weekly (ISO weeks, no gaps), sparse.
-        let mut t = catalog_table(
-            "VAN1UGE",
-            vec![
-                omrade(2),
-                kon(),
-                var(
-                    "ALDER",
-                    "alder",
-                    &[
-                        ("IALT", "Alder i alt"),
-                        ("0-19", "0-19 år"),
-                        ("20-", "20 år og derover"),
-                    ],
-                ),
-                var(
-                    "INDVLAND",
-                    "indvandringsland",
-                    &[("0000", "I alt"), ("5100", "Danmark"), ("5999", "Uoplyst")],
-                ),
-                var(
-                    "STATSB",
-                    "statsborgerskab",
-                    &[("0000", "I alt"), ("5100", "Dansk"), ("5999", "Udenlandsk")],
-                ),
-            ],
-            &time::enumerate_periods("2024U01", "2024U43"),
-        );
-        t.density = 0.7;
-        w.insert(t);
-
-        // DNVALD: daily `1977M01D03`-style codes, 60 business days, 2 decimals.
-        let days = time::enumerate_periods("2024M09D02", "2024M11D26");
-        let days: Vec<String> = days[days.len().saturating_sub(60)..].to_vec();
-        let mut t = catalog_table(
-            "DNVALD",
-            vec![
-                var(
-                    "VALUTA",
-                    "valuta",
-                    &[
-                        ("EUR", "Euro"),
-                        ("USD", "Amerikanske dollar"),
-                        ("GBP", "Britiske pund"),
-                        ("SEK", "Svenske kroner"),
-                        ("NOK", "Norske kroner"),
-                    ],
-                ),
-                var(
-                    "KURTYP",
-                    "kurstype",
-                    &[
-                        ("KBH", "Kurs (DKK pr. 100 enheder)"),
-                        ("ULT", "Kurs ultimo"),
-                    ],
-                ),
-            ],
-            &days,
-        );
-        t.decimals = 2;
-        w.insert(t);
-
-        // KORN2: half-yearly, with `..` values.
-        let mut t = catalog_table(
-            "KORN2",
-            vec![
-                var(
-                    "AFGRØDE",
-                    "afgrøde",
-                    &[
-                        ("A100", "Korn i alt"),
-                        ("A110", "Hvede"),
-                        ("A120", "Rug"),
-                        ("A130", "Byg"),
-                    ],
-                ),
-                var(
-                    "AKTØR",
-                    "aktører",
-                    &[
-                        ("LAND", "Landbruget"),
-                        ("HAND", "Handelen"),
-                        ("IND", "Industrien"),
-                    ],
-                ),
-            ],
-            &time::enumerate_periods("2000H1", "2023H2"),
-        );
-        t.missing_rate = 0.1;
-        w.insert(t);
-
-        // SCENE01A: theatre seasons `2020/2021`.
-        w.insert(catalog_table(
-            "SCENE01A",
-            vec![
-                var(
-                    "TEATERKAT",
-                    "teaterkategori",
-                    &[
-                        ("1", "Alle teatre"),
-                        ("2", "Storbyteatre"),
-                        ("3", "Øvrige teatre"),
-                    ],
-                ),
-                var(
-                    "AKTIVITET",
-                    "aktivitet",
-                    &[
-                        ("PROD", "Produktioner"),
-                        ("OPF", "Opførelser"),
-                        ("PUB", "Publikum"),
-                    ],
-                ),
-                var(
-                    "GENRE",
-                    "genre",
-                    &[
-                        ("0", "Alle genrer"),
-                        ("1", "Skuespil"),
-                        ("2", "Musikteater"),
-                        ("3", "Danseforestillinger"),
-                    ],
-                ),
-            ],
-            &time::enumerate_periods("2020/2021", "2022/2023"),
-        ));
-
-        // HISB7: intervals `1840:1849` (decades, then overlapping two-year periods).
-        let mut hisb7_periods: Vec<String> = (1840..1980)
-            .step_by(10)
-            .map(|y| format!("{y}:{}", y + 9))
-            .collect();
-        hisb7_periods.extend((1980..=2022).map(|y| format!("{y}:{}", y + 1)));
-        let mut t = catalog_table("HISB7", vec![kon()], &hisb7_periods);
-        t.decimals = 2;
-        w.insert(t);
-
-        // BARLOV1: free-text periods `AUG - DEC 2019`, sparse.
-        let udd = |id: &str, text: &str| {
-            var(
-                id,
-                text,
-                &[
-                    ("TOT", "I alt"),
-                    ("H10", "Grundskole"),
-                    ("H70", "Lang videregående uddannelse"),
-                ],
-            )
-        };
-        let mut t = catalog_table(
-            "BARLOV1",
-            vec![
-                var(
-                    "ENHED",
-                    "enhed",
-                    &[("DAGE", "Dage i gennemsnit"), ("PERS", "Personer")],
-                ),
-                var(
-                    "BERET",
-                    "berettigelse",
-                    &[
-                        ("BEGGE", "Begge forældre berettigede"),
-                        ("MOR", "Kun mor berettiget"),
-                    ],
-                ),
-                udd("MORUDD", "mors uddannelse"),
-                udd("FARUDD", "fars uddannelse"),
-                omrade(3),
-            ],
-            &time::enumerate_periods("AUG - DEC 2019", "AUG - DEC 2022"),
-        );
-        t.density = 0.7;
-        w.insert(t);
-
-        // UGEINT1 (made up: no table in the 2024 catalog uses this format):
-        // week intervals `2014U30-41`.
-        let periods: Vec<String> = (2014..=2023).map(|y| format!("{y}U30-41")).collect();
-        let mut t = catalog_table(
-            "UGEINT1",
-            vec![
-                kon(),
-                var(
-                    "SKOLE",
-                    "skoletype",
-                    &[("TOT", "I alt"), ("GRUND", "Grundskoler")],
-                ),
-            ],
-            &periods,
-        );
-        t.text = "Elever i sommerferieperioden (syntetisk tabel med ugeintervaller)".to_string();
-        t.description = describe(&t.text, &t.variables);
-        t.updated = "2023-10-02T08:00:00".to_string();
-        w.insert(t);
-
         w
     }
 
@@ -837,4 +574,311 @@ impl World {
         }
         w
     }
+}
+
+// The demo world's tables.
+
+/// FOLK1A, BIL10 and METROX1 from their real tableinfo recordings.
+fn recorded_demo_tables() -> Vec<EmuTable> {
+    let mut out = Vec::new();
+    // FOLK1A: real tableinfo, the 4 quarters up to the catalog's latest
+    // period (2024K1..2024K4), sparse so the world stays small.
+    if let Ok(mut t) = EmuTable::from_tableinfo_json(TABLEINFO_FOLK1A) {
+        align_with_catalog(&mut t);
+        let n = t.time_values.len();
+        t.time_values.drain(..n.saturating_sub(4));
+        t.density = 0.3;
+        out.push(t);
+    }
+    // BIL10: real tableinfo, yearly 1993..2024.
+    if let Ok(mut t) = EmuTable::from_tableinfo_json(TABLEINFO_BIL10) {
+        align_with_catalog(&mut t);
+        out.push(t);
+    }
+    // METROX1: real (English) tableinfo, weekly with gaps, one decimal.
+    if let Ok(mut t) = EmuTable::from_tableinfo_json(TABLEINFO_METROX1) {
+        align_with_catalog(&mut t);
+        t.decimals = 1;
+        out.push(t);
+    }
+    out
+}
+
+fn kon() -> EmuVariable {
+    var(
+        "KØN",
+        "køn",
+        &[("TOT", "I alt"), ("1", "Mænd"), ("2", "Kvinder")],
+    )
+}
+
+/// OMRÅDE with its first `n` codes (a map, like the real variable).
+fn omrade(n: usize) -> EmuVariable {
+    let all = [
+        ("000", "Hele landet"),
+        ("084", "Region Hovedstaden"),
+        ("101", "København"),
+        ("147", "Frederiksberg"),
+        ("851", "Aalborg"),
+    ];
+    let mut v = var("OMRÅDE", "område", &all[..n.min(all.len())]);
+    v.map = Some("Denmark_municipality_07".to_string());
+    v
+}
+
+/// ALDER: the total and `n - 1` single years.
+fn alder(n: usize) -> EmuVariable {
+    let mut vals = vec![EmuValue::new("IALT", "Alder i alt")];
+    vals.extend(
+        (0..n.saturating_sub(1)).map(|a| EmuValue::new(&a.to_string(), &format!("{a} år"))),
+    );
+    EmuVariable {
+        id: "ALDER".to_string(),
+        text: "alder".to_string(),
+        elimination: true,
+        map: None,
+        values: vals,
+    }
+}
+
+/// BEFOLK1: yearly, with some `..` values.
+fn befolk1() -> EmuTable {
+    let mut t = catalog_table(
+        "BEFOLK1",
+        vec![
+            kon(),
+            alder(10),
+            var(
+                "CIVILSTAND",
+                "civilstand",
+                &[
+                    ("TOT", "I alt"),
+                    ("U", "Ugift"),
+                    ("G", "Gift/separeret"),
+                    ("E", "Enke/enkemand"),
+                    ("F", "Fraskilt"),
+                ],
+            ),
+        ],
+        &time::enumerate_periods("1971", "2024"),
+    );
+    t.missing_rate = 0.05;
+    t
+}
+
+/// FOLK1AM: monthly.
+fn folk1am() -> EmuTable {
+    catalog_table(
+        "FOLK1AM",
+        vec![omrade(5), kon(), alder(10)],
+        &time::enumerate_periods("2021M10", "2024M10"),
+    )
+}
+
+/// VAN1UGE: weekly (ISO weeks, no gaps), sparse.
+fn van1uge() -> EmuTable {
+    let mut t = catalog_table(
+        "VAN1UGE",
+        vec![
+            omrade(2),
+            kon(),
+            var(
+                "ALDER",
+                "alder",
+                &[
+                    ("IALT", "Alder i alt"),
+                    ("0-19", "0-19 år"),
+                    ("20-", "20 år og derover"),
+                ],
+            ),
+            var(
+                "INDVLAND",
+                "indvandringsland",
+                &[("0000", "I alt"), ("5100", "Danmark"), ("5999", "Uoplyst")],
+            ),
+            var(
+                "STATSB",
+                "statsborgerskab",
+                &[("0000", "I alt"), ("5100", "Dansk"), ("5999", "Udenlandsk")],
+            ),
+        ],
+        &time::enumerate_periods("2024U01", "2024U43"),
+    );
+    t.density = 0.7;
+    t
+}
+
+/// DNVALD: daily `1977M01D03`-style codes, 60 business days, 2 decimals.
+fn dnvald() -> EmuTable {
+    let days = time::enumerate_periods("2024M09D02", "2024M11D26");
+    let days: Vec<String> = days[days.len().saturating_sub(60)..].to_vec();
+    let mut t = catalog_table(
+        "DNVALD",
+        vec![
+            var(
+                "VALUTA",
+                "valuta",
+                &[
+                    ("EUR", "Euro"),
+                    ("USD", "Amerikanske dollar"),
+                    ("GBP", "Britiske pund"),
+                    ("SEK", "Svenske kroner"),
+                    ("NOK", "Norske kroner"),
+                ],
+            ),
+            var(
+                "KURTYP",
+                "kurstype",
+                &[
+                    ("KBH", "Kurs (DKK pr. 100 enheder)"),
+                    ("ULT", "Kurs ultimo"),
+                ],
+            ),
+        ],
+        &days,
+    );
+    t.decimals = 2;
+    t
+}
+
+/// KORN2: half-yearly, with `..` values.
+fn korn2() -> EmuTable {
+    let mut t = catalog_table(
+        "KORN2",
+        vec![
+            var(
+                "AFGRØDE",
+                "afgrøde",
+                &[
+                    ("A100", "Korn i alt"),
+                    ("A110", "Hvede"),
+                    ("A120", "Rug"),
+                    ("A130", "Byg"),
+                ],
+            ),
+            var(
+                "AKTØR",
+                "aktører",
+                &[
+                    ("LAND", "Landbruget"),
+                    ("HAND", "Handelen"),
+                    ("IND", "Industrien"),
+                ],
+            ),
+        ],
+        &time::enumerate_periods("2000H1", "2023H2"),
+    );
+    t.missing_rate = 0.1;
+    t
+}
+
+/// SCENE01A: theatre seasons `2020/2021`.
+fn scene01a() -> EmuTable {
+    catalog_table(
+        "SCENE01A",
+        vec![
+            var(
+                "TEATERKAT",
+                "teaterkategori",
+                &[
+                    ("1", "Alle teatre"),
+                    ("2", "Storbyteatre"),
+                    ("3", "Øvrige teatre"),
+                ],
+            ),
+            var(
+                "AKTIVITET",
+                "aktivitet",
+                &[
+                    ("PROD", "Produktioner"),
+                    ("OPF", "Opførelser"),
+                    ("PUB", "Publikum"),
+                ],
+            ),
+            var(
+                "GENRE",
+                "genre",
+                &[
+                    ("0", "Alle genrer"),
+                    ("1", "Skuespil"),
+                    ("2", "Musikteater"),
+                    ("3", "Danseforestillinger"),
+                ],
+            ),
+        ],
+        &time::enumerate_periods("2020/2021", "2022/2023"),
+    )
+}
+
+/// HISB7: intervals `1840:1849` (decades, then overlapping two-year periods).
+fn hisb7() -> EmuTable {
+    let mut hisb7_periods: Vec<String> = (1840..1980)
+        .step_by(10)
+        .map(|y| format!("{y}:{}", y + 9))
+        .collect();
+    hisb7_periods.extend((1980..=2022).map(|y| format!("{y}:{}", y + 1)));
+    let mut t = catalog_table("HISB7", vec![kon()], &hisb7_periods);
+    t.decimals = 2;
+    t
+}
+
+/// BARLOV1: free-text periods `AUG - DEC 2019`, sparse.
+fn barlov1() -> EmuTable {
+    let udd = |id: &str, text: &str| {
+        var(
+            id,
+            text,
+            &[
+                ("TOT", "I alt"),
+                ("H10", "Grundskole"),
+                ("H70", "Lang videregående uddannelse"),
+            ],
+        )
+    };
+    let mut t = catalog_table(
+        "BARLOV1",
+        vec![
+            var(
+                "ENHED",
+                "enhed",
+                &[("DAGE", "Dage i gennemsnit"), ("PERS", "Personer")],
+            ),
+            var(
+                "BERET",
+                "berettigelse",
+                &[
+                    ("BEGGE", "Begge forældre berettigede"),
+                    ("MOR", "Kun mor berettiget"),
+                ],
+            ),
+            udd("MORUDD", "mors uddannelse"),
+            udd("FARUDD", "fars uddannelse"),
+            omrade(3),
+        ],
+        &time::enumerate_periods("AUG - DEC 2019", "AUG - DEC 2022"),
+    );
+    t.density = 0.7;
+    t
+}
+
+/// UGEINT1 (made up: no table in the 2024 catalog uses this format):
+/// week intervals `2014U30-41`.
+fn ugeint1() -> EmuTable {
+    let periods: Vec<String> = (2014..=2023).map(|y| format!("{y}U30-41")).collect();
+    let mut t = catalog_table(
+        "UGEINT1",
+        vec![
+            kon(),
+            var(
+                "SKOLE",
+                "skoletype",
+                &[("TOT", "I alt"), ("GRUND", "Grundskoler")],
+            ),
+        ],
+        &periods,
+    );
+    t.text = "Elever i sommerferieperioden (syntetisk tabel med ugeintervaller)".to_string();
+    t.description = describe(&t.text, &t.variables);
+    t.updated = "2023-10-02T08:00:00".to_string();
+    t
 }
