@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
 use tempfile::{NamedTempFile, TempPath};
 
@@ -34,7 +34,12 @@ const CHUNK_BYTES: usize = 1 << 20;
 const ROW_GROUP_BYTES: usize = 16 << 20;
 
 pub(crate) fn writer_properties(schema: &SchemaRef) -> WriterProperties {
+    // Version 1.0 data pages, PLAIN values, no dictionary: what every engine
+    // reads with its default settings (Spark 3.5's vectorized reader rejects
+    // BYTE_STREAM_SPLIT; dictionaries made files larger and slower to write
+    // on this data).
     let mut b = WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_dictionary_enabled(false)
         // Min/max of the code columns cost a comparison per value and prune
@@ -47,12 +52,10 @@ pub(crate) fn writer_properties(schema: &SchemaRef) -> WriterProperties {
             env!("CARGO_PKG_VERSION")
         ));
     if schema.field_with_name(VALUE_COLUMN).is_ok() {
-        b = b
-            .set_column_encoding(ColumnPath::from(VALUE_COLUMN), Encoding::BYTE_STREAM_SPLIT)
-            .set_column_statistics_enabled(
-                ColumnPath::from(VALUE_COLUMN),
-                EnabledStatistics::Chunk,
-            );
+        b = b.set_column_statistics_enabled(
+            ColumnPath::from(VALUE_COLUMN),
+            EnabledStatistics::Chunk,
+        );
     }
     if schema.field_with_name(crate::TIME_COLUMN).is_ok() {
         b = b.set_column_statistics_enabled(

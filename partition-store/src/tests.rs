@@ -424,6 +424,64 @@ fn wide_rows_are_written_in_bounded_row_groups_whatever_the_batching() {
     assert_eq!(read_all(&store, &tid("T")).len(), 12_000);
 }
 
+/// What engines with default settings need (Spark 3.5's vectorized reader
+/// fails on anything but PLAIN, dictionary and RLE): PLAIN values, 1.0
+/// data pages, statistics where docs/layout.md says.
+#[test]
+fn files_use_only_encodings_every_engine_reads() {
+    use parquet::basic::{Encoding, PageType};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(dir.path());
+    let rows: Vec<(String, Option<f64>)> = (0..5000)
+        .map(|i| {
+            (
+                format!("{:03}", i % 99),
+                (i % 7 != 0).then(|| f64::from(i) / 10.0),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str, Option<f64>)> =
+        rows.iter().map(|(c, v)| (c.as_str(), "2024", *v)).collect();
+    store
+        .write_partition(
+            &table(),
+            &tid("2024"),
+            &[batch(&refs)],
+            &PartitionMeta::default(),
+        )
+        .expect("write");
+    let file = std::fs::File::open(partition_path(&store, &tid("2024"))).expect("open");
+    let reader = SerializedFileReader::new(file).expect("parquet");
+    let meta = reader.metadata();
+    assert_eq!(meta.file_metadata().version(), 1, "writer version");
+    for group in meta.row_groups() {
+        for column in group.columns() {
+            let name = column.column_path().string();
+            for encoding in column.encodings() {
+                assert!(
+                    matches!(encoding, Encoding::PLAIN | Encoding::RLE),
+                    "{name} uses {encoding:?}"
+                );
+            }
+            let with_stats = name == "TID" || name == "INDHOLD";
+            assert_eq!(
+                column.statistics().is_some(),
+                with_stats,
+                "statistics of {name}"
+            );
+        }
+    }
+    let row_group = reader.get_row_group(0).expect("row group");
+    for i in 0..row_group.num_columns() {
+        let mut pages = row_group.get_column_page_reader(i).expect("pages");
+        while let Some(page) = pages.get_next_page().expect("page") {
+            assert_eq!(page.page_type(), PageType::DATA_PAGE, "column {i}");
+        }
+    }
+    assert_eq!(read_all(&store, &tid("2024")).len(), 5000);
+}
+
 #[test]
 fn rows_alternating_between_periods_one_at_a_time_land_in_the_right_files() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -327,18 +327,16 @@ impl BulkParser {
         let (mut line_start, mut field_start) = (0usize, 0usize);
         let mut dirty = false; // a CR inside the line
         let mut result = Ok(());
-        for i in memchr::memchr3_iter(b';', b'\n', b'\r', block) {
-            match block[i] {
+        // A plain byte loop: fields are a few bytes long, so a delimiter
+        // every few bytes; memchr's search restarts cost more than they save.
+        for (i, &byte) in block.iter().enumerate() {
+            match byte {
                 b';' => {
                     bounds.push((field_start, i));
                     field_start = i + 1;
                 }
-                b'\r' => {
-                    if block.get(i + 1) != Some(&b'\n') {
-                        dirty = true;
-                    }
-                }
-                _ => {
+                b'\r' if block.get(i + 1) != Some(&b'\n') => dirty = true,
+                b'\n' => {
                     let end = if i > line_start && block[i - 1] == b'\r' {
                         i - 1
                     } else {
@@ -363,6 +361,7 @@ impl BulkParser {
                     line_start = i + 1;
                     field_start = i + 1;
                 }
+                _ => {}
             }
         }
         self.bounds = bounds;

@@ -46,7 +46,7 @@ struct Args {
     dry_run: bool,
     /// Instead of applying a run: compare every table that has partitions
     /// (or --tables) with its fact table, period by period, and write the
-    /// report to _sync/reconcile/<id>.json. Exit 0 when they agree, 2 when
+    /// report to `_sync/reconcile/<id>.json`. Exit 0 when they agree, 2 when
     /// something differs, 1 on error.
     #[arg(long, conflicts_with_all = ["run_id", "pending"])]
     reconcile: bool,

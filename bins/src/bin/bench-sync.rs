@@ -361,6 +361,7 @@ async fn folk1a_case(
         (Some(_), Some(dir)) if args.reference_periods.contains(&n) => vec![
             ("original (pandas)", dir.join("original_sync.py")),
             ("pyarrow", dir.join("pyarrow_sync.py")),
+            ("DuckDB", dir.join("duckdb_sync.py")),
         ],
         _ => vec![],
     };
