@@ -22,7 +22,8 @@ use anyhow::{bail, Context, Result};
 use arrow_array::{Array, Float64Array, RecordBatch, StringArray};
 use statbank_client::emulator::{Emulator, World};
 use statbank_client::{
-    BulkParser, DataRequest, Error, StatbankClient, TableId, TablesRequest, Tid, VALUE_COLUMN,
+    BulkParser, DataRequest, Error, StatbankClient, TableId, TableInfoExt, TablesRequest, Tid,
+    VALUE_COLUMN,
 };
 
 /// Rows per record batch handed on by the parser: memory stays bounded by

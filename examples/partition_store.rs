@@ -23,7 +23,7 @@ use partition_store::{
     partition_schema, PartitionMeta, PartitionStore, PublishOptions, RequestWriter, WriteLimits,
 };
 use statbank_client::emulator::{Emulator, World};
-use statbank_client::{DataRequest, StatbankClient, TableId, Tid};
+use statbank_client::{DataRequest, StatbankClient, TableId, TableInfoExt, Tid};
 use sync_state::DataDir;
 
 /// A downloaded BULK response: its batches and the periods asked for.

@@ -19,7 +19,7 @@ use std::time::Duration as StdDuration;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use statbank_client::emulator::{Emulator, World};
-use statbank_client::{CatalogEntry, StatbankClient, TablesRequest};
+use statbank_client::{CatalogEntry, StatbankClient, TableInfoExt, TablesRequest};
 use sync_state::{
     batches, catalog_gate, eligibility, estimate_rows_per_period, infer_frequency,
     periods_per_request, select_periods, Eligibility, GateDecision, GatePolicy, SelectOptions,

@@ -536,6 +536,15 @@ pub struct ApplyFlags {
     /// Schema of the fact tables.
     #[arg(long, default_value = "fact")]
     pub schema: String,
+    /// Also maintain the meta schema (titles, units, variables, value labels
+    /// and period dates from the cached tableinfo) in each table's
+    /// transaction, and the SCHEMA_labeled views (a _label column after
+    /// every code column). A metadata failure never blocks the facts.
+    #[arg(long)]
+    pub metadata: bool,
+    /// Schema of the metadata tables (with --metadata).
+    #[arg(long, default_value = "meta", requires = "metadata")]
+    pub meta_schema: String,
 }
 
 impl ApplyFlags {
@@ -550,6 +559,13 @@ impl ApplyFlags {
             },
             history: self.history,
             schema: self.schema.clone(),
+            metadata: if self.metadata {
+                fact_apply::Metadata::Maintain {
+                    schema: self.meta_schema.clone(),
+                }
+            } else {
+                fact_apply::Metadata::Off
+            },
             ..fact_apply::ApplyOptions::default()
         }
     }

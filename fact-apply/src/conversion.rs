@@ -64,7 +64,7 @@ pub(crate) enum Conv {
 }
 
 impl Conv {
-    fn choose(source: SourceKind, kind: &PgKind, column: &str) -> Option<Conv> {
+    pub(crate) fn choose(source: SourceKind, kind: &PgKind, column: &str) -> Option<Conv> {
         use PgKind as K;
         Some(match (source, kind) {
             (SourceKind::Text, K::Text { max_chars }) => Conv::Text {

@@ -66,6 +66,7 @@ pub(crate) fn create_and_load(
         Some(h) => Some(h.record_from(&mut tx, ctx, &conv, crate::tx::TEMP_TABLE)?),
         None => None,
     };
+    let metadata = crate::meta::before_commit(&mut tx, ctx);
     sync_state::crash::point("apply: before commit");
     tx.commit().map_err(Error::db(ctx.table, "commit"))?;
     sync_state::crash::point("apply: committed");
@@ -74,6 +75,7 @@ pub(crate) fn create_and_load(
         dropped: stats.iter().map(|s| s.dropped).sum(),
         created: true,
         history_rows,
+        metadata,
         ..Outcome::default()
     })
 }

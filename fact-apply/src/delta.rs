@@ -70,6 +70,7 @@ pub(crate) fn apply_delta(
         Some(h) => Some(h.record_from(&mut tx, ctx, &conv, crate::tx::TEMP_TABLE)?),
         None => None,
     };
+    let metadata = crate::meta::before_commit(&mut tx, ctx);
     sync_state::crash::point("apply: before commit");
     tx.commit().map_err(Error::db(ctx.table, "commit"))?;
     sync_state::crash::point("apply: committed");
@@ -78,6 +79,7 @@ pub(crate) fn apply_delta(
         dropped: stats.iter().map(|s| s.dropped).sum(),
         history_rows,
         extra_rows,
+        metadata,
         ..Outcome::default()
     })
 }

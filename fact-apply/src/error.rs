@@ -55,6 +55,27 @@ pub enum Error {
         #[source]
         source: postgres::Error,
     },
+    /// A statement on the `meta` schema itself failed.
+    #[error("meta schema {schema}: {step} failed")]
+    MetaSchema {
+        /// The schema (`meta`).
+        schema: String,
+        /// What was being done.
+        step: &'static str,
+        /// The database error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// A table's metadata could not be written (its facts are not blocked).
+    #[error("table {table}: metadata ({lang}) not applied: {reason}")]
+    Metadata {
+        /// The table.
+        table: TableId,
+        /// The language of the tableinfo (`da`).
+        lang: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The rows that reached the target do not match the partition.
     #[error("table {table}, period {tid}: row-count check failed: the target holds {actual} rows of the period after the insert, expected {expected} (partition rows minus rows without indhold)")]
     RowCount {
@@ -317,6 +338,18 @@ impl Error {
     ) -> impl FnOnce(postgres::Error) -> Error + 't {
         move |source| Error::Db {
             table: table.clone(),
+            step,
+            source,
+        }
+    }
+
+    /// Maps a database error of the `meta` schema's own statements.
+    pub(crate) fn meta_schema<'s>(
+        schema: &'s str,
+        step: &'static str,
+    ) -> impl FnOnce(postgres::Error) -> Error + 's {
+        move |source| Error::MetaSchema {
+            schema: schema.to_owned(),
             step,
             source,
         }

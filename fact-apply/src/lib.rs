@@ -94,6 +94,7 @@ mod delta;
 mod error;
 mod history;
 mod infer;
+mod meta;
 mod options;
 mod rebuild;
 mod reconcile;
@@ -104,7 +105,8 @@ mod tx;
 
 pub use convert::{code_to_range, column_name, tid_to_date, IntRange};
 pub use error::{error_chain, Error};
-pub use options::{ApplyOptions, OnSchemaChange, TableWork};
+pub use meta::{prepare_metadata, Backfill};
+pub use options::{ApplyOptions, Metadata, OnSchemaChange, TableWork};
 pub use reconcile::{reconcile, reconcile_table, ReconcileOptions};
 pub use run::apply_run;
 pub use table::apply_table;

@@ -19,6 +19,31 @@ pub enum OnSchemaChange {
     Rebuild,
 }
 
+/// Whether the apply maintains the `meta` schema (docs/metadata.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Metadata {
+    /// Facts only (default).
+    #[default]
+    Off,
+    /// Also write every applied table's titles, variables, value labels and
+    /// periods into this schema, in the table's transaction, and keep the
+    /// `<schema>_labeled` views.
+    Maintain {
+        /// The schema (`meta`).
+        schema: String,
+    },
+}
+
+impl Metadata {
+    /// The `meta` schema, when maintained.
+    pub fn schema(&self) -> Option<&str> {
+        match self {
+            Metadata::Off => None,
+            Metadata::Maintain { schema } => Some(schema),
+        }
+    }
+}
+
 /// How to apply a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyOptions {
@@ -45,6 +70,8 @@ pub struct ApplyOptions {
     pub history: bool,
     /// The schema of the fact tables (default `fact`).
     pub schema: String,
+    /// Whether to maintain the `meta` schema and the labeled views.
+    pub metadata: Metadata,
 }
 
 impl Default for ApplyOptions {
@@ -57,6 +84,7 @@ impl Default for ApplyOptions {
             on_schema_change: OnSchemaChange::Fail,
             history: false,
             schema: "fact".into(),
+            metadata: Metadata::Off,
         }
     }
 }

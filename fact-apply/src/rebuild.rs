@@ -224,6 +224,7 @@ pub(crate) fn rebuild(client: &mut Client, ctx: &Ctx<'_>, oid: u32) -> Result<Re
         Some(h) => Some(h.record_from(&mut tx, ctx, &conv, &ctx.target)?),
         None => None,
     };
+    let metadata = crate::meta::before_commit(&mut tx, ctx);
     sync_state::crash::point("apply: before commit");
     tx.commit().map_err(Error::db(ctx.table, "commit"))?;
     sync_state::crash::point("apply: committed");
@@ -233,6 +234,7 @@ pub(crate) fn rebuild(client: &mut Client, ctx: &Ctx<'_>, oid: u32) -> Result<Re
             dropped: stats.iter().map(|s| s.dropped).sum(),
             history_rows,
             replaced_rows: Some(old_rows),
+            metadata,
             ..Outcome::default()
         },
         type_changes,
@@ -430,6 +432,7 @@ fn swap_in(
     names: &RebuildNames,
     renames: &[(String, String)],
 ) -> Result<(), Error> {
+    crate::meta::before_table_drop(tx, ctx)?;
     let schema = quote_ident(&ctx.opts.schema);
     let mut sql = format!(
         "ALTER TABLE {} RENAME TO {}; ALTER TABLE {} RENAME TO {}; DROP TABLE {}.{};",

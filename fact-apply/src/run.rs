@@ -57,10 +57,15 @@ pub fn apply_run(
     }
     let started_at = UtcSecond::new(Utc::now());
     let store = PartitionStore::new(data);
+    let (opts, meta_unavailable) = crate::meta::prepare_run(client, &store, &work, opts);
+    let opts = &opts;
     let mut tables = Vec::with_capacity(work.len());
     for w in &work {
         let t0 = Instant::now();
-        let result = apply_table(client, &store, w, opts);
+        let mut result = apply_table(client, &store, w, opts);
+        if let Some(reason) = &meta_unavailable {
+            result.metadata_error = Some(reason.clone());
+        }
         log_result(&result, t0.elapsed().as_secs_f64(), opts.dry_run);
         tables.push(result);
     }

@@ -302,6 +302,7 @@ pub(crate) fn apply_swap(
         Some(h) => Some(record_history(&mut tx, ctx, &conv, h, &swapped)?),
         None => None,
     };
+    let metadata = crate::meta::before_commit(&mut tx, ctx);
     sync_state::crash::point("apply: before commit");
     tx.commit().map_err(Error::db(ctx.table, "commit"))?;
     sync_state::crash::point("apply: committed");
@@ -316,6 +317,7 @@ pub(crate) fn apply_swap(
         partition_swap: true,
         history_rows,
         extra_rows,
+        metadata,
         ..Outcome::default()
     })
 }

@@ -20,11 +20,26 @@ use crate::{ApplyOptions, Error, OnSchemaChange, TableWork};
 /// The fact schema must be a usable name, and so must the schemas derived
 /// from it (`<schema>_history`): at most 63 bytes, 55 with `--history`.
 pub(crate) fn validate_schema(opts: &ApplyOptions) -> Result<(), Error> {
+    if let Some(meta) = opts.metadata.schema() {
+        if meta.is_empty()
+            || meta.chars().any(char::is_control)
+            || meta.len() > sync_state::MAX_IDENTIFIER_BYTES
+        {
+            return Err(Error::InvalidSchema {
+                schema: meta.chars().take(80).collect(),
+                reason: "the meta schema must be 1 to 63 bytes without control characters".into(),
+            });
+        }
+    }
     let schema = opts.schema.as_str();
-    let max = if opts.history {
-        sync_state::MAX_IDENTIFIER_BYTES - crate::history::SUFFIX.len()
-    } else {
-        sync_state::MAX_IDENTIFIER_BYTES
+    let suffix = crate::history::SUFFIX
+        .len()
+        .max(crate::meta::LABELED_SUFFIX.len());
+    let max = match (opts.history, opts.metadata.schema()) {
+        (false, None) => sync_state::MAX_IDENTIFIER_BYTES,
+        (true, None) => sync_state::MAX_IDENTIFIER_BYTES - crate::history::SUFFIX.len(),
+        (false, Some(_)) => sync_state::MAX_IDENTIFIER_BYTES - crate::meta::LABELED_SUFFIX.len(),
+        (true, Some(_)) => sync_state::MAX_IDENTIFIER_BYTES - suffix,
     };
     let reason = if schema.is_empty() || schema.chars().any(char::is_control) {
         Some("an empty name or one with control characters".to_string())
@@ -32,8 +47,8 @@ pub(crate) fn validate_schema(opts: &ApplyOptions) -> Result<(), Error> {
         Some(format!(
             "{} bytes; schema names are at most {max} bytes{}",
             schema.len(),
-            if opts.history {
-                " with --history (its history schema adds \"_history\" within Postgres's 63)"
+            if opts.history || opts.metadata.schema().is_some() {
+                " with --history or --metadata (the history and labeled schemas add \"_history\" and \"_labeled\" within Postgres's 63)"
             } else {
                 " (Postgres's limit)"
             }
@@ -85,7 +100,7 @@ pub fn apply_table(
         }
     };
     if oid.is_none() && !opts.create_missing {
-        return skipped_missing(result, &ctx);
+        return metadata_alone(client, &ctx, skipped_missing(result, &ctx));
     }
     let (present, deleted) = match coverage(&ctx, work, &changed, deleted, &mut result) {
         Ok(Some(p)) => p,
@@ -101,7 +116,7 @@ pub fn apply_table(
     let outcome = match oid {
         None if present.is_empty() => {
             // Only pruned periods of a table that does not exist.
-            return skipped_missing(result, &ctx);
+            return metadata_alone(client, &ctx, skipped_missing(result, &ctx));
         }
         None => create_and_load(client, &ctx, &present).map(Some),
         Some(oid) => {
@@ -122,6 +137,22 @@ pub fn apply_table(
         Ok(None) => result,
         Err(e) => fail(result, &e),
     }
+}
+
+/// A table with no fact table still gets its metadata (`fact_table` NULL).
+fn metadata_alone(
+    client: &mut Client,
+    ctx: &Ctx<'_>,
+    mut result: ApplyTableResult,
+) -> ApplyTableResult {
+    if ctx.opts.metadata.schema().is_none() || ctx.opts.dry_run {
+        return result;
+    }
+    match crate::meta::write_alone(client, ctx) {
+        Ok(m) => result.metadata_labels = Some(m.labels),
+        Err(e) => result.metadata_error = Some(shorten_error(error_chain(&e))),
+    }
+    result
 }
 
 fn skipped_missing(mut result: ApplyTableResult, ctx: &Ctx<'_>) -> ApplyTableResult {
@@ -331,6 +362,11 @@ fn fill(mut result: ApplyTableResult, o: Outcome) -> ApplyTableResult {
         result.partition_swap = Some(true);
     }
     result.history_rows = o.history_rows;
+    match o.metadata {
+        Some(Ok(m)) => result.metadata_labels = Some(m.labels),
+        Some(Err(e)) => result.metadata_error = Some(e),
+        None => {}
+    }
     result
 }
 

@@ -102,6 +102,8 @@ pub(crate) struct Outcome {
     pub(crate) replaced_rows: Option<u64>,
     /// Rows deleted of `tid` values no period maps to ([`Delta::extra`]).
     pub(crate) extra_rows: u64,
+    /// The metadata step (`--metadata`): labels written, or why not.
+    pub(crate) metadata: Option<Result<crate::meta::MetaOutcome, String>>,
 }
 
 pub(crate) fn begin<'c>(

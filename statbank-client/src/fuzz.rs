@@ -38,7 +38,7 @@ use sync_state::fuzz_support::{
 };
 
 use crate::client::error_from_body;
-use crate::model::{Catalog, CatalogEntry, DataRequest, Lang, TableInfo};
+use crate::model::{Catalog, CatalogEntry, DataRequest, Lang, TableInfo, TableInfoExt};
 use crate::{error_chain, Endpoint, Error, TableId, Tid};
 
 /// Longest `tids()` / id error message accepted for hostile input: those

@@ -5,7 +5,7 @@
 //! HTTP server that behaves like the API, for tests and demos.
 //!
 //! ```no_run
-//! use statbank_client::{BulkParser, DataRequest, StatbankClient, TablesRequest};
+//! use statbank_client::{BulkParser, DataRequest, StatbankClient, TableInfoExt, TablesRequest};
 //! use sync_state::TableId;
 //!
 //! # async fn demo() -> Result<(), statbank_client::Error> {
@@ -65,7 +65,7 @@ pub use client::{
 pub use error::{Endpoint, Error};
 pub use model::{
     Catalog, CatalogEntry, Contact, DataRequest, Documentation, Footnote, Lang, RejectedEntry,
-    TableInfo, TablesRequest, ValuePresentation, Variable, VariableSelection, VariableValue,
-    MAX_PERIODS,
+    TableInfo, TableInfoExt, TablesRequest, ValuePresentation, Variable, VariableSelection,
+    VariableValue, MAX_PERIODS,
 };
 pub use sync_state::{error_chain, TableId, Tid};

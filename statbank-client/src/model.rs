@@ -1,6 +1,9 @@
 //! Typed request and response models of the StatBank API.
 
 use serde::{Deserialize, Serialize};
+pub use sync_state::tableinfo::{
+    Contact, Documentation, Footnote, TableInfo, Variable, VariableValue, MAX_PERIODS,
+};
 use sync_state::{TableId, Tid};
 
 /// Response language: `da` (default) or `en`.
@@ -160,125 +163,16 @@ pub struct TablesRequest {
     pub include_inactive: bool,
 }
 
-/// `/v1/tableinfo` of one table. Unknown fields are ignored; a missing
-/// required field (`id`, `variables`, a value's `id`) is a decode error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TableInfo {
-    /// Table id.
-    pub id: String,
-    /// Title.
-    #[serde(default)]
-    pub text: String,
-    /// Description.
-    #[serde(default)]
-    pub description: String,
-    /// Unit.
-    #[serde(default)]
-    pub unit: String,
-    /// The value shown for suppressed cells.
-    #[serde(default)]
-    pub suppressed_data_value: Option<String>,
-    /// Last update (same token as the catalog's).
-    #[serde(default)]
-    pub updated: Option<String>,
-    /// Whether the table is active.
-    #[serde(default = "yes")]
-    pub active: bool,
-    /// Contacts.
-    #[serde(default)]
-    pub contacts: Vec<Contact>,
-    /// Documentation link.
-    #[serde(default)]
-    pub documentation: Option<Documentation>,
-    /// Footnote.
-    #[serde(default)]
-    pub footnote: Option<Footnote>,
-    /// Variables; the time variable (`Tid`) comes last.
-    pub variables: Vec<Variable>,
-}
-
-/// A contact person of a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Contact {
-    /// Name.
-    #[serde(default)]
-    pub name: String,
-    /// Phone.
-    #[serde(default)]
-    pub phone: String,
-    /// E-mail.
-    #[serde(default)]
-    pub mail: String,
-}
-
-/// Documentation of a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Documentation {
-    /// Id.
-    #[serde(default)]
-    pub id: Option<String>,
-    /// URL.
-    #[serde(default)]
-    pub url: Option<String>,
-}
-
-/// A table footnote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Footnote {
-    /// Text.
-    #[serde(default)]
-    pub text: String,
-    /// Whether it must be shown.
-    #[serde(default)]
-    pub mandatory: bool,
-}
-
-/// A variable of a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Variable {
-    /// Id (`OMRÅDE`, `Tid`); BULK headers upper-case it.
-    pub id: String,
-    /// Text (`område`).
-    #[serde(default)]
-    pub text: String,
-    /// Whether it can be eliminated (summed over).
-    #[serde(default)]
-    pub elimination: bool,
-    /// Whether it is the time variable.
-    #[serde(default)]
-    pub time: bool,
-    /// Map name, on geographic variables.
-    #[serde(default)]
-    pub map: Option<String>,
-    /// Values in display order.
-    pub values: Vec<VariableValue>,
-}
-
-/// One value of a variable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VariableValue {
-    /// Code (`000`, `2024K1`).
-    pub id: String,
-    /// Text (`Hele landet`).
-    #[serde(default)]
-    pub text: String,
-}
-
-impl TableInfo {
-    /// The time variable: the one marked `time`, else the one with id `Tid`.
-    pub fn time_variable(&self) -> Option<&Variable> {
-        self.variables.iter().find(|v| v.time).or_else(|| {
-            self.variables
-                .iter()
-                .find(|v| v.id.eq_ignore_ascii_case("tid"))
-        })
-    }
-
+/// The period codes of a tableinfo, as the sync stores them.
+pub trait TableInfoExt {
     /// The remote period codes, in the API's order. Errors (naming the
     /// table) when the table has no time variable, lists more than
     /// [`MAX_PERIODS`], or a period code cannot be stored.
-    pub fn tids(&self) -> Result<Vec<Tid>, crate::Error> {
+    fn tids(&self) -> Result<Vec<Tid>, crate::Error>;
+}
+
+impl TableInfoExt for TableInfo {
+    fn tids(&self) -> Result<Vec<Tid>, crate::Error> {
         let table = sync_state::shorten(&self.id, 40);
         let var = self
             .time_variable()
@@ -301,16 +195,7 @@ impl TableInfo {
             })
             .collect()
     }
-
-    /// Number of values of every variable (time included), for batch sizing.
-    pub fn value_counts(&self) -> Vec<usize> {
-        self.variables.iter().map(|v| v.values.len()).collect()
-    }
 }
-
-/// Most periods a table may list (the largest real table, a daily series,
-/// has a few thousand).
-pub const MAX_PERIODS: usize = 100_000;
 
 /// How cells are presented in BULK output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -48,10 +48,12 @@ pub mod fuzz_support;
 mod ids;
 mod manifest;
 mod paths;
+mod period;
 mod plan;
 mod reconcile;
 mod state;
 pub mod storage;
+pub mod tableinfo;
 mod time;
 
 pub use columns::{
@@ -71,6 +73,7 @@ pub use paths::{
     DataDir, ARCHIVE_DIR, METADATA_DIR, PARTITION_EXT, SYNC_DIR, TABLES_DIR, TEMP_PREFIX,
     VINTAGES_DIR,
 };
+pub use period::PeriodSpan;
 pub use plan::{
     batches, catalog_gate, eligibility, estimate_rows_per_period, periods_per_request,
     plan_verification, refresh_window, select_periods, Eligibility, GateDecision, GatePolicy,

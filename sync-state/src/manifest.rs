@@ -419,6 +419,13 @@ pub struct ApplyTableResult {
     /// The error chain of a failed table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Value labels written into the `meta` schema (`--metadata`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_labels: Option<u64>,
+    /// Why the table's metadata was not written (`--metadata`); its facts
+    /// were applied all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_error: Option<String>,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -447,6 +454,8 @@ impl ApplyTableResult {
             history_rows: None,
             removed_values: None,
             error: None,
+            metadata_labels: None,
+            metadata_error: None,
             extra: Map::new(),
         }
     }

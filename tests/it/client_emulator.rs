@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use statbank_client::emulator::{EmuTable, Emulator, Endpoint, Fault, FaultKind, World};
 use statbank_client::{
-    BulkParser, DataRequest, Error, StatbankClient, TableId, TablesRequest, Tid,
+    BulkParser, DataRequest, Error, StatbankClient, TableId, TableInfoExt, TablesRequest, Tid,
 };
 use tests::sync::fault_client;
 

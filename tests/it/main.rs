@@ -12,6 +12,7 @@ mod drift;
 mod flow;
 mod hostile;
 mod inspect;
+mod metadata;
 mod object_stores;
 mod partitioned;
 mod pg_faults;

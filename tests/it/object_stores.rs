@@ -421,7 +421,9 @@ async fn large_partitions_use_multipart_and_abandoned_uploads_are_aborted() {
     let dir = s3.data_dir("multipart").expect("s3");
     let abandoned = start_abandoned_upload(s3, &dir).await;
     let mut w = World::new();
-    let mut big = EmuTable::synthetic("BIG", &["2024"], &[("A", 300), ("B", 300), ("C", 12)]);
+    // 1.8 M rows of 3-decimal values: about 7 MB of Parquet, past the
+    // 5 MiB part size.
+    let mut big = EmuTable::synthetic("BIG", &["2024"], &[("A", 300), ("B", 300), ("C", 20)]);
     big.decimals = 3;
     w.insert(big);
     let emu = Emulator::start(w).await.expect("emulator");
@@ -445,7 +447,7 @@ async fn large_partitions_use_multipart_and_abandoned_uploads_are_aborted() {
     let f = partition_store::PartitionStore::new(&dir)
         .footer(&id("BIG"), &Tid::new("2024").expect("tid"))
         .expect("readable");
-    assert_eq!(f.rows, 300 * 300 * 12);
+    assert_eq!(f.rows, 300 * 300 * 20);
     assert!(dir
         .storage()
         .list_recursive("statbank_tables/_sync/uploads")

@@ -11,7 +11,7 @@ use bins::run_sync_cycle;
 use fact_apply::{apply_run, ApplyOptions};
 use partition_store::PartitionStore;
 use statbank_client::emulator::{EmuTable, Emulator, World};
-use statbank_client::{DataRequest, StatbankClient};
+use statbank_client::{DataRequest, StatbankClient, TableInfoExt};
 use sync_state::{source_time_to_utc, DataDir, RunStatus, TableId, Tid};
 use tests::sync::{at_hours, fast_client, options};
 

@@ -105,17 +105,29 @@ fn run(args: Args) -> Result<ExitCode> {
             .with_context(|| format!("listing runs in {runs_dir}"))?
             .ok_or_else(|| anyhow!("no run manifest in {runs_dir}"))?],
     };
-    if runs.is_empty() {
-        println!("no pending runs: every run with changes has been applied");
-        return Ok(ExitCode::SUCCESS);
-    }
-    tracing::info!(runs = runs.len(), database = %args.database_url, dry_run = args.dry_run, "applying");
-    let mut client = args.database_url.connect("statbank-apply")?;
     let opts = ApplyOptions {
         dry_run: args.dry_run,
         strict: !args.no_strict,
         ..args.apply.options()
     };
+    if runs.is_empty() && opts.metadata.schema().is_none() {
+        println!("no pending runs: every run with changes has been applied");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut client = args.database_url.connect("statbank-apply")?;
+    if let Some(filled) = fact_apply::prepare_metadata(&mut client, &data, &opts)
+        .context("creating the meta schema")?
+    {
+        println!(
+            "metadata: new schema filled for {} tables of the mirror ({} failed; see the log)",
+            filled.tables, filled.failed
+        );
+    }
+    if runs.is_empty() {
+        println!("no pending runs: every run with changes has been applied");
+        return Ok(ExitCode::SUCCESS);
+    }
+    tracing::info!(runs = runs.len(), database = %args.database_url, dry_run = args.dry_run, "applying");
     let mut all_ok = true;
     for run in &runs {
         let report = apply_run(&mut client, &data, run, &opts)

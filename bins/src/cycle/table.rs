@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use partition_store::{PartitionMeta, PublishOptions, TableSet};
-use statbank_client::{error_chain, CatalogEntry, TableInfo};
+use statbank_client::{error_chain, CatalogEntry, TableInfo, TableInfoExt};
 use sync_state::{
     batches, eligibility, estimate_rows_per_period, periods_per_request, plan_verification,
     select_periods, Eligibility, Frequency, PeriodSelection, SchemaChange, SelectOptions, TableId,

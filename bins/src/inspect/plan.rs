@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use partition_store::PartitionStore;
 use serde_json::json;
-use statbank_client::{StatbankClient, TableInfo};
+use statbank_client::{StatbankClient, TableInfo, TableInfoExt};
 use sync_state::{
     batches, eligibility, estimate_rows_per_period, periods_per_request, select_periods, DataDir,
     Eligibility, Frequency, FrequencyOverrides, PeriodSelection, SyncState, TableId, Tid,

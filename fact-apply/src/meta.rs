@@ -1,0 +1,667 @@
+//! The `meta` schema: what a fact table's codes, periods and table mean,
+//! from the tableinfo the sync cached, written in the same transaction as
+//! the table's facts (docs/metadata.md).
+//!
+//! Per table: one row per language in `meta.tables`, its variables, one
+//! label per code in `meta.value_labels` (the code as the fact column
+//! holds it, cast to text, so `fact.x.col::text = code` joins), its periods
+//! as calendar days in `meta.periods`, and the view `<schema>_labeled.<t>`
+//! with a `<column>_label` after every code column. A failure here rolls
+//! back to a savepoint and is reported: the facts are never blocked by
+//! their metadata.
+
+use std::collections::BTreeMap;
+
+use partition_store::PartitionStore;
+use postgres::{GenericClient, Transaction};
+use sync_state::tableinfo::TableInfo;
+use sync_state::{PeriodSpan, TableId};
+
+use crate::catalog::{quote_ident, table_oid, TargetColumn};
+use crate::conversion::{Conv, SourceKind};
+use crate::convert::Cell;
+use crate::tx::Ctx;
+use crate::{ApplyOptions, Error, TableWork};
+
+/// The language of the cached tableinfo the apply reads.
+const LANG: &str = "da";
+
+/// What makes a view in `<schema>_labeled` the project's own: only such a
+/// view is ever dropped or replaced.
+const VIEW_MARK: &str = "statbank-sync: labels of ";
+
+/// The suffix of the labeled views' schema (`fact` → `fact_labeled`).
+pub(crate) const LABELED_SUFFIX: &str = "_labeled";
+
+/// The schema of the labeled views of fact schema `schema`.
+pub(crate) fn labeled_schema(schema: &str) -> String {
+    format!("{schema}{LABELED_SUFFIX}")
+}
+
+/// What the metadata of one table came to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct MetaOutcome {
+    /// Value labels written.
+    pub(crate) labels: u64,
+}
+
+/// Creates the `meta` schema and its tables when missing; `true` when
+/// `meta.tables` did not exist before (the caller then fills it for every
+/// table of the mirror).
+pub(crate) fn ensure_schema(client: &mut postgres::Client, meta: &str) -> Result<bool, Error> {
+    let m = quote_ident(meta);
+    let existed: bool = client
+        .query_one(
+            "SELECT to_regclass(format('%I.tables', $1::text)) IS NOT NULL",
+            &[&meta],
+        )
+        .and_then(|r| r.try_get(0))
+        .map_err(Error::meta_schema(meta, "looking up the meta schema"))?;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {m};
+             CREATE TABLE IF NOT EXISTS {m}.tables (
+                 table_id text NOT NULL, lang text NOT NULL, title text, description text,
+                 unit text, updated timestamptz, first_period text, latest_period text,
+                 active boolean, footnote text, documentation_url text, contacts jsonb,
+                 fact_table text, PRIMARY KEY (table_id, lang));
+             CREATE TABLE IF NOT EXISTS {m}.variables (
+                 table_id text NOT NULL, lang text NOT NULL, position integer NOT NULL,
+                 variable_id text NOT NULL, column_name text NOT NULL, text text,
+                 elimination boolean, is_time boolean, map text,
+                 PRIMARY KEY (table_id, lang, variable_id));
+             CREATE TABLE IF NOT EXISTS {m}.value_labels (
+                 table_id text NOT NULL, variable_id text NOT NULL, column_name text NOT NULL,
+                 lang text NOT NULL, position integer NOT NULL, code text NOT NULL, label text,
+                 PRIMARY KEY (table_id, variable_id, lang, code));
+             CREATE TABLE IF NOT EXISTS {m}.periods (
+                 table_id text NOT NULL, tid text NOT NULL, frequency text,
+                 period_start date, period_end date, PRIMARY KEY (table_id, tid));"
+        ))
+        .map_err(Error::meta_schema(meta, "creating the meta schema"))?;
+    Ok(!existed)
+}
+
+/// Before a run's tables: creates the `meta` schema when metadata is on
+/// (and, when it did not exist, fills it for every table of the mirror
+/// that the run does not apply). Returns the options to apply with and,
+/// when the schema cannot be made, why: the run then applies facts only
+/// and every table reports the reason.
+pub(crate) fn prepare_run(
+    client: &mut postgres::Client,
+    store: &PartitionStore,
+    work: &[TableWork],
+    opts: &ApplyOptions,
+) -> (ApplyOptions, Option<String>) {
+    let Some(meta) = opts.metadata.schema().filter(|_| !opts.dry_run) else {
+        return (opts.clone(), None);
+    };
+    match ensure_schema(client, meta) {
+        Ok(false) => (opts.clone(), None),
+        Ok(true) => {
+            let _ = backfill(client, store, work, opts);
+            (opts.clone(), None)
+        }
+        Err(e) => {
+            let reason = sync_state::shorten_error(sync_state::error_chain(&e));
+            tracing::error!(error = %reason, "metadata off for this run; facts are applied");
+            let facts_only = ApplyOptions {
+                metadata: crate::Metadata::Off,
+                ..opts.clone()
+            };
+            (facts_only, Some(reason))
+        }
+    }
+}
+
+/// Creates the `meta` schema when `opts` maintain metadata and it does not
+/// exist yet, and then fills it for every table of the mirror (each in a
+/// transaction of its own; a table that fails is logged and counted).
+/// What an existing mirror and database need once, before or without any
+/// run to apply: `statbank-apply --metadata` calls it first. `Ok(None)`
+/// when metadata is off, the run is dry or the schema existed.
+///
+/// Blocking, like [`crate::apply_run`].
+pub fn prepare_metadata(
+    client: &mut postgres::Client,
+    data: &sync_state::DataDir,
+    opts: &ApplyOptions,
+) -> Result<Option<Backfill>, Error> {
+    let Some(meta) = opts.metadata.schema().filter(|_| !opts.dry_run) else {
+        return Ok(None);
+    };
+    if !ensure_schema(client, meta)? {
+        return Ok(None);
+    }
+    Ok(Some(backfill(
+        client,
+        &PartitionStore::new(data),
+        &[],
+        opts,
+    )))
+}
+
+/// What filling a new `meta` schema did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backfill {
+    /// Tables whose metadata was written.
+    pub tables: usize,
+    /// Tables whose metadata failed (logged with the reason).
+    pub failed: usize,
+}
+
+/// A new `meta` schema gets every table that has partitions, not only
+/// the ones a run changes.
+fn backfill(
+    client: &mut postgres::Client,
+    store: &PartitionStore,
+    work: &[TableWork],
+    opts: &ApplyOptions,
+) -> Backfill {
+    let tables = match store.list_tables() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %sync_state::error_chain(&e), "metadata backfill: cannot list the mirror's tables");
+            return Backfill::default();
+        }
+    };
+    let (mut done, mut failed) = (0usize, 0usize);
+    for table in tables
+        .iter()
+        .filter(|t| !work.iter().any(|w| &w.table == *t))
+    {
+        let ctx = Ctx::new(store, table, opts);
+        match write_alone(client, &ctx) {
+            Ok(_) => done += 1,
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(table = %table, error = %sync_state::error_chain(&e), "metadata backfill failed for the table");
+            }
+        }
+    }
+    tracing::info!(
+        tables = done,
+        failed,
+        "metadata: new schema filled from the mirror"
+    );
+    Backfill {
+        tables: done,
+        failed,
+    }
+}
+
+/// The metadata step of every apply path, just before its commit: `None`
+/// when metadata is off or the apply is a dry run; a failure is logged and
+/// returned for the report, and only the metadata is rolled back.
+pub(crate) fn before_commit(
+    tx: &mut Transaction<'_>,
+    ctx: &Ctx<'_>,
+) -> Option<Result<MetaOutcome, String>> {
+    ctx.opts.metadata.schema()?;
+    if ctx.opts.dry_run {
+        return None;
+    }
+    let t0 = std::time::Instant::now();
+    let written = write_in(tx, ctx);
+    tracing::debug!(table = %ctx.table, secs = t0.elapsed().as_secs_f64(), "metadata step");
+    Some(written.map_err(|e| {
+        let e = sync_state::shorten_error(sync_state::error_chain(&e));
+        tracing::warn!(table = %ctx.table, error = %e, "metadata not applied; facts are");
+        e
+    }))
+}
+
+/// Writes `ctx.table`'s metadata inside `tx` behind a savepoint: on
+/// failure only the metadata is rolled back and the error returned for the
+/// report; the caller's transaction goes on.
+pub(crate) fn write_in(tx: &mut Transaction<'_>, ctx: &Ctx<'_>) -> Result<MetaOutcome, Error> {
+    let mut sp = tx
+        .savepoint("statbank_meta")
+        .map_err(Error::db(ctx.table, "metadata savepoint"))?;
+    let outcome = write_table(&mut sp, ctx)?;
+    sp.commit()
+        .map_err(Error::db(ctx.table, "releasing the metadata savepoint"))?;
+    Ok(outcome)
+}
+
+/// Writes the metadata of a table outside any apply (one transaction of
+/// its own): a table with no fact table, or every table when the schema
+/// is first created.
+pub(crate) fn write_alone(
+    client: &mut postgres::Client,
+    ctx: &Ctx<'_>,
+) -> Result<MetaOutcome, Error> {
+    let mut tx = crate::tx::begin(client, ctx.table, false)?;
+    let outcome = write_table(&mut tx, ctx)?;
+    tx.commit()
+        .map_err(Error::db(ctx.table, "committing the metadata"))?;
+    Ok(outcome)
+}
+
+fn write_table(tx: &mut Transaction<'_>, ctx: &Ctx<'_>) -> Result<MetaOutcome, Error> {
+    let Some(meta) = ctx.opts.metadata.schema() else {
+        return Ok(MetaOutcome::default());
+    };
+    let info = cached(ctx)?;
+    check_matches(ctx.table, &info)?;
+    let oid = table_oid(tx, &ctx.opts.schema, &ctx.name)
+        .map_err(Error::db(ctx.table, "looking up the target table"))?;
+    let columns = match oid {
+        Some(oid) => crate::catalog::table_columns(tx, ctx.table, oid)?,
+        None => Vec::new(),
+    };
+    let m = quote_ident(meta);
+    remove_table(tx, &m, ctx.table)?;
+    insert_table_row(tx, &m, ctx, &info, oid.is_some())?;
+    insert_variables(tx, &m, ctx.table, &info)?;
+    let labels = insert_labels(tx, &m, ctx.table, &info, &columns)?;
+    insert_periods(tx, &m, ctx.table, &info)?;
+    if oid.is_some() {
+        replace_view(tx, meta, ctx, &info, &columns)?;
+    }
+    Ok(MetaOutcome { labels })
+}
+
+/// The cached Danish tableinfo the table's partitions were fetched with.
+fn cached(ctx: &Ctx<'_>) -> Result<TableInfo, Error> {
+    let metadata = |reason: String| Error::Metadata {
+        table: ctx.table.clone(),
+        lang: LANG,
+        reason,
+    };
+    match sync_state::tableinfo::cached_tableinfo(ctx.store.data_dir(), ctx.table) {
+        Ok(Some(info)) => Ok(info),
+        Ok(None) => Err(metadata(format!(
+            "no cached tableinfo at {}",
+            ctx.store
+                .data_dir()
+                .display_key(&ctx.store.data_dir().metadata_file_key(ctx.table))
+        ))),
+        Err(e) => Err(metadata(sync_state::error_chain(&e))),
+    }
+}
+
+/// The cache must describe this table, with distinct variable ids and codes.
+fn check_matches(table: &TableId, info: &TableInfo) -> Result<(), Error> {
+    let fail = |reason: String| {
+        Err(Error::Metadata {
+            table: table.clone(),
+            lang: LANG,
+            reason,
+        })
+    };
+    if !info.id.eq_ignore_ascii_case(table.as_str()) {
+        return fail(format!("the cached tableinfo is of table {:?}", info.id));
+    }
+    let mut columns = BTreeMap::new();
+    for v in &info.variables {
+        let column = sync_state::column_name(&v.id);
+        if let Some(first) = columns.insert(column.clone(), v.id.clone()) {
+            return fail(format!(
+                "variables {first} and {} both map to column {column}",
+                v.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn remove_table(tx: &mut Transaction<'_>, m: &str, table: &TableId) -> Result<(), Error> {
+    let id = table.as_str();
+    for t in ["tables", "variables", "value_labels"] {
+        tx.execute(
+            &format!("DELETE FROM {m}.{t} WHERE table_id = $1 AND lang = $2"),
+            &[&id, &LANG],
+        )
+        .map_err(Error::db(table, "removing the old metadata"))?;
+    }
+    tx.execute(
+        &format!("DELETE FROM {m}.periods WHERE table_id = $1"),
+        &[&id],
+    )
+    .map_err(Error::db(table, "removing the old metadata"))?;
+    Ok(())
+}
+
+fn insert_table_row(
+    tx: &mut Transaction<'_>,
+    m: &str,
+    ctx: &Ctx<'_>,
+    info: &TableInfo,
+    has_fact_table: bool,
+) -> Result<(), Error> {
+    let periods = info.time_variable().map(|v| &v.values[..]).unwrap_or(&[]);
+    let updated = info
+        .updated
+        .as_deref()
+        .and_then(sync_state::source_time_to_utc)
+        .map(|t| t.to_rfc3339());
+    let footnote = info
+        .footnote
+        .as_ref()
+        .map(|f| html_escape::decode_html_entities(&f.text).into_owned())
+        .filter(|t| !t.is_empty());
+    let documentation = info.documentation.as_ref().and_then(|d| d.url.clone());
+    let contacts = serde_json::to_string(&info.contacts).unwrap_or_else(|_| "[]".into());
+    let fact_table = has_fact_table.then(|| readable_name(&ctx.opts.schema, &ctx.name));
+    tx.execute(
+        &format!(
+            "INSERT INTO {m}.tables (table_id, lang, title, description, unit, updated, \
+             first_period, latest_period, active, footnote, documentation_url, contacts, \
+             fact_table) VALUES ($1, $2, $3, $4, $5, $6::text::timestamptz, $7, $8, $9, $10, \
+             $11, $12::text::jsonb, $13)"
+        ),
+        &[
+            &ctx.table.as_str(),
+            &LANG,
+            &info.text,
+            &info.description,
+            &info.unit,
+            &updated,
+            &periods.first().map(|v| v.id.as_str()),
+            &periods.last().map(|v| v.id.as_str()),
+            &info.active,
+            &footnote,
+            &documentation,
+            &contacts,
+            &fact_table,
+        ],
+    )
+    .map_err(Error::db(ctx.table, "writing meta.tables"))?;
+    Ok(())
+}
+
+fn insert_variables(
+    tx: &mut Transaction<'_>,
+    m: &str,
+    table: &TableId,
+    info: &TableInfo,
+) -> Result<(), Error> {
+    let time_id = info.time_variable().map(|v| v.id.clone());
+    let stmt = tx
+        .prepare(&format!(
+            "INSERT INTO {m}.variables (table_id, lang, position, variable_id, column_name, \
+             text, elimination, is_time, map) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .map_err(Error::db(table, "writing meta.variables"))?;
+    for (i, v) in info.variables.iter().enumerate() {
+        let position = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        let is_time = time_id.as_deref() == Some(v.id.as_str());
+        tx.execute(
+            &stmt,
+            &[
+                &table.as_str(),
+                &LANG,
+                &position,
+                &v.id,
+                &sync_state::column_name(&v.id),
+                &v.text,
+                &v.elimination,
+                &is_time,
+                &v.map,
+            ],
+        )
+        .map_err(Error::db(table, "writing meta.variables"))?;
+    }
+    Ok(())
+}
+
+/// The text of a value of type `pg_type` as `meta.value_labels.code` holds
+/// it and the labeled view compares it: Postgres's own text form, except
+/// dates, written `YYYY-MM-DD` whatever the session's `DateStyle`.
+fn code_expr(pg_type: &str, value: &str) -> String {
+    if pg_type == "date" {
+        format!("to_char({value}, 'YYYY-MM-DD')")
+    } else {
+        format!("{value}::text")
+    }
+}
+
+/// One variable's labels in one statement: positions, codes (converted as
+/// the apply converts them, in the fact column's type, or as StatBank
+/// writes them when the table has no such column) and labels as arrays.
+fn insert_labels(
+    tx: &mut Transaction<'_>,
+    m: &str,
+    table: &TableId,
+    info: &TableInfo,
+    columns: &[TargetColumn],
+) -> Result<u64, Error> {
+    let mut written = 0u64;
+    for v in &info.variables {
+        let column = sync_state::column_name(&v.id);
+        let typed = columns
+            .iter()
+            .find(|c| c.name == column)
+            .and_then(|tc| Conv::for_codes(tc, &column).map(|conv| (conv, tc.type_name.as_str())));
+        let mut positions: Vec<i32> = Vec::with_capacity(v.values.len());
+        let mut codes: Vec<Cell<'_>> = Vec::with_capacity(v.values.len());
+        let mut labels: Vec<&str> = Vec::with_capacity(v.values.len());
+        for (i, value) in v.values.iter().enumerate() {
+            let code = match &typed {
+                None => Cell::Text(&value.id),
+                Some((conv, _)) => match conv.text(&value.id) {
+                    Ok(c) => c,
+                    // A code the column's type cannot hold has no fact row to label.
+                    Err(_) => continue,
+                },
+            };
+            positions.push(i32::try_from(i + 1).unwrap_or(i32::MAX));
+            codes.push(code);
+            labels.push(&value.text);
+        }
+        let pg_type = typed.as_ref().map_or("text", |(_, t)| t);
+        let sql = format!(
+            "INSERT INTO {m}.value_labels (table_id, variable_id, column_name, lang, position, \
+             code, label) SELECT $1, $2, $3, $4, u.p, {}, u.l \
+             FROM unnest($5::integer[], $6::{pg_type}[], $7::text[]) AS u(p, c, l) \
+             ON CONFLICT DO NOTHING",
+            code_expr(pg_type, "u.c")
+        );
+        written += tx
+            .execute(
+                &sql,
+                &[
+                    &table.as_str(),
+                    &v.id,
+                    &column,
+                    &LANG,
+                    &positions,
+                    &codes,
+                    &labels,
+                ],
+            )
+            .map_err(Error::db(table, "writing meta.value_labels"))?;
+    }
+    Ok(written)
+}
+
+fn insert_periods(
+    tx: &mut Transaction<'_>,
+    m: &str,
+    table: &TableId,
+    info: &TableInfo,
+) -> Result<(), Error> {
+    let Some(time) = info.time_variable() else {
+        return Ok(());
+    };
+    let day = |d: Option<chrono::NaiveDate>| d.map(|d| d.format("%Y-%m-%d").to_string());
+    let (mut tids, mut freqs, mut starts, mut ends) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for value in &time.values {
+        let span = PeriodSpan::of(&value.id);
+        tids.push(value.id.as_str());
+        freqs.push(span.frequency.as_str());
+        starts.push(day(span.start));
+        ends.push(day(span.end));
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {m}.periods (table_id, tid, frequency, period_start, period_end) \
+             SELECT $1, u.t, u.f, u.s::date, u.e::date \
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(t, f, s, e) \
+             ON CONFLICT DO NOTHING"
+        ),
+        &[&table.as_str(), &tids, &freqs, &starts, &ends],
+    )
+    .map_err(Error::db(table, "writing meta.periods"))?;
+    Ok(())
+}
+
+/// `<schema>_labeled.<t>`: every fact column, and after each code column
+/// its Danish label. Value labels are unique per (table, variable, lang,
+/// code), so the left joins neither multiply nor drop rows.
+fn replace_view(
+    tx: &mut Transaction<'_>,
+    meta: &str,
+    ctx: &Ctx<'_>,
+    info: &TableInfo,
+    columns: &[TargetColumn],
+) -> Result<(), Error> {
+    let schema = labeled_schema(&ctx.opts.schema);
+    let view = crate::catalog::qualified(&schema, &ctx.name);
+    drop_own_view(tx, ctx, &schema)?;
+    let m = quote_ident(meta);
+    let mut select = Vec::new();
+    let mut joins = Vec::new();
+    for c in columns {
+        let col = quote_ident(&c.name);
+        select.push(format!("f.{col}"));
+        let Some(v) = info
+            .variables
+            .iter()
+            .find(|v| sync_state::column_name(&v.id) == c.name)
+        else {
+            continue;
+        };
+        let alias = format!("l{}", joins.len());
+        joins.push(format!(
+            "LEFT JOIN {m}.value_labels {alias} ON {alias}.table_id = {} AND \
+             {alias}.variable_id = {} AND {alias}.lang = 'da' AND {alias}.code = {}",
+            literal(ctx.table.as_str()),
+            literal(&v.id),
+            code_expr(&c.type_name, &format!("f.{col}"))
+        ));
+        select.push(format!(
+            "{alias}.label AS {}",
+            quote_ident(&format!("{}_label", c.name))
+        ));
+    }
+    let sql = format!(
+        "CREATE SCHEMA IF NOT EXISTS {}; CREATE VIEW {view} AS SELECT {} FROM {} f {}; \
+         COMMENT ON VIEW {view} IS {}",
+        quote_ident(&schema),
+        select.join(", "),
+        ctx.target,
+        joins.join(" "),
+        literal(&format!("{VIEW_MARK}{}", ctx.target)),
+    );
+    tx.batch_execute(&sql)
+        .map_err(Error::db(ctx.table, "creating the labeled view"))
+}
+
+/// What holds the name of a table's labeled view.
+enum ViewName {
+    Free,
+    /// A view this project created (its comment says so).
+    Ours,
+    /// Something else: never dropped.
+    Foreign(String),
+}
+
+fn view_name(tx: &mut impl GenericClient, ctx: &Ctx<'_>, schema: &str) -> Result<ViewName, Error> {
+    let row = tx
+        .query_opt(
+            "SELECT c.relkind::text, coalesce(obj_description(c.oid, 'pg_class'), '') \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &ctx.name],
+        )
+        .map_err(Error::db(ctx.table, "looking up the labeled view"))?;
+    Ok(match row {
+        None => ViewName::Free,
+        Some(row) => {
+            let kind: String = row.get(0);
+            let comment: String = row.get(1);
+            if kind == "v" && comment.starts_with(VIEW_MARK) {
+                ViewName::Ours
+            } else {
+                ViewName::Foreign(format!(
+                    "{}.{} exists and is not a labeled view this project created; left alone",
+                    quote_ident(schema),
+                    quote_ident(&ctx.name)
+                ))
+            }
+        }
+    })
+}
+
+fn drop_view(tx: &mut impl GenericClient, ctx: &Ctx<'_>, schema: &str) -> Result<(), Error> {
+    tx.batch_execute(&format!(
+        "DROP VIEW {}",
+        crate::catalog::qualified(schema, &ctx.name)
+    ))
+    .map_err(Error::db(ctx.table, "dropping the old labeled view"))
+}
+
+/// Drops the table's labeled view before it is replaced; anything else of
+/// that name fails the metadata.
+fn drop_own_view(tx: &mut impl GenericClient, ctx: &Ctx<'_>, schema: &str) -> Result<(), Error> {
+    match view_name(tx, ctx, schema)? {
+        ViewName::Free => Ok(()),
+        ViewName::Ours => drop_view(tx, ctx, schema),
+        ViewName::Foreign(reason) => Err(Error::Metadata {
+            table: ctx.table.clone(),
+            lang: LANG,
+            reason,
+        }),
+    }
+}
+
+/// Before a rebuild drops the old fact table: its labeled view goes first
+/// (it depends on the table), whatever the metadata setting; the metadata
+/// step recreates it when metadata is on. Other relations are left alone.
+pub(crate) fn before_table_drop(tx: &mut impl GenericClient, ctx: &Ctx<'_>) -> Result<(), Error> {
+    let schema = labeled_schema(&ctx.opts.schema);
+    match view_name(tx, ctx, &schema)? {
+        ViewName::Ours => drop_view(tx, ctx, &schema),
+        ViewName::Free | ViewName::Foreign(_) => Ok(()),
+    }
+}
+
+/// `fact.folk1a`, quoting only the parts that need it (a fact table's
+/// own name never does: table ids are `A-Z0-9`).
+fn readable_name(schema: &str, name: &str) -> String {
+    let plain = |s: &str| {
+        s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let part = |s: &str| {
+        if plain(s) {
+            s.to_owned()
+        } else {
+            quote_ident(s)
+        }
+    };
+    format!("{}.{}", part(schema), part(name))
+}
+
+/// A SQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl Conv {
+    /// The conversion of a code column's codes (text) into `tc`'s type, as
+    /// the apply converts them; `None` for a type the apply cannot fill.
+    pub(crate) fn for_codes(tc: &TargetColumn, name: &str) -> Option<Conv> {
+        let kind = tc
+            .ty
+            .as_ref()
+            .and_then(|t| crate::catalog::PgKind::of(t, tc.typmod))?;
+        Conv::choose(SourceKind::Text, &kind, name)
+    }
+}
