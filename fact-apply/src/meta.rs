@@ -97,7 +97,10 @@ pub(crate) fn prepare_run(
         return (opts.clone(), None);
     };
     match ensure_schema(client, meta) {
-        Ok(false) => (opts.clone(), None),
+        Ok(false) => {
+            forget_vanished(client, store, meta);
+            (opts.clone(), None)
+        }
         Ok(true) => {
             let _ = backfill(client, store, work, opts);
             (opts.clone(), None)
@@ -148,6 +151,38 @@ pub struct Backfill {
     pub tables: usize,
     /// Tables whose metadata failed (logged with the reason).
     pub failed: usize,
+}
+
+/// The metadata of tables the mirror no longer has (no partition folder)
+/// goes with them; nothing is removed when the mirror cannot be listed.
+fn forget_vanished(client: &mut postgres::Client, store: &PartitionStore, meta: &str) {
+    let tables: Vec<String> = match store.list_tables() {
+        Ok(t) => t.iter().map(|t| t.as_str().to_owned()).collect(),
+        Err(e) => {
+            tracing::warn!(error = %sync_state::error_chain(&e), "metadata: cannot list the mirror's tables; nothing removed");
+            return;
+        }
+    };
+    let m = quote_ident(meta);
+    let sql = ["tables", "variables", "value_labels", "periods"]
+        .iter()
+        .map(|t| format!("DELETE FROM {m}.{t} WHERE table_id <> ALL($1::text[]);"))
+        .collect::<Vec<_>>();
+    let result = client.transaction().and_then(|mut tx| {
+        let mut removed = 0;
+        for q in &sql {
+            removed += tx.execute(q.as_str(), &[&tables])?;
+        }
+        tx.commit().map(|()| removed)
+    });
+    match result {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            rows = n,
+            "metadata of tables no longer in the mirror removed"
+        ),
+        Err(e) => tracing::warn!(error = %e, "metadata: removing vanished tables failed"),
+    }
 }
 
 /// A new `meta` schema gets every table that has partitions, not only

@@ -45,6 +45,11 @@ pub fn apply_run(
     if !work.is_empty() {
         note_later_removals(data, &manifest, &mut work)?;
     }
+    // With metadata on, the schema is made (and filled, when new) even by a
+    // run with nothing to apply.
+    let store = PartitionStore::new(data);
+    let (opts, meta_unavailable) = crate::meta::prepare_run(client, &store, &work, opts);
+    let opts = &opts;
     if work.is_empty() {
         let mut report = DbApplyReport::no_changed_tids(run.clone());
         tracing::info!(run = %run, "no table has changed periods; nothing to apply");
@@ -56,9 +61,6 @@ pub fn apply_run(
         return Ok(report);
     }
     let started_at = UtcSecond::new(Utc::now());
-    let store = PartitionStore::new(data);
-    let (opts, meta_unavailable) = crate::meta::prepare_run(client, &store, &work, opts);
-    let opts = &opts;
     let mut tables = Vec::with_capacity(work.len());
     for w in &work {
         let t0 = Instant::now();

@@ -353,13 +353,23 @@ fn a_new_meta_schema_is_filled_for_every_table_of_the_mirror() {
     for table in ["folk1a", "bil10", "uge1"] {
         every_row_labeled(&mut s, table);
     }
-    // A later swap detaches and drops partitions under the labeled view.
+    // A later swap detaches and drops partitions under the labeled view;
+    // a table gone from the mirror takes its metadata with it.
     s.emu.handle().revise_period("BIL10", &year);
     s.emu.handle().set_updated("BIL10", "2030-02-01T08:00:00");
     let m3 = s.sync(24 * 16);
+    std::fs::remove_dir_all(s.tmp.path().join("statbank_tables/UGE1")).expect("remove UGE1");
     let r3 = s.apply(&m3.run_id, &with_meta);
     let bil10 = &r3.tables.as_deref().unwrap_or_default()[0];
     assert_eq!(bil10.partition_swap, Some(true), "{bil10:?}");
     assert_eq!(bil10.metadata_error, None, "{bil10:?}");
     every_row_labeled(&mut s, "bil10");
+    assert_eq!(
+        s.count("SELECT count(*) FROM meta.value_labels WHERE table_id = 'UGE1'"),
+        0
+    );
+    assert_eq!(
+        s.count("SELECT count(DISTINCT table_id) FROM meta.tables"),
+        2
+    );
 }
