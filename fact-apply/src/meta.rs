@@ -50,6 +50,19 @@ pub(crate) struct MetaOutcome {
 /// table of the mirror).
 pub(crate) fn ensure_schema(client: &mut postgres::Client, meta: &str) -> Result<bool, Error> {
     let m = quote_ident(meta);
+    // All four tables there: no DDL at all (a role without CREATE on the
+    // database can then still maintain a schema made for it).
+    let found: i64 = client
+        .query_one(
+            "SELECT count(*) FROM unnest(ARRAY['tables', 'variables', 'value_labels', 'periods']) t \
+             WHERE to_regclass(format('%I.%I', $1::text, t)) IS NOT NULL",
+            &[&meta],
+        )
+        .and_then(|r| r.try_get(0))
+        .map_err(Error::meta_schema(meta, "looking up the meta schema"))?;
+    if found == 4 {
+        return Ok(false);
+    }
     let existed: bool = client
         .query_one(
             "SELECT to_regclass(format('%I.tables', $1::text)) IS NOT NULL",
@@ -582,10 +595,21 @@ fn replace_view(
             quote_ident(&format!("{}_label", c.name))
         ));
     }
+    let has_schema: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )
+        .and_then(|r| r.try_get(0))
+        .map_err(Error::db(ctx.table, "looking up the labeled schema"))?;
+    let create_schema = if has_schema {
+        String::new()
+    } else {
+        format!("CREATE SCHEMA {};", quote_ident(&schema))
+    };
     let sql = format!(
-        "CREATE SCHEMA IF NOT EXISTS {}; CREATE VIEW {view} AS SELECT {} FROM {} f {}; \
+        "{create_schema} CREATE VIEW {view} AS SELECT {} FROM {} f {}; \
          COMMENT ON VIEW {view} IS {}",
-        quote_ident(&schema),
         select.join(", "),
         ctx.target,
         joins.join(" "),
@@ -685,8 +709,10 @@ fn readable_name(schema: &str, name: &str) -> String {
 }
 
 /// A SQL string literal.
+/// An escape-string literal, so its meaning does not depend on
+/// `standard_conforming_strings`.
 fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 impl Conv {
@@ -698,5 +724,28 @@ impl Conv {
             .as_ref()
             .and_then(|t| crate::catalog::PgKind::of(t, tc.typmod))?;
         Conv::choose(SourceKind::Text, &kind, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(literal("FOLK1A"), "E'FOLK1A'");
+        assert_eq!(literal(r"a'b\c"), r"E'a''b\\c'");
+    }
+
+    #[test]
+    fn readable_names_quote_only_what_needs_it() {
+        assert_eq!(readable_name("fact", "folk1a"), "fact.folk1a");
+        assert_eq!(readable_name("Fact Data", "folk1a"), "\"Fact Data\".folk1a");
+    }
+
+    #[test]
+    fn dates_compare_in_one_form_whatever_the_session() {
+        assert_eq!(code_expr("date", "f.tid"), "to_char(f.tid, 'YYYY-MM-DD')");
+        assert_eq!(code_expr("integer", "f.alder"), "f.alder::text");
     }
 }
