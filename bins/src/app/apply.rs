@@ -114,6 +114,7 @@ fn run(args: Args) -> Result<ExitCode> {
         println!("no pending runs: every run with changes has been applied");
         return Ok(ExitCode::SUCCESS);
     }
+    tracing::info!(runs = runs.len(), database = %args.database_url, dry_run = args.dry_run, "applying");
     let mut client = args.database_url.connect("statbank-apply")?;
     if let Some(filled) = fact_apply::prepare_metadata(&mut client, &data, &opts)
         .context("creating the meta schema")?
@@ -127,7 +128,6 @@ fn run(args: Args) -> Result<ExitCode> {
         println!("no pending runs: every run with changes has been applied");
         return Ok(ExitCode::SUCCESS);
     }
-    tracing::info!(runs = runs.len(), database = %args.database_url, dry_run = args.dry_run, "applying");
     let mut all_ok = true;
     for run in &runs {
         let report = apply_run(&mut client, &data, run, &opts)
