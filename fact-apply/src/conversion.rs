@@ -64,7 +64,7 @@ pub(crate) enum Conv {
 }
 
 impl Conv {
-    pub(crate) fn choose(source: SourceKind, kind: &PgKind, column: &str) -> Option<Conv> {
+    fn choose(source: SourceKind, kind: &PgKind, column: &str) -> Option<Conv> {
         use PgKind as K;
         Some(match (source, kind) {
             (SourceKind::Text, K::Text { max_chars }) => Conv::Text {
@@ -94,6 +94,14 @@ impl Conv {
             },
             (SourceKind::Number, K::Date | K::Int4Range) => return None,
         })
+    }
+
+    /// The conversion of a code column's codes (text) into `tc`'s type, as
+    /// the apply converts them; `None` for a type the apply cannot fill
+    /// (the `meta` schema's value labels).
+    pub(crate) fn for_codes(tc: &TargetColumn, name: &str) -> Option<Conv> {
+        let kind = tc.ty.as_ref().and_then(|t| PgKind::of(t, tc.typmod))?;
+        Conv::choose(SourceKind::Text, &kind, name)
     }
 
     /// Whether results are worth remembering for the next row (dimension

@@ -10,15 +10,13 @@
 //! back to a savepoint and is reported: the facts are never blocked by
 //! their metadata.
 
-use std::collections::BTreeMap;
-
 use partition_store::PartitionStore;
 use postgres::{GenericClient, Transaction};
 use sync_state::tableinfo::TableInfo;
 use sync_state::{PeriodSpan, TableId};
 
 use crate::catalog::{quote_ident, table_oid, TargetColumn};
-use crate::conversion::{Conv, SourceKind};
+use crate::conversion::Conv;
 use crate::convert::Cell;
 use crate::tx::Ctx;
 use crate::{ApplyOptions, Error, TableWork};
@@ -29,6 +27,9 @@ const LANG: &str = "da";
 /// What makes a view in `<schema>_labeled` the project's own: only such a
 /// view is ever dropped or replaced.
 const VIEW_MARK: &str = "statbank-sync: labels of ";
+
+/// The tables of the `meta` schema, each keyed by `table_id`.
+const META_TABLES: [&str; 4] = ["tables", "variables", "value_labels", "periods"];
 
 /// The suffix of the labeled views' schema (`fact` → `fact_labeled`).
 pub(crate) const LABELED_SUFFIX: &str = "_labeled";
@@ -52,24 +53,18 @@ pub(crate) fn ensure_schema(client: &mut postgres::Client, meta: &str) -> Result
     let m = quote_ident(meta);
     // All four tables there: no DDL at all (a role without CREATE on the
     // database can then still maintain a schema made for it).
-    let found: i64 = client
+    let row = client
         .query_one(
-            "SELECT count(*) FROM unnest(ARRAY['tables', 'variables', 'value_labels', 'periods']) t \
-             WHERE to_regclass(format('%I.%I', $1::text, t)) IS NOT NULL",
-            &[&meta],
+            "SELECT count(*) FILTER (WHERE to_regclass(format('%I.%I', $1::text, t)) IS NOT NULL), \
+                    bool_or(t = 'tables' AND to_regclass(format('%I.%I', $1::text, t)) IS NOT NULL) \
+             FROM unnest($2::text[]) t",
+            &[&meta, &&META_TABLES[..]],
         )
-        .and_then(|r| r.try_get(0))
         .map_err(Error::meta_schema(meta, "looking up the meta schema"))?;
-    if found == 4 {
+    let (found, existed): (i64, bool) = (row.get(0), row.get(1));
+    if found == META_TABLES.len() as i64 {
         return Ok(false);
     }
-    let existed: bool = client
-        .query_one(
-            "SELECT to_regclass(format('%I.tables', $1::text)) IS NOT NULL",
-            &[&meta],
-        )
-        .and_then(|r| r.try_get(0))
-        .map_err(Error::meta_schema(meta, "looking up the meta schema"))?;
     client
         .batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {m};
@@ -119,7 +114,7 @@ pub(crate) fn prepare_run(
             (opts.clone(), None)
         }
         Err(e) => {
-            let reason = sync_state::shorten_error(sync_state::error_chain(&e));
+            let reason = report_text(&e);
             tracing::error!(error = %reason, "metadata off for this run; facts are applied");
             let facts_only = ApplyOptions {
                 metadata: crate::Metadata::Off,
@@ -177,7 +172,7 @@ fn forget_vanished(client: &mut postgres::Client, store: &PartitionStore, meta: 
         }
     };
     let m = quote_ident(meta);
-    let sql = ["tables", "variables", "value_labels", "periods"]
+    let sql = META_TABLES
         .iter()
         .map(|t| format!("DELETE FROM {m}.{t} WHERE table_id <> ALL($1::text[]);"))
         .collect::<Vec<_>>();
@@ -253,10 +248,41 @@ pub(crate) fn before_commit(
     let written = write_in(tx, ctx);
     tracing::debug!(table = %ctx.table, secs = t0.elapsed().as_secs_f64(), "metadata step");
     Some(written.map_err(|e| {
-        let e = sync_state::shorten_error(sync_state::error_chain(&e));
+        let e = report_text(&e);
         tracing::warn!(table = %ctx.table, error = %e, "metadata not applied; facts are");
         e
     }))
+}
+
+/// A table with no fact table still gets its metadata (`fact_table` NULL),
+/// in a transaction of its own; `None` when metadata is off or the apply
+/// is a dry run.
+pub(crate) fn alone(
+    client: &mut postgres::Client,
+    ctx: &Ctx<'_>,
+) -> Option<Result<MetaOutcome, String>> {
+    ctx.opts.metadata.schema()?;
+    if ctx.opts.dry_run {
+        return None;
+    }
+    Some(write_alone(client, ctx).map_err(|e| report_text(&e)))
+}
+
+/// An error as a table's result carries it.
+fn report_text(e: &Error) -> String {
+    sync_state::shorten_error(sync_state::error_chain(e))
+}
+
+/// Records the metadata step in a table's result.
+pub(crate) fn record(
+    result: &mut sync_state::ApplyTableResult,
+    step: Option<Result<MetaOutcome, String>>,
+) {
+    match step {
+        Some(Ok(m)) => result.metadata_labels = Some(m.labels),
+        Some(Err(e)) => result.metadata_error = Some(e),
+        None => {}
+    }
 }
 
 /// Writes `ctx.table`'s metadata inside `tx` behind a savepoint: on
@@ -329,29 +355,22 @@ fn cached(ctx: &Ctx<'_>) -> Result<TableInfo, Error> {
     }
 }
 
-/// The cache must describe this table, with distinct variable ids and codes.
+/// The cache must describe this table, and its variables must map to
+/// distinct, usable columns (the rule the sync applies to them).
 fn check_matches(table: &TableId, info: &TableInfo) -> Result<(), Error> {
-    let fail = |reason: String| {
-        Err(Error::Metadata {
-            table: table.clone(),
-            lang: LANG,
-            reason,
-        })
+    let fail = |reason: String| Error::Metadata {
+        table: table.clone(),
+        lang: LANG,
+        reason,
     };
     if !info.id.eq_ignore_ascii_case(table.as_str()) {
-        return fail(format!("the cached tableinfo is of table {:?}", info.id));
+        return Err(fail(format!(
+            "the cached tableinfo is of table {:?}",
+            info.id
+        )));
     }
-    let mut columns = BTreeMap::new();
-    for v in &info.variables {
-        let column = sync_state::column_name(&v.id);
-        if let Some(first) = columns.insert(column.clone(), v.id.clone()) {
-            return fail(format!(
-                "variables {first} and {} both map to column {column}",
-                v.id
-            ));
-        }
-    }
-    Ok(())
+    sync_state::check_variable_columns(table, info.variables.iter().map(|v| v.id.as_str()))
+        .map_err(|e| fail(sync_state::error_chain(&e)))
 }
 
 fn remove_table(tx: &mut Transaction<'_>, m: &str, table: &TableId) -> Result<(), Error> {
@@ -713,18 +732,6 @@ fn readable_name(schema: &str, name: &str) -> String {
 /// `standard_conforming_strings`.
 fn literal(s: &str) -> String {
     format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-impl Conv {
-    /// The conversion of a code column's codes (text) into `tc`'s type, as
-    /// the apply converts them; `None` for a type the apply cannot fill.
-    pub(crate) fn for_codes(tc: &TargetColumn, name: &str) -> Option<Conv> {
-        let kind = tc
-            .ty
-            .as_ref()
-            .and_then(|t| crate::catalog::PgKind::of(t, tc.typmod))?;
-        Conv::choose(SourceKind::Text, &kind, name)
-    }
 }
 
 #[cfg(test)]

@@ -32,15 +32,18 @@ pub(crate) fn validate_schema(opts: &ApplyOptions) -> Result<(), Error> {
         }
     }
     let schema = opts.schema.as_str();
-    let suffix = crate::history::SUFFIX
-        .len()
-        .max(crate::meta::LABELED_SUFFIX.len());
-    let max = match (opts.history, opts.metadata.schema()) {
-        (false, None) => sync_state::MAX_IDENTIFIER_BYTES,
-        (true, None) => sync_state::MAX_IDENTIFIER_BYTES - crate::history::SUFFIX.len(),
-        (false, Some(_)) => sync_state::MAX_IDENTIFIER_BYTES - crate::meta::LABELED_SUFFIX.len(),
-        (true, Some(_)) => sync_state::MAX_IDENTIFIER_BYTES - suffix,
+    // Room for the longest suffix a derived schema adds.
+    let history = if opts.history {
+        crate::history::SUFFIX.len()
+    } else {
+        0
     };
+    let labeled = if opts.metadata.schema().is_some() {
+        crate::meta::LABELED_SUFFIX.len()
+    } else {
+        0
+    };
+    let max = sync_state::MAX_IDENTIFIER_BYTES - history.max(labeled);
     let reason = if schema.is_empty() || schema.chars().any(char::is_control) {
         Some("an empty name or one with control characters".to_string())
     } else if schema.len() > max {
@@ -145,13 +148,7 @@ fn metadata_alone(
     ctx: &Ctx<'_>,
     mut result: ApplyTableResult,
 ) -> ApplyTableResult {
-    if ctx.opts.metadata.schema().is_none() || ctx.opts.dry_run {
-        return result;
-    }
-    match crate::meta::write_alone(client, ctx) {
-        Ok(m) => result.metadata_labels = Some(m.labels),
-        Err(e) => result.metadata_error = Some(shorten_error(error_chain(&e))),
-    }
+    crate::meta::record(&mut result, crate::meta::alone(client, ctx));
     result
 }
 
@@ -362,11 +359,7 @@ fn fill(mut result: ApplyTableResult, o: Outcome) -> ApplyTableResult {
         result.partition_swap = Some(true);
     }
     result.history_rows = o.history_rows;
-    match o.metadata {
-        Some(Ok(m)) => result.metadata_labels = Some(m.labels),
-        Some(Err(e)) => result.metadata_error = Some(e),
-        None => {}
-    }
+    crate::meta::record(&mut result, o.metadata);
     result
 }
 

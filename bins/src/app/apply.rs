@@ -110,9 +110,12 @@ fn run(args: Args) -> Result<ExitCode> {
         strict: !args.no_strict,
         ..args.apply.options()
     };
-    if runs.is_empty() && opts.metadata.schema().is_none() {
+    let nothing_pending = || {
         println!("no pending runs: every run with changes has been applied");
-        return Ok(ExitCode::SUCCESS);
+        Ok(ExitCode::SUCCESS)
+    };
+    if runs.is_empty() && opts.metadata.schema().is_none() {
+        return nothing_pending();
     }
     tracing::info!(runs = runs.len(), database = %args.database_url, dry_run = args.dry_run, "applying");
     let mut client = args.database_url.connect("statbank-apply")?;
@@ -125,8 +128,7 @@ fn run(args: Args) -> Result<ExitCode> {
         );
     }
     if runs.is_empty() {
-        println!("no pending runs: every run with changes has been applied");
-        return Ok(ExitCode::SUCCESS);
+        return nothing_pending();
     }
     let mut all_ok = true;
     for run in &runs {
