@@ -916,6 +916,27 @@ PY
     }
     CHECK_VERBOSE=1 check "every run with changes has db_apply success (nothing left pending)" manifests
 
+    # Run D: rows of HISB7 deleted by hand (no manifest records it); the
+    # flow's reconcile (reconcile_every=1) finds them, and KORN2 (synced by
+    # run 0, never created), and fails the run naming both.
+    hisb7_rows=$(psql "$database_url" -qXAt -c "select count(*) from \"$prefect_schema\".hisb7")
+    psql "$database_url" -qX -v ON_ERROR_STOP=1 -c "DELETE FROM \"$prefect_schema\".hisb7 WHERE ctid IN (SELECT ctid FROM \"$prefect_schema\".hisb7 LIMIT 3)" >/dev/null
+    CHECK_VERBOSE=1 check "run D (3 HISB7 rows deleted by hand, reconcile_every=1): Failed; message names HISB7 and KORN2 as differing" \
+        run_and_assert rd "{\"tables\": [\"UGEINT1\", \"HISB7\"], \"reconcile_every\": 1, $block, $schema_param}" \
+        FAILED 'message~tables differing from the mirror: HISB7, KORN2' 'log:30~table differs from the mirror table=HISB7'
+    # Run E: reconcile_repair (with create_missing for KORN2) mends both.
+    CHECK_VERBOSE=1 check "run E (reconcile_every=1, reconcile_repair, create_missing): Completed; the reconcile repaired" \
+        run_and_assert re "{\"tables\": [\"UGEINT1\", \"HISB7\"], \"reconcile_every\": 1, \"reconcile_repair\": true, \"create_missing\": true, $block, $schema_param}" \
+        COMPLETED 'log:20~: repaired'
+    repaired() {
+        local h k
+        h=$(psql "$database_url" -qXAt -c "select count(*) from \"$prefect_schema\".hisb7")
+        k=$(psql "$database_url" -qXAt -c "select count(*) from \"$prefect_schema\".korn2")
+        echo "rows: $prefect_schema.hisb7 $h (before the deletion: $hisb7_rows), $prefect_schema.korn2 $k"
+        [ "$h" -eq "$hisb7_rows" ] && [ "$k" -gt 0 ]
+    }
+    CHECK_VERBOSE=1 check "after the repair: HISB7 has its rows again, KORN2 was created" repaired
+
     # Run C: the mirror in an S3 bucket (data_dir s3://…, the test S3 server
     # that .ci/run starts): the binaries write there, the flow reads the
     # manifests through statbank-inspect, the apply loads from S3.

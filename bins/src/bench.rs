@@ -179,6 +179,40 @@ pub mod folk1a {
         )?;
         Ok(())
     }
+
+    /// Caches FOLK1A's Danish tableinfo for `quarters` quarters, as a sync
+    /// would (`metadata/tables_info_raw_da/FOLK1A.json`): the variables and
+    /// codes the partitions hold.
+    pub fn write_tableinfo(
+        data: &sync_state::DataDir,
+        quarters: usize,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let value = |id: &str| serde_json::json!({"id": id, "text": id});
+        let names = ["OMRÅDE", "KØN", "ALDER", "CIVILSTAND"];
+        let mut variables: Vec<serde_json::Value> = names
+            .iter()
+            .zip(codes())
+            .map(|(name, codes)| {
+                serde_json::json!({
+                    "id": name, "text": name.to_lowercase(), "elimination": true, "time": false,
+                    "values": codes.iter().map(|c| value(c)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        variables.push(serde_json::json!({
+            "id": "Tid", "text": "tid", "elimination": false, "time": true,
+            "values": (0..quarters).map(|q| value(&quarter(q).0)).collect::<Vec<_>>(),
+        }));
+        let info = serde_json::json!({
+            "id": TABLE, "text": "Befolkningen den 1. i kvartalet", "unit": "Antal",
+            "updated": "2026-01-01T08:00:00", "active": true, "variables": variables,
+        });
+        data.storage().put(
+            &data.metadata_file_key(&TableId::new(TABLE)?),
+            &serde_json::to_vec(&info)?,
+        )?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

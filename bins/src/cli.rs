@@ -422,6 +422,12 @@ pub struct SyncArgs {
     /// (absorbs scheduler jitter; 0 = strictly 7 days).
     #[arg(long, default_value_t = 12)]
     pub gate_grace_hours: u32,
+    /// Languages of the cached tableinfo, comma-separated: `da` (always;
+    /// the facts are fetched in it) and `en` (the English titles, units and
+    /// labels: one more tableinfo request per changed table). `da` alone
+    /// makes the original's requests.
+    #[arg(long, value_delimiter = ',', default_value = "da,en")]
+    pub languages: Vec<sync_state::tableinfo::Lang>,
     /// Largest response body accepted, in MiB (0 = no limit).
     #[arg(long, default_value_t = 0)]
     pub max_response_mib: u64,
@@ -484,6 +490,7 @@ impl SyncArgs {
         opts.max_tables = self.max_tables;
         opts.prune_deleted_periods = self.prune_deleted_periods;
         opts.table_concurrency = self.table_concurrency.max(1);
+        opts.languages = crate::Languages::new(&self.languages)?;
         Ok(opts)
     }
 }

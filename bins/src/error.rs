@@ -50,6 +50,14 @@ pub enum Error {
         #[source]
         source: fact_apply::postgres::Error,
     },
+    /// An option that cannot be honoured, and why.
+    #[error("invalid option {option}: {reason}")]
+    Option {
+        /// The option (`--languages`).
+        option: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// The work was stopped (SIGTERM, ctrl-c) before it finished.
     #[error("interrupted before completion")]
     Interrupted,

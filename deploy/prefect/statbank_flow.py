@@ -8,6 +8,17 @@ It does what ``statbank-flow`` does, with Prefect's retries, UI and alerting:
    applies every run whose changes were never applied successfully (this
    run's, and any earlier run whose apply failed or never ran), oldest first.
    So an apply that failed last week is caught up by this week's run.
+3. task ``reconcile`` (flow parameter ``reconcile_every`` N > 0: once every
+   N runs, counted since the newest reconcile report; 1 retry, 60 s): runs
+   ``statbank-apply --reconcile`` (``--repair`` with ``reconcile_repair``),
+   which compares every table that has partitions with its fact table,
+   period by period, and writes ``_sync/reconcile/<id>.json``. Tables left
+   differing from the mirror fail the flow run, naming them, as a partial
+   failure does; ``reconcile_every=4`` with ``reconcile_repair=True`` is
+   the monthly check-and-mend of a weekly schedule.
+
+``metadata=True`` passes ``--metadata`` to the apply (labels and table
+metadata in the ``meta`` schema).
 
 Exit codes of both binaries: 0 success/skipped, 2 partial failure, 1 failed.
 
@@ -266,9 +277,11 @@ def _changes(manifest: Dict[str, Any]) -> Dict[str, Dict[str, int]]:
 
 
 def _needs_apply(manifest: Dict[str, Any]) -> bool:
-    """Same rule as ``statbank-apply --pending``: the run has changes and its
-    ``db_apply`` is absent, failed, partial, or skipped for want of a database."""
-    if not _changes(manifest):
+    """Same rule as ``statbank-apply --pending``: the run has changes (periods,
+    or a table's metadata alone) and its ``db_apply`` is absent, failed,
+    partial, or skipped for want of a database."""
+    metadata_only = any(r.get("metadata_changed") for _, r in _entries(manifest.get("tables")))
+    if not _changes(manifest) and not metadata_only:
         return False
     report = manifest.get("db_apply")
     if not isinstance(report, dict):
@@ -480,6 +493,90 @@ def _last_errors(errors: List[str], n: int = 3) -> str:
     return " | ".join(_shorten(e) for e in errors[-n:])
 
 
+def _database_env(database_url_secret_block: Optional[str]) -> Dict[str, str]:
+    """The child's environment with ``DATABASE_URL`` (from the Secret block
+    when one is named); raises when there is none."""
+    env = dict(os.environ)
+    if database_url_secret_block:
+        env["DATABASE_URL"] = Secret.load(database_url_secret_block).get()
+        redact.add(env["DATABASE_URL"])
+    if not env.get("DATABASE_URL"):
+        raise StatbankCommandFailed(
+            "DATABASE_URL is not set (environment of the process that runs the "
+            "flow, or the database_url_secret_block parameter)"
+        )
+    return env
+
+
+def _apply_flags(
+    binary: str,
+    create_missing: bool,
+    on_schema_change: str,
+    history: bool,
+    db_schema: Optional[str],
+    metadata: bool,
+) -> List[str]:
+    """The flags of ``statbank-apply`` that both the apply and the reconcile
+    (whose repair applies) take."""
+    cmd: List[str] = []
+    if create_missing:
+        cmd.append("--create-missing")
+    if db_schema:
+        cmd += ["--schema", db_schema]
+    if on_schema_change != "fail":
+        cmd += ["--on-schema-change", on_schema_change]
+    if history and _supports(binary, "--history"):
+        cmd.append("--history")
+    if metadata:
+        cmd.append("--metadata")
+    return cmd
+
+
+def _last_reconcile(data_dir: str) -> Optional[Dict[str, Any]]:
+    """The newest reconcile report's summary (``statbank-inspect status``:
+    ``reconcile_id``, ``status``, ``summary``, ``unresolved_tables``), or
+    None when the mirror was never reconciled."""
+    code, data, err = _inspect_json(data_dir, "status")
+    if code != 0 or not isinstance(data, dict):
+        raise StatbankCommandFailed(
+            f"statbank-inspect status on {data_dir} exited with {code}: {_shorten(err or 'no JSON')}"
+        )
+    last = data.get("last_reconcile")
+    return last if isinstance(last, dict) else None
+
+
+def reconcile_due(data_dir: str, every: int) -> bool:
+    """Whether ``every`` sync runs (this one included) have passed since the
+    newest reconcile report, or the mirror was never reconciled. Run ids and
+    reconcile ids are both UTC instants (``%Y%m%dT%H%M%SZ``), so they
+    compare as text."""
+    if every <= 0:
+        return False
+    last = _last_reconcile(data_dir)
+    if last is None or not last.get("reconcile_id"):
+        return True
+    code, runs, err = _inspect_json(data_dir, "history", "--last", str(every))
+    if code != 0 or not isinstance(runs, list):
+        raise StatbankCommandFailed(
+            f"statbank-inspect history on {data_dir} exited with {code}: {_shorten(err or 'no JSON')}"
+        )
+    since = [r for r in runs if isinstance(r, dict) and str(r.get("run_id", "")) > str(last["reconcile_id"])]
+    return len(since) >= every
+
+
+def reconcile_failures(last: Optional[Dict[str, Any]]) -> Optional[str]:
+    """What a reconcile left unresolved, for a failure message; None when
+    the database agrees with the mirror (or was repaired)."""
+    if last is None:
+        return "no reconcile report was written"
+    if last.get("status") in ("agrees", "repaired"):
+        return None
+    tables = [str(t) for t in last.get("unresolved_tables") or []]
+    return f"reconcile {last.get('reconcile_id')} {last.get('status')}: " + (
+        "tables differing from the mirror: " + _join_tables(tables) if tables else "see its report"
+    )
+
+
 # ---------------------------------------------------------------- tasks
 
 
@@ -538,31 +635,17 @@ def apply(
     on_schema_change: str = "fail",
     history: bool = False,
     db_schema: Optional[str] = None,
+    metadata: bool = False,
 ) -> Dict[str, Any]:
     """``statbank-apply --pending``: applies every run whose changes were
     never applied successfully, oldest first. Raises on exit 1 (Prefect
     retries); on 0 and 2 returns the runs it applied with their outcome:
     ``{"exit_code", "runs": [{"run_id", "status", "failures"}], "still_pending"}``."""
     logger = get_run_logger()
-    env = dict(os.environ)
-    if database_url_secret_block:
-        env["DATABASE_URL"] = Secret.load(database_url_secret_block).get()
-        redact.add(env["DATABASE_URL"])
-    if not env.get("DATABASE_URL"):
-        raise StatbankCommandFailed(
-            "DATABASE_URL is not set (environment of the process that runs the "
-            "flow, or the database_url_secret_block parameter)"
-        )
+    env = _database_env(database_url_secret_block)
     binary = _binary("statbank-apply")
     cmd = [binary, "--data-dir", data_dir, "--pending", "--log-format", "json"]
-    if create_missing:
-        cmd.append("--create-missing")
-    if db_schema:
-        cmd += ["--schema", db_schema]
-    if on_schema_change != "fail":
-        cmd += ["--on-schema-change", on_schema_change]
-    if history and _supports(binary, "--history"):
-        cmd.append("--history")
+    cmd += _apply_flags(binary, create_missing, on_schema_change, history, db_schema, metadata)
     before = _apply_marks(data_dir)
     code, errors = _run(cmd, env=env)
     runs = []
@@ -593,6 +676,53 @@ def apply(
     return {"exit_code": code, "runs": runs, "still_pending": still_pending}
 
 
+@task(name="reconcile", retries=1, retry_delay_seconds=60)
+def reconcile(
+    data_dir: str,
+    database_url_secret_block: Optional[str] = None,
+    repair: bool = False,
+    create_missing: bool = False,
+    on_schema_change: str = "fail",
+    history: bool = False,
+    db_schema: Optional[str] = None,
+    metadata: bool = False,
+) -> Dict[str, Any]:
+    """``statbank-apply --reconcile [--repair]``: compares every table that
+    has partitions with its fact table, period by period (and re-applies
+    exactly what differs when ``repair``). Raises on exit 1 (Prefect
+    retries); exit 2 (differences found, not repaired) is returned:
+    ``{"exit_code", "reconcile_id", "status", "failures"}``."""
+    logger = get_run_logger()
+    env = _database_env(database_url_secret_block)
+    binary = _binary("statbank-apply")
+    cmd = [binary, "--data-dir", data_dir, "--reconcile", "--log-format", "json"]
+    if repair:
+        cmd.append("--repair")
+    cmd += _apply_flags(binary, create_missing, on_schema_change, history, db_schema, metadata)
+    code, errors = _run(cmd, env=env)
+    if code not in (EXIT_OK, EXIT_PARTIAL):
+        detail = f" (errors logged: {_last_errors(errors)})" if errors else ""
+        raise StatbankCommandFailed(f"statbank-apply --reconcile exited with {code}{detail}")
+    last = _last_reconcile(data_dir)
+    failures = reconcile_failures(last)
+    if code == EXIT_PARTIAL and failures is None:
+        # Exit 2 without a differing report: a usage error (clap exits 2).
+        raise StatbankCommandFailed(
+            f"statbank-apply --reconcile exited with {code} but its report says {(last or {}).get('status')!r}"
+            + (f" (errors logged: {_last_errors(errors)})" if errors else "")
+        )
+    if failures:
+        logger.warning("%s", failures)
+    else:
+        logger.info("reconcile %s: %s", (last or {}).get("reconcile_id"), (last or {}).get("status"))
+    return {
+        "exit_code": code,
+        "reconcile_id": (last or {}).get("reconcile_id"),
+        "status": (last or {}).get("status"),
+        "failures": failures,
+    }
+
+
 # ---------------------------------------------------------------- flow
 
 
@@ -606,13 +736,21 @@ def weekly_statbank_sync_flow(
     on_schema_change: Literal["fail", "rebuild"] = "fail",
     history: bool = False,
     db_schema: Optional[str] = None,
+    metadata: bool = False,
+    reconcile_every: int = 0,
+    reconcile_repair: bool = False,
 ) -> Dict[str, Any]:
     """Sync, then apply into Postgres every run whose changes await an apply
-    (this run's and earlier failed ones). Ends Failed, naming the failed
-    tables and their errors, when the sync or an apply was a partial failure."""
+    (this run's and earlier failed ones); with ``reconcile_every`` N > 0,
+    then compare the database with the mirror once every N runs (and repair
+    what differs with ``reconcile_repair``). Ends Failed, naming the failed
+    tables and their errors, when the sync or an apply was a partial
+    failure, or a reconcile left tables differing from the mirror."""
     logger = get_run_logger()
     if on_schema_change not in ("fail", "rebuild"):
         raise ValueError(f"on_schema_change must be 'fail' or 'rebuild', not {on_schema_change!r}")
+    if reconcile_every < 0:
+        raise ValueError(f"reconcile_every must be 0 (never) or a number of runs, not {reconcile_every}")
     redact.add_environment()
     folder = _data_dir(data_dir)
     if history:
@@ -633,21 +771,25 @@ def weekly_statbank_sync_flow(
             "(force_catalog_poll=True polls regardless)",
             catalog.get("last_catalog_poll_at"),
         )
-    result: Dict[str, Any] = {"sync": synced, "changed_tables": len(changes), "apply": None}
+    result: Dict[str, Any] = {"sync": synced, "changed_tables": len(changes), "apply": None, "reconcile": None}
     logger.info("run %s: %d table(s) with changed or deleted periods", synced["run_id"], len(changes))
 
     database_configured = bool(database_url_secret_block or os.environ.get("DATABASE_URL"))
     if database_configured:
         # Always: applies this run's changes and catches up any earlier run
         # whose apply failed or never ran (a no-op when nothing is pending).
-        result["apply"] = apply(
-            folder,
+        # The apply's settings, which the reconcile's repair applies with.
+        settings: Dict[str, Any] = dict(
             database_url_secret_block=database_url_secret_block,
             create_missing=create_missing,
             on_schema_change=on_schema_change,
             history=history,
             db_schema=db_schema,
+            metadata=metadata,
         )
+        result["apply"] = apply(folder, **settings)
+        if reconcile_due(folder, reconcile_every):
+            result["reconcile"] = reconcile(folder, repair=reconcile_repair, **settings)
     else:
         pending = _pending_runs(folder)
         if pending:
@@ -665,6 +807,8 @@ def weekly_statbank_sync_flow(
     for run in applied.get("runs", []):
         if run["failures"]:
             problems.append(f"apply of run {run['run_id']}: {run['failures']}")
+    if (result["reconcile"] or {}).get("failures"):
+        problems.append(result["reconcile"]["failures"])
     if problems:
         # Raised last, after the apply, so that what succeeded is applied but
         # the flow run is Failed and alerts fire.

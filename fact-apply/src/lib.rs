@@ -95,6 +95,7 @@ mod error;
 mod history;
 mod infer;
 mod meta;
+mod narrow;
 mod options;
 mod rebuild;
 mod reconcile;

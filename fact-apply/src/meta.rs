@@ -12,7 +12,7 @@
 
 use partition_store::PartitionStore;
 use postgres::{GenericClient, Transaction};
-use sync_state::tableinfo::TableInfo;
+use sync_state::tableinfo::{Lang, TableInfo};
 use sync_state::{PeriodSpan, TableId};
 
 use crate::catalog::{quote_ident, table_oid, TargetColumn};
@@ -21,15 +21,33 @@ use crate::convert::Cell;
 use crate::tx::Ctx;
 use crate::{ApplyOptions, Error, TableWork};
 
-/// The language of the cached tableinfo the apply reads.
+/// The language the facts are fetched in: its tableinfo is the one the
+/// metadata must match.
 const LANG: &str = "da";
 
 /// What makes a view in `<schema>_labeled` the project's own: only such a
 /// view is ever dropped or replaced.
 const VIEW_MARK: &str = "statbank-sync: labels of ";
 
-/// The tables of the `meta` schema, each keyed by `table_id`.
-const META_TABLES: [&str; 4] = ["tables", "variables", "value_labels", "periods"];
+/// The tables of the `meta` schema keyed by `table_id`.
+const META_TABLES: [&str; 5] = [
+    "tables",
+    "variables",
+    "value_labels",
+    "periods",
+    "table_subjects",
+];
+
+/// Every table of the `meta` schema: those keyed by `table_id`, and the
+/// subject tree.
+const ALL_META_TABLES: [&str; 6] = [
+    "tables",
+    "variables",
+    "value_labels",
+    "periods",
+    "table_subjects",
+    "subjects",
+];
 
 /// The suffix of the labeled views' schema (`fact` → `fact_labeled`).
 pub(crate) const LABELED_SUFFIX: &str = "_labeled";
@@ -44,6 +62,9 @@ pub(crate) fn labeled_schema(schema: &str) -> String {
 pub(crate) struct MetaOutcome {
     /// Value labels written.
     pub(crate) labels: u64,
+    /// Why a language besides Danish was not written (its previous rows
+    /// kept).
+    pub(crate) note: Option<String>,
 }
 
 /// Creates the `meta` schema and its tables when missing; `true` when
@@ -58,11 +79,11 @@ pub(crate) fn ensure_schema(client: &mut postgres::Client, meta: &str) -> Result
             "SELECT count(*) FILTER (WHERE to_regclass(format('%I.%I', $1::text, t)) IS NOT NULL), \
                     bool_or(t = 'tables' AND to_regclass(format('%I.%I', $1::text, t)) IS NOT NULL) \
              FROM unnest($2::text[]) t",
-            &[&meta, &&META_TABLES[..]],
+            &[&meta, &&ALL_META_TABLES[..]],
         )
         .map_err(Error::meta_schema(meta, "looking up the meta schema"))?;
     let (found, existed): (i64, bool) = (row.get(0), row.get(1));
-    if found == META_TABLES.len() as i64 {
+    if found == ALL_META_TABLES.len() as i64 {
         return Ok(false);
     }
     client
@@ -84,7 +105,13 @@ pub(crate) fn ensure_schema(client: &mut postgres::Client, meta: &str) -> Result
                  PRIMARY KEY (table_id, variable_id, lang, code));
              CREATE TABLE IF NOT EXISTS {m}.periods (
                  table_id text NOT NULL, tid text NOT NULL, frequency text,
-                 period_start date, period_end date, PRIMARY KEY (table_id, tid));"
+                 period_start date, period_end date, PRIMARY KEY (table_id, tid));
+             CREATE TABLE IF NOT EXISTS {m}.subjects (
+                 subject_id text NOT NULL, parent_id text, lang text NOT NULL,
+                 description text, position integer, PRIMARY KEY (subject_id, lang));
+             CREATE TABLE IF NOT EXISTS {m}.table_subjects (
+                 table_id text NOT NULL, subject_id text NOT NULL,
+                 PRIMARY KEY (table_id, subject_id));"
         ))
         .map_err(Error::meta_schema(meta, "creating the meta schema"))?;
     Ok(!existed)
@@ -107,10 +134,12 @@ pub(crate) fn prepare_run(
     match ensure_schema(client, meta) {
         Ok(false) => {
             forget_vanished(client, store, meta);
+            write_subjects(client, store, meta);
             (opts.clone(), None)
         }
         Ok(true) => {
             let _ = backfill(client, store, work, opts);
+            write_subjects(client, store, meta);
             (opts.clone(), None)
         }
         Err(e) => {
@@ -159,6 +188,108 @@ pub struct Backfill {
     pub tables: usize,
     /// Tables whose metadata failed (logged with the reason).
     pub failed: usize,
+}
+
+/// `meta.subjects` and `meta.table_subjects` from the cached subject trees
+/// (`metadata/subjects_<lang>.json`), replaced whole in one transaction:
+/// every subject in each cached language, and the subjects of every table
+/// the mirror has. Nothing changes when there is no cached tree; a failure
+/// is logged and keeps the previous rows.
+fn write_subjects(client: &mut postgres::Client, store: &PartitionStore, meta: &str) {
+    let result = subject_rows(store).and_then(|rows| {
+        if rows.ids.is_empty() {
+            return Ok(0);
+        }
+        replace_subjects(client, &quote_ident(meta), &rows).map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(rows = n, "metadata: subject tree written"),
+        Err(e) => {
+            tracing::warn!(error = %e, "metadata: the subject tree was not written; the previous one is kept")
+        }
+    }
+}
+
+/// The rows of `meta.subjects` (as columns) and `meta.table_subjects`.
+#[derive(Default)]
+struct SubjectRows {
+    ids: Vec<String>,
+    parents: Vec<Option<String>>,
+    langs: Vec<&'static str>,
+    descriptions: Vec<String>,
+    positions: Vec<i32>,
+    /// `(table_id, subject_id)`, each once.
+    links: std::collections::BTreeSet<(String, String)>,
+}
+
+fn subject_rows(store: &PartitionStore) -> Result<SubjectRows, String> {
+    let mirrored: std::collections::BTreeSet<String> = store
+        .list_tables()
+        .map_err(|e| sync_state::error_chain(&e))?
+        .iter()
+        .map(|t| t.as_str().to_owned())
+        .collect();
+    let mut out = SubjectRows::default();
+    for lang in Lang::ALL {
+        let tree = sync_state::subjects::cached_subjects(store.data_dir(), lang)
+            .map_err(|e| sync_state::error_chain(&e))?;
+        let Some(tree) = tree else { continue };
+        for r in sync_state::subjects::flatten(&tree) {
+            out.ids.push(r.subject.id.clone());
+            out.parents.push(r.parent.map(str::to_owned));
+            out.langs.push(lang.as_str());
+            out.descriptions.push(r.subject.description.clone());
+            out.positions
+                .push(i32::try_from(r.position).unwrap_or(i32::MAX));
+            for t in &r.subject.tables {
+                let id = t.id.to_uppercase();
+                if mirrored.contains(&id) {
+                    out.links.insert((id, r.subject.id.clone()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn replace_subjects(
+    client: &mut postgres::Client,
+    m: &str,
+    rows: &SubjectRows,
+) -> Result<u64, postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.batch_execute(&format!(
+        "DELETE FROM {m}.subjects; DELETE FROM {m}.table_subjects;"
+    ))?;
+    let mut n = tx.execute(
+        &format!(
+            "INSERT INTO {m}.subjects (subject_id, parent_id, lang, description, position) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::integer[]) \
+             ON CONFLICT DO NOTHING"
+        ),
+        &[
+            &rows.ids,
+            &rows.parents,
+            &rows.langs,
+            &rows.descriptions,
+            &rows.positions,
+        ],
+    )?;
+    let (tables, subjects): (Vec<&str>, Vec<&str>) = rows
+        .links
+        .iter()
+        .map(|(t, s)| (t.as_str(), s.as_str()))
+        .unzip();
+    n += tx.execute(
+        &format!(
+            "INSERT INTO {m}.table_subjects (table_id, subject_id) \
+             SELECT * FROM unnest($1::text[], $2::text[])"
+        ),
+        &[&tables, &subjects],
+    )?;
+    tx.commit()?;
+    Ok(n)
 }
 
 /// The metadata of tables the mirror no longer has (no partition folder)
@@ -279,7 +410,10 @@ pub(crate) fn record(
     step: Option<Result<MetaOutcome, String>>,
 ) {
     match step {
-        Some(Ok(m)) => result.metadata_labels = Some(m.labels),
+        Some(Ok(m)) => {
+            result.metadata_labels = Some(m.labels);
+            result.metadata_error = m.note;
+        }
         Some(Err(e)) => result.metadata_error = Some(e),
         None => {}
     }
@@ -318,6 +452,7 @@ fn write_table(tx: &mut Transaction<'_>, ctx: &Ctx<'_>) -> Result<MetaOutcome, E
     };
     let info = cached(ctx)?;
     check_matches(ctx.table, &info)?;
+    let (english, note) = english(ctx, &info)?;
     let oid = table_oid(tx, &ctx.opts.schema, &ctx.name)
         .map_err(Error::db(ctx.table, "looking up the target table"))?;
     let columns = match oid {
@@ -325,15 +460,68 @@ fn write_table(tx: &mut Transaction<'_>, ctx: &Ctx<'_>) -> Result<MetaOutcome, E
         None => Vec::new(),
     };
     let m = quote_ident(meta);
-    remove_table(tx, &m, ctx.table)?;
-    insert_table_row(tx, &m, ctx, &info, oid.is_some())?;
-    insert_variables(tx, &m, ctx.table, &info)?;
-    let labels = insert_labels(tx, &m, ctx.table, &info, &columns)?;
+    remove_periods(tx, &m, ctx.table)?;
+    let mut labels = 0;
+    for (lang, info) in [(Lang::Da, Some(&info)), (Lang::En, english.as_ref())] {
+        let Some(info) = info else { continue };
+        remove_table(tx, &m, ctx.table, lang)?;
+        insert_table_row(tx, &m, ctx, info, lang, oid.is_some())?;
+        insert_variables(tx, &m, ctx.table, info, lang)?;
+        labels += insert_labels(tx, &m, ctx.table, info, lang, &columns)?;
+    }
     insert_periods(tx, &m, ctx.table, &info)?;
     if oid.is_some() {
-        replace_view(tx, meta, ctx, &info, &columns)?;
+        let with_english = english.is_some() || has_rows_in(tx, &m, ctx.table, Lang::En)?;
+        replace_view(tx, meta, ctx, &info, &columns, with_english)?;
     }
-    Ok(MetaOutcome { labels })
+    Ok(MetaOutcome { labels, note })
+}
+
+/// The cached English tableinfo, when it describes the same table as the
+/// Danish one (`None`, with a note, when there is none or it is of another
+/// `updated`: the table's English rows are then kept as they were). One of
+/// the same `updated` with other variables or values is bad input: the
+/// table's metadata fails, and all of it is kept as it was.
+fn english(ctx: &Ctx<'_>, da: &TableInfo) -> Result<(Option<TableInfo>, Option<String>), Error> {
+    let fail = |reason: String| Error::Metadata {
+        table: ctx.table.clone(),
+        lang: Lang::En.as_str(),
+        reason,
+    };
+    let en = sync_state::tableinfo::cached_tableinfo_in(ctx.store.data_dir(), ctx.table, Lang::En)
+        .map_err(|e| fail(sync_state::error_chain(&e)))?;
+    let Some(en) = en else {
+        return Ok((None, None));
+    };
+    if en.updated != da.updated {
+        let note = format!(
+            "metadata of table {} in en: the cached English tableinfo is of {:?}, the Danish one of {:?}; \
+             the English metadata is kept as it was until a sync fetches it",
+            ctx.table, en.updated, da.updated
+        );
+        return Ok((None, Some(note)));
+    }
+    match sync_state::tableinfo::mismatch(da, &en) {
+        None => Ok((Some(en), None)),
+        Some(why) => Err(fail(format!(
+            "the cached English tableinfo does not match the Danish one: {why}"
+        ))),
+    }
+}
+
+/// Whether `table` has rows of `lang` in `meta.tables`.
+fn has_rows_in(
+    tx: &mut Transaction<'_>,
+    m: &str,
+    table: &TableId,
+    lang: Lang,
+) -> Result<bool, Error> {
+    tx.query_one(
+        &format!("SELECT EXISTS (SELECT 1 FROM {m}.tables WHERE table_id = $1 AND lang = $2)"),
+        &[&table.as_str(), &lang.as_str()],
+    )
+    .and_then(|r| r.try_get(0))
+    .map_err(Error::db(table, "looking up the metadata"))
 }
 
 /// The cached Danish tableinfo the table's partitions were fetched with.
@@ -373,18 +561,27 @@ fn check_matches(table: &TableId, info: &TableInfo) -> Result<(), Error> {
         .map_err(|e| fail(sync_state::error_chain(&e)))
 }
 
-fn remove_table(tx: &mut Transaction<'_>, m: &str, table: &TableId) -> Result<(), Error> {
+fn remove_table(
+    tx: &mut Transaction<'_>,
+    m: &str,
+    table: &TableId,
+    lang: Lang,
+) -> Result<(), Error> {
     let id = table.as_str();
     for t in ["tables", "variables", "value_labels"] {
         tx.execute(
             &format!("DELETE FROM {m}.{t} WHERE table_id = $1 AND lang = $2"),
-            &[&id, &LANG],
+            &[&id, &lang.as_str()],
         )
         .map_err(Error::db(table, "removing the old metadata"))?;
     }
+    Ok(())
+}
+
+fn remove_periods(tx: &mut Transaction<'_>, m: &str, table: &TableId) -> Result<(), Error> {
     tx.execute(
         &format!("DELETE FROM {m}.periods WHERE table_id = $1"),
-        &[&id],
+        &[&table.as_str()],
     )
     .map_err(Error::db(table, "removing the old metadata"))?;
     Ok(())
@@ -395,6 +592,7 @@ fn insert_table_row(
     m: &str,
     ctx: &Ctx<'_>,
     info: &TableInfo,
+    lang: Lang,
     has_fact_table: bool,
 ) -> Result<(), Error> {
     let periods = info.time_variable().map(|v| &v.values[..]).unwrap_or(&[]);
@@ -420,7 +618,7 @@ fn insert_table_row(
         ),
         &[
             &ctx.table.as_str(),
-            &LANG,
+            &lang.as_str(),
             &info.text,
             &info.description,
             &info.unit,
@@ -443,6 +641,7 @@ fn insert_variables(
     m: &str,
     table: &TableId,
     info: &TableInfo,
+    lang: Lang,
 ) -> Result<(), Error> {
     let time_id = info.time_variable().map(|v| v.id.clone());
     let stmt = tx
@@ -458,7 +657,7 @@ fn insert_variables(
             &stmt,
             &[
                 &table.as_str(),
-                &LANG,
+                &lang.as_str(),
                 &position,
                 &v.id,
                 &sync_state::column_name(&v.id),
@@ -492,6 +691,7 @@ fn insert_labels(
     m: &str,
     table: &TableId,
     info: &TableInfo,
+    lang: Lang,
     columns: &[TargetColumn],
 ) -> Result<u64, Error> {
     let mut written = 0u64;
@@ -532,7 +732,7 @@ fn insert_labels(
                     &table.as_str(),
                     &v.id,
                     &column,
-                    &LANG,
+                    &lang.as_str(),
                     &positions,
                     &codes,
                     &labels,
@@ -584,6 +784,7 @@ fn replace_view(
     ctx: &Ctx<'_>,
     info: &TableInfo,
     columns: &[TargetColumn],
+    with_english: bool,
 ) -> Result<(), Error> {
     let schema = labeled_schema(&ctx.opts.schema);
     let view = crate::catalog::qualified(&schema, &ctx.name);
@@ -601,18 +802,25 @@ fn replace_view(
         else {
             continue;
         };
-        let alias = format!("l{}", joins.len());
-        joins.push(format!(
-            "LEFT JOIN {m}.value_labels {alias} ON {alias}.table_id = {} AND \
-             {alias}.variable_id = {} AND {alias}.lang = 'da' AND {alias}.code = {}",
-            literal(ctx.table.as_str()),
-            literal(&v.id),
-            code_expr(&c.type_name, &format!("f.{col}"))
-        ));
-        select.push(format!(
-            "{alias}.label AS {}",
-            quote_ident(&format!("{}_label", c.name))
-        ));
+        let langs: &[(Lang, &str)] = if with_english {
+            &[(Lang::Da, "_label"), (Lang::En, "_label_en")]
+        } else {
+            &[(Lang::Da, "_label")]
+        };
+        for (lang, suffix) in langs {
+            let alias = format!("l{}", joins.len());
+            joins.push(format!(
+                "LEFT JOIN {m}.value_labels {alias} ON {alias}.table_id = {} AND \
+                 {alias}.variable_id = {} AND {alias}.lang = '{lang}' AND {alias}.code = {}",
+                literal(ctx.table.as_str()),
+                literal(&v.id),
+                code_expr(&c.type_name, &format!("f.{col}"))
+            ));
+            select.push(format!(
+                "{alias}.label AS {}",
+                quote_ident(&format!("{}{suffix}", c.name))
+            ));
+        }
     }
     let has_schema: bool = tx
         .query_one(

@@ -13,10 +13,13 @@
 //! periods whose digests differ are then read again, on both sides, in a
 //! fresh snapshot: a period that agrees then (an apply committed in
 //! between) is not reported. For those that still differ the rows of each
-//! side that the other lacks are counted and shown: the rows are digested
-//! again in 4096 buckets by hash, and only the buckets that differ are
-//! read once more, counting rows by hash a bounded number at a time, so
-//! that memory stays flat whatever the size of a period or of its damage.
+//! side that the other lacks are counted and shown. Each period is
+//! digested in up to 4096 buckets by hash, and by value of each code
+//! column ([`crate::narrow`]): when the differing values narrow the
+//! damage to few rows, only those are read again (through the table's
+//! indexes); else only the buckets that differ are, counting rows by hash
+//! a bounded number at a time, so that memory stays flat whatever the
+//! size of a period or of its damage.
 //!
 //! The repair applies exactly the periods found through the apply's own
 //! paths, in one transaction per table: missing and differing periods are
@@ -42,6 +45,7 @@ use crate::conversion::{stream_partition, Conversion};
 use crate::convert::Cell;
 use crate::copy_out;
 use crate::error::error_chain;
+use crate::narrow::{field_spans, key_value, Narrowing, ValueDigests};
 use crate::tx::{check_partitions, tid_values, Ctx};
 use crate::{apply_table, ApplyOptions, Error, TableWork};
 
@@ -193,7 +197,12 @@ fn compare(
     // database streams, in one snapshot.
     let t = Instant::now();
     let (mirror, db) = std::thread::scope(|scope| {
-        let mirror = scope.spawn(|| side.mirror());
+        let mirror = scope.spawn(|| {
+            let t = Instant::now();
+            let digests = side.mirror();
+            tracing::debug!(table = %table, secs = t.elapsed().as_secs_f64(), "digests of the mirror");
+            digests
+        });
         let db = side.database(client, Scope::All);
         let mirror = mirror
             .join()
@@ -203,9 +212,13 @@ fn compare(
     let (mirror, db) = (mirror?, db?);
     tracing::debug!(table = %table, secs = t.elapsed().as_secs_f64(), "digests of both sides");
     let mut r = TableReconcile::agrees();
-    r.rows_compared = mirror.iter().map(|b| Digest::total(b).rows).sum::<u64>() + db.rows();
+    r.rows_compared = mirror
+        .iter()
+        .map(|b| Digest::total(&b.buckets).rows)
+        .sum::<u64>()
+        + db.rows();
     let suspects: Vec<usize> = (0..tids.len())
-        .filter(|&p| mirror[p] != db.periods[p])
+        .filter(|&p| mirror[p].buckets != db.periods[p].buckets)
         .collect();
     if suspects.is_empty() && db.extra.is_empty() {
         return Ok(r);
@@ -229,8 +242,8 @@ fn compare(
 /// An order-independent digest of a multiset of rows: their count and the
 /// wrapping sums of the two halves of their hashes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Digest {
-    rows: u64,
+pub(crate) struct Digest {
+    pub(crate) rows: u64,
     lo: u64,
     hi: u64,
 }
@@ -246,7 +259,7 @@ impl Digest {
         })
     }
 
-    fn add(&mut self, h: u128) {
+    pub(crate) fn add(&mut self, h: u128) {
         self.rows += 1;
         self.lo = self.lo.wrapping_add(h as u64);
         self.hi = self.hi.wrapping_add((h >> 64) as u64);
@@ -256,11 +269,18 @@ impl Digest {
 /// A period's digests, one per hash bucket ([`bucket`]).
 type Buckets = Vec<Digest>;
 
+/// A period's digests on one side: by hash bucket, and by value of each
+/// code column ([`narrow`]).
+struct PeriodDigests {
+    buckets: Buckets,
+    values: ValueDigests,
+}
+
 /// The database's digests: one set per period of the mirror (by
 /// position), and one digest per `tid` value no period maps to (by its
 /// binary value).
 struct DbDigests {
-    periods: Vec<Buckets>,
+    periods: Vec<PeriodDigests>,
     extra: HashMap<Vec<u8>, Digest>,
 }
 
@@ -268,7 +288,7 @@ impl DbDigests {
     fn rows(&self) -> u64 {
         self.periods
             .iter()
-            .map(|b| Digest::total(b).rows)
+            .map(|b| Digest::total(&b.buckets).rows)
             .sum::<u64>()
             + self.extra.values().map(|d| d.rows).sum::<u64>()
     }
@@ -283,8 +303,6 @@ type RawRow = Vec<Option<Vec<u8>>>;
 struct Found {
     only_in_mirror: u64,
     only_in_db: u64,
-    /// Rows of the differing buckets the database holds.
-    db_rows: u64,
     /// Rows only the mirror has, by hash, as text (the smallest hashes).
     ex_mirror: BTreeMap<u128, String>,
     /// Rows only the database has, by hash (the smallest hashes).
@@ -304,6 +322,9 @@ struct Sides<'a> {
     literals: Vec<String>,
     /// Each period's number of hash buckets ([`buckets_for`]).
     buckets: Vec<usize>,
+    /// The code columns (all but `tid` and `indhold`), by position: the
+    /// value digests' columns.
+    codes: Vec<usize>,
 }
 
 impl<'a> Sides<'a> {
@@ -333,16 +354,32 @@ impl<'a> Sides<'a> {
             keys,
             literals,
             buckets: rows.iter().map(|&r| buckets_for(r)).collect(),
+            codes: narrowing_column(ctx, conv).into_iter().collect(),
         })
     }
 
+    /// Empty digests of period `p`.
+    fn empty(&self, p: usize) -> PeriodDigests {
+        PeriodDigests {
+            buckets: vec![Digest::default(); self.buckets[p]],
+            values: ValueDigests::new(self.codes.len(), self.tids.len()),
+        }
+    }
+
     /// The mirror's digests of every period.
-    fn mirror(&self) -> Result<Vec<Buckets>, Error> {
+    fn mirror(&self) -> Result<Vec<PeriodDigests>, Error> {
+        let mut spans = Vec::new();
         (0..self.tids.len())
             .map(|p| {
-                let n = self.buckets[p];
-                let mut out = vec![Digest::default(); n];
-                self.each_mirror_row(p, |h, _| out[bucket(h, n)].add(h))?;
+                let mut out = self.empty(p);
+                let n = out.buckets.len();
+                self.each_mirror_row(p, |h, fields, _| {
+                    out.buckets[bucket(h, n)].add(h);
+                    if !self.codes.is_empty() {
+                        field_spans(fields, &mut spans);
+                        out.values.add(&self.codes, fields, &spans, h);
+                    }
+                })?;
                 Ok(out)
             })
             .collect()
@@ -367,7 +404,7 @@ impl<'a> Sides<'a> {
 
     /// The rows the database digests read: all (`Scope::All`), those of
     /// some periods, or those of no period.
-    fn filter(&self, scope: Scope) -> String {
+    fn filter(&self, scope: Scope<'_>) -> String {
         let tid_col = quote_ident(&self.conv.columns[self.conv.tid].name);
         match scope {
             Scope::All => String::new(),
@@ -380,21 +417,22 @@ impl<'a> Sides<'a> {
                 " WHERE {tid_col} = {}",
                 self.typed_literals([p].into_iter())
             ),
+            Scope::Narrowed(p, predicate) => format!(
+                " WHERE {tid_col} = {} AND {predicate}",
+                self.typed_literals([p].into_iter())
+            ),
         }
     }
 
     /// The database's digests of the rows in `scope`, in one read-only
     /// snapshot.
-    fn database(&self, client: &mut Client, scope: Scope) -> Result<DbDigests, Error> {
+    fn database(&self, client: &mut Client, scope: Scope<'_>) -> Result<DbDigests, Error> {
         let mut tx = snapshot(client, self.ctx.table)?;
         let mut out = DbDigests {
-            periods: self
-                .buckets
-                .iter()
-                .map(|&n| vec![Digest::default(); n])
-                .collect(),
+            periods: (0..self.tids.len()).map(|p| self.empty(p)).collect(),
             extra: HashMap::new(),
         };
+        let mut spans = Vec::new();
         // Rows come clustered by period: the last row's period first.
         let mut last: Option<(Vec<u8>, usize)> = None;
         self.each_db_row(&mut tx, scope, |h, t| {
@@ -411,9 +449,13 @@ impl<'a> Sides<'a> {
             };
             match period {
                 Some(p) => {
-                    let b = &mut out.periods[p];
-                    let n = b.len();
-                    b[bucket(h, n)].add(h);
+                    let d = &mut out.periods[p];
+                    let n = d.buckets.len();
+                    d.buckets[bucket(h, n)].add(h);
+                    if !self.codes.is_empty() {
+                        field_spans(t.fields, &mut spans);
+                        d.values.add(&self.codes, t.fields, &spans, h);
+                    }
                 }
                 None => out.extra.entry(tid.to_vec()).or_default().add(h),
             }
@@ -428,7 +470,7 @@ impl<'a> Sides<'a> {
     fn each_db_row(
         &self,
         tx: &mut postgres::Transaction<'_>,
-        scope: Scope,
+        scope: Scope<'_>,
         mut f: impl FnMut(u128, &copy_out::Tuple<'_>),
     ) -> Result<(), Error> {
         let table = self.ctx.table;
@@ -453,11 +495,15 @@ impl<'a> Sides<'a> {
 
     /// Streams the rows of period `p` of the mirror, converted as the apply
     /// converts them: each row's hash and its cells.
-    fn each_mirror_row(&self, p: usize, mut f: impl FnMut(u128, &[Cell<'_>])) -> Result<(), Error> {
+    fn each_mirror_row(
+        &self,
+        p: usize,
+        mut f: impl FnMut(u128, &[u8], &[Cell<'_>]),
+    ) -> Result<(), Error> {
         let (mut buf, mut field) = (BytesMut::new(), BytesMut::new());
         let mut sink = |cells: &[Cell<'_>]| {
             encode_cells(cells, &self.types, &mut buf, &mut field);
-            f(xxhash_rust::xxh3::xxh3_128(&buf), cells);
+            f(xxhash_rust::xxh3::xxh3_128(&buf), &buf, cells);
             Ok(())
         };
         stream_partition(
@@ -475,39 +521,60 @@ impl<'a> Sides<'a> {
         self.conv.columns.iter().map(|c| c.name.as_str()).collect()
     }
 
-    /// Reads the buckets of period `p` whose digests differed again, on
-    /// both sides, in a fresh snapshot, and records what still differs:
-    /// the period missing from the database, or its rows that only one
-    /// side has. A bounded number of rows per pass
-    /// ([`DIFF_ROWS_PER_PASS`], counted by hash), so memory stays flat
-    /// whatever the period's size.
+    /// Reads the rows of period `p` that can differ again, on both sides,
+    /// in a fresh snapshot, and records what still differs: the period
+    /// missing from the database, or its rows that only one side has.
+    /// Those rows are the ones the value digests narrow to
+    /// ([`Narrowing`]), read through the table's indexes, when that is
+    /// few; else those of the differing hash buckets, a bounded number of
+    /// rows per pass ([`DIFF_ROWS_PER_PASS`], counted by hash), so memory
+    /// stays flat whatever the period's size.
     fn recheck(
         &self,
         client: &mut Client,
         p: usize,
-        mine: &[Digest],
-        theirs: &[Digest],
+        mine: &PeriodDigests,
+        theirs: &PeriodDigests,
         r: &mut TableReconcile,
     ) -> Result<(), Error> {
         let t = Instant::now();
-        let n = mine.len();
-        let differing: Vec<usize> = (0..n).filter(|&b| mine[b] != theirs[b]).collect();
-        let agreeing_db_rows: u64 = (0..n)
-            .filter(|&b| mine[b] == theirs[b])
-            .map(|b| theirs[b].rows)
-            .sum();
         let mut tx = snapshot(client, self.ctx.table)?;
         let mut found = Found::default();
-        for pass in passes(&differing, |b| mine[b].rows + theirs[b].rows, n) {
-            self.diff_pass(&mut tx, p, &pass, &mut found)?;
-        }
+        let narrowing = Narrowing::of(&self.codes, &mine.values, &theirs.values);
+        let how = match &narrowing {
+            Some(n) => {
+                let predicate = self.predicate(&mut tx, n)?;
+                let subset = Subset::Values(n);
+                self.diff_pass(
+                    &mut tx,
+                    p,
+                    &subset,
+                    Scope::Narrowed(p, &predicate),
+                    &mut found,
+                )?;
+                "by value"
+            }
+            None => {
+                let (m, d) = (&mine.buckets, &theirs.buckets);
+                let n = m.len();
+                let differing: Vec<usize> = (0..n).filter(|&b| m[b] != d[b]).collect();
+                for pass in passes(&differing, |b| m[b].rows + d[b].rows, n) {
+                    let subset = Subset::Buckets(&pass);
+                    self.diff_pass(&mut tx, p, &subset, Scope::Period(p), &mut found)?;
+                }
+                "by bucket"
+            }
+        };
         let only_in_db = self.render(&mut tx, &found.ex_db)?;
         end(tx, self.ctx.table)?;
-        tracing::debug!(table = %self.ctx.table, tid = %self.tids[p], buckets = differing.len(), secs = t.elapsed().as_secs_f64(), "row-level diff");
+        tracing::debug!(table = %self.ctx.table, tid = %self.tids[p], how, secs = t.elapsed().as_secs_f64(), "row-level diff");
         if found.only_in_mirror == 0 && found.only_in_db == 0 {
             return Ok(());
         }
-        let db_rows = agreeing_db_rows + found.db_rows;
+        // The database's rows: the mirror's, less those only the mirror
+        // has, and those only the database has.
+        let mirror_rows = Digest::total(&mine.buckets).rows;
+        let db_rows = (mirror_rows + found.only_in_db).saturating_sub(found.only_in_mirror);
         if db_rows == 0 {
             r.missing_in_db.push(self.tids[p].clone());
             return Ok(());
@@ -520,7 +587,7 @@ impl<'a> Sides<'a> {
         examples.only_in_db.sort();
         r.differs.push(PeriodDifference {
             tid: self.tids[p].clone(),
-            mirror_rows: Digest::total(mine).rows,
+            mirror_rows,
             db_rows,
             only_in_mirror: found.only_in_mirror,
             only_in_db: found.only_in_db,
@@ -529,30 +596,122 @@ impl<'a> Sides<'a> {
         Ok(())
     }
 
-    /// One pass of the row-level diff of period `p`: the rows `pass` holds
-    /// counted by hash on both sides (the mirror's first, so that a
-    /// database row is known to be surplus as it is read), then the
-    /// mirror's surplus rows as text when there are any.
+    /// The SQL condition of a narrowing: `col IN (v, …)` for each of its
+    /// columns, the values as Postgres prints them (one round trip).
+    fn predicate(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        n: &Narrowing,
+    ) -> Result<String, Error> {
+        let mut keys: Vec<(usize, &[u8])> = Vec::new();
+        for (c, set) in &n.cols {
+            let mut sorted: Vec<&Vec<u8>> = set.iter().collect();
+            sorted.sort();
+            keys.extend(sorted.into_iter().map(|k| (*c, k.as_slice())));
+        }
+        let casts: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("(${}::{})::text", i + 1, self.compared_type(*c)))
+            .collect();
+        let params: Vec<RawParam<'_>> = keys.iter().map(|(_, k)| RawParam(key_value(k))).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let row = tx
+            .query_one(&format!("SELECT {}", casts.join(", ")), &refs)
+            .map_err(Error::db(self.ctx.table, "printing the differing values"))?;
+        let mut by_col: BTreeMap<usize, (Vec<String>, bool)> = BTreeMap::new();
+        for (i, (c, _)) in keys.iter().enumerate() {
+            let text: Option<String> = row
+                .try_get(i)
+                .map_err(Error::db(self.ctx.table, "printing the differing values"))?;
+            let entry = by_col.entry(*c).or_default();
+            match text {
+                Some(v) => entry.0.push(format!(
+                    "E'{}'::{}",
+                    v.replace('\\', "\\\\").replace('\'', "''"),
+                    self.compared_type(*c)
+                )),
+                None => entry.1 = true,
+            }
+        }
+        let parts: Vec<String> = by_col
+            .into_iter()
+            .map(|(c, (values, null))| {
+                let col = self.compared_column(c);
+                let mut alts = Vec::new();
+                if !values.is_empty() {
+                    alts.push(format!("{col} IN ({})", values.join(", ")));
+                }
+                if null {
+                    alts.push(format!("{col} IS NULL"));
+                }
+                format!("({})", alts.join(" OR "))
+            })
+            .collect();
+        Ok(parts.join(" AND "))
+    }
+
+    /// Column `c` as the comparison reads it ([`Self::select_list`]).
+    fn compared_column(&self, c: usize) -> String {
+        let col = &self.conv.columns[c];
+        if col.ty == Type::BPCHAR {
+            format!("{}::text", quote_ident(&col.name))
+        } else {
+            quote_ident(&col.name)
+        }
+    }
+
+    /// The type of column `c` as the comparison reads it.
+    fn compared_type(&self, c: usize) -> &str {
+        let col = &self.conv.columns[c];
+        if col.ty == Type::BPCHAR {
+            "text"
+        } else {
+            col.pg_type.as_str()
+        }
+    }
+
+    /// One pass of the row-level diff of period `p`: the rows `subset`
+    /// holds counted by hash on both sides (the mirror's first, so that a
+    /// database row is known to be surplus as it is read; the database's
+    /// rows of `scope`), then the mirror's surplus rows as text when there
+    /// are any.
     fn diff_pass(
         &self,
         tx: &mut postgres::Transaction<'_>,
         p: usize,
-        pass: &Pass,
+        subset: &Subset<'_>,
+        scope: Scope<'_>,
         found: &mut Found,
     ) -> Result<(), Error> {
         let n = self.buckets[p];
         let fields = self.types.len();
         let mut counts: HashMap<u128, (u64, u64)> = HashMap::new();
+        // The held rows as text while they are few (a narrowed diff): their
+        // examples then need no second read of the partition.
+        let names = self.names();
+        let mut texts: Option<HashMap<u128, String>> = Some(HashMap::new());
         on_a_thread(|| {
-            self.each_mirror_row(p, |h, _| {
-                if pass.holds(h, n) {
+            let mut spans = Vec::new();
+            self.each_mirror_row(p, |h, row, cells| {
+                if subset.holds(h, n, row, &mut spans) {
                     counts.entry(h).or_default().0 += 1;
+                    if let Some(t) = &mut texts {
+                        if t.len() >= TEXT_ROWS {
+                            texts = None;
+                        } else {
+                            t.entry(h).or_insert_with(|| {
+                                row_text(&names, cells.iter().map(|c| c.to_string()))
+                            });
+                        }
+                    }
                 }
             })
         })?;
-        self.each_db_row(tx, Scope::Period(p), |h, t| {
-            if pass.holds(h, n) {
-                found.db_rows += 1;
+        let mut spans = Vec::new();
+        self.each_db_row(tx, scope, |h, t| {
+            if subset.holds(h, n, t.fields, &mut spans) {
                 let c = counts.entry(h).or_default();
                 c.1 += 1;
                 if c.1 > c.0 {
@@ -573,11 +732,18 @@ impl<'a> Sides<'a> {
                 found.only_in_db += d - m;
             }
         }
-        if mirror_surplus {
-            let names = self.names();
+        if let (true, Some(texts)) = (mirror_surplus, &texts) {
+            for (h, (m, d)) in &counts {
+                if m > d {
+                    if let Some(text) = texts.get(h) {
+                        keep_example(&mut found.ex_mirror, *h, || text.clone());
+                    }
+                }
+            }
+        } else if mirror_surplus {
             let ex_mirror = &mut found.ex_mirror;
             on_a_thread(|| {
-                self.each_mirror_row(p, |h, cells| {
+                self.each_mirror_row(p, |h, _, cells| {
                     if counts.get(&h).is_some_and(|(m, d)| m > d) {
                         keep_example(ex_mirror, h, || {
                             row_text(&names, cells.iter().map(|c| c.to_string()))
@@ -659,15 +825,63 @@ impl<'a> Sides<'a> {
     }
 }
 
+/// The column the value digests narrow by ([`crate::narrow`]): the code
+/// column with the most values in the cached tableinfo (`None` without
+/// one: differing periods are then read by bucket).
+fn narrowing_column(ctx: &Ctx<'_>, conv: &Conversion) -> Option<usize> {
+    let info = sync_state::tableinfo::cached_tableinfo(ctx.store.data_dir(), ctx.table)
+        .ok()
+        .flatten()?;
+    info.variables
+        .iter()
+        .filter_map(|v| {
+            let name = sync_state::column_name(&v.id);
+            let c = conv.columns.iter().position(|c| c.name == name)?;
+            (c != conv.tid && Some(c) != conv.indhold).then_some((v.values.len(), c))
+        })
+        .max_by_key(|&(n, c)| (n, std::cmp::Reverse(c)))
+        .map(|(_, c)| c)
+}
+
 /// Which rows of the fact table a database digest reads.
 #[derive(Clone, Copy)]
-enum Scope {
+enum Scope<'a> {
     /// All of them.
     All,
     /// Those of the period at this position.
     Period(usize),
+    /// Those of the period at this position that meet a condition.
+    Narrowed(usize, &'a str),
     /// Those of no period.
     NoPeriod,
+}
+
+/// The rows of a period one pass of the row-level diff compares.
+enum Subset<'a> {
+    /// Those of some hash buckets.
+    Buckets(&'a Pass),
+    /// Those a narrowing holds.
+    Values(&'a Narrowing),
+}
+
+impl Subset<'_> {
+    /// Whether the row of hash `h` and binary fields `fields` is in the
+    /// subset (`n`: the period's buckets; `spans`: scratch space).
+    fn holds(
+        &self,
+        h: u128,
+        n: usize,
+        fields: &[u8],
+        spans: &mut Vec<std::ops::Range<usize>>,
+    ) -> bool {
+        match self {
+            Subset::Buckets(pass) => pass.holds(h, n),
+            Subset::Values(narrowing) => {
+                field_spans(fields, spans);
+                narrowing.holds(fields, spans)
+            }
+        }
+    }
 }
 
 /// Rows per hash bucket a period's digests aim at: a period's buckets
@@ -677,6 +891,11 @@ const ROWS_PER_BUCKET: u64 = 1024;
 
 /// At most this many buckets a period.
 const MAX_BUCKETS: usize = 4096;
+
+/// Rows of the mirror a pass of the row-level diff keeps as text for its
+/// examples (a narrowed pass holds few); past it, the examples are read
+/// again.
+const TEXT_ROWS: usize = 4096;
 
 /// Rows (of both sides, by hash and count) one pass of the row-level diff
 /// holds at most: about 10 MiB. Larger buckets are split by hash.

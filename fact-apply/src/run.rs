@@ -8,7 +8,7 @@ use partition_store::PartitionStore;
 use postgres::Client;
 use sync_state::{
     ApplyStatus, ApplySummary, ApplyTableResult, DataDir, DbApplyReport, RunId, RunManifest,
-    RunStatus, UtcSecond,
+    RunStatus, TableId, UtcSecond,
 };
 
 use crate::table::{apply_table, validate_schema};
@@ -50,7 +50,16 @@ pub fn apply_run(
     let store = PartitionStore::new(data);
     let (opts, meta_unavailable) = crate::meta::prepare_run(client, &store, &work, opts);
     let opts = &opts;
-    if work.is_empty() {
+    // Tables whose tableinfo changed and no period did: their metadata
+    // alone (when metadata is on).
+    let metadata_only: Vec<TableId> = match opts.metadata.schema() {
+        Some(_) => manifest
+            .tables_with_metadata_only()
+            .map(|(id, _)| id.clone())
+            .collect(),
+        None => Vec::new(),
+    };
+    if work.is_empty() && metadata_only.is_empty() {
         let mut report = DbApplyReport::no_changed_tids(run.clone());
         tracing::info!(run = %run, "no table has changed periods; nothing to apply");
         if opts.dry_run {
@@ -69,6 +78,11 @@ pub fn apply_run(
             result.metadata_error = Some(reason.clone());
         }
         log_result(&result, t0.elapsed().as_secs_f64(), opts.dry_run);
+        tables.push(result);
+    }
+    for table in &metadata_only {
+        let result = metadata_alone(client, &store, table, opts);
+        log_result(&result, 0.0, opts.dry_run);
         tables.push(result);
     }
     let summary = ApplySummary::of(&tables);
@@ -92,6 +106,27 @@ pub fn apply_run(
         save_report(data, run, load(data, run)?, &report)?;
     }
     Ok(report)
+}
+
+/// A table whose metadata alone changed: written in a transaction of its
+/// own (`reason: metadata_only`); failed when it cannot be, so that the run
+/// stays pending until it is.
+fn metadata_alone(
+    client: &mut Client,
+    store: &PartitionStore,
+    table: &TableId,
+    opts: &ApplyOptions,
+) -> ApplyTableResult {
+    let mut result = ApplyTableResult::new(table.clone(), ApplyStatus::Applied, Vec::new());
+    result.reason = Some("metadata_only".into());
+    let ctx = crate::tx::Ctx::new(store, table, opts);
+    let step = crate::meta::alone(client, &ctx);
+    if let Some(Err(e)) = &step {
+        result.status = ApplyStatus::Failed;
+        result.error = Some(e.clone());
+    }
+    crate::meta::record(&mut result, step);
+    result
 }
 
 /// What runs after `manifest` removed from each table of `work` (a run

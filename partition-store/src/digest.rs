@@ -1,6 +1,6 @@
 //! Content digest of a partition, independent of how its rows were batched.
 
-use arrow_array::{Array, Float64Array, RecordBatch, StringArray};
+use arrow_array::{Array, Float64Array, Int32Array, RecordBatch, StringArray};
 use xxhash_rust::xxh3::Xxh3;
 
 /// Hashes a partition's rows column by column. Each column has its own
@@ -64,6 +64,16 @@ impl ContentHasher {
                             }
                             None => self.scratch.push(0),
                         }
+                    }
+                }
+            } else if let Some(n) = col.as_any().downcast_ref::<Int32Array>() {
+                for v in n.iter() {
+                    match v {
+                        Some(v) => {
+                            self.scratch.push(1);
+                            self.scratch.extend_from_slice(&v.to_le_bytes());
+                        }
+                        None => self.scratch.push(0),
                     }
                 }
             } else if let Some(f) = col.as_any().downcast_ref::<Float64Array>() {

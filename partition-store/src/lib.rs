@@ -50,6 +50,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 mod digest;
 mod error;
 mod file_writer;
+mod labels;
 mod publish;
 mod request;
 mod source;
@@ -57,6 +58,7 @@ mod store;
 mod vintage;
 
 pub use error::Error;
+pub use labels::{labels_batch, labels_schema, LABEL_COLUMNS};
 pub use publish::{PublishOptions, Recovered, SwapOutcome, TableSet};
 pub use request::{PublishOutcome, RequestWriter, StagedPeriod, StagedRequest, WriteLimits};
 pub use store::{PartitionFooter, PartitionInfo, PartitionReader, PartitionStore};

@@ -493,11 +493,41 @@ impl StatbankClient {
         .await
     }
 
+    /// `/v1/subjects` in `lang`, the whole tree with the tables filed
+    /// under each subject (`recursive=true&includeTables=true`), decoded,
+    /// plus the raw JSON as received (for the metadata cache).
+    pub async fn subjects_in(
+        &self,
+        lang: Lang,
+    ) -> Result<(Vec<sync_state::subjects::Subject>, Bytes), Error> {
+        let url = self.url(Endpoint::Subjects);
+        let lang = lang.as_str();
+        self.get_json(Endpoint::Subjects, None, || {
+            self.http.get(&url).query(&[
+                ("lang", lang),
+                ("recursive", "true"),
+                ("includeTables", "true"),
+                ("format", "JSON"),
+            ])
+        })
+        .await
+    }
+
     /// `/v1/tableinfo` of one table, decoded, plus the raw JSON as received
     /// (for the metadata cache).
     pub async fn table_info(&self, table: &TableId) -> Result<(TableInfo, Bytes), Error> {
+        self.table_info_in(table, self.cfg.lang).await
+    }
+
+    /// `/v1/tableinfo` of one table in `lang` (whatever the client's own
+    /// language), as [`Self::table_info`].
+    pub async fn table_info_in(
+        &self,
+        table: &TableId,
+        lang: Lang,
+    ) -> Result<(TableInfo, Bytes), Error> {
         let url = self.url(Endpoint::TableInfo);
-        let lang = self.cfg.lang.as_str();
+        let lang = lang.as_str();
         let (info, raw): (TableInfo, Bytes) = self
             .get_json(Endpoint::TableInfo, Some(table.as_str()), || {
                 self.http.get(&url).query(&[

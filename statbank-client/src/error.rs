@@ -5,6 +5,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Endpoint {
+    /// `/v1/subjects`
+    Subjects,
     /// `/v1/tables`
     Tables,
     /// `/v1/tableinfo`
@@ -17,6 +19,7 @@ impl Endpoint {
     /// The path below the base URL.
     pub fn path(self) -> &'static str {
         match self {
+            Endpoint::Subjects => "subjects",
             Endpoint::Tables => "tables",
             Endpoint::TableInfo => "tableinfo",
             Endpoint::Data => "data",

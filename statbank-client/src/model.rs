@@ -2,38 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 pub use sync_state::tableinfo::{
-    Contact, Documentation, Footnote, TableInfo, Variable, VariableValue, MAX_PERIODS,
+    Contact, Documentation, Footnote, Lang, TableInfo, Variable, VariableValue, MAX_PERIODS,
 };
 use sync_state::{TableId, Tid};
-
-/// Response language: `da` (default) or `en`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Lang {
-    /// Danish: decimal comma in BULK values.
-    #[default]
-    Da,
-    /// English: decimal point in BULK values.
-    En,
-}
-
-impl Lang {
-    /// The query value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lang::Da => "da",
-            Lang::En => "en",
-        }
-    }
-
-    /// The decimal separator of BULK values in this language.
-    pub fn decimal_separator(self) -> u8 {
-        match self {
-            Lang::Da => b',',
-            Lang::En => b'.',
-        }
-    }
-}
 
 /// One entry of `/v1/tables`.
 ///

@@ -53,6 +53,7 @@ mod plan;
 mod reconcile;
 mod state;
 pub mod storage;
+pub mod subjects;
 pub mod tableinfo;
 mod time;
 
@@ -66,8 +67,8 @@ pub use ids::{RunId, TableId, Tid, MAX_PARTITION_FILE_NAME, MAX_RUN_ID_LEN, MAX_
 pub use manifest::{
     latest_run, list_runs, pending_runs, AlertOutcome, ApplyStatus, ApplySummary, ApplyTableResult,
     CatalogSection, DbApplyReport, EarlierRun, FlowReconcile, FlowSection, InvalidEntry,
-    PeriodCounts, RecoveredPublish, RunManifest, RunStatus, SchemaChange, Summary, TableResult,
-    TableStatus, TypeChange, VanishedReport,
+    PeriodCounts, RecoveredPublish, RunManifest, RunStatus, SchemaChange, SubjectsSection, Summary,
+    TableResult, TableStatus, TypeChange, VanishedReport,
 };
 pub use paths::{
     DataDir, ARCHIVE_DIR, METADATA_DIR, PARTITION_EXT, SYNC_DIR, TABLES_DIR, TEMP_PREFIX,

@@ -212,6 +212,17 @@ pub struct TableResult {
     /// run published but never reported (the pending-tids journal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carried_over: Option<bool>,
+    /// `true` when the cached tableinfo changed in some language (by
+    /// content: a title, unit, label, value list or `updated`; not key
+    /// order or whitespace): the DB apply then writes the table's
+    /// metadata even when no period changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub metadata_changed: bool,
+    /// Why the tableinfo of a language besides Danish could not be had
+    /// (the facts are unaffected; the language is fetched again next
+    /// cycle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_error: Option<String>,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -241,6 +252,8 @@ impl TableResult {
             verification_debt: None,
             error: None,
             carried_over: None,
+            metadata_changed: false,
+            metadata_error: None,
             extra: Map::new(),
         }
     }
@@ -656,9 +669,29 @@ pub struct RunManifest {
     /// What `statbank-flow` did around this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<FlowSection>,
+    /// The subject tree, when this run fetched it (some table's metadata
+    /// changed, or an earlier fetch failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subjects: Option<SubjectsSection>,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// What fetching the subject tree came to in a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectsSection {
+    /// The languages whose tree was fetched and cached
+    /// (`metadata/subjects_<lang>.json`).
+    #[serde(default)]
+    pub fetched: Vec<crate::tableinfo::Lang>,
+    /// Whether some cached tree changed.
+    #[serde(default)]
+    pub changed: bool,
+    /// Why some language's tree could not be had (fetched again next
+    /// cycle; the facts are unaffected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A publish an interrupted run left, and how it was settled.
@@ -780,6 +813,7 @@ impl RunManifest {
             aborted_uploads: None,
             recovered: None,
             flow: None,
+            subjects: None,
             extra: Map::new(),
         }
     }
@@ -804,6 +838,16 @@ impl RunManifest {
             !r.changed_tids.is_empty() || r.deleted_tids.as_ref().is_some_and(|d| !d.is_empty())
         })
     }
+
+    /// The tables whose cached tableinfo changed and no period did: a DB
+    /// apply with metadata writes their metadata alone.
+    pub fn tables_with_metadata_only(&self) -> impl Iterator<Item = (&TableId, &TableResult)> {
+        self.tables.iter().filter(|(_, r)| {
+            r.metadata_changed
+                && r.changed_tids.is_empty()
+                && r.deleted_tids.as_ref().is_none_or(|d| d.is_empty())
+        })
+    }
 }
 
 impl RunManifest {
@@ -813,7 +857,9 @@ impl RunManifest {
     /// A later sync does not list these periods again (their partitions are
     /// unchanged since), so such a run must be applied by itself.
     pub fn needs_apply(&self) -> bool {
-        if self.tables_with_changes().next().is_none() {
+        if self.tables_with_changes().next().is_none()
+            && self.tables_with_metadata_only().next().is_none()
+        {
             return false;
         }
         match &self.db_apply {

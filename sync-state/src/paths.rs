@@ -47,7 +47,9 @@ fn the_sync_key_is_the_sync_dir_under_the_tables_root() {
 /// statbank_tables/_sync/intents/<TABLE_ID>.json
 /// statbank_tables/_sync/staging/<TABLE_ID>/<set id>/…
 /// statbank_tables/_sync/lock
-/// metadata/tables_info_raw_da/<TABLE_ID>.json
+/// metadata/tables_info_raw_<da|en>/<TABLE_ID>.json
+/// metadata/labels/<TABLE_ID>.parquet
+/// metadata/subjects_<da|en>.json
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
@@ -197,12 +199,38 @@ impl DataDir {
 
     /// `metadata/tables_info_raw_da`.
     pub fn metadata_key(&self) -> String {
-        format!("{METADATA_DIR}/tables_info_raw_da")
+        self.metadata_key_in(crate::tableinfo::Lang::Da)
+    }
+
+    /// `metadata/tables_info_raw_<lang>`.
+    pub fn metadata_key_in(&self, lang: crate::tableinfo::Lang) -> String {
+        format!("{METADATA_DIR}/tables_info_raw_{lang}")
     }
 
     /// `metadata/tables_info_raw_da/<TABLE_ID>.json`.
     pub fn metadata_file_key(&self, table: &TableId) -> String {
-        format!("{METADATA_DIR}/tables_info_raw_da/{table}.json")
+        self.metadata_file_key_in(table, crate::tableinfo::Lang::Da)
+    }
+
+    /// `metadata/subjects_<lang>.json`: the subject tree, with its tables.
+    pub fn subjects_key(&self, lang: crate::tableinfo::Lang) -> String {
+        format!("{METADATA_DIR}/subjects_{lang}.json")
+    }
+
+    /// `metadata/labels`.
+    pub fn labels_key(&self) -> String {
+        format!("{METADATA_DIR}/labels")
+    }
+
+    /// `metadata/labels/<TABLE_ID>.parquet`: the labels of the table's
+    /// codes in every language.
+    pub fn labels_file_key(&self, table: &TableId) -> String {
+        format!("{METADATA_DIR}/labels/{table}.parquet")
+    }
+
+    /// `metadata/tables_info_raw_<lang>/<TABLE_ID>.json`.
+    pub fn metadata_file_key_in(&self, table: &TableId, lang: crate::tableinfo::Lang) -> String {
+        format!("{METADATA_DIR}/tables_info_raw_{lang}/{table}.json")
     }
 
     /// The local path of a key (for a local data folder), for messages and
@@ -261,12 +289,13 @@ impl DataDir {
     /// Removes temp files of the JSON records that an interrupted run left
     /// (local folders; call only while holding the lock).
     pub fn clean_temp_files(&self) {
-        for key in [
-            SYNC.to_string(),
-            self.runs_key(),
-            self.metadata_key(),
-            self.intents_key(),
-        ] {
+        let languages = crate::tableinfo::Lang::ALL.map(|l| self.metadata_key_in(l));
+        let metadata = [METADATA_DIR.to_string(), self.labels_key()];
+        for key in [SYNC.to_string(), self.runs_key(), self.intents_key()]
+            .into_iter()
+            .chain(metadata)
+            .chain(languages)
+        {
             self.storage.clean_temp_files(&key);
         }
     }

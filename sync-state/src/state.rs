@@ -25,6 +25,10 @@ pub struct SyncState {
     /// folder (`--keep-vintages`, until `--no-keep-vintages`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_vintages: bool,
+    /// The last fetch of the subject tree failed: the next cycle fetches
+    /// it even when no table changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub subjects_pending: bool,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -97,6 +101,11 @@ pub struct TableState {
     /// manifest (as `pending_changed_tids`, for `verified_periods`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_verified_tids: Vec<Tid>,
+    /// Languages besides Danish whose tableinfo the last visit could not
+    /// fetch (or that did not match the Danish one): fetched again next
+    /// cycle, without data requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata_pending: Vec<crate::tableinfo::Lang>,
     /// Unknown fields, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

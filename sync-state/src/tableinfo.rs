@@ -7,6 +7,58 @@ use serde::{Deserialize, Serialize};
 
 use crate::{DataDir, Error, TableId};
 
+/// A StatBank language: `da` (the default, what the facts are fetched
+/// in) or `en`. Tableinfo is cached per language
+/// (`metadata/tables_info_raw_<lang>/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    /// Danish: decimal comma in BULK values.
+    #[default]
+    Da,
+    /// English: decimal point in BULK values.
+    En,
+}
+
+impl Lang {
+    /// Every language, Danish first.
+    pub const ALL: [Lang; 2] = [Lang::Da, Lang::En];
+
+    /// The query value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Da => "da",
+            Lang::En => "en",
+        }
+    }
+
+    /// The decimal separator of BULK values in this language.
+    pub fn decimal_separator(self) -> u8 {
+        match self {
+            Lang::Da => b',',
+            Lang::En => b'.',
+        }
+    }
+}
+
+impl std::str::FromStr for Lang {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Lang, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "da" => Ok(Lang::Da),
+            "en" => Ok(Lang::En),
+            other => Err(format!("unknown language {other:?} (da or en)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Lang {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -140,5 +192,57 @@ pub const MAX_PERIODS: usize = 100_000;
 /// on disk or on the object store); `Ok(None)` when there is none,
 /// [`Error::Corrupt`] naming the file when it does not parse.
 pub fn cached_tableinfo(data: &DataDir, table: &TableId) -> Result<Option<TableInfo>, Error> {
-    data.read_json(&data.metadata_file_key(table), "cached tableinfo")
+    cached_tableinfo_in(data, table, Lang::Da)
+}
+
+/// The cached tableinfo of `table` in `lang`
+/// (`metadata/tables_info_raw_<lang>/<ID>.json`); as [`cached_tableinfo`].
+pub fn cached_tableinfo_in(
+    data: &DataDir,
+    table: &TableId,
+    lang: Lang,
+) -> Result<Option<TableInfo>, Error> {
+    data.read_json(&data.metadata_file_key_in(table, lang), "cached tableinfo")
+}
+
+/// Why `other` (the tableinfo of the same table in another language) does
+/// not describe the same variables and values as `da`, the one the facts
+/// were fetched with: `None` when it does (same variable ids in the same
+/// order, each with the same value codes in the same order, the same
+/// `updated`).
+pub fn mismatch(da: &TableInfo, other: &TableInfo) -> Option<String> {
+    if !da.id.eq_ignore_ascii_case(&other.id) {
+        return Some(format!("it is of table {:?}", other.id));
+    }
+    if da.updated != other.updated {
+        return Some(format!(
+            "it was updated at {:?}, the Danish one at {:?}",
+            other.updated, da.updated
+        ));
+    }
+    let ids = |i: &TableInfo| i.variables.iter().map(|v| v.id.clone()).collect::<Vec<_>>();
+    if ids(da) != ids(other) {
+        return Some(format!(
+            "its variables are {:?}, the Danish ones {:?}",
+            ids(other),
+            ids(da)
+        ));
+    }
+    for (a, b) in da.variables.iter().zip(&other.variables) {
+        if a.values.len() != b.values.len() {
+            return Some(format!(
+                "variable {} has {} values, {} in Danish",
+                a.id,
+                b.values.len(),
+                a.values.len()
+            ));
+        }
+        if let Some((x, y)) = a.values.iter().zip(&b.values).find(|(x, y)| x.id != y.id) {
+            return Some(format!(
+                "variable {} has value {:?} where the Danish one has {:?}",
+                a.id, y.id, x.id
+            ));
+        }
+    }
+    None
 }

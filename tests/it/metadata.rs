@@ -8,7 +8,9 @@
 //! title change upstream (with a revised period) and the new texts arrive.
 
 use fact_apply::{ApplyOptions, Metadata};
-use statbank_client::emulator::{EmuTable, EmuValue, World};
+use statbank_client::emulator::{
+    EmuSubject, EmuTable, EmuValue, Endpoint, Fault, FaultKind, World,
+};
 use sync_state::ApplyStatus;
 use tests::e2e::Setup;
 
@@ -34,13 +36,37 @@ fn real(name: &str, keep: usize, periods: usize) -> EmuTable {
 
 fn world() -> World {
     let mut w = World::new();
-    let mut folk = real("tableinfo_FOLK1A_da.json", 4, 2);
+    let mut folk = real("tableinfo_FOLK1A_da.json", 4, 2)
+        .with_english_tableinfo_json(&fixture("tableinfo_FOLK1A_en.json"))
+        .expect("en fixture");
     folk.footnote = serde_json::json!({"text": "Tal for &quot;Hele landet&quot; &amp; regioner", "mandatory": false});
     w.insert(folk);
     w.insert(real("tableinfo_BIL10_da.json", 3, 3));
     let mut weekly = EmuTable::synthetic("UGE1", &["2024U52", "2025U01"], &[("BRANCHE", 3)]);
     weekly.unit = "Kr.".into();
     w.insert(weekly);
+    let leaf = |id: &str, da: &str, en: &str, tables: &[&str]| EmuSubject {
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+        ..EmuSubject::new(id, da, en)
+    };
+    let mut people = EmuSubject::new("1", "Borgere", "People");
+    let mut population = EmuSubject::new("3401", "Befolkning", "Population");
+    population.subjects = vec![leaf(
+        "20021",
+        "Befolkningstal",
+        "Population figures",
+        &["FOLK1A", "NOT_MIRRORED"],
+    )];
+    people.subjects = vec![population];
+    w.subjects = vec![
+        people,
+        leaf(
+            "6",
+            "Transport og turisme",
+            "Transport and tourism",
+            &["BIL10", "UGE1"],
+        ),
+    ];
     w
 }
 
@@ -116,7 +142,7 @@ fn labels_titles_and_periods_arrive_in_postgres_and_follow_upstream() {
         Some("Hele landet")
     );
     assert_eq!(
-        text(&mut s, "SELECT column_name FROM meta.variables WHERE table_id = 'FOLK1A' AND variable_id = 'KØN'").as_deref(),
+        text(&mut s, "SELECT column_name FROM meta.variables WHERE table_id = 'FOLK1A' AND variable_id = 'KØN' AND lang = 'da'").as_deref(),
         Some("kon")
     );
     // The time column's code is the date the fact table holds, cast to text.
@@ -152,7 +178,7 @@ fn labels_titles_and_periods_arrive_in_postgres_and_follow_upstream() {
     assert_eq!(
         text(
             &mut s,
-            "SELECT unit FROM meta.tables WHERE table_id = 'UGE1'"
+            "SELECT unit FROM meta.tables WHERE table_id = 'UGE1' AND lang = 'da'"
         )
         .as_deref(),
         Some("Kr.")
@@ -222,7 +248,7 @@ fn labels_titles_and_periods_arrive_in_postgres_and_follow_upstream() {
     assert_eq!(
         text(
             &mut s,
-            "SELECT title FROM meta.tables WHERE table_id = 'FOLK1A'"
+            "SELECT title FROM meta.tables WHERE table_id = 'FOLK1A' AND lang = 'da'"
         )
         .as_deref(),
         Some("Befolkningen (ny titel)")
@@ -371,5 +397,475 @@ fn a_new_meta_schema_is_filled_for_every_table_of_the_mirror() {
     assert_eq!(
         s.count("SELECT count(DISTINCT table_id) FROM meta.tables"),
         2
+    );
+}
+
+/// A table's result in an apply report.
+fn result_of<'r>(
+    r: &'r sync_state::DbApplyReport,
+    table: &str,
+) -> &'r sync_state::ApplyTableResult {
+    r.tables
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|t| t.table.as_str() == table)
+        .unwrap_or_else(|| panic!("{table} in {r:?}"))
+}
+
+/// The subject-tree requests of a cycle, by language: `(da, en)`.
+fn subject_requests(s: &Setup) -> (usize, usize) {
+    let reqs = s.emu.handle().requests();
+    let n = |lang: &str| {
+        reqs.iter()
+            .filter(|r| r.endpoint == Some(Endpoint::Subjects))
+            .filter(|r| r.lang.as_deref().unwrap_or("da") == lang)
+            .count()
+    };
+    (n("da"), n("en"))
+}
+
+/// The requests of a cycle by endpoint and language: `(tables, tableinfo
+/// da, tableinfo en, data)`.
+fn request_counts(s: &Setup) -> (usize, usize, usize, usize) {
+    let reqs = s.emu.handle().requests();
+    let n = |e: Endpoint, lang: Option<&str>| {
+        reqs.iter()
+            .filter(|r| r.endpoint == Some(e))
+            .filter(|r| lang.is_none_or(|l| r.lang.as_deref().unwrap_or("da") == l))
+            .count()
+    };
+    (
+        n(Endpoint::Tables, None),
+        n(Endpoint::TableInfo, Some("da")),
+        n(Endpoint::TableInfo, Some("en")),
+        n(Endpoint::Data, None),
+    )
+}
+
+/// English titles, units and labels beside the Danish ones: one more
+/// tableinfo request per changed table and none in a cycle where nothing
+/// changed; `<col>_label_en` for every code of every row; an English
+/// relabel with no period changed still reaches Postgres (the run is
+/// pending until it does); a failed English tableinfo fails only the
+/// metadata and is fetched again next cycle, without data requests.
+#[test]
+fn english_metadata_arrives_and_follows_upstream() {
+    let mut s = Setup::new(world());
+    let m = s.sync(0);
+    let (tables, da, en, data) = request_counts(&s);
+    assert_eq!(
+        (tables, da, en),
+        (1, 3, 3),
+        "catalog, then each table's tableinfo per language"
+    );
+    assert!(data >= 3, "{data}");
+    assert_eq!(
+        subject_requests(&s),
+        (1, 1),
+        "the subject tree once per language"
+    );
+    assert!(
+        m.subjects
+            .as_ref()
+            .is_some_and(|x| x.changed && x.error.is_none()),
+        "{:?}",
+        m.subjects
+    );
+    let cache = s.data();
+    for t in ["FOLK1A", "BIL10", "UGE1"] {
+        let id = sync_state::TableId::new(t).expect("id");
+        let info =
+            sync_state::tableinfo::cached_tableinfo_in(&cache, &id, statbank_client::Lang::En)
+                .expect("readable")
+                .unwrap_or_else(|| panic!("{t}: English tableinfo cached"));
+        assert_eq!(info.id, t);
+        assert!(
+            m.tables[&id].metadata_changed,
+            "{t}: a new cache is a metadata change"
+        );
+    }
+    let r = s.apply(&m.run_id, &opts());
+    assert_eq!(r.summary.tables_failed, 0, "{r:?}");
+    for t in r.tables.as_deref().unwrap_or_default() {
+        assert_eq!(t.metadata_error, None, "{t:?}");
+    }
+    for table in ["folk1a", "uge1"] {
+        let facts = s.count(&format!("SELECT count(*) FROM fact.{table}"));
+        assert_eq!(
+            facts,
+            s.count(&format!("SELECT count(*) FROM fact_labeled.{table}"))
+        );
+        for col in code_columns(&mut s, table) {
+            let missing = s.count(&format!(
+                "SELECT count(*) FROM fact_labeled.{table} WHERE {col}_label_en IS NULL OR {col}_label IS NULL"
+            ));
+            assert_eq!(
+                missing, 0,
+                "{table}.{col}: a Danish and an English label for every row"
+            );
+        }
+    }
+    let title = |s: &mut Setup, lang: &str| {
+        text(s, &format!("SELECT title || ' / ' || unit FROM meta.tables WHERE table_id = 'FOLK1A' AND lang = '{lang}'"))
+    };
+    assert_eq!(
+        title(&mut s, "en").as_deref(),
+        Some("Population at the first day of the quarter / Number")
+    );
+    assert_eq!(
+        title(&mut s, "da").as_deref(),
+        Some("Befolkningen den 1. i kvartalet / Antal")
+    );
+    assert_eq!(
+        text(
+            &mut s,
+            "SELECT DISTINCT omrade_label_en FROM fact_labeled.folk1a WHERE omrade = '000'"
+        )
+        .as_deref(),
+        Some("All Denmark")
+    );
+    // English time labels (2024Q1) for codes that stay 2024K1.
+    let q = text(&mut s, "SELECT label FROM meta.value_labels WHERE table_id = 'FOLK1A' AND variable_id = 'Tid' AND lang = 'en' ORDER BY position DESC LIMIT 1").expect("time label");
+    assert!(q.contains('Q'), "{q}");
+    assert_eq!(
+        s.count("SELECT count(*) FROM meta.value_labels WHERE table_id = 'FOLK1A' AND variable_id = 'Tid' AND lang = 'en' AND code LIKE '%K%'"),
+        0,
+        "time codes are the fact column's dates"
+    );
+
+    // The subject tree, in both languages; tables filed under their
+    // subjects (only those the mirror has).
+    let subject = |s: &mut Setup, lang: &str, id: &str| {
+        text(s, &format!("SELECT description || ' < ' || coalesce(parent_id, '-') || ' #' || position FROM meta.subjects WHERE subject_id = '{id}' AND lang = '{lang}'"))
+    };
+    assert_eq!(
+        subject(&mut s, "da", "20021").as_deref(),
+        Some("Befolkningstal < 3401 #1")
+    );
+    assert_eq!(
+        subject(&mut s, "en", "3401").as_deref(),
+        Some("Population < 1 #1")
+    );
+    assert_eq!(
+        subject(&mut s, "en", "6").as_deref(),
+        Some("Transport and tourism < - #2")
+    );
+    assert_eq!(
+        text(&mut s, "SELECT string_agg(table_id || '@' || subject_id, ',' ORDER BY table_id) FROM meta.table_subjects").as_deref(),
+        Some("BIL10@6,FOLK1A@20021,UGE1@6")
+    );
+    // A table's subject path in English, as an analyst asks it.
+    assert_eq!(
+        text(
+            &mut s,
+            "SELECT p.description || ' / ' || c.description FROM meta.table_subjects ts \
+                      JOIN meta.subjects c ON c.subject_id = ts.subject_id AND c.lang = 'en' \
+                      JOIN meta.subjects p ON p.subject_id = c.parent_id AND p.lang = 'en' \
+                      WHERE ts.table_id = 'FOLK1A'"
+        )
+        .as_deref(),
+        Some("Population / Population figures")
+    );
+
+    // Nothing changed: one request, and no run awaits an apply.
+    s.emu.handle().clear_requests();
+    let quiet = s.sync(24 * 8);
+    assert_eq!(request_counts(&s), (1, 0, 0, 0));
+    assert_eq!(subject_requests(&s), (0, 0));
+    assert!(!quiet.needs_apply());
+
+    // English relabel and retitle upstream, no period changed.
+    let h = s.emu.handle();
+    h.rename_value_text_en("FOLK1A", "OMRÅDE", "000", "Denmark, all of it");
+    h.set_title(
+        "FOLK1A",
+        "Befolkningen den 1. i kvartalet",
+        "Population, first day of the quarter",
+    );
+    h.set_updated("FOLK1A", "2031-01-01T08:00:00");
+    h.clear_requests();
+    let m3 = s.sync(24 * 16);
+    let folk = &m3.tables[&sync_state::TableId::new("FOLK1A").expect("id")];
+    assert!(folk.changed_tids.is_empty(), "{folk:?}");
+    assert!(folk.metadata_changed, "{folk:?}");
+    assert!(m3.needs_apply(), "pending until the metadata is applied");
+    let (_, da, en, _) = request_counts(&s);
+    assert_eq!(
+        (da, en),
+        (1, 1),
+        "the changed table's tableinfo in each language"
+    );
+    assert_eq!(
+        subject_requests(&s),
+        (1, 1),
+        "and the subject tree once per language"
+    );
+    let r3 = s.apply(&m3.run_id, &opts());
+    assert_eq!(r3.summary.tables_failed, 0, "{r3:?}");
+    assert_eq!(
+        text(
+            &mut s,
+            "SELECT DISTINCT omrade_label_en FROM fact_labeled.folk1a WHERE omrade = '000'"
+        )
+        .as_deref(),
+        Some("Denmark, all of it")
+    );
+    assert_eq!(
+        title(&mut s, "en").as_deref(),
+        Some("Population, first day of the quarter / Number")
+    );
+    assert!(!sync_state::RunManifest::load(&s.data(), &m3.run_id)
+        .expect("manifest")
+        .needs_apply());
+
+    // The English tableinfo fails: the facts go on, the metadata error is
+    // reported, and the next cycle fetches English alone.
+    h.add_fault(
+        Fault::always(Endpoint::TableInfo, FaultKind::Status500)
+            .for_lang("en")
+            .for_table("UGE1"),
+    );
+    h.revise_period("UGE1", "2025U01");
+    h.set_updated("UGE1", "2031-02-01T08:00:00");
+    let m4 = s.sync(24 * 24);
+    let uge = &m4.tables[&sync_state::TableId::new("UGE1").expect("id")];
+    assert!(!uge.changed_tids.is_empty(), "the facts synced: {uge:?}");
+    let err = uge.metadata_error.as_deref().unwrap_or_default();
+    assert!(err.contains("UGE1") && err.contains(" en"), "{err}");
+    let r4 = s.apply(&m4.run_id, &opts());
+    let uge_apply = result_of(&r4, "UGE1");
+    assert_eq!(uge_apply.status, ApplyStatus::Applied);
+    let note = uge_apply.metadata_error.as_deref().unwrap_or_default();
+    assert!(
+        note.contains("kept as it was"),
+        "stale English is kept, not mixed in: {note}"
+    );
+    h.clear_faults();
+    h.clear_requests();
+    let m5 = s.sync(24 * 32);
+    let uge = &m5.tables[&sync_state::TableId::new("UGE1").expect("id")];
+    assert_eq!(uge.metadata_error, None, "{uge:?}");
+    assert!(uge.metadata_changed);
+    let (_, da, en, data) = request_counts(&s);
+    assert_eq!((da, en, data), (0, 1, 0), "English alone, no data");
+    let r5 = s.apply(&m5.run_id, &opts());
+    assert_eq!(r5.summary.tables_failed, 0, "{r5:?}");
+    let missing = s.count("SELECT count(*) FROM fact_labeled.uge1 WHERE branche_label_en IS NULL");
+    assert_eq!(missing, 0);
+    assert_eq!(
+        text(
+            &mut s,
+            "SELECT DISTINCT updated::text FROM meta.tables WHERE table_id = 'UGE1'"
+        )
+        .as_deref()
+        .map(|u| u.starts_with("2031-02-01")),
+        Some(true),
+        "both languages describe the same tableinfo"
+    );
+}
+
+/// English variables or values that do not match the Danish ones fail the
+/// table's metadata with an error naming the table and language; the
+/// previous metadata is kept, the facts are applied.
+#[test]
+fn mismatching_english_metadata_is_refused_and_the_facts_applied() {
+    let mut s = Setup::new(world());
+    let m = s.sync(0);
+    s.apply(&m.run_id, &opts());
+    let before = s.count("SELECT count(*) FROM meta.value_labels WHERE table_id = 'UGE1'");
+    // A cached English tableinfo with another value list, as a hand edit
+    // or a corrupt copy would leave it.
+    let data = s.data();
+    let id = sync_state::TableId::new("UGE1").expect("id");
+    let key = data.metadata_file_key_in(&id, statbank_client::Lang::En);
+    let mut en: serde_json::Value =
+        serde_json::from_slice(&data.storage().get(&key).expect("read").expect("cached"))
+            .expect("json");
+    en["variables"][0]["values"]
+        .as_array_mut()
+        .expect("values")
+        .pop();
+    data.storage()
+        .put(&key, &serde_json::to_vec(&en).expect("json"))
+        .expect("write");
+    let h = s.emu.handle();
+    h.revise_period("UGE1", "2025U01");
+    h.set_updated("UGE1", "2031-02-01T08:00:00");
+    h.add_fault(Fault::always(Endpoint::TableInfo, FaultKind::Status500).for_lang("en"));
+    let m2 = s.sync(24 * 8);
+    // The sync could not refresh English: the edited cache stays, and the
+    // apply sees it as stale (another `updated`), so it is kept out.
+    let r = s.apply(&m2.run_id, &opts());
+    let t = result_of(&r, "UGE1");
+    assert_eq!(t.status, ApplyStatus::Applied, "{t:?}");
+    // Now the same `updated` with another value list: refused.
+    en["updated"] = serde_json::json!("2031-02-01T08:00:00");
+    data.storage()
+        .put(&key, &serde_json::to_vec(&en).expect("json"))
+        .expect("write");
+    let r2 = s.apply(&m2.run_id, &opts());
+    let t = result_of(&r2, "UGE1");
+    assert_eq!(
+        t.status,
+        ApplyStatus::Applied,
+        "the facts are applied: {t:?}"
+    );
+    let err = t.metadata_error.as_deref().unwrap_or_default();
+    assert!(
+        err.contains("UGE1") && err.contains("en") && err.contains("does not match"),
+        "{err}"
+    );
+    assert_eq!(
+        s.count("SELECT count(*) FROM meta.value_labels WHERE table_id = 'UGE1'"),
+        before,
+        "the previous metadata is kept whole"
+    );
+}
+
+/// A mirror synced in Danish only (the original's requests) upgrades
+/// without a re-bootstrap: `--refresh-metadata` fetches the English
+/// tableinfo alone (no catalog, no data), and the next apply writes it.
+#[test]
+fn danish_only_mirror_gets_english_with_refresh_metadata() {
+    let mut s = Setup::new(world());
+    let mut danish = s.opts(0);
+    danish.languages = bins::Languages::danish_only();
+    let m = s.sync_with(&danish);
+    let (tables, da, en, _) = request_counts(&s);
+    assert_eq!(
+        (tables, da, en),
+        (1, 3, 0),
+        "Danish only: the original's requests"
+    );
+    s.apply(&m.run_id, &opts());
+    assert_eq!(
+        s.count("SELECT count(*) FROM meta.tables WHERE lang = 'en'"),
+        0
+    );
+    s.emu.handle().clear_requests();
+    let mut refresh = s.opts(1);
+    refresh.refresh_metadata = true;
+    let r = s.sync_with(&refresh);
+    assert_eq!(request_counts(&s), (0, 0, 3, 0), "English tableinfo alone");
+    assert!(r.needs_apply(), "its metadata awaits the apply");
+    let applied = s.apply(&r.run_id, &opts());
+    assert_eq!(applied.summary.tables_failed, 0, "{applied:?}");
+    assert_eq!(
+        s.count("SELECT count(*) FROM meta.tables WHERE lang = 'en'"),
+        3
+    );
+    let missing = s.count("SELECT count(*) FROM fact_labeled.folk1a WHERE omrade_label_en IS NULL");
+    assert_eq!(missing, 0);
+    // `--languages` must keep Danish.
+    assert!(bins::Languages::new(&[statbank_client::Lang::En]).is_err());
+}
+
+/// The labels of a table, `(variable_id, lang, code) → label`, as its
+/// labels file holds them.
+fn labels_file(
+    s: &Setup,
+    table: &str,
+) -> std::collections::BTreeMap<(String, String, String), String> {
+    use arrow_array::{Array, StringArray};
+    let path = s
+        .data()
+        .local_path(&format!("metadata/labels/{table}.parquet"))
+        .expect("local");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let mut out = std::collections::BTreeMap::new();
+    for batch in reader {
+        let b = batch.expect("batch");
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+                .unwrap_or_else(|| panic!("column {name}"))
+        };
+        let (v, c, l, x, t) = (
+            col("variable_id"),
+            col("code"),
+            col("lang"),
+            col("label"),
+            col("table_id"),
+        );
+        for i in 0..b.num_rows() {
+            assert_eq!(t.value(i), table);
+            assert!(!x.is_null(i));
+            let key = (
+                v.value(i).to_string(),
+                l.value(i).to_string(),
+                c.value(i).to_string(),
+            );
+            assert!(
+                out.insert(key, x.value(i).to_string()).is_none(),
+                "one label per code and language"
+            );
+        }
+    }
+    out
+}
+
+/// `metadata/labels/<ID>.parquet`: every code in both languages, written
+/// once (a cycle that changes nothing leaves the file's bytes as they
+/// were), rewritten when a label changes upstream.
+#[test]
+fn the_labels_file_holds_both_languages_and_is_rewritten_only_on_change() {
+    let s = Setup::new(world());
+    s.sync(0);
+    let labels = labels_file(&s, "FOLK1A");
+    let key = |v: &str, l: &str, c: &str| (v.to_string(), l.to_string(), c.to_string());
+    assert_eq!(
+        labels.get(&key("OMRÅDE", "da", "000")).map(String::as_str),
+        Some("Hele landet")
+    );
+    assert_eq!(
+        labels.get(&key("OMRÅDE", "en", "000")).map(String::as_str),
+        Some("All Denmark")
+    );
+    let folk = s.emu.handle().table("FOLK1A").expect("FOLK1A");
+    let last = folk.latest_period().expect("period").to_string();
+    let q = labels
+        .get(&key("Tid", "en", &last))
+        .expect("an English time label");
+    assert!(q.contains('Q'), "{q}: the English label of code {last}");
+    let per_lang = labels.keys().filter(|k| k.1 == "da").count();
+    assert_eq!(per_lang, labels.keys().filter(|k| k.1 == "en").count());
+    let path = s
+        .data()
+        .local_path("metadata/labels/FOLK1A.parquet")
+        .expect("local");
+    let bytes = std::fs::read(&path).expect("read");
+    let modified = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+
+    // A cycle where FOLK1A's `updated` moves but no text does: same file.
+    let h = s.emu.handle();
+    h.set_updated("FOLK1A", "2031-01-01T08:00:00");
+    s.sync(24 * 8);
+    assert_eq!(std::fs::read(&path).expect("read"), bytes);
+    assert_eq!(
+        std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("mtime"),
+        modified,
+        "not rewritten"
+    );
+
+    h.rename_value_text_en("FOLK1A", "OMRÅDE", "000", "Denmark");
+    h.set_updated("FOLK1A", "2031-02-01T08:00:00");
+    s.sync(24 * 16);
+    let after = labels_file(&s, "FOLK1A");
+    assert_eq!(
+        after.get(&key("OMRÅDE", "en", "000")).map(String::as_str),
+        Some("Denmark")
+    );
+    assert_eq!(
+        after.get(&key("OMRÅDE", "da", "000")).map(String::as_str),
+        Some("Hele landet")
     );
 }

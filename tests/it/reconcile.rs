@@ -401,3 +401,82 @@ fn an_apply_committing_during_a_reconcile_is_not_a_difference() {
 fn a_partition_swap_committing_during_a_reconcile_is_not_a_difference() {
     apply_committing_during_a_reconcile(true);
 }
+
+/// The rows that differ are named exactly whichever way the reconcile
+/// finds them: narrowed by value (a code edited, a code set to NULL, one
+/// figure changed) or, when the damage spans too many values to narrow
+/// (every figure of a period of 100 codes), by hash bucket.
+#[test]
+fn edited_codes_nulls_and_whole_periods_are_named_exactly() {
+    let mut w = world();
+    let codes: Vec<(&str, usize)> = vec![("OMRÅDE", 100)];
+    w.insert(EmuTable::synthetic("WIDE", &PERIODS[..2], &codes));
+    let mut s = Setup::new(w);
+    let opts = apply_opts(false, false);
+    let m = s.sync(0);
+    let r = s.apply(&m.run_id, &opts);
+    assert_eq!(r.status, sync_state::RunStatus::Success, "{:?}", r.tables);
+    let (p0, p1, p2) = (date(PERIODS[0]), date(PERIODS[1]), date(PERIODS[2]));
+    let one_row =
+        |tid: &str| format!("ctid = (SELECT min(ctid) FROM fact.dmg WHERE tid = '{tid}')");
+    s.pg.batch_execute(&format!(
+        "UPDATE fact.wide SET indhold = indhold + 1 WHERE tid = '{p0}';
+         UPDATE fact.dmg SET omrade = 'NEW' WHERE {};
+         ALTER TABLE fact.dmg ALTER COLUMN kon DROP NOT NULL;
+         UPDATE fact.dmg SET kon = NULL WHERE {};
+         UPDATE fact.wide SET indhold = indhold * 2 WHERE tid = '{p1}'
+             AND ctid = (SELECT min(ctid) FROM fact.wide WHERE tid = '{p1}');",
+        one_row(&p1),
+        one_row(&p2),
+    ))
+    .expect("damage");
+    let found = run(&mut s, "found", &opts, false);
+    let counts = |t: &str| -> BTreeMap<String, (u64, u64, usize, usize)> {
+        found.tables[&id(t)]
+            .differs
+            .iter()
+            .map(|d| {
+                (
+                    d.tid.as_str().to_string(),
+                    (
+                        d.only_in_mirror,
+                        d.only_in_db,
+                        d.examples.only_in_mirror.len(),
+                        d.examples.only_in_db.len(),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let shown = sync_state::EXAMPLE_ROWS.min(100);
+    assert_eq!(
+        counts("WIDE"),
+        BTreeMap::from([
+            (PERIODS[0].to_string(), (100, 100, shown, shown)),
+            (PERIODS[1].to_string(), (1, 1, 1, 1)),
+        ])
+    );
+    assert_eq!(
+        counts("DMG"),
+        BTreeMap::from([
+            (PERIODS[1].to_string(), (1, 1, 1, 1)),
+            (PERIODS[2].to_string(), (1, 1, 1, 1)),
+        ])
+    );
+    let dmg = &found.tables[&id("DMG")].differs;
+    assert!(
+        dmg[0].examples.only_in_db[0].contains("omrade=NEW"),
+        "{dmg:?}"
+    );
+    assert!(
+        dmg[1].examples.only_in_db[0].contains("kon=NULL"),
+        "{dmg:?}"
+    );
+    assert_eq!(dmg[0].db_rows, dmg[0].mirror_rows);
+    let repaired = run(&mut s, "repair", &opts, true);
+    assert_eq!(repaired.status, ReconcileStatus::Repaired, "{repaired:?}");
+    assert_eq!(
+        run(&mut s, "again", &opts, false).status,
+        ReconcileStatus::Agrees
+    );
+}

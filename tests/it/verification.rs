@@ -119,7 +119,10 @@ fn old_revisions_converge_within_four_weekly_cycles_and_reach_postgres() {
             .filter(|r| r.endpoint == Some(statbank_client::emulator::Endpoint::TableInfo))
             .count();
         if week == 1 {
-            assert_eq!(infos, 4, "the updated tables' tableinfo is fetched");
+            assert_eq!(
+                infos, 8,
+                "the updated tables' tableinfo is fetched, in Danish and English"
+            );
         } else {
             assert_eq!(
                 infos, 0,

@@ -8,7 +8,10 @@ and computes per file: rows, non-null `INDHOLD` and the sum of `INDHOLD`.
 Every engine must agree with the row count the writer put in the footer
 (`statbank_sync.rows`) and with the others. Engines: Apache Spark (default
 session settings, so its vectorized Parquet reader), DuckDB, Polars,
-pyarrow and pandas. Exit 0 when all agree, 1 otherwise.
+pyarrow and pandas. Each table's labels file (`metadata/labels/<T>.parquet`)
+must join its partitions in DuckDB, Polars and pandas with one label per
+row of every code column, in Danish and English. Exit 0 when all agree, 1
+otherwise.
 """
 
 import math
@@ -98,6 +101,46 @@ def by_spark(spark, table_dir):
     return {unquote(Path(r[0]).name): summary(r[1], r[2], r[3]) for r in rows}
 
 
+def labels_failures(root, table, files):
+    """The table's labels file (`metadata/labels/<T>.parquet`) joins its
+    partitions: in DuckDB (Danish) and Polars and pandas (English), every
+    row of every code column gets exactly one label."""
+    lab = root.parent / "metadata" / "labels" / f"{table}.parquet"
+    if not lab.exists():
+        return [f"{table}: no labels file at {lab}"]
+    langs = set(pq.read_table(lab, columns=["lang"]).column("lang").to_pylist())
+    if langs != {"da", "en"}:
+        return [f"{table}: labels in {sorted(langs)}, not da and en"]
+    glob = str(files[0].parent / "*.parquet")
+    total = sum(pq.read_metadata(f).num_rows for f in files)
+    codes = [c for c in pq.read_schema(files[0]).names if c != "INDHOLD"]
+    out = []
+    con = duckdb.connect()
+    labels_pl = pl.read_parquet(lab)
+    labels_pd = pd.read_parquet(lab)
+    facts_pd = pd.concat([pd.read_parquet(f) for f in files])
+    for col in codes:
+        rows, unlabeled = con.execute(
+            f'select count(*), count(*) filter (where l.label is null) from read_parquet(?) f '
+            f'left join (select code, label from read_parquet(?) where upper(variable_id) = ? '
+            f"and lang = 'da') l on l.code = f.\"{col}\"",
+            [glob, str(lab), col],
+        ).fetchone()
+        if rows != total or unlabeled:
+            out.append(f"{table}.{col}: duckdb joined {rows} rows of {total}, {unlabeled} without a label")
+        en = labels_pl.filter((pl.col("variable_id").str.to_uppercase() == col) & (pl.col("lang") == "en"))
+        joined = pl.scan_parquet(glob).join(
+            en.lazy().select(pl.col("code").alias(col), "label"), on=col, how="left").collect()
+        if joined.height != total or joined["label"].null_count():
+            out.append(f"{table}.{col}: polars joined {joined.height} rows of {total}, "
+                       f"{joined['label'].null_count()} without an English label")
+        en_pd = labels_pd[(labels_pd.variable_id.str.upper() == col) & (labels_pd.lang == "en")]
+        merged = facts_pd.merge(en_pd[["code", "label"]].rename(columns={"code": col}), on=col, how="left")
+        if len(merged) != total or merged["label"].isna().any():
+            out.append(f"{table}.{col}: pandas merged {len(merged)} rows of {total}")
+    return out
+
+
 def cause(error):
     """The line of an engine's error that says why (Spark's is deep in a Java trace)."""
     lines = [l.strip() for l in str(error).splitlines() if l.strip()]
@@ -163,8 +206,9 @@ def main():
                     failures.append(f"{table_dir.name}/{file}: {name} read {seen[0]} rows, the footer says {rows}")
                 elif base and file in base and not same(seen, base[file]):
                     failures.append(f"{table_dir.name}/{file}: {name} gives {seen}, pyarrow {base[file]}")
+        failures.extend(labels_failures(root, table_dir.name, files))
         print(f"{table_dir.name}: {len(files)} partitions, {sum(expected.values())} rows, "
-              f"read by {', '.join(sorted(results))}")
+              f"read by {', '.join(sorted(results))}; labels joined")
     spark.stop()
     for f in failures:
         print("FAIL", f)

@@ -10,6 +10,7 @@
 //!               [--table-concurrency N] [--max-concurrent-requests N]
 //!               [--min-interval-ms MS] [--max-retries N] [--timeout-secs S]
 //!               [--max-response-mib MIB] [--bulk-timeout-secs S]
+//!               [--languages da,en] [--refresh-metadata]
 //!               [--no-progress] [--log-format text|json]
 //! ```
 //!
@@ -36,6 +37,13 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     sync: SyncArgs,
+    /// Only refresh the metadata: the tableinfo of every table (or
+    /// --tables) in the languages besides Danish (--languages), checked
+    /// against the cached Danish one; no catalog poll, no data requests.
+    /// Tables whose metadata changed are applied for it by the next
+    /// `statbank-apply --metadata`.
+    #[arg(long)]
+    refresh_metadata: bool,
     /// No progress bar, even on a terminal.
     #[arg(long)]
     no_progress: bool,
@@ -77,6 +85,7 @@ async fn async_run(args: Args) -> Result<ExitCode> {
     stop_on_signals(stop.clone());
     let progress = Progress::new(!args.no_progress);
     let mut opts = args.sync.options()?;
+    opts.refresh_metadata = args.refresh_metadata;
     opts.stop = stop;
     opts.progress = Some(progress.clone());
     tracing::info!(data_dir = %args.sync.data_dir, base_url = %args.sync.base_url, "sync cycle starting");

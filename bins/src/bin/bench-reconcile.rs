@@ -52,6 +52,11 @@ struct Args {
     /// Keep the scratch database.
     #[arg(long)]
     keep: bool,
+    /// Do not cache the table's tableinfo: the reconcile then has no column
+    /// to narrow a differing period by, and reads its differing buckets
+    /// again instead.
+    #[arg(long)]
+    no_tableinfo: bool,
     /// Internal: what the child runs.
     #[arg(long, hide = true, value_enum)]
     child: Option<Child>,
@@ -246,6 +251,9 @@ fn write_mirror(args: &Args, data: &DataDir) -> Result<()> {
         folk1a::write_quarter(&store, q, &code, |_, _| Ok(()))
             .map_err(|e| anyhow!("writing {code}: {e}"))?;
         tids.push(Tid::new(code)?);
+    }
+    if !args.no_tableinfo {
+        folk1a::write_tableinfo(data, args.quarters).map_err(|e| anyhow!("tableinfo: {e}"))?;
     }
     let mut r = TableResult::synced("bench", false, Frequency::Quarterly);
     r.changed_tids = tids;

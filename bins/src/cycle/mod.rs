@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use partition_store::{PartitionStore, PublishOptions, WriteLimits};
-use statbank_client::{error_chain, Catalog, CatalogEntry, StatbankClient, TablesRequest};
+use statbank_client::{error_chain, Catalog, CatalogEntry, Lang, StatbankClient, TablesRequest};
 use sync_state::{
     catalog_gate, CatalogSection, DataDir, FrequencyOverrides, GateDecision, GatePolicy,
     InvalidEntry, RecoveredPublish, RunId, RunManifest, RunStatus, Summary, SyncState, TableId,
@@ -23,6 +23,7 @@ use sync_state::{
 
 use crate::Error;
 
+mod languages;
 mod schema;
 mod table;
 
@@ -126,6 +127,60 @@ pub enum Vintages {
     Stop,
 }
 
+/// The languages a cycle caches tableinfo in: Danish, the language the
+/// facts are fetched in, first; then the others (`en`), fetched whenever
+/// the Danish one is, for the metadata only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Languages(Vec<Lang>);
+
+impl Languages {
+    /// `langs` (Danish required), each once, Danish first.
+    pub fn new(langs: &[Lang]) -> Result<Languages, Error> {
+        if !langs.contains(&Lang::Da) {
+            return Err(Error::Option {
+                option: "--languages",
+                reason: format!(
+                    "{} lacks da, the language the facts are fetched in",
+                    langs
+                        .iter()
+                        .map(|l| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            });
+        }
+        let mut out = vec![Lang::Da];
+        for l in langs {
+            if !out.contains(l) {
+                out.push(*l);
+            }
+        }
+        Ok(Languages(out))
+    }
+
+    /// Danish only: the original's requests.
+    pub fn danish_only() -> Languages {
+        Languages(vec![Lang::Da])
+    }
+
+    /// Every language, Danish first.
+    pub fn all(&self) -> &[Lang] {
+        &self.0
+    }
+
+    /// The languages besides Danish.
+    pub fn others(&self) -> &[Lang] {
+        &self.0[1..]
+    }
+}
+
+impl Default for Languages {
+    /// Danish and English.
+    fn default() -> Languages {
+        Languages(vec![Lang::Da, Lang::En])
+    }
+}
+
 /// Settings of one sync cycle.
 #[derive(Clone)]
 pub struct SyncOptions {
@@ -157,6 +212,12 @@ pub struct SyncOptions {
     pub limits: WriteLimits,
     /// Rows per BULK request used for batch sizing.
     pub max_rows_per_call: u64,
+    /// The languages tableinfo is cached in (default: Danish and English).
+    pub languages: Languages,
+    /// Only refresh the metadata of the selected tables (tableinfo in the
+    /// languages besides Danish, checked against the cached Danish one):
+    /// no catalog gate, no data requests.
+    pub refresh_metadata: bool,
     /// The clock.
     pub clock: Clock,
     /// Stop flag.
@@ -194,6 +255,8 @@ impl SyncOptions {
             table_concurrency: 2,
             limits: WriteLimits::default(),
             max_rows_per_call: MAX_ROWS_PER_CALL,
+            languages: Languages::default(),
+            refresh_metadata: false,
             clock: Clock::system(),
             stop: StopSignal::new(),
             progress: None,
@@ -216,6 +279,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The state as the cycle left it.
+    fn into_state(self) -> Result<SyncState, Error> {
+        self.state
+            .into_inner()
+            .map_err(|_| Error::Internal("state lock poisoned".into()))
+    }
+
     fn now(&self) -> UtcSecond {
         UtcSecond::new(self.opts.clock.now())
     }
@@ -336,6 +406,22 @@ async fn cycle(
     let (state, overrides) = load_records(dir, opts)?;
     let store = PartitionStore::new(dir);
     settle_interrupted(&store, manifest).await?;
+    let ctx = |state: SyncState| Ctx {
+        client,
+        opts,
+        dir: dir.clone(),
+        store: store.clone(),
+        keep_vintages: state.keep_vintages,
+        state: Mutex::new(state),
+        overrides: overrides.clone(),
+        run_id: run_id.clone(),
+    };
+    if opts.refresh_metadata {
+        let ctx = ctx(state);
+        refresh_metadata(&ctx, manifest).await;
+        languages::fetch_subjects(&ctx, manifest, languages::SubjectsWhen::Always).await;
+        return Ok((ctx.into_state()?, None));
+    }
     if !gate_open(&state, opts, manifest) {
         return Ok((state, None));
     }
@@ -348,23 +434,11 @@ async fn cycle(
         ..CatalogSection::default()
     };
     let work = select_tables(catalog, opts, manifest);
-    let ctx = Ctx {
-        client,
-        opts,
-        dir: dir.clone(),
-        store,
-        keep_vintages: state.keep_vintages,
-        state: Mutex::new(state),
-        overrides,
-        run_id: run_id.clone(),
-    };
+    let ctx = ctx(state);
     lifecycle(&ctx, &work.in_catalog, manifest, polled_at).await?;
     sync_tables(&ctx, work.items, manifest).await;
-    let state = ctx
-        .state
-        .into_inner()
-        .map_err(|_| Error::Internal("state lock poisoned".into()))?;
-    Ok((state, Some(polled_at)))
+    languages::fetch_subjects(&ctx, manifest, languages::SubjectsWhen::Changed).await;
+    Ok((ctx.into_state()?, Some(polled_at)))
 }
 
 /// `state.json` (with `--keep-vintages` / `--no-keep-vintages` applied)
@@ -436,6 +510,48 @@ async fn sync_tables(ctx: &Ctx<'_>, items: Vec<Work>, manifest: &mut RunManifest
         .any(|r| r.status == TableStatus::Failed);
     let invalid = manifest.catalog.invalid_entries.is_some();
     manifest.status = if failed || invalid {
+        RunStatus::PartialFailure
+    } else {
+        RunStatus::Success
+    };
+}
+
+/// `--refresh-metadata`: the tableinfo of every selected table (default:
+/// every table of the state) in the languages besides Danish, checked
+/// against its cached Danish tableinfo; no catalog, no data. A table
+/// whose metadata changed is applied for it by the next DB apply.
+async fn refresh_metadata(ctx: &Ctx<'_>, manifest: &mut RunManifest) {
+    let tables: Vec<TableId> = match &ctx.opts.tables {
+        Some(t) => t.clone(),
+        None => ctx
+            .state
+            .lock()
+            .map(|s| s.tables.keys().cloned().collect())
+            .unwrap_or_default(),
+    };
+    manifest.catalog = CatalogSection {
+        polled: false,
+        reason: Some("metadata_refresh".into()),
+        ..CatalogSection::default()
+    };
+    let langs = ctx.opts.languages.others();
+    let results: Vec<(TableId, TableResult)> = futures_util::stream::iter(tables)
+        .map(|table| async move {
+            let updated = ctx.entry(&table).and_then(|e| e.last_seen_updated);
+            let mut r = TableResult::skipped(updated.as_deref().unwrap_or(""));
+            r.reason = Some("metadata_refresh".into());
+            match table::refresh_languages(ctx, &table, langs).await {
+                Some(m) => m.record(&mut r),
+                None => r.reason = Some("no_cached_tableinfo".into()),
+            }
+            (table, r)
+        })
+        .buffer_unordered(ctx.opts.table_concurrency.max(1))
+        .collect()
+        .await;
+    manifest.tables.extend(results);
+    let failed = manifest.tables.values().any(|r| r.metadata_error.is_some());
+    manifest.status = if failed {
         RunStatus::PartialFailure
     } else {
         RunStatus::Success
@@ -600,12 +716,14 @@ async fn lifecycle(
         let s = ctx.store.clone();
         let (table, run) = (id.clone(), ctx.run_id.clone());
         tokio::task::spawn_blocking(move || {
-            if archiving {
+            let moved = if archiving {
                 let to = s.data_dir().archive_key(&table, &run);
                 s.archive_table(&table, &to)
             } else {
                 s.delete_table(&table)
-            }
+            }?;
+            // Its labels go with its partitions (the cached tableinfo stays).
+            s.remove_labels(&table).map(|_| moved)
         })
         .await
         .map_err(|e| Error::Internal(format!("vanished-table task failed: {e}")))??;

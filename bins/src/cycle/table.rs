@@ -15,7 +15,7 @@ use sync_state::{
 };
 use tracing::Instrument;
 
-use super::{schema, Ctx, Work};
+use super::{languages, schema, Ctx, Work};
 use crate::fetch::{fetch_batch, FetchError, FetchJob};
 use crate::Error;
 
@@ -49,6 +49,10 @@ pub(super) async fn process_table(ctx: &Ctx<'_>, work: Work) -> (TableId, TableR
             let mut r = TableResult::skipped(&entry.updated);
             if let Some(prev) = &prev {
                 carry_over(ctx, &table, prev, &mut r, None);
+                let pending = pending_languages(ctx, prev);
+                if let Some(m) = languages::retry(ctx, &table, &pending).await {
+                    m.record(&mut r);
+                }
             }
             r
         }
@@ -70,6 +74,25 @@ pub(super) async fn process_table(ctx: &Ctx<'_>, work: Work) -> (TableId, TableR
         p.table_finished(&table, &result);
     }
     (table, result)
+}
+
+/// `--refresh-metadata` of one table: every language of `langs` fetched
+/// against its cached Danish tableinfo; `None` when it has none.
+pub(super) async fn refresh_languages(
+    ctx: &Ctx<'_>,
+    table: &TableId,
+    langs: &[statbank_client::Lang],
+) -> Option<languages::Outcome> {
+    languages::retry(ctx, table, langs).await
+}
+
+/// The languages still pending for a table that this cycle still fetches.
+pub(super) fn pending_languages(ctx: &Ctx<'_>, prev: &TableState) -> Vec<statbank_client::Lang> {
+    prev.metadata_pending
+        .iter()
+        .copied()
+        .filter(|l| ctx.opts.languages.others().contains(l))
+        .collect()
 }
 
 /// A table asked for by `--tables` that the catalog does not list: skipped
@@ -176,6 +199,8 @@ struct Prepared {
     per_request: usize,
     signature: Vec<String>,
     schema_change: Option<SchemaChange>,
+    /// The other languages' tableinfo, and whether any cache changed.
+    metadata: languages::Outcome,
 }
 
 async fn sync_table(
@@ -194,6 +219,9 @@ async fn sync_table(
     if let Some(prev) = prev {
         carry_over(ctx, table, prev, &mut r, Some(&p.remote));
     }
+    let mut metadata = p.metadata;
+    metadata.publish_labels(ctx, table, &p.info);
+    metadata.record(&mut r);
     Ok(r)
 }
 
@@ -226,6 +254,7 @@ async fn prepare(
         }
     };
     let remote = info.tids()?;
+    let da_changed = raw.is_some() && cached.as_ref() != Some(&info);
     // Variables the apply could never load are refused before any data.
     sync_state::check_variable_columns(table, info.variables.iter().map(|v| v.id.as_str()))?;
     let local = ctx.store.list_tids(table)?;
@@ -243,9 +272,19 @@ async fn prepare(
         .await
         .map_err(|e| Error::Internal(format!("signature task failed: {e}")))??
     };
-    if let Some(raw) = raw {
-        dir.storage().put(&cache_key, &raw)?;
-    }
+    let mut metadata = match raw {
+        Some(raw) => {
+            dir.storage().put(&cache_key, &raw)?;
+            languages::fetch(ctx, table, &info, ctx.opts.languages.others()).await
+        }
+        None => {
+            let pending = prev.map(|p| pending_languages(ctx, p)).unwrap_or_default();
+            languages::retry(ctx, table, &pending)
+                .await
+                .unwrap_or_default()
+        }
+    };
+    metadata.changed |= da_changed;
     let schema_change = before
         .filter(|b| b.mixed || !schema::same(&b.signature, &signature))
         .map(|b| SchemaChange {
@@ -272,6 +311,7 @@ async fn prepare(
         per_request,
         signature,
         schema_change,
+        metadata,
     })
 }
 

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-pub use world::{EmuTable, EmuValue, EmuVariable, World};
+pub use world::{EmuEnglish, EmuSubject, EmuTable, EmuValue, EmuVariable, World};
 
 pub use crate::Endpoint;
 
@@ -48,6 +48,10 @@ pub struct Fault {
     pub endpoint: Endpoint,
     /// Only requests for this table (case-insensitive); `None` = any.
     pub table: Option<String>,
+    /// Only requests in this language (`da` when a request names none);
+    /// `None` = any.
+    #[serde(default)]
+    pub lang: Option<String>,
     /// What happens.
     pub kind: FaultKind,
     /// `None` = every matching request; `Some(n)` = the next `n` matching requests.
@@ -60,6 +64,7 @@ impl Fault {
         Fault {
             endpoint,
             table: None,
+            lang: None,
             kind,
             times: None,
         }
@@ -70,6 +75,7 @@ impl Fault {
         Fault {
             endpoint,
             table: None,
+            lang: None,
             kind,
             times: Some(n),
         }
@@ -78,6 +84,12 @@ impl Fault {
     /// Restricts the fault to one table.
     pub fn for_table(mut self, table: &str) -> Fault {
         self.table = Some(table.to_string());
+        self
+    }
+
+    /// Restricts the fault to requests in one language (`da`, `en`).
+    pub fn for_lang(mut self, lang: &str) -> Fault {
+        self.lang = Some(lang.to_string());
         self
     }
 }
@@ -179,6 +191,8 @@ pub struct RecordedRequest {
     pub endpoint: Option<Endpoint>,
     /// Requested table id, upper-cased (tableinfo and data).
     pub table: Option<String>,
+    /// The language asked for (`None`: not given, which means `da`).
+    pub lang: Option<String>,
     /// For data: the `Tid` value expressions as requested.
     pub tids: Vec<String>,
     /// HTTP status sent.
@@ -419,6 +433,26 @@ impl EmulatorHandle {
                     x.text = text.to_string();
                 }
             }
+        });
+    }
+
+    /// Sets a value's English text (its code stays). Does not touch `updated`.
+    pub fn rename_value_text_en(&self, table: &str, variable: &str, code: &str, text: &str) {
+        self.with_table(table, |t| {
+            t.english
+                .values
+                .entry(variable.to_string())
+                .or_default()
+                .insert(code.to_string(), text.to_string());
+        });
+    }
+
+    /// Sets a table's title, in Danish and in English. Does not touch
+    /// `updated`.
+    pub fn set_title(&self, table: &str, da: &str, en: &str) {
+        self.with_table(table, |t| {
+            t.text = da.to_string();
+            t.english.text = Some(en.to_string());
         });
     }
 

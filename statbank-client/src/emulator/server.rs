@@ -89,6 +89,10 @@ fn route(path: &str) -> Route {
             endpoint: Some(Endpoint::Tables),
             ..none
         },
+        (Some("subjects"), 2) => Route {
+            endpoint: Some(Endpoint::Subjects),
+            ..none
+        },
         (Some("tableinfo"), 2 | 3) => Route {
             endpoint: Some(Endpoint::TableInfo),
             path_table: arg(2),
@@ -293,13 +297,21 @@ fn tables(world: &World, p: &Params) -> Result<Success, ApiError> {
             _ => true,
         })
         .map(|(key, t)| {
-            let mut variables: Vec<String> =
-                t.variables.iter().map(|v| v.text.to_lowercase()).collect();
+            let en = english.then_some(&t.english);
+            let mut variables: Vec<String> = t
+                .variables
+                .iter()
+                .map(|v| {
+                    en.and_then(|e| e.variables.get(&v.id))
+                        .unwrap_or(&v.text)
+                        .to_lowercase()
+                })
+                .collect();
             variables.push(if english { "time" } else { "tid" }.to_string());
             CatalogOut {
                 id: key,
-                text: &t.text,
-                unit: &t.unit,
+                text: en.and_then(|e| e.text.as_deref()).unwrap_or(&t.text),
+                unit: en.and_then(|e| e.unit.as_deref()).unwrap_or(&t.unit),
                 updated: &t.updated,
                 first_period: t.first_period(),
                 latest_period: t.latest_period(),
@@ -311,6 +323,72 @@ fn tables(world: &World, p: &Params) -> Result<Success, ApiError> {
     serde_json::to_string(&out)
         .map(Success::Json)
         .map_err(|e| ApiError::bad_request("REQUEST-INVALID", e.to_string()))
+}
+
+/// `/v1/subjects`: the top level, or the whole tree with `recursive`;
+/// with `includeTables` each subject's tables in the catalog's shape.
+fn subjects(world: &World, p: &Params) -> Result<Success, ApiError> {
+    let english = check_lang(p)?;
+    let recursive = truthy(p.get("recursive"));
+    let include_tables = truthy(p.get("includeTables"));
+    let out: Vec<Value> = world
+        .subjects
+        .iter()
+        .map(|s| subject_json(world, s, english, recursive, include_tables))
+        .collect();
+    serde_json::to_string(&out)
+        .map(Success::Json)
+        .map_err(|e| ApiError::bad_request("REQUEST-INVALID", e.to_string()))
+}
+
+fn subject_json(
+    world: &World,
+    s: &crate::emulator::EmuSubject,
+    english: bool,
+    recursive: bool,
+    include_tables: bool,
+) -> Value {
+    let children: Vec<Value> = if recursive {
+        s.subjects
+            .iter()
+            .map(|c| subject_json(world, c, english, recursive, include_tables))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let description = match (&s.description_en, english) {
+        (Some(en), true) => en,
+        _ => &s.description,
+    };
+    let mut out = serde_json::json!({
+        "id": s.id,
+        "description": description,
+        "active": s.active,
+        "hasSubjects": !s.subjects.is_empty(),
+        "subjects": children,
+    });
+    if include_tables {
+        let tables: Vec<Value> = s
+            .tables
+            .iter()
+            .filter_map(|id| world.tables.get(&id.to_uppercase()))
+            .map(|t| {
+                let en = english.then_some(&t.english);
+                serde_json::json!({
+                    "id": t.id,
+                    "text": en.and_then(|e| e.text.as_deref()).unwrap_or(&t.text),
+                    "unit": en.and_then(|e| e.unit.as_deref()).unwrap_or(&t.unit),
+                    "updated": t.updated,
+                    "firstPeriod": t.first_period(),
+                    "latestPeriod": t.latest_period(),
+                    "active": t.active,
+                    "variables": t.variables.iter().map(|v| v.text.to_lowercase()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        out["tables"] = Value::Array(tables);
+    }
+    out
 }
 
 #[derive(Serialize)]
@@ -359,12 +437,15 @@ fn tableinfo(world: &World, p: &Params, table: Option<&str>) -> Result<Success, 
     let id = table.ok_or_else(missing_table)?;
     let key = id.to_uppercase();
     let t = world.tables.get(&key).ok_or_else(|| table_not_found(id))?;
+    let en = english.then_some(&t.english);
     let mut variables: Vec<InfoVar<'_>> = t
         .variables
         .iter()
         .map(|v| InfoVar {
             id: &v.id,
-            text: &v.text,
+            text: en
+                .and_then(|e| e.variables.get(&v.id))
+                .map_or(&v.text, |t| t),
             elimination: v.elimination,
             time: false,
             map: v.map.as_deref(),
@@ -373,7 +454,9 @@ fn tableinfo(world: &World, p: &Params, table: Option<&str>) -> Result<Success, 
                 .iter()
                 .map(|x| InfoValue {
                     id: &x.id,
-                    text: std::borrow::Cow::Borrowed(&x.text),
+                    text: std::borrow::Cow::Borrowed(
+                        en.and_then(|e| e.value(&v.id, &x.id)).unwrap_or(&x.text),
+                    ),
                 })
                 .collect(),
         })
@@ -398,9 +481,11 @@ fn tableinfo(world: &World, p: &Params, table: Option<&str>) -> Result<Success, 
     });
     let out = InfoOut {
         id: &key,
-        text: &t.text,
-        description: &t.description,
-        unit: &t.unit,
+        text: en.and_then(|e| e.text.as_deref()).unwrap_or(&t.text),
+        description: en
+            .and_then(|e| e.description.as_deref())
+            .unwrap_or(&t.description),
+        unit: en.and_then(|e| e.unit.as_deref()).unwrap_or(&t.unit),
         suppressed_data_value: &t.suppressed_data_value,
         updated: &t.updated,
         active: t.active,
@@ -485,7 +570,12 @@ fn data(
 
 /// Picks the fault for a request: explicit faults first (in order added),
 /// then random faults.
-fn pick_fault(inner: &mut Inner, endpoint: Endpoint, table: Option<&str>) -> Option<FaultKind> {
+fn pick_fault(
+    inner: &mut Inner,
+    endpoint: Endpoint,
+    table: Option<&str>,
+    lang: Option<&str>,
+) -> Option<FaultKind> {
     inner.counter += 1;
     let n = inner.counter;
     let upper = table.map(str::to_uppercase);
@@ -496,6 +586,11 @@ fn pick_fault(inner: &mut Inner, endpoint: Endpoint, table: Option<&str>) -> Opt
         }
         if let Some(ft) = &f.table {
             if upper.as_deref() != Some(ft.to_uppercase().as_str()) {
+                continue;
+            }
+        }
+        if let Some(fl) = &f.lang {
+            if !fl.eq_ignore_ascii_case(lang.unwrap_or("da")) {
                 continue;
             }
         }
@@ -729,6 +824,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         method: method.as_str().to_string(),
         endpoint: route.endpoint,
         table: None,
+        lang: None,
         tids: Vec::new(),
         status: 0,
         fault: None,
@@ -757,7 +853,12 @@ async fn handle_inner(
     };
     let table = requested_table(endpoint, &route, &params);
     note_request(record, table.as_deref(), &params);
-    let fault = pick_fault(&mut shared.lock(), endpoint, table.as_deref());
+    let fault = pick_fault(
+        &mut shared.lock(),
+        endpoint,
+        table.as_deref(),
+        record.lang.as_deref(),
+    );
     record.fault = fault.as_ref().map(|f| f.name().to_string());
     if let Some(response) = fault_before_answer(shared, fault.as_ref()).await {
         return response;
@@ -834,7 +935,7 @@ fn requested_table(
             .and_then(|p| keys.iter().find_map(|k| p.get_str(k)))
     };
     match endpoint {
-        Endpoint::Tables => None,
+        Endpoint::Tables | Endpoint::Subjects => None,
         Endpoint::TableInfo => route.path_table.clone().or_else(|| param(&["id", "table"])),
         Endpoint::Data => route.path_table.clone().or_else(|| param(&["table"])),
     }
@@ -849,6 +950,7 @@ fn note_request(
 ) {
     record.table = table.map(|t| t.to_uppercase());
     if let Ok(p) = params {
+        record.lang = p.get_str("lang");
         record.tids = p
             .variables
             .iter()
@@ -885,6 +987,7 @@ fn answer(
     fault: Option<&FaultKind>,
 ) -> Result<Success, ApiError> {
     match endpoint {
+        Endpoint::Subjects => subjects(&shared.lock().world, params),
         Endpoint::Tables => tables(&shared.lock().world, params),
         Endpoint::TableInfo => tableinfo(&shared.lock().world, params, table),
         Endpoint::Data => {

@@ -1071,6 +1071,7 @@ async fn request_log_records_tids() {
                 method: "GET".into(),
                 endpoint: Some(Endpoint::Tables),
                 table: None,
+                lang: None,
                 tids: vec![],
                 status: 200,
                 fault: None
@@ -1079,6 +1080,7 @@ async fn request_log_records_tids() {
                 method: "POST".into(),
                 endpoint: Some(Endpoint::Data),
                 table: Some("FOLK1A".into()),
+                lang: None,
                 tids: vec!["2024K1".into(), "2024K2".into()],
                 status: 200,
                 fault: None
@@ -1087,6 +1089,7 @@ async fn request_log_records_tids() {
                 method: "GET".into(),
                 endpoint: Some(Endpoint::Data),
                 table: Some("FOLK1A".into()),
+                lang: None,
                 tids: vec!["2024K3".into(), "2024K4".into()],
                 status: 200,
                 fault: None
@@ -1095,6 +1098,7 @@ async fn request_log_records_tids() {
                 method: "GET".into(),
                 endpoint: Some(Endpoint::TableInfo),
                 table: Some("NOPE".into()),
+                lang: None,
                 tids: vec![],
                 status: 400,
                 fault: None

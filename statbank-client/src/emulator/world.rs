@@ -9,6 +9,7 @@ use super::time;
 
 const TABLEINFO_FOLK1A: &str = include_str!("../../testdata/tableinfo_FOLK1A_da.json");
 const TABLEINFO_BIL10: &str = include_str!("../../testdata/tableinfo_BIL10_da.json");
+const TABLEINFO_FOLK1A_EN: &str = include_str!("../../testdata/tableinfo_FOLK1A_en.json");
 const TABLEINFO_METROX1: &str = include_str!("../../testdata/tableinfo_METROX1_en.json");
 const CATALOG_CSV: &str = include_str!("../../testdata/tables_catalog_da_2024-11-27.csv");
 
@@ -20,6 +21,44 @@ const CATALOG_CSV: &str = include_str!("../../testdata/tables_catalog_da_2024-11
 pub struct World {
     /// The tables, keyed by upper-case id.
     pub tables: BTreeMap<String, EmuTable>,
+    /// The subject tree `/v1/subjects` serves (top level first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<EmuSubject>,
+}
+
+/// A subject of the emulated subject tree.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EmuSubject {
+    /// `3401`.
+    pub id: String,
+    /// The Danish description (`Befolkning`).
+    pub description: String,
+    /// The English one (`Population`; default: the Danish one).
+    #[serde(default)]
+    pub description_en: Option<String>,
+    /// Whether it is active.
+    #[serde(default = "default_true")]
+    pub active: bool,
+    /// Its sub-subjects.
+    #[serde(default)]
+    pub subjects: Vec<EmuSubject>,
+    /// The ids of the tables filed directly under it (ids the world does
+    /// not have are left out of answers).
+    #[serde(default)]
+    pub tables: Vec<String>,
+}
+
+impl EmuSubject {
+    /// A subject with its descriptions in both languages.
+    pub fn new(id: &str, da: &str, en: &str) -> EmuSubject {
+        EmuSubject {
+            id: id.into(),
+            description: da.into(),
+            description_en: Some(en.into()),
+            active: true,
+            ..EmuSubject::default()
+        }
+    }
 }
 
 /// One emulated StatBank table: its metadata, its variables and how its cells
@@ -77,6 +116,65 @@ pub struct EmuTable {
     /// Seed of the value generator.
     #[serde(default)]
     pub seed: u64,
+    /// The texts `lang=en` serves (each absent one: the Danish text).
+    #[serde(default, skip_serializing_if = "EmuEnglish::is_empty")]
+    pub english: EmuEnglish,
+}
+
+/// The English texts of an [`EmuTable`], served with `lang=en` (tableinfo
+/// and catalog); a text not given here is served in Danish. Codes never
+/// change with the language.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EmuEnglish {
+    /// Title.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Unit.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Variable texts by variable id.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// Value texts by variable id, then code.
+    #[serde(default)]
+    pub values: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl EmuEnglish {
+    /// No English text at all.
+    pub fn is_empty(&self) -> bool {
+        self == &EmuEnglish::default()
+    }
+
+    /// The English text of value `code` of `variable`, if given.
+    pub fn value(&self, variable: &str, code: &str) -> Option<&str> {
+        self.values.get(variable)?.get(code).map(String::as_str)
+    }
+}
+
+/// English texts of [`EmuTable::synthetic`]: `Synthetic table <ID>`,
+/// variable `<name> (en)`, values `Total` and `<name> <i> (en)`.
+fn synthetic_english(id: &str, dims: &[(&str, usize)]) -> EmuEnglish {
+    let mut en = EmuEnglish {
+        text: Some(format!("Synthetic table {}", id.to_uppercase())),
+        unit: Some("Number".into()),
+        ..EmuEnglish::default()
+    };
+    for (name, n) in dims {
+        let (vid, text) = (name.to_uppercase(), name.to_lowercase());
+        en.variables.insert(vid.clone(), format!("{text} (en)"));
+        let values = (0..*n)
+            .map(|i| match i {
+                0 => ("TOT".to_string(), "Total".to_string()),
+                i => (i.to_string(), format!("{text} {i} (en)")),
+            })
+            .collect();
+        en.values.insert(vid, values);
+    }
+    en
 }
 
 /// A non-time variable of an [`EmuTable`].
@@ -235,7 +333,31 @@ impl EmuTable {
             decimals: 0,
             revisions: BTreeMap::new(),
             seed,
+            english: EmuEnglish::default(),
         })
+    }
+
+    /// The English texts from a real `lang=en` tableinfo of the same table
+    /// (title, unit, description, variable and value texts, matched by id
+    /// and code; the time variable's are derived from its codes).
+    pub fn with_english_tableinfo_json(
+        mut self,
+        json: &str,
+    ) -> Result<EmuTable, serde_json::Error> {
+        let raw: RawTableInfo = serde_json::from_str(json)?;
+        let mut en = EmuEnglish {
+            text: Some(raw.text),
+            unit: Some(raw.unit),
+            description: Some(raw.description),
+            ..EmuEnglish::default()
+        };
+        for v in raw.variables.into_iter().filter(|v| !v.time) {
+            en.variables.insert(v.id.clone(), v.text);
+            en.values
+                .insert(v.id, v.values.into_iter().map(|x| (x.id, x.text)).collect());
+        }
+        self.english = en;
+        Ok(self)
     }
 
     /// A small synthetic table. `dims` are `(variable name, number of values)`;
@@ -286,6 +408,7 @@ impl EmuTable {
             decimals: 0,
             revisions: BTreeMap::new(),
             seed: seed_for(id),
+            english: synthetic_english(id, dims),
         }
     }
 
@@ -490,6 +613,7 @@ impl World {
             }
             world.insert(t);
         }
+        world.subjects = parsed.subjects;
         Ok(world)
     }
 
@@ -521,6 +645,7 @@ impl World {
         ] {
             w.insert(t);
         }
+        w.subjects = demo_subjects();
         w
     }
 
@@ -579,12 +704,68 @@ impl World {
 // The demo world's tables.
 
 /// FOLK1A, BIL10 and METROX1 from their real tableinfo recordings.
+/// A small subject tree for [`World::demo`] in the real shape (top-level
+/// subject, subject, leaf subject with its tables), in both languages.
+fn demo_subjects() -> Vec<EmuSubject> {
+    let leaf = |id: &str, da: &str, en: &str, tables: &[&str]| EmuSubject {
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+        ..EmuSubject::new(id, da, en)
+    };
+    let node = |id: &str, da: &str, en: &str, subjects: Vec<EmuSubject>| EmuSubject {
+        subjects,
+        ..EmuSubject::new(id, da, en)
+    };
+    vec![
+        node(
+            "1",
+            "Borgere",
+            "People",
+            vec![node(
+                "3401",
+                "Befolkning",
+                "Population",
+                vec![
+                    leaf(
+                        "20021",
+                        "Befolkningstal",
+                        "Population figures",
+                        &["FOLK1A", "FOLK1AM", "BEFOLK1"],
+                    ),
+                    leaf("20014", "Dødsfald", "Deaths", &[]),
+                ],
+            )],
+        ),
+        node(
+            "6",
+            "Transport",
+            "Transport",
+            vec![node(
+                "3444",
+                "Trafik",
+                "Traffic",
+                vec![
+                    leaf("20091", "Bilparken", "Stock of vehicles", &["BIL10"]),
+                    leaf(
+                        "20095",
+                        "Kollektiv trafik",
+                        "Public transport",
+                        &["METROX1"],
+                    ),
+                ],
+            )],
+        ),
+    ]
+}
+
 fn recorded_demo_tables() -> Vec<EmuTable> {
     let mut out = Vec::new();
     // FOLK1A: real tableinfo, the 4 quarters up to the catalog's latest
     // period (2024K1..2024K4), sparse so the world stays small.
     if let Ok(mut t) = EmuTable::from_tableinfo_json(TABLEINFO_FOLK1A) {
         align_with_catalog(&mut t);
+        if let Ok(en) = t.clone().with_english_tableinfo_json(TABLEINFO_FOLK1A_EN) {
+            t = en;
+        }
         let n = t.time_values.len();
         t.time_values.drain(..n.saturating_sub(4));
         t.density = 0.3;
