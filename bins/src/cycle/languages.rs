@@ -91,16 +91,25 @@ pub(super) async fn fetch(
     if !errors.is_empty() {
         out.error = Some(sync_state::shorten_error(errors.join("; ")));
     }
-    let pending = out.pending.clone();
-    if let Err(e) = ctx.update_state(table, |s| s.metadata_pending = pending) {
-        tracing::error!(table = %table, error = %error_chain(&e), "cannot save state");
+    // Saved only when it changes: a state save per table is what a
+    // bootstrap of thousands of tables must not double.
+    let before = ctx
+        .entry(table)
+        .map(|e| e.metadata_pending)
+        .unwrap_or_default();
+    if before != out.pending {
+        let pending = out.pending.clone();
+        if let Err(e) = ctx.update_state(table, |s| s.metadata_pending = pending) {
+            tracing::error!(table = %table, error = %error_chain(&e), "cannot save state");
+        }
     }
     out
 }
 
-/// The languages pending for `table` fetched again against its cached
-/// Danish tableinfo (a visit that fetches no data); `None` when there is
-/// nothing pending or no Danish cache to check against.
+/// `langs` of `table` fetched against its cached Danish tableinfo, and its
+/// labels file published: the retry of a pending language, or
+/// `--refresh-metadata` (no data either way); `None` when `langs` is empty
+/// or there is no Danish cache to check against.
 pub(super) async fn retry(ctx: &Ctx<'_>, table: &TableId, langs: &[Lang]) -> Option<Outcome> {
     if langs.is_empty() {
         return None;

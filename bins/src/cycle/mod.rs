@@ -540,7 +540,7 @@ async fn refresh_metadata(ctx: &Ctx<'_>, manifest: &mut RunManifest) {
             let updated = ctx.entry(&table).and_then(|e| e.last_seen_updated);
             let mut r = TableResult::skipped(updated.as_deref().unwrap_or(""));
             r.reason = Some("metadata_refresh".into());
-            match table::refresh_languages(ctx, &table, langs).await {
+            match languages::retry(ctx, &table, langs).await {
                 Some(m) => m.record(&mut r),
                 None => r.reason = Some("no_cached_tableinfo".into()),
             }

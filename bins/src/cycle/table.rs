@@ -76,16 +76,6 @@ pub(super) async fn process_table(ctx: &Ctx<'_>, work: Work) -> (TableId, TableR
     (table, result)
 }
 
-/// `--refresh-metadata` of one table: every language of `langs` fetched
-/// against its cached Danish tableinfo; `None` when it has none.
-pub(super) async fn refresh_languages(
-    ctx: &Ctx<'_>,
-    table: &TableId,
-    langs: &[statbank_client::Lang],
-) -> Option<languages::Outcome> {
-    languages::retry(ctx, table, langs).await
-}
-
 /// The languages still pending for a table that this cycle still fetches.
 pub(super) fn pending_languages(ctx: &Ctx<'_>, prev: &TableState) -> Vec<statbank_client::Lang> {
     prev.metadata_pending
