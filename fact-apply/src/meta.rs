@@ -132,14 +132,17 @@ pub(crate) fn prepare_run(
         return (opts.clone(), None);
     };
     match ensure_schema(client, meta) {
-        Ok(false) => {
-            forget_vanished(client, store, meta);
-            write_subjects(client, store, meta);
-            (opts.clone(), None)
-        }
-        Ok(true) => {
-            let _ = backfill(client, store, work, opts);
-            write_subjects(client, store, meta);
+        Ok(created) => {
+            // The mirror's tables, listed once for every step below.
+            let Some(tables) = mirror_tables(store) else {
+                return (opts.clone(), None);
+            };
+            if created {
+                let _ = backfill(client, store, &tables, work, opts);
+            } else {
+                forget_vanished(client, &tables, meta);
+            }
+            write_subjects(client, store, &tables, meta);
             (opts.clone(), None)
         }
         Err(e) => {
@@ -173,12 +176,9 @@ pub fn prepare_metadata(
     if !ensure_schema(client, meta)? {
         return Ok(None);
     }
-    Ok(Some(backfill(
-        client,
-        &PartitionStore::new(data),
-        &[],
-        opts,
-    )))
+    let store = PartitionStore::new(data);
+    let tables = mirror_tables(&store).unwrap_or_default();
+    Ok(Some(backfill(client, &store, &tables, &[], opts)))
 }
 
 /// What filling a new `meta` schema did.
@@ -195,8 +195,13 @@ pub struct Backfill {
 /// every subject in each cached language, and the subjects of every table
 /// the mirror has. Nothing changes when there is no cached tree; a failure
 /// is logged and keeps the previous rows.
-fn write_subjects(client: &mut postgres::Client, store: &PartitionStore, meta: &str) {
-    let result = subject_rows(store).and_then(|rows| {
+fn write_subjects(
+    client: &mut postgres::Client,
+    store: &PartitionStore,
+    tables: &[TableId],
+    meta: &str,
+) {
+    let result = subject_rows(store, tables).and_then(|rows| {
         if rows.ids.is_empty() {
             return Ok(0);
         }
@@ -223,13 +228,8 @@ struct SubjectRows {
     links: std::collections::BTreeSet<(String, String)>,
 }
 
-fn subject_rows(store: &PartitionStore) -> Result<SubjectRows, String> {
-    let mirrored: std::collections::BTreeSet<String> = store
-        .list_tables()
-        .map_err(|e| sync_state::error_chain(&e))?
-        .iter()
-        .map(|t| t.as_str().to_owned())
-        .collect();
+fn subject_rows(store: &PartitionStore, tables: &[TableId]) -> Result<SubjectRows, String> {
+    let mirrored: std::collections::BTreeSet<&str> = tables.iter().map(|t| t.as_str()).collect();
     let mut out = SubjectRows::default();
     for lang in Lang::ALL {
         let tree = sync_state::subjects::cached_subjects(store.data_dir(), lang)
@@ -244,7 +244,7 @@ fn subject_rows(store: &PartitionStore) -> Result<SubjectRows, String> {
                 .push(i32::try_from(r.position).unwrap_or(i32::MAX));
             for t in &r.subject.tables {
                 let id = t.id.to_uppercase();
-                if mirrored.contains(&id) {
+                if mirrored.contains(id.as_str()) {
                     out.links.insert((id, r.subject.id.clone()));
                 }
             }
@@ -292,16 +292,23 @@ fn replace_subjects(
     Ok(n)
 }
 
+/// The tables of the mirror (those with a partition folder); `None`, logged,
+/// when they cannot be listed: nothing of the metadata that depends on the
+/// list is then touched.
+fn mirror_tables(store: &PartitionStore) -> Option<Vec<TableId>> {
+    match store.list_tables() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(error = %sync_state::error_chain(&e), "metadata: cannot list the mirror's tables; no metadata is backfilled, removed or filed under subjects");
+            None
+        }
+    }
+}
+
 /// The metadata of tables the mirror no longer has (no partition folder)
 /// goes with them; nothing is removed when the mirror cannot be listed.
-fn forget_vanished(client: &mut postgres::Client, store: &PartitionStore, meta: &str) {
-    let tables: Vec<String> = match store.list_tables() {
-        Ok(t) => t.iter().map(|t| t.as_str().to_owned()).collect(),
-        Err(e) => {
-            tracing::warn!(error = %sync_state::error_chain(&e), "metadata: cannot list the mirror's tables; nothing removed");
-            return;
-        }
-    };
+fn forget_vanished(client: &mut postgres::Client, tables: &[TableId], meta: &str) {
+    let tables: Vec<&str> = tables.iter().map(|t| t.as_str()).collect();
     let m = quote_ident(meta);
     let sql = META_TABLES
         .iter()
@@ -329,16 +336,10 @@ fn forget_vanished(client: &mut postgres::Client, store: &PartitionStore, meta: 
 fn backfill(
     client: &mut postgres::Client,
     store: &PartitionStore,
+    tables: &[TableId],
     work: &[TableWork],
     opts: &ApplyOptions,
 ) -> Backfill {
-    let tables = match store.list_tables() {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(error = %sync_state::error_chain(&e), "metadata backfill: cannot list the mirror's tables");
-            return Backfill::default();
-        }
-    };
     let (mut done, mut failed) = (0usize, 0usize);
     for table in tables
         .iter()

@@ -22,6 +22,8 @@ pub(super) struct Outcome {
     pub(super) error: Option<String>,
     /// The languages to fetch again next cycle.
     pub(super) pending: Vec<Lang>,
+    /// The tableinfo of the languages fetched that match the Danish one.
+    current: Vec<(Lang, TableInfo)>,
 }
 
 impl Outcome {
@@ -29,18 +31,20 @@ impl Outcome {
     /// from `da` and the other languages' caches that match it; rewritten
     /// only when its labels changed. A failure is the metadata's.
     pub(super) fn publish_labels(&mut self, ctx: &Ctx<'_>, table: &TableId, da: &TableInfo) {
-        let others: Vec<(Lang, TableInfo)> = ctx
+        // The languages not fetched just now, from their caches.
+        let cached: Vec<(Lang, TableInfo)> = ctx
             .opts
             .languages
             .others()
             .iter()
+            .filter(|l| !self.current.iter().any(|(c, _)| c == *l))
             .filter_map(|&l| {
                 let info = cached_tableinfo_in(&ctx.dir, table, l).ok().flatten()?;
                 mismatch(da, &info).is_none().then_some((l, info))
             })
             .collect();
         let mut infos = vec![(Lang::Da, da)];
-        infos.extend(others.iter().map(|(l, i)| (*l, i)));
+        infos.extend(self.current.iter().chain(&cached).map(|(l, i)| (*l, i)));
         match ctx.store.publish_labels(table, &infos) {
             Ok(written) => {
                 if written {
@@ -80,7 +84,10 @@ pub(super) async fn fetch(
     let mut errors = Vec::new();
     for &lang in langs {
         match fetch_one(ctx, table, da, lang).await {
-            Ok(changed) => out.changed |= changed,
+            Ok((changed, info)) => {
+                out.changed |= changed;
+                out.current.push((lang, info));
+            }
             Err(e) => {
                 tracing::warn!(table = %table, %lang, error = %e, "metadata: tableinfo not cached; the facts are unaffected, retried next cycle");
                 errors.push(e);
@@ -107,9 +114,10 @@ pub(super) async fn fetch(
 }
 
 /// `langs` of `table` fetched against its cached Danish tableinfo, and its
-/// labels file published: the retry of a pending language, or
-/// `--refresh-metadata` (no data either way); `None` when `langs` is empty
-/// or there is no Danish cache to check against.
+/// labels file published, for a table this cycle does not sync: the retry
+/// of a pending language, or `--refresh-metadata` (no data either way);
+/// `None` when `langs` is empty or there is no Danish cache to check
+/// against.
 pub(super) async fn retry(ctx: &Ctx<'_>, table: &TableId, langs: &[Lang]) -> Option<Outcome> {
     if langs.is_empty() {
         return None;
@@ -134,14 +142,14 @@ pub(super) async fn retry(ctx: &Ctx<'_>, table: &TableId, langs: &[Lang]) -> Opt
     Some(out)
 }
 
-/// One language: `Ok(true)` when its cache was written (its content
-/// changed), `Ok(false)` when it was already so.
+/// One language: its tableinfo, and whether its cache was written (its
+/// content changed).
 async fn fetch_one(
     ctx: &Ctx<'_>,
     table: &TableId,
     da: &TableInfo,
     lang: Lang,
-) -> Result<bool, String> {
+) -> Result<(bool, TableInfo), String> {
     let what = || format!("tableinfo of {table} in {lang}");
     let (info, raw) = ctx
         .client
@@ -152,13 +160,28 @@ async fn fetch_one(
         return Err(format!("{} does not match the Danish one: {why}", what()));
     }
     let cached = cached_tableinfo_in(&ctx.dir, table, lang).ok().flatten();
-    if cached.as_ref() == Some(&info) {
+    let key = ctx.dir.metadata_file_key_in(table, lang);
+    let written = cache_if_changed(ctx, &key, cached.as_ref(), &info, &raw)
+        .map_err(|e| format!("{}: caching it: {e}", what()))?;
+    Ok((written, info))
+}
+
+/// Writes `raw` (the answer `fresh` was decoded from) at `key` unless the
+/// cache there already holds the same content; whether it was written.
+fn cache_if_changed<T: PartialEq>(
+    ctx: &Ctx<'_>,
+    key: &str,
+    cached: Option<&T>,
+    fresh: &T,
+    raw: &[u8],
+) -> Result<bool, String> {
+    if cached == Some(fresh) {
         return Ok(false);
     }
     ctx.dir
         .storage()
-        .put(&ctx.dir.metadata_file_key_in(table, lang), &raw)
-        .map_err(|e| format!("{}: caching it: {}", what(), error_chain(&e)))?;
+        .put(key, raw)
+        .map_err(|e| error_chain(&e))?;
     Ok(true)
 }
 
@@ -215,12 +238,13 @@ async fn fetch_subjects_in(ctx: &Ctx<'_>, lang: Lang) -> Result<bool, String> {
         .subjects_in(lang)
         .await
         .map_err(|e| format!("subject tree in {lang}: {}", error_chain(&e)))?;
-    if cached_subjects(&ctx.dir, lang).ok().flatten().as_ref() == Some(&tree) {
-        return Ok(false);
-    }
-    ctx.dir
-        .storage()
-        .put(&ctx.dir.subjects_key(lang), &raw)
-        .map_err(|e| format!("subject tree in {lang}: caching it: {}", error_chain(&e)))?;
-    Ok(true)
+    let cached = cached_subjects(&ctx.dir, lang).ok().flatten();
+    cache_if_changed(
+        ctx,
+        &ctx.dir.subjects_key(lang),
+        cached.as_ref(),
+        &tree,
+        &raw,
+    )
+    .map_err(|e| format!("subject tree in {lang}: caching it: {e}"))
 }

@@ -267,11 +267,12 @@ async fn prepare(
             dir.storage().put(&cache_key, &raw)?;
             languages::fetch(ctx, table, &info, ctx.opts.languages.others()).await
         }
+        // A debt-only visit: `info` is the cached Danish tableinfo; only
+        // the languages still pending are fetched (the labels file is
+        // published once, after the partitions, by `sync_table`).
         None => {
             let pending = prev.map(|p| pending_languages(ctx, p)).unwrap_or_default();
-            languages::retry(ctx, table, &pending)
-                .await
-                .unwrap_or_default()
+            languages::fetch(ctx, table, &info, &pending).await
         }
     };
     metadata.changed |= da_changed;
