@@ -98,11 +98,23 @@ async fn mirror_equals_disk(remote: DataDir) {
     let st = SyncState::load(&remote).expect("state on the store");
     assert_eq!(st.tables.len(), 2);
     assert_eq!(sync_state::list_runs(&remote).expect("runs").len(), 1);
-    assert!(remote
-        .storage()
-        .head("metadata/tables_info_raw_da/ANNUAL.json")
-        .expect("head")
-        .is_some());
+    // The metadata too: both languages' tableinfo, the labels file (the
+    // same bytes as on disk) and the subject trees.
+    for key in [
+        "metadata/tables_info_raw_da/ANNUAL.json",
+        "metadata/tables_info_raw_en/ANNUAL.json",
+        "metadata/subjects_da.json",
+        "metadata/subjects_en.json",
+    ] {
+        assert!(remote.storage().head(key).expect("head").is_some(), "{key}");
+    }
+    let labels = "metadata/labels/ANNUAL.parquet";
+    assert_eq!(
+        remote.storage().get(labels).expect("get"),
+        disk.storage().get(labels).expect("get"),
+        "{labels}"
+    );
+    assert!(disk.storage().get(labels).expect("get").is_some());
 
     let h = emu.handle();
     h.revise_period("ANNUAL", "2023");
