@@ -95,6 +95,7 @@ mod error;
 mod history;
 mod infer;
 mod meta;
+mod meta_history;
 mod narrow;
 mod options;
 mod rebuild;

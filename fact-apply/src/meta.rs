@@ -140,7 +140,7 @@ pub(crate) fn prepare_run(
             if created {
                 let _ = backfill(client, store, &tables, work, opts);
             } else {
-                forget_vanished(client, &tables, meta);
+                forget_vanished(client, &tables, meta, opts.history);
             }
             write_subjects(client, store, &tables, meta);
             (opts.clone(), None)
@@ -307,20 +307,32 @@ fn mirror_tables(store: &PartitionStore) -> Option<Vec<TableId>> {
 
 /// The metadata of tables the mirror no longer has (no partition folder)
 /// goes with them; nothing is removed when the mirror cannot be listed.
-fn forget_vanished(client: &mut postgres::Client, tables: &[TableId], meta: &str) {
+/// With `history`, their current versions in the metadata history are
+/// closed in the same transaction.
+fn forget_vanished(client: &mut postgres::Client, tables: &[TableId], meta: &str, history: bool) {
     let tables: Vec<&str> = tables.iter().map(|t| t.as_str()).collect();
     let m = quote_ident(meta);
     let sql = META_TABLES
         .iter()
         .map(|t| format!("DELETE FROM {m}.{t} WHERE table_id <> ALL($1::text[]);"))
         .collect::<Vec<_>>();
-    let result = client.transaction().and_then(|mut tx| {
-        let mut removed = 0;
-        for q in &sql {
-            removed += tx.execute(q.as_str(), &[&tables])?;
-        }
-        tx.commit().map(|()| removed)
-    });
+    let result = client
+        .transaction()
+        .map_err(|e| e.to_string())
+        .and_then(|mut tx| {
+            let mut removed = 0;
+            if history {
+                crate::meta_history::ensure(&mut tx, meta).map_err(|e| e.to_string())?;
+                removed += crate::meta_history::close_vanished(&mut tx, meta, &tables)
+                    .map_err(|e| e.to_string())?;
+            }
+            for q in &sql {
+                removed += tx
+                    .execute(q.as_str(), &[&tables])
+                    .map_err(|e| e.to_string())?;
+            }
+            tx.commit().map(|()| removed).map_err(|e| e.to_string())
+        });
     match result {
         Ok(0) => {}
         Ok(n) => tracing::info!(
@@ -331,6 +343,11 @@ fn forget_vanished(client: &mut postgres::Client, tables: &[TableId], meta: &str
     }
 }
 
+/// Tables filled per transaction by a backfill: each behind a savepoint of
+/// its own, so one that fails is rolled back alone, and a commit (a WAL
+/// flush) serves many tables.
+const BACKFILL_CHUNK: usize = 64;
+
 /// A new `meta` schema gets every table that has partitions, not only
 /// the ones a run changes.
 fn backfill(
@@ -340,13 +357,45 @@ fn backfill(
     work: &[TableWork],
     opts: &ApplyOptions,
 ) -> Backfill {
-    let (mut done, mut failed) = (0usize, 0usize);
-    for table in tables
+    let todo: Vec<&TableId> = tables
         .iter()
         .filter(|t| !work.iter().any(|w| &w.table == *t))
-    {
+        .collect();
+    let mut filled = Backfill::default();
+    for chunk in todo.chunks(BACKFILL_CHUNK) {
+        let (done, failed) = backfill_chunk(client, store, chunk, opts);
+        filled.tables += done;
+        filled.failed += failed;
+    }
+    tracing::info!(
+        tables = filled.tables,
+        failed = filled.failed,
+        "metadata: new schema filled from the mirror"
+    );
+    filled
+}
+
+/// One transaction of a backfill: how many tables were filled and failed.
+fn backfill_chunk(
+    client: &mut postgres::Client,
+    store: &PartitionStore,
+    chunk: &[&TableId],
+    opts: &ApplyOptions,
+) -> (usize, usize) {
+    let Some(first) = chunk.first() else {
+        return (0, 0);
+    };
+    let mut tx = match crate::tx::begin(client, first, false) {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::warn!(error = %sync_state::error_chain(&e), "metadata backfill: cannot begin");
+            return (0, chunk.len());
+        }
+    };
+    let (mut done, mut failed) = (0usize, 0usize);
+    for table in chunk {
         let ctx = Ctx::new(store, table, opts);
-        match write_alone(client, &ctx) {
+        match write_in(&mut tx, &ctx) {
             Ok(_) => done += 1,
             Err(e) => {
                 failed += 1;
@@ -354,14 +403,12 @@ fn backfill(
             }
         }
     }
-    tracing::info!(
-        tables = done,
-        failed,
-        "metadata: new schema filled from the mirror"
-    );
-    Backfill {
-        tables: done,
-        failed,
+    match tx.commit() {
+        Ok(()) => (done, failed),
+        Err(e) => {
+            tracing::warn!(error = %e, tables = chunk.len(), "metadata backfill: commit failed");
+            (0, chunk.len())
+        }
     }
 }
 
@@ -463,14 +510,19 @@ fn write_table(tx: &mut Transaction<'_>, ctx: &Ctx<'_>) -> Result<MetaOutcome, E
     let m = quote_ident(meta);
     remove_periods(tx, &m, ctx.table)?;
     let mut labels = 0;
+    let mut written = Vec::new();
     for (lang, info) in [(Lang::Da, Some(&info)), (Lang::En, english.as_ref())] {
         let Some(info) = info else { continue };
         remove_table(tx, &m, ctx.table, lang)?;
         insert_table_row(tx, &m, ctx, info, lang, oid.is_some())?;
         insert_variables(tx, &m, ctx.table, info, lang)?;
         labels += insert_labels(tx, &m, ctx.table, info, lang, &columns)?;
+        written.push(lang);
     }
     insert_periods(tx, &m, ctx.table, &info)?;
+    if ctx.opts.history {
+        crate::meta_history::record(tx, meta, ctx.table, &written, info.updated.as_deref())?;
+    }
     if oid.is_some() {
         let with_english = english.is_some() || has_rows_in(tx, &m, ctx.table, Lang::En)?;
         replace_view(tx, meta, ctx, &info, &columns, with_english)?;

@@ -218,6 +218,10 @@ pub struct TableResult {
     /// metadata even when no period changed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub metadata_changed: bool,
+    /// What changed in each language's tableinfo (texts, labels added,
+    /// removed, relabelled), when a previous version was cached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata_changes: Vec<crate::tableinfo::MetadataChange>,
     /// Why the tableinfo of a language besides Danish could not be had
     /// (the facts are unaffected; the language is fetched again next
     /// cycle).
@@ -253,6 +257,7 @@ impl TableResult {
             error: None,
             carried_over: None,
             metadata_changed: false,
+            metadata_changes: Vec::new(),
             metadata_error: None,
             extra: Map::new(),
         }

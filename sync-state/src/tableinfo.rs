@@ -246,3 +246,271 @@ pub fn mismatch(da: &TableInfo, other: &TableInfo) -> Option<String> {
     }
     None
 }
+
+/// At most this many examples of changed labels in a [`MetadataChange`].
+pub const MAX_CHANGE_EXAMPLES: usize = 5;
+
+/// What changed from `old` to `new` (two versions of a table's tableinfo
+/// in `lang`): the table's texts, variables added and removed, and the
+/// value labels added, removed and relabelled (the time variable's values
+/// counted apart, as periods). `None` when nothing a reader sees changed
+/// (`updated` alone is not such a change).
+pub fn metadata_change(lang: Lang, old: &TableInfo, new: &TableInfo) -> Option<MetadataChange> {
+    let mut c = MetadataChange {
+        lang,
+        ..MetadataChange::default()
+    };
+    let fields: [(&str, bool); 7] = [
+        ("title", old.text != new.text),
+        ("description", old.description != new.description),
+        ("unit", old.unit != new.unit),
+        ("footnote", old.footnote != new.footnote),
+        ("documentation", old.documentation != new.documentation),
+        ("contacts", old.contacts != new.contacts),
+        ("active", old.active != new.active),
+    ];
+    c.fields = fields
+        .iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(f, _)| (*f).to_owned())
+        .collect();
+    let time = new.time_variable().map(|v| v.id.as_str());
+    for v in &new.variables {
+        let Some(before) = old.variables.iter().find(|o| o.id == v.id) else {
+            c.variables_added.push(v.id.clone());
+            continue;
+        };
+        if v.text != before.text {
+            c.fields.push(format!("variable {}", v.id));
+        }
+        compare_values(&mut c, v, before, time == Some(v.id.as_str()));
+    }
+    c.variables_removed = old
+        .variables
+        .iter()
+        .filter(|o| !new.variables.iter().any(|v| v.id == o.id))
+        .map(|o| o.id.clone())
+        .collect();
+    (!c.is_empty()).then_some(c)
+}
+
+/// One variable's values, old against new, counted into `c`.
+fn compare_values(c: &mut MetadataChange, new: &Variable, old: &Variable, is_time: bool) {
+    let before: std::collections::HashMap<&str, &str> = old
+        .values
+        .iter()
+        .map(|v| (v.id.as_str(), v.text.as_str()))
+        .collect();
+    let now: std::collections::HashSet<&str> = new.values.iter().map(|v| v.id.as_str()).collect();
+    let removed = old.values.iter().filter(|v| !now.contains(v.id.as_str()));
+    let (added, removed) = (
+        new.values
+            .iter()
+            .filter(|v| !before.contains_key(v.id.as_str()))
+            .count() as u64,
+        removed.count() as u64,
+    );
+    if is_time {
+        c.periods_added += added;
+        c.periods_removed += removed;
+    } else {
+        c.labels_added += added;
+        c.labels_removed += removed;
+    }
+    for v in &new.values {
+        let Some(text) = before.get(v.id.as_str()) else {
+            continue;
+        };
+        if *text != v.text {
+            c.labels_relabelled += 1;
+            if c.examples.len() < MAX_CHANGE_EXAMPLES {
+                c.examples.push(LabelChange {
+                    variable: new.id.clone(),
+                    code: v.id.clone(),
+                    before: (*text).to_owned(),
+                    after: v.text.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// What changed in one language's tableinfo of a table between two
+/// syncs (in a table's run result, `metadata_changes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataChange {
+    /// The language.
+    pub lang: Lang,
+    /// The texts that changed: `title`, `description`, `unit`, `footnote`,
+    /// `documentation`, `contacts`, `active`, `variable <ID>` (a
+    /// variable's text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// Variables that are new.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables_added: Vec<String>,
+    /// Variables that are gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables_removed: Vec<String>,
+    /// Codes (of variables other than time) that are new.
+    #[serde(default)]
+    pub labels_added: u64,
+    /// Codes that are gone.
+    #[serde(default)]
+    pub labels_removed: u64,
+    /// Codes whose label text changed.
+    #[serde(default)]
+    pub labels_relabelled: u64,
+    /// Periods (values of the time variable) that are new.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub periods_added: u64,
+    /// Periods that are gone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub periods_removed: u64,
+    /// The first relabellings (at most [`MAX_CHANGE_EXAMPLES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<LabelChange>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl MetadataChange {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+            && self.variables_added.is_empty()
+            && self.variables_removed.is_empty()
+            && self.labels_added == 0
+            && self.labels_removed == 0
+            && self.labels_relabelled == 0
+            && self.periods_added == 0
+            && self.periods_removed == 0
+    }
+}
+
+impl std::fmt::Display for MetadataChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if !self.fields.is_empty() {
+            parts.push(format!("changed {}", self.fields.join(", ")));
+        }
+        for (n, what) in [
+            (self.labels_added, "label(s) added"),
+            (self.labels_removed, "label(s) removed"),
+            (self.labels_relabelled, "relabelled"),
+            (self.periods_added, "period(s) added"),
+            (self.periods_removed, "period(s) removed"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        if !self.variables_added.is_empty() {
+            parts.push(format!(
+                "variables added {}",
+                self.variables_added.join(",")
+            ));
+        }
+        if !self.variables_removed.is_empty() {
+            parts.push(format!(
+                "variables removed {}",
+                self.variables_removed.join(",")
+            ));
+        }
+        write!(f, "{}: {}", self.lang.as_str(), parts.join("; "))?;
+        for e in &self.examples {
+            write!(
+                f,
+                "; {} {}: {:?} → {:?}",
+                e.variable, e.code, e.before, e.after
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One relabelled code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelChange {
+    /// The variable's id.
+    pub variable: String,
+    /// The code.
+    pub code: String,
+    /// The label before.
+    pub before: String,
+    /// The label now.
+    pub after: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folk1a() -> TableInfo {
+        serde_json::from_str(include_str!(
+            "../../statbank-client/testdata/tableinfo_FOLK1A_da.json"
+        ))
+        .expect("the recorded FOLK1A tableinfo decodes")
+    }
+
+    #[test]
+    fn the_same_tableinfo_has_no_change_and_updated_alone_is_none() {
+        let old = folk1a();
+        let mut new = old.clone();
+        assert_eq!(metadata_change(Lang::Da, &old, &new), None);
+        new.updated = Some("2030-01-01T08:00:00".into());
+        assert_eq!(metadata_change(Lang::Da, &old, &new), None);
+    }
+
+    #[test]
+    fn relabels_additions_removals_and_periods_are_told_apart() {
+        let old = folk1a();
+        let mut new = old.clone();
+        new.text = "Befolkningen".into();
+        let kon = new
+            .variables
+            .iter_mut()
+            .find(|v| v.id == "KØN")
+            .expect("FOLK1A has KØN");
+        let before = kon.values[1].text.clone();
+        kon.values[1].text = "Mænd i alt".into();
+        kon.values.push(VariableValue {
+            id: "9".into(),
+            text: "Uoplyst".into(),
+        });
+        let omrade = new
+            .variables
+            .iter_mut()
+            .find(|v| v.id == "OMRÅDE")
+            .expect("FOLK1A has OMRÅDE");
+        omrade.values.retain(|v| v.id != "101");
+        let time = new.variables.iter_mut().find(|v| v.time).expect("time");
+        time.values.push(VariableValue {
+            id: "2099K1".into(),
+            text: "2099K1".into(),
+        });
+        let c = metadata_change(Lang::Da, &old, &new).expect("a change");
+        assert_eq!(c.fields, vec!["title".to_owned()]);
+        assert_eq!(
+            (c.labels_added, c.labels_removed, c.labels_relabelled),
+            (1, 1, 1)
+        );
+        assert_eq!((c.periods_added, c.periods_removed), (1, 0));
+        assert_eq!(
+            c.examples,
+            vec![LabelChange {
+                variable: "KØN".into(),
+                code: "1".into(),
+                before,
+                after: "Mænd i alt".into(),
+            }]
+        );
+        let text = c.to_string();
+        assert!(
+            text.starts_with("da: changed title; 1 label(s) added"),
+            "{text}"
+        );
+    }
+}

@@ -258,6 +258,171 @@ fn labels_titles_and_periods_arrive_in_postgres_and_follow_upstream() {
     every_row_labeled(&mut s, "bil10");
 }
 
+/// With `--history`, a relabel and a retitle upstream are reported in the
+/// table's result (what changed, with the label before and after), shown
+/// by `statbank-inspect table`, and both versions stay queryable in
+/// `meta_history` as of before and after the change, on StatBank's clock.
+#[test]
+fn relabels_and_retitles_are_reported_and_kept_as_history() {
+    let mut s = Setup::new(world());
+    let with_history = ApplyOptions {
+        history: true,
+        ..opts()
+    };
+    let m = s.sync(0);
+    let r = s.apply(&m.run_id, &with_history);
+    for t in r.tables.as_deref().unwrap_or_default() {
+        assert_eq!(t.status, ApplyStatus::Applied, "{t:?}");
+        assert_eq!(t.metadata_error, None, "{t:?}");
+    }
+    let folk = s.emu.handle().table("FOLK1A").expect("FOLK1A");
+    let old_title = folk.text.clone();
+    let first = s.count("SELECT count(*) FROM meta_history.value_labels WHERE valid_to IS NULL");
+    let current = s.count("SELECT count(*) FROM meta.value_labels");
+    assert_eq!(first, current, "every label has one current version");
+
+    let h = s.emu.handle();
+    h.rename_value_text("FOLK1A", "OMRÅDE", "000", "Hele Danmark");
+    h.set_title(
+        "FOLK1A",
+        "Befolkningen (ny titel)",
+        "Population (new title)",
+    );
+    h.set_updated("FOLK1A", "2030-01-01T08:00:00");
+    let m2 = s.sync(24 * 8);
+    let id = sync_state::TableId::new("FOLK1A").expect("id");
+    let result = m2.tables.get(&id).expect("FOLK1A considered");
+    assert!(result.metadata_changed, "{result:?}");
+    let da = result
+        .metadata_changes
+        .iter()
+        .find(|c| c.lang == sync_state::tableinfo::Lang::Da)
+        .expect("the Danish change is reported");
+    assert_eq!(da.fields, vec!["title".to_owned()], "{da:?}");
+    assert_eq!(
+        (da.labels_added, da.labels_removed, da.labels_relabelled),
+        (0, 0, 1)
+    );
+    assert_eq!(da.examples.len(), 1);
+    assert_eq!(
+        (
+            da.examples[0].code.as_str(),
+            da.examples[0].before.as_str(),
+            da.examples[0].after.as_str()
+        ),
+        ("000", "Hele landet", "Hele Danmark")
+    );
+    let en = result
+        .metadata_changes
+        .iter()
+        .find(|c| c.lang == sync_state::tableinfo::Lang::En)
+        .expect("the English retitle is reported");
+    assert_eq!(en.fields, vec!["title".to_owned()], "{en:?}");
+    // The other tables did not change, and say nothing.
+    for (t, r) in &m2.tables {
+        if t != &id {
+            assert!(r.metadata_changes.is_empty(), "{t}: {r:?}");
+        }
+    }
+    let shown = bins::inspect::table(&s.data(), &id).expect("inspect").text;
+    assert!(
+        shown.contains("label history (newest first):")
+            && shown.contains(r#"OMRÅDE 000: "Hele landet" → "Hele Danmark""#),
+        "{shown}"
+    );
+
+    // Pending for its metadata even if no period changed; applied.
+    let r2 = s.apply(&m2.run_id, &with_history);
+    assert_eq!(r2.summary.tables_failed, 0, "{r2:?}");
+    let label_at = |s: &mut Setup, at: &str| {
+        text(
+            s,
+            &format!(
+                "SELECT label FROM meta_history.value_labels WHERE table_id = 'FOLK1A' \
+                 AND variable_id = 'OMRÅDE' AND lang = 'da' AND code = '000' \
+                 AND valid_from <= '{at}' AND (valid_to IS NULL OR valid_to > '{at}')"
+            ),
+        )
+    };
+    let title_at = |s: &mut Setup, lang: &str, at: &str| {
+        text(
+            s,
+            &format!(
+                "SELECT title FROM meta_history.tables WHERE table_id = 'FOLK1A' \
+                 AND lang = '{lang}' \
+                 AND valid_from <= '{at}' AND (valid_to IS NULL OR valid_to > '{at}')"
+            ),
+        )
+    };
+    // StatBank's clock is Copenhagen's: 2030-01-01T08:00 there is 07:00 UTC.
+    let (before, after) = ("2029-12-31T12:00:00Z", "2030-01-01T07:30:00Z");
+    assert_eq!(label_at(&mut s, before).as_deref(), Some("Hele landet"));
+    assert_eq!(label_at(&mut s, after).as_deref(), Some("Hele Danmark"));
+    assert_eq!(title_at(&mut s, "da", before), Some(old_title));
+    assert_eq!(
+        title_at(&mut s, "da", after).as_deref(),
+        Some("Befolkningen (ny titel)")
+    );
+    assert_eq!(
+        title_at(&mut s, "en", after).as_deref(),
+        Some("Population (new title)")
+    );
+    assert_eq!(
+        text(
+            &mut s,
+            "SELECT to_char(valid_to AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM meta_history.value_labels WHERE table_id = 'FOLK1A' \
+             AND code = '000' AND lang = 'da' AND valid_to IS NOT NULL"
+        )
+        .as_deref(),
+        Some("2030-01-01 07:00:00"),
+        "closed at the new updated, on StatBank's clock"
+    );
+    // Only the relabelled code got a new version: the others are untouched.
+    assert_eq!(
+        s.count("SELECT count(*) FROM meta_history.value_labels WHERE valid_to IS NOT NULL AND table_id = 'FOLK1A' AND variable_id <> 'Tid'"),
+        1
+    );
+    assert_eq!(
+        s.count("SELECT count(*) FROM meta_history.value_labels WHERE valid_to IS NULL"),
+        s.count("SELECT count(*) FROM meta.value_labels")
+    );
+    // A third apply of the same run changes no history.
+    let versions = s.count("SELECT count(*) FROM meta_history.value_labels");
+    let tables = s.count("SELECT count(*) FROM meta_history.tables");
+    let _ = s.apply(&m2.run_id, &with_history);
+    assert_eq!(
+        s.count("SELECT count(*) FROM meta_history.value_labels"),
+        versions
+    );
+    assert_eq!(s.count("SELECT count(*) FROM meta_history.tables"), tables);
+
+    // A table that leaves the mirror leaves `meta`; its history stays, closed.
+    s.emu.handle().remove_table("UGE1");
+    let archive = bins::SyncOptions {
+        vanished_tables: bins::VanishedTables::Archive,
+        ..s.opts(24 * 9)
+    };
+    let m3 = s.sync_with(&archive);
+    let _ = s.apply(&m3.run_id, &with_history);
+    assert_eq!(
+        s.count("SELECT count(*) FROM meta.value_labels WHERE table_id = 'UGE1'"),
+        0
+    );
+    assert!(s.count("SELECT count(*) FROM meta_history.value_labels WHERE table_id = 'UGE1'") > 0);
+    assert_eq!(
+        s.count(
+            "SELECT count(*) FROM meta_history.value_labels WHERE table_id = 'UGE1' AND valid_to IS NULL"
+        ) + s.count("SELECT count(*) FROM meta_history.tables WHERE table_id = 'UGE1' AND valid_to IS NULL"),
+        0,
+        "its versions are closed"
+    );
+    assert_eq!(
+        s.count("SELECT count(*) FROM meta_history.tables WHERE table_id = 'FOLK1A' AND valid_to IS NULL"),
+        2,
+        "the other tables' current versions are untouched"
+    );
+}
+
 /// A table whose labeled view name is taken by something the project did
 /// not create: the facts are applied, the metadata fails with a reason
 /// naming the table, nothing of the other relation changes.

@@ -8,7 +8,7 @@
 
 use statbank_client::{error_chain, Lang, TableInfo};
 use sync_state::subjects::cached_subjects;
-use sync_state::tableinfo::{cached_tableinfo_in, mismatch};
+use sync_state::tableinfo::{cached_tableinfo_in, metadata_change, mismatch, MetadataChange};
 use sync_state::{RunManifest, SubjectsSection, TableId, TableResult};
 
 use super::Ctx;
@@ -18,6 +18,8 @@ use super::Ctx;
 pub(super) struct Outcome {
     /// Some language's cached tableinfo changed.
     pub(super) changed: bool,
+    /// What changed, per language whose previous version was cached.
+    pub(super) changes: Vec<MetadataChange>,
     /// Why some language could not be had (joined).
     pub(super) error: Option<String>,
     /// The languages to fetch again next cycle.
@@ -65,6 +67,7 @@ impl Outcome {
     /// Records the outcome in the table's result.
     pub(super) fn record(&self, r: &mut TableResult) {
         r.metadata_changed |= self.changed;
+        r.metadata_changes.extend(self.changes.iter().cloned());
         if self.error.is_some() {
             r.metadata_error.clone_from(&self.error);
         }
@@ -85,7 +88,8 @@ pub(super) async fn fetch(
     for &lang in langs {
         match fetch_one(ctx, table, da, lang).await {
             Ok((changed, info)) => {
-                out.changed |= changed;
+                out.changed |= changed.is_some();
+                out.changes.extend(changed.flatten());
                 out.current.push((lang, info));
             }
             Err(e) => {
@@ -142,14 +146,14 @@ pub(super) async fn retry(ctx: &Ctx<'_>, table: &TableId, langs: &[Lang]) -> Opt
     Some(out)
 }
 
-/// One language: its tableinfo, and whether its cache was written (its
-/// content changed).
+/// One language: its tableinfo, and, when its cache was written (its
+/// content changed), what changed from the version cached before.
 async fn fetch_one(
     ctx: &Ctx<'_>,
     table: &TableId,
     da: &TableInfo,
     lang: Lang,
-) -> Result<(bool, TableInfo), String> {
+) -> Result<(Option<Option<MetadataChange>>, TableInfo), String> {
     let what = || format!("tableinfo of {table} in {lang}");
     let (info, raw) = ctx
         .client
@@ -163,7 +167,12 @@ async fn fetch_one(
     let key = ctx.dir.metadata_file_key_in(table, lang);
     let written = cache_if_changed(ctx, &key, cached.as_ref(), &info, &raw)
         .map_err(|e| format!("{}: caching it: {e}", what()))?;
-    Ok((written, info))
+    let change = written.then(|| {
+        cached
+            .as_ref()
+            .and_then(|old| metadata_change(lang, old, &info))
+    });
+    Ok((change, info))
 }
 
 /// Writes `raw` (the answer `fresh` was decoded from) at `key` unless the

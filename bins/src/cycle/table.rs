@@ -245,6 +245,9 @@ async fn prepare(
     };
     let remote = info.tids()?;
     let da_changed = raw.is_some() && cached.as_ref() != Some(&info);
+    let da_change = cached.as_ref().filter(|_| da_changed).and_then(|old| {
+        sync_state::tableinfo::metadata_change(sync_state::tableinfo::Lang::Da, old, &info)
+    });
     // Variables the apply could never load are refused before any data.
     sync_state::check_variable_columns(table, info.variables.iter().map(|v| v.id.as_str()))?;
     let local = ctx.store.list_tids(table)?;
@@ -276,6 +279,7 @@ async fn prepare(
         }
     };
     metadata.changed |= da_changed;
+    metadata.changes.splice(0..0, da_change);
     let schema_change = before
         .filter(|b| b.mixed || !schema::same(&b.signature, &signature))
         .map(|b| SchemaChange {

@@ -39,6 +39,7 @@ pub fn table(dir: &DataDir, table: &TableId) -> Result<Report, Error> {
     let meta = tableinfo_cache_line(&mut out, dir, table)?;
     let manifests = recent_manifests(dir, HISTORY_RUNS)?;
     let schema_history = schema_history(&mut out, &manifests, table);
+    let label_history = label_history(&mut out, &manifests, table);
     let results = recent_results(&mut out, &manifests, table);
     let json = json!({
         "table": table,
@@ -47,6 +48,7 @@ pub fn table(dir: &DataDir, table: &TableId) -> Result<Report, Error> {
         "vintages": n_vintages,
         "tableinfo_cache": dir.display_key(&meta),
         "schema_history": schema_history.iter().map(|(r, c)| json!({"run_id": r, "before": c.before, "after": c.after})).collect::<Vec<_>>(),
+        "label_history": label_history,
         "recent_runs": results,
     });
     Ok(Report { text: out, json })
@@ -155,6 +157,34 @@ fn schema_history(
         }
     }
     schema_history
+}
+
+/// The metadata changes of the table in the recent runs, newest first:
+/// labels added, removed and relabelled (with examples), texts changed,
+/// per language. (Every version, for a database applied with `--metadata
+/// --history`, is in `meta_history`.)
+fn label_history(out: &mut String, manifests: &[RunManifest], table: &TableId) -> Vec<Value> {
+    let changes: Vec<_> = manifests
+        .iter()
+        .filter_map(|m| {
+            let r = m.tables.get(table)?;
+            (!r.metadata_changes.is_empty()).then_some((m, r))
+        })
+        .collect();
+    if changes.is_empty() {
+        let _ = writeln!(out, "label history: no change in the recent runs");
+        return Vec::new();
+    }
+    let _ = writeln!(out, "label history (newest first):");
+    let mut json = Vec::new();
+    for (m, r) in changes {
+        let at = r.catalog_updated.as_deref().unwrap_or("-");
+        for c in &r.metadata_changes {
+            let _ = writeln!(out, "  {} (updated {at}) {c}", m.run_id);
+        }
+        json.push(json!({"run_id": m.run_id, "catalog_updated": r.catalog_updated, "changes": r.metadata_changes}));
+    }
+    json
 }
 
 /// Recent results shown for a table.
