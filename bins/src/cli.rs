@@ -398,6 +398,15 @@ pub struct SyncArgs {
     /// Stop keeping vintages in this data folder (kept ones stay).
     #[arg(long)]
     pub no_keep_vintages: bool,
+    /// Keep every table's Apache Iceberg metadata under
+    /// statbank_tables/_iceberg/<TABLE_ID>/metadata/, regenerated after its
+    /// partitions are published (stays on for this data folder until
+    /// --no-iceberg).
+    #[arg(long, conflicts_with = "no_iceberg")]
+    pub iceberg: bool,
+    /// Stop keeping Iceberg metadata in this data folder (and remove it).
+    #[arg(long)]
+    pub no_iceberg: bool,
     /// Rolling verification: when a table's `updated` changes, its periods
     /// outside the refresh window are re-fetched once, spread over this many
     /// cycles (0 = off: only the refresh window, as the original).
@@ -472,6 +481,11 @@ impl SyncArgs {
             (true, _) => crate::Vintages::Keep,
             (_, true) => crate::Vintages::Stop,
             _ => crate::Vintages::AsRecorded,
+        };
+        opts.iceberg = match (self.iceberg, self.no_iceberg) {
+            (true, _) => crate::IcebergMetadata::Write,
+            (_, true) => crate::IcebergMetadata::Stop,
+            _ => crate::IcebergMetadata::AsRecorded,
         };
         opts.verify = sync_state::VerifyPolicy {
             cycles: self.verify_cycles,

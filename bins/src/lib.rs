@@ -47,7 +47,7 @@ pub mod metrics;
 pub mod redact;
 
 pub use cycle::{
-    run_sync_cycle, Clock, Languages, ProgressSink, StopSignal, SyncOptions, VanishedTables,
-    Vintages,
+    run_sync_cycle, Clock, IcebergMetadata, Languages, ProgressSink, StopSignal, SyncOptions,
+    VanishedTables, Vintages,
 };
 pub use error::Error;

@@ -52,6 +52,14 @@ pub enum Error {
         /// The file being written.
         path: String,
     },
+    /// The table's Iceberg metadata cannot be written or read.
+    #[error("iceberg metadata of table {table}: {message}")]
+    Iceberg {
+        /// The table.
+        table: TableId,
+        /// What is wrong.
+        message: String,
+    },
     /// A stored record of the publish path (an intent) that cannot be used.
     #[error("table {table}: {message}")]
     Intent {

@@ -50,6 +50,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 mod digest;
 mod error;
 mod file_writer;
+pub mod iceberg;
 mod labels;
 mod publish;
 mod request;
@@ -58,6 +59,7 @@ mod store;
 mod vintage;
 
 pub use error::Error;
+pub use iceberg::{IcebergOptions, IcebergOutcome};
 pub use labels::{labels_batch, labels_schema, LABEL_COLUMNS};
 pub use publish::{PublishOptions, Recovered, SwapOutcome, TableSet};
 pub use request::{PublishOutcome, RequestWriter, StagedPeriod, StagedRequest, WriteLimits};

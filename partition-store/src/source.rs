@@ -18,6 +18,17 @@ pub(crate) struct ObjectSource {
     len: u64,
 }
 
+impl ObjectSource {
+    /// The object at `key` of `len` bytes (known from a listing: no HEAD).
+    pub(crate) fn new(storage: &Storage, key: &str, len: u64) -> ObjectSource {
+        ObjectSource {
+            storage: storage.clone(),
+            key: key.to_string(),
+            len,
+        }
+    }
+}
+
 impl Length for ObjectSource {
     fn len(&self) -> u64 {
         self.len
@@ -59,11 +70,7 @@ pub(crate) fn open(storage: &Storage, key: &str) -> Result<Option<Source>, Error
             Err(e) => Err(Error::io(path, e)),
         };
     }
-    Ok(storage.head(key)?.map(|info| {
-        Source::Object(ObjectSource {
-            storage: storage.clone(),
-            key: key.to_string(),
-            len: info.size,
-        })
-    }))
+    Ok(storage
+        .head(key)?
+        .map(|info| Source::Object(ObjectSource::new(storage, key, info.size))))
 }

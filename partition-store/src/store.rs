@@ -6,7 +6,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
-use sync_state::{DataDir, Storage, TableId, Tid, ARCHIVE_DIR, SYNC_DIR, VINTAGES_DIR};
+use sync_state::{
+    DataDir, Storage, TableId, Tid, ARCHIVE_DIR, ICEBERG_DIR, SYNC_DIR, VINTAGES_DIR,
+};
 
 use crate::file_writer::PartitionFileWriter;
 use crate::source::{self, Source};
@@ -103,7 +105,7 @@ impl PartitionStore {
         let mut out: Vec<TableId> = listing
             .dirs
             .iter()
-            .filter(|n| ![SYNC_DIR, VINTAGES_DIR, ARCHIVE_DIR].contains(&n.as_str()))
+            .filter(|n| ![SYNC_DIR, VINTAGES_DIR, ARCHIVE_DIR, ICEBERG_DIR].contains(&n.as_str()))
             .filter_map(|n| TableId::new(n).ok().filter(|id| id.as_str() == n))
             .collect();
         out.sort();
@@ -199,9 +201,36 @@ pub(crate) fn read_footer(storage: &Storage, key: &str) -> Result<Option<Partiti
     }
 }
 
+/// The footer of the object at `key` whose size is known (listed): on an
+/// object store one ranged request for the file's tail, which holds the
+/// footer of any partition this project writes (a larger footer costs a
+/// second request).
+pub(crate) fn read_footer_sized(
+    storage: &Storage,
+    key: &str,
+    size: u64,
+) -> Result<Option<PartitionFooter>, Error> {
+    if storage.is_local() {
+        return read_footer(storage, key);
+    }
+    let shown = storage.display_key(key);
+    let source = source::ObjectSource::new(storage, key, size);
+    let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+        .with_prefetch_hint(Some(FOOTER_PREFETCH))
+        .parse_and_finish(&source)
+        .map_err(|e| Error::parquet(&shown, e))?;
+    Ok(Some(footer_from(meta.file_metadata())))
+}
+
+/// Bytes read from a file's end for its footer in one request.
+const FOOTER_PREFETCH: usize = 64 * 1024;
+
 fn footer_of<R: ChunkReader + 'static>(r: R, shown: &str) -> Result<PartitionFooter, Error> {
     let reader = SerializedFileReader::new(r).map_err(|e| Error::parquet(shown, e))?;
-    let meta = reader.metadata().file_metadata();
+    Ok(footer_from(reader.metadata().file_metadata()))
+}
+
+fn footer_from(meta: &parquet::file::metadata::FileMetaData) -> PartitionFooter {
     let kv = |k: &str| {
         meta.key_value_metadata().and_then(|kvs| {
             kvs.iter()
@@ -215,13 +244,13 @@ fn footer_of<R: ChunkReader + 'static>(r: R, shown: &str) -> Result<PartitionFoo
         .iter()
         .map(|c| c.name().to_string())
         .collect();
-    Ok(PartitionFooter {
+    PartitionFooter {
         rows: u64::try_from(meta.num_rows()).unwrap_or(0),
         digest: kv(DIGEST_KEY),
         columns,
         variables: kv(VARIABLES_KEY).and_then(|v| serde_json::from_str(&v).ok()),
         valid_from: kv(VALID_FROM_KEY),
-    })
+    }
 }
 
 /// A reader over the object at `key`, or `None` when it does not exist.

@@ -79,6 +79,8 @@ pub struct Vintage {
     pub valid_to: String,
     /// Its storage key.
     pub key: String,
+    /// Its size in bytes, as listed.
+    pub size: u64,
 }
 
 impl Vintage {
@@ -141,6 +143,7 @@ impl PartitionStore {
                 valid_from: expand_stamp(from),
                 valid_to,
                 key: obj.key.clone(),
+                size: obj.size,
             });
         }
         for v in out.values_mut() {
@@ -370,6 +373,7 @@ mod tests {
             valid_from: Some("2024-08-12T08:00:00".into()),
             valid_to: "2024-11-12T08:00:00".into(),
             key: String::new(),
+            size: 0,
         };
         assert!(!v.covers("2024-08-12T07:59:59"));
         assert!(v.covers("2024-08-12T08:00:00"));

@@ -71,8 +71,8 @@ pub use manifest::{
     TableResult, TableStatus, TypeChange, VanishedReport,
 };
 pub use paths::{
-    DataDir, ARCHIVE_DIR, METADATA_DIR, PARTITION_EXT, SYNC_DIR, TABLES_DIR, TEMP_PREFIX,
-    VINTAGES_DIR,
+    DataDir, ARCHIVE_DIR, ICEBERG_DIR, METADATA_DIR, PARTITION_EXT, SYNC_DIR, TABLES_DIR,
+    TEMP_PREFIX, VINTAGES_DIR,
 };
 pub use period::PeriodSpan;
 pub use plan::{

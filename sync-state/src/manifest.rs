@@ -218,6 +218,14 @@ pub struct TableResult {
     /// metadata even when no period changed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub metadata_changed: bool,
+    /// The Iceberg metadata version written for the table this cycle
+    /// (`v<N>.metadata.json`, `--iceberg`); absent when none was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iceberg_version: Option<u64>,
+    /// Why the table's Iceberg metadata could not be written (its
+    /// partitions are published; it is written again next cycle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iceberg_error: Option<String>,
     /// What changed in each language's tableinfo (texts, labels added,
     /// removed, relabelled), when a previous version was cached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -258,6 +266,8 @@ impl TableResult {
             carried_over: None,
             metadata_changed: false,
             metadata_changes: Vec::new(),
+            iceberg_version: None,
+            iceberg_error: None,
             metadata_error: None,
             extra: Map::new(),
         }

@@ -17,6 +17,9 @@ pub const VINTAGES_DIR: &str = "_vintages";
 /// The archive of tables gone from the catalog (`--vanished-tables
 /// archive`), under the partitions' root; never a table.
 pub const ARCHIVE_DIR: &str = "_archive";
+/// The Iceberg metadata of the tables (`--iceberg`), under the partitions'
+/// root; never a table.
+pub const ICEBERG_DIR: &str = "_iceberg";
 /// The cached tableinfo and other metadata, under the data folder.
 pub const METADATA_DIR: &str = "metadata";
 /// The extension of partition and vintage files.
@@ -41,6 +44,8 @@ fn the_sync_key_is_the_sync_dir_under_the_tables_root() {
 /// ```text
 /// statbank_tables/<TABLE_ID>/<urlquoted_tid>.parquet
 /// statbank_tables/_vintages/<TABLE_ID>/<urlquoted_tid>/<from>--<to>.parquet
+/// statbank_tables/_iceberg/<TABLE_ID>/metadata/v<N>.metadata.json (and
+///   version-hint.text, manifests)
 /// statbank_tables/_sync/state.json
 /// statbank_tables/_sync/runs/<run_id>.json
 /// statbank_tables/_sync/frequency_overrides.json
@@ -143,6 +148,17 @@ impl DataDir {
     /// `statbank_tables/_vintages/<TABLE_ID>`.
     pub fn vintages_key(&self, table: &TableId) -> String {
         format!("{TABLES}/{VINTAGES_DIR}/{table}")
+    }
+
+    /// `statbank_tables/_iceberg/<TABLE_ID>`: the table's Iceberg metadata
+    /// (`--iceberg`).
+    pub fn iceberg_key(&self, table: &TableId) -> String {
+        format!("{TABLES}/{ICEBERG_DIR}/{table}")
+    }
+
+    /// `statbank_tables/_iceberg`.
+    pub fn iceberg_root_key(&self) -> String {
+        format!("{TABLES}/{ICEBERG_DIR}")
     }
 
     /// `statbank_tables/_archive/<TABLE_ID>/<run_id>`: where `--vanished-tables

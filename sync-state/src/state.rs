@@ -25,6 +25,16 @@ pub struct SyncState {
     /// folder (`--keep-vintages`, until `--no-keep-vintages`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_vintages: bool,
+    /// Whether the tables' Iceberg metadata is kept under
+    /// `statbank_tables/_iceberg/` (`--iceberg`, until `--no-iceberg`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub iceberg: bool,
+    /// Where the data folder was when its Iceberg metadata was written (an
+    /// absolute path or a URL): the metadata names files by it, so a folder
+    /// found elsewhere (copied, moved) has every table's metadata
+    /// regenerated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iceberg_location: Option<String>,
     /// The last fetch of the subject tree failed: the next cycle fetches
     /// it even when no table changed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -77,6 +87,11 @@ pub struct TableState {
     /// signatures were kept (derived from the partitions on the next sync).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variables: Option<Vec<String>>,
+    /// The catalog `updated` the table's Iceberg metadata was last
+    /// generated for (`--iceberg`); regenerated when it differs from
+    /// `last_seen_updated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iceberg_updated: Option<String>,
     /// How many partitions the table has, as of its last sync (lets a
     /// no-change cycle on an object store skip listing every table).
     #[serde(default, skip_serializing_if = "Option::is_none")]

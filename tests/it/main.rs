@@ -11,6 +11,7 @@ mod disk_faults;
 mod drift;
 mod flow;
 mod hostile;
+mod iceberg;
 mod inspect;
 mod metadata;
 mod object_stores;

@@ -232,6 +232,7 @@ fn sync_args(dir: &str, base: &str) -> Vec<String> {
         "--max-retries",
         "0",
         "--keep-vintages",
+        "--iceberg",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -368,6 +369,7 @@ fn check(
             "{id}: journal not cleared after a complete run: {:?}",
             e.pending_changed_tids
         );
+        iceberg_is_true(data, id, e)?;
     }
     // Every change was reported by some manifest, and every period that
     // owes a verification still owes it or was verified.
@@ -397,6 +399,29 @@ fn check(
             "{t}: verification debt lost by the crash: {lost:?}"
         );
     }
+    Ok(())
+}
+
+/// After a complete run, a table's Iceberg metadata describes its files:
+/// generated for the `updated` it is synced at, and regenerating it from the
+/// files writes nothing.
+fn iceberg_is_true(data: &DataDir, id: &TableId, e: &sync_state::TableState) -> Result<()> {
+    let Some(updated) = e.last_seen_updated.as_deref() else {
+        return Ok(());
+    };
+    ensure!(
+        e.iceberg_updated.as_deref() == Some(updated),
+        "{id}: Iceberg metadata generated for {:?}, the table is at {updated}",
+        e.iceberg_updated
+    );
+    let store = partition_store::PartitionStore::new(data);
+    let out = store
+        .write_iceberg(id, updated, &partition_store::IcebergOptions::at(0))
+        .with_context(|| format!("{id}: regenerating its Iceberg metadata"))?;
+    ensure!(
+        !out.written,
+        "{id}: the Iceberg metadata left by the run does not describe its files"
+    );
     Ok(())
 }
 

@@ -23,6 +23,7 @@ use sync_state::{
 
 use crate::Error;
 
+mod iceberg;
 mod languages;
 mod schema;
 mod table;
@@ -127,6 +128,20 @@ pub enum Vintages {
     Stop,
 }
 
+/// Whether a cycle keeps the tables' Iceberg metadata (`--iceberg`,
+/// `--no-iceberg`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IcebergMetadata {
+    /// As the data folder records it (`iceberg` in `state.json`; off for a
+    /// new one).
+    #[default]
+    AsRecorded,
+    /// Write it, from this cycle on (recorded for later cycles).
+    Write,
+    /// Stop, and remove the metadata written before.
+    Stop,
+}
+
 /// The languages a cycle caches tableinfo in: Danish, the language the
 /// facts are fetched in, first; then the others (`en`), fetched whenever
 /// the Danish one is, for the metadata only.
@@ -200,6 +215,9 @@ pub struct SyncOptions {
     /// Whether superseded partitions are kept as vintages (recorded in
     /// `state.json`, so it stays as set until set otherwise).
     pub vintages: Vintages,
+    /// Whether every table's Iceberg metadata is kept (recorded in
+    /// `state.json`, like `vintages`).
+    pub iceberg: IcebergMetadata,
     /// Rolling verification of periods older than the refresh window.
     pub verify: VerifyPolicy,
     /// Verify every period of the selected tables in this cycle.
@@ -249,6 +267,7 @@ impl SyncOptions {
             max_tables: None,
             prune_deleted_periods: false,
             vintages: Vintages::AsRecorded,
+            iceberg: IcebergMetadata::AsRecorded,
             verify: VerifyPolicy::default(),
             verify_all: false,
             vanished_tables: VanishedTables::Keep,
@@ -276,6 +295,8 @@ struct Ctx<'a> {
     /// Superseded partitions are kept as vintages in this data folder; the
     /// catalog `updated` of this cycle ends their validity.
     keep_vintages: bool,
+    /// Each table's Iceberg metadata is regenerated after its publish.
+    iceberg: bool,
 }
 
 impl Ctx<'_> {
@@ -403,15 +424,21 @@ async fn cycle(
     run_id: &RunId,
     manifest: &mut RunManifest,
 ) -> Result<Finish, Error> {
-    let (state, overrides) = load_records(dir, opts)?;
+    let (mut state, overrides) = load_records(dir, opts)?;
     let store = PartitionStore::new(dir);
     settle_interrupted(&store, manifest).await?;
+    if opts.iceberg == IcebergMetadata::Stop {
+        iceberg::remove_all(&store, &mut state).await?;
+    } else if state.iceberg {
+        iceberg::check_location(&store, &mut state)?;
+    }
     let ctx = |state: SyncState| Ctx {
         client,
         opts,
         dir: dir.clone(),
         store: store.clone(),
         keep_vintages: state.keep_vintages,
+        iceberg: state.iceberg,
         state: Mutex::new(state),
         overrides: overrides.clone(),
         run_id: run_id.clone(),
@@ -456,6 +483,11 @@ fn load_records(
         Vintages::AsRecorded => {}
         Vintages::Keep => state.keep_vintages = true,
         Vintages::Stop => state.keep_vintages = false,
+    }
+    match opts.iceberg {
+        IcebergMetadata::AsRecorded => {}
+        IcebergMetadata::Write => state.iceberg = true,
+        IcebergMetadata::Stop => state.iceberg = false,
     }
     Ok((state, overrides))
 }
@@ -722,7 +754,9 @@ async fn lifecycle(
             } else {
                 s.delete_table(&table)
             }?;
-            // Its labels go with its partitions (the cached tableinfo stays).
+            // Its labels and Iceberg metadata go with its partitions (the
+            // cached tableinfo stays).
+            s.remove_iceberg(&table)?;
             s.remove_labels(&table).map(|_| moved)
         })
         .await

@@ -15,7 +15,7 @@ use sync_state::{
 };
 use tracing::Instrument;
 
-use super::{languages, schema, Ctx, Work};
+use super::{iceberg, languages, schema, Ctx, Work};
 use crate::fetch::{fetch_batch, FetchError, FetchJob};
 use crate::Error;
 
@@ -53,6 +53,11 @@ pub(super) async fn process_table(ctx: &Ctx<'_>, work: Work) -> (TableId, TableR
                 if let Some(m) = languages::retry(ctx, &table, &pending).await {
                     m.record(&mut r);
                 }
+                if let Some(updated) = prev.last_seen_updated.as_deref() {
+                    if iceberg::behind(ctx, prev) {
+                        iceberg::refresh(ctx, &table, updated, &mut r).await;
+                    }
+                }
             }
             r
         }
@@ -61,13 +66,16 @@ pub(super) async fn process_table(ctx: &Ctx<'_>, work: Work) -> (TableId, TableR
                 p.table_started(&table);
             }
             let span = tracing::info_span!("table", table = %table, bootstrap);
-            match sync_table(ctx, &table, &entry, bootstrap, prev.as_ref())
+            let mut r = match sync_table(ctx, &table, &entry, bootstrap, prev.as_ref())
                 .instrument(span)
                 .await
             {
                 Ok(r) => r,
                 Err(e) => failed(ctx, &table, &entry, &e),
-            }
+            };
+            // Also after a failure: a request published before it failed.
+            iceberg::refresh(ctx, &table, &entry.updated, &mut r).await;
+            r
         }
     };
     if let Some(p) = &ctx.opts.progress {
