@@ -5,6 +5,39 @@
 
 use std::path::PathBuf;
 
+/// Monday 08:00 UTC of week `i` of the weekly benches (week 0 = the
+/// bootstrap, 2025-01-06).
+pub fn week(i: usize) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    let start = chrono::Utc
+        .with_ymd_and_hms(2025, 1, 6, 8, 0, 0)
+        .single()
+        .expect("valid date");
+    start + chrono::Duration::weeks(i64::try_from(i).unwrap_or(i64::MAX))
+}
+
+/// The emulator's FOLK1A-shaped table (OMRÅDE 105 × KØN 3 × ALDER 127 ×
+/// CIVILSTAND 5 = 200,025 cells per period) with `periods`, `updated`
+/// 2025-01-01T08:00:00: the world of `bench-vintages` and `bench-iceberg`.
+pub fn folk1a_world(periods: &[String]) -> statbank_client::emulator::World {
+    use statbank_client::emulator::{EmuTable, World};
+    let codes: Vec<&str> = periods.iter().map(String::as_str).collect();
+    let mut w = World::new();
+    let mut t = EmuTable::synthetic(
+        folk1a::TABLE,
+        &codes,
+        &[
+            ("OMRÅDE", 105),
+            ("KØN", 3),
+            ("ALDER", 127),
+            ("CIVILSTAND", 5),
+        ],
+    );
+    t.updated = "2025-01-01T08:00:00".into();
+    w.insert(t);
+    w
+}
+
 /// The `/usr/bin/time -f` format whose output [`time_maxrss_kib`] reads.
 pub const TIME_FORMAT: &str = "MAXRSS %M";
 

@@ -445,18 +445,6 @@ impl PartitionStore {
         Ok(n)
     }
 
-    /// The tables that have Iceberg metadata.
-    pub fn iceberg_tables(&self) -> Result<Vec<TableId>, Error> {
-        let listing = self
-            .storage()
-            .list_dir(&self.data_dir().iceberg_root_key())?;
-        Ok(listing
-            .dirs
-            .iter()
-            .filter_map(|d| TableId::new(d).ok())
-            .collect())
-    }
-
     /// Every file of `table`, current and vintage, with its footer facts.
     fn iceberg_files(&self, table: &TableId, known: &VintageFacts) -> Result<Vec<DataFile>, Error> {
         let storage = self.storage();

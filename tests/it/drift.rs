@@ -44,7 +44,7 @@ fn id(s: &str) -> TableId {
     TableId::new(s).expect("id")
 }
 
-fn alder() -> EmuVariable {
+pub(crate) fn alder() -> EmuVariable {
     EmuVariable {
         id: "ALDER".into(),
         text: "alder".into(),

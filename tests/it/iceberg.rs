@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use bins::{run_sync_cycle, IcebergMetadata, SyncOptions, Vintages};
 use partition_store::PartitionStore;
-use statbank_client::emulator::{EmuTable, EmuValue, EmuVariable, Emulator, World};
+use statbank_client::emulator::{EmuTable, Emulator, World};
 use sync_state::{source_time_to_utc, DataDir, RunStatus, SyncState, TableId};
 use tests::sync::{at_hours, fast_client, options};
 
@@ -176,17 +176,7 @@ fn scenario(dir: &DataDir, scratch: &Path, storage: Option<serde_json::Value>) {
     h.revise_period("QTR", "2024K2");
     h.remove_period("QTR", "2023K1");
     h.set_updated("QTR", UPDATED[2]);
-    h.add_variable(
-        "ODD",
-        1,
-        EmuVariable {
-            id: "ALDER".into(),
-            text: "alder".into(),
-            elimination: true,
-            map: None,
-            values: vec![EmuValue::code("0"), EmuValue::code("1")],
-        },
-    );
+    h.add_variable("ODD", 1, crate::drift::alder());
     h.set_updated("ODD", UPDATED[2]);
     let m2 = cycle(2);
     assert!(

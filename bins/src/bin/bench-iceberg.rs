@@ -27,10 +27,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use chrono::{DateTime, TimeZone, Utc};
 use clap::Parser;
 use partition_store::{IcebergOptions, PartitionStore};
-use statbank_client::emulator::{EmuTable, Emulator, World};
+use statbank_client::emulator::{Emulator, World};
 use statbank_client::StatbankClient;
 use sync_state::{utc_to_source_time, DataDir, RunStatus, SyncState, TableId};
 
@@ -57,7 +56,7 @@ struct Args {
     s3_bucket: String,
 }
 
-const TABLE: &str = "FOLK1A";
+use bins::bench::folk1a::TABLE;
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -65,33 +64,6 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(run(&args))
-}
-
-/// Monday 08:00 UTC of week `i` (week 0 = the bootstrap).
-fn week(i: usize) -> DateTime<Utc> {
-    let start = Utc
-        .with_ymd_and_hms(2025, 1, 6, 8, 0, 0)
-        .single()
-        .expect("valid date");
-    start + chrono::Duration::weeks(i as i64)
-}
-
-fn large_world(quarters: &[String]) -> World {
-    let codes: Vec<&str> = quarters.iter().map(String::as_str).collect();
-    let mut w = World::new();
-    let mut t = EmuTable::synthetic(
-        TABLE,
-        &codes,
-        &[
-            ("OMRÅDE", 105),
-            ("KØN", 3),
-            ("ALDER", 127),
-            ("CIVILSTAND", 5),
-        ],
-    );
-    t.updated = "2025-01-01T08:00:00".into();
-    w.insert(t);
-    w
 }
 
 /// A fresh data folder named `name`: local, or in the S3 bucket.
@@ -118,7 +90,7 @@ async fn cycle(client: &StatbankClient, data: &DataDir, i: usize) -> Result<(f64
     opts.gate.force = true;
     opts.vintages = bins::Vintages::Keep;
     opts.verify.cycles = 0;
-    opts.clock = bins::Clock::fixed(week(i));
+    opts.clock = bins::Clock::fixed(bins::bench::week(i));
     let t = Instant::now();
     let m = bins::run_sync_cycle(client, &opts).await?;
     let secs = t.elapsed().as_secs_f64();
@@ -144,7 +116,7 @@ struct Step {
 
 fn iceberg_step(data: &DataDir, tables: &[(TableId, String)], i: usize) -> Result<Step> {
     let store = PartitionStore::new(data);
-    let opts = IcebergOptions::at(week(i).timestamp_millis());
+    let opts = IcebergOptions::at(bins::bench::week(i).timestamp_millis());
     let before = data.storage().requests();
     let t = Instant::now();
     let mut step = Step::default();
@@ -179,7 +151,7 @@ async fn large(args: &Args, tmp: &std::path::Path) -> Result<()> {
     let quarters: Vec<String> = (0..args.quarters)
         .map(|i| format!("{}K{}", 2015 + i / 4, i % 4 + 1))
         .collect();
-    let emu = Emulator::start(large_world(&quarters)).await?;
+    let emu = Emulator::start(bins::bench::folk1a_world(&quarters)).await?;
     let client = StatbankClient::builder()
         .base_url(emu.base_url())
         .min_interval(Duration::ZERO)
@@ -196,7 +168,7 @@ async fn large(args: &Args, tmp: &std::path::Path) -> Result<()> {
         }
         h.set_updated(
             TABLE,
-            &utc_to_source_time(week(i) - chrono::Duration::hours(2)),
+            &utc_to_source_time(bins::bench::week(i) - chrono::Duration::hours(2)),
         );
         let (secs, changed) = cycle(&client, &data, i).await?;
         let expected = if i == 0 { quarters.len() } else { args.revised };

@@ -22,10 +22,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use chrono::{DateTime, TimeZone, Utc};
 use clap::Parser;
 use partition_store::PartitionStore;
-use statbank_client::emulator::{EmuTable, Emulator, World};
+use statbank_client::emulator::Emulator;
 use statbank_client::StatbankClient;
 use sync_state::{utc_to_source_time, DataDir, RunStatus, TableId};
 
@@ -46,34 +45,7 @@ struct Args {
     runs: usize,
 }
 
-const TABLE: &str = "FOLK1A";
-
-fn world(quarters: &[String]) -> World {
-    let codes: Vec<&str> = quarters.iter().map(String::as_str).collect();
-    let mut w = World::new();
-    let mut t = EmuTable::synthetic(
-        TABLE,
-        &codes,
-        &[
-            ("OMRÅDE", 105),
-            ("KØN", 3),
-            ("ALDER", 127),
-            ("CIVILSTAND", 5),
-        ],
-    );
-    t.updated = "2025-01-01T08:00:00".into();
-    w.insert(t);
-    w
-}
-
-/// Monday 08:00 UTC of week `i` (week 0 = the bootstrap).
-fn week(i: usize) -> DateTime<Utc> {
-    let start = Utc
-        .with_ymd_and_hms(2025, 1, 6, 8, 0, 0)
-        .single()
-        .expect("valid date");
-    start + chrono::Duration::weeks(i as i64)
-}
+use bins::bench::folk1a::TABLE;
 
 /// Bytes of the files under `dir` whose path contains `part` (or all).
 fn bytes_under(dir: &Path, part: Option<&str>) -> Result<(u64, usize)> {
@@ -117,7 +89,7 @@ async fn cycles(
                 h.revise_period(TABLE, &quarters[quarters.len() - 1 - back]);
             }
         }
-        let up = utc_to_source_time(week(i) - chrono::Duration::hours(2));
+        let up = utc_to_source_time(bins::bench::week(i) - chrono::Duration::hours(2));
         h.set_updated(TABLE, &up);
         updated.push(up);
         let mut opts = bins::SyncOptions::on(data.clone());
@@ -127,7 +99,7 @@ async fn cycles(
         } else {
             bins::Vintages::Stop
         };
-        opts.clock = bins::Clock::fixed(week(i));
+        opts.clock = bins::Clock::fixed(bins::bench::week(i));
         let t = Instant::now();
         let m = bins::run_sync_cycle(client, &opts).await?;
         if i > 0 {
@@ -196,7 +168,7 @@ async fn run(args: &Args) -> Result<()> {
     let table = TableId::new(TABLE)?;
     let mut results = Vec::new();
     for keep in [true, false] {
-        let emu = Emulator::start(world(&quarters)).await?;
+        let emu = Emulator::start(bins::bench::folk1a_world(&quarters)).await?;
         let client = StatbankClient::builder()
             .base_url(emu.base_url())
             .min_interval(Duration::ZERO)
