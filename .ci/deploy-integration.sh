@@ -880,9 +880,21 @@ Secret(value=os.environ["STATBANK_CI_DB_URL"]).save("statbank-ci-database-url", 
     psql "$database_url" -qX -v ON_ERROR_STOP=1 \
         -c "CREATE SCHEMA \"$prefect_schema\"; CREATE TABLE \"$prefect_schema\".hisb7 (wrong_column integer)" >/dev/null
     CHECK_VERBOSE=1 check "run A (sync NOSUCH fails, apply HISB7 fails): Failed; message names both tables and their errors; ERROR line at error" \
-        run_and_assert ra "{\"tables\": [\"UGEINT1\", \"HISB7\", \"NOSUCH\"], \"force_catalog_poll\": true, \"create_missing\": true, $block, $schema_param}" \
+        run_and_assert ra "{\"tables\": [\"UGEINT1\", \"HISB7\", \"NOSUCH\"], \"force_catalog_poll\": true, \"create_missing\": true, \"iceberg\": true, $block, $schema_param}" \
         FAILED 'message~NOSUCH (error:' 'message~HISB7 (error:' 'message~db_apply partial_failure' \
         'log:40~table failed table=HISB7'
+    # The flow's iceberg=True reached the sync: both synced tables have
+    # Iceberg metadata, and the data folder remembers the setting.
+    iceberg_on() {
+        local t hint
+        for t in UGEINT1 HISB7; do
+            hint="$tmp/prefect-data/statbank_tables/_iceberg/$t/metadata/version-hint.text"
+            [ -s "$hint" ] || { echo "missing: $hint"; return 1; }
+            echo "$t: version $(cat "$hint")"
+        done
+        grep -q '"iceberg": *true' "$tmp/prefect-data/statbank_tables/_sync/state.json"
+    }
+    CHECK_VERBOSE=1 check "run A's iceberg=True: Iceberg metadata for UGEINT1 and HISB7, remembered in state.json" iceberg_on
 
     # Run B: the table is fixed; the weekly gate skips the sync, and the
     # flow catches up run A's failed apply (statbank-apply --pending).

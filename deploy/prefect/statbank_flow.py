@@ -18,7 +18,9 @@ It does what ``statbank-flow`` does, with Prefect's retries, UI and alerting:
    the monthly check-and-mend of a weekly schedule.
 
 ``metadata=True`` passes ``--metadata`` to the apply (labels and table
-metadata in the ``meta`` schema).
+metadata in the ``meta`` schema). ``iceberg=True`` passes ``--iceberg`` to
+the sync (every table's Iceberg metadata beside the mirror, remembered by
+the data folder), ``iceberg=False`` passes ``--no-iceberg``.
 
 Exit codes of both binaries: 0 success/skipped, 2 partial failure, 1 failed.
 
@@ -586,9 +588,12 @@ def sync(
     force_catalog_poll: bool = False,
     tables: Optional[List[str]] = None,
     history: bool = False,
+    iceberg: Optional[bool] = None,
 ) -> Dict[str, Any]:
     """One ``statbank-sync`` cycle. Raises on exit 1 (so Prefect retries);
-    returns ``{"run_id", "status", "manifest", "exit_code", "failures"}`` on 0 and 2."""
+    returns ``{"run_id", "status", "manifest", "exit_code", "failures"}`` on 0 and 2.
+    ``iceberg``: True passes ``--iceberg``, False ``--no-iceberg``, None
+    neither (the data folder's remembered setting holds)."""
     logger = get_run_logger()
     # A fresh id per attempt, so a retry does not overwrite the manifest of
     # the attempt that failed (ids are 30 s or more apart).
@@ -601,6 +606,10 @@ def sync(
         cmd += ["--tables", ",".join(tables)]
     if history and _supports(binary, "--history"):
         cmd.append("--history")
+    if iceberg is not None:
+        if not _supports(binary, "--iceberg"):
+            raise StatbankCommandFailed(f"iceberg={iceberg}, but {binary} has no --iceberg")
+        cmd.append("--iceberg" if iceberg else "--no-iceberg")
     code, errors = _run(cmd)
     path = _manifest_location(data_dir, run_id)
     manifest = _run_manifest(data_dir, run_id)
@@ -739,13 +748,17 @@ def weekly_statbank_sync_flow(
     metadata: bool = False,
     reconcile_every: int = 0,
     reconcile_repair: bool = False,
+    iceberg: Optional[bool] = None,
 ) -> Dict[str, Any]:
     """Sync, then apply into Postgres every run whose changes await an apply
     (this run's and earlier failed ones); with ``reconcile_every`` N > 0,
     then compare the database with the mirror once every N runs (and repair
     what differs with ``reconcile_repair``). Ends Failed, naming the failed
     tables and their errors, when the sync or an apply was a partial
-    failure, or a reconcile left tables differing from the mirror."""
+    failure, or a reconcile left tables differing from the mirror.
+    ``iceberg`` True turns on the Iceberg metadata beside the mirror
+    (``statbank-sync --iceberg``, remembered by the data folder), False
+    turns it off and removes it, None (the default) leaves it as it is."""
     logger = get_run_logger()
     if on_schema_change not in ("fail", "rebuild"):
         raise ValueError(f"on_schema_change must be 'fail' or 'rebuild', not {on_schema_change!r}")
@@ -759,7 +772,7 @@ def weekly_statbank_sync_flow(
             raise StatbankCommandFailed("history=True, but neither statbank-sync nor statbank-apply has --history")
         logger.info("history: --history passed to %s", ", ".join(found))
 
-    synced = sync(folder, force_catalog_poll=force_catalog_poll, tables=tables, history=history)
+    synced = sync(folder, force_catalog_poll=force_catalog_poll, tables=tables, history=history, iceberg=iceberg)
     manifest = _run_manifest(folder, synced["run_id"]) or {}
     changes = _changes(manifest)
     catalog = manifest.get("catalog") or {}

@@ -105,6 +105,8 @@ struct DataFile {
     tid: Tid,
     key: String,
     size: u64,
+    /// The object's version (ETag), when listed.
+    version: Option<String>,
     rows: u64,
     columns: Vec<String>,
     /// `None`: before validity was recorded (valid from the beginning).
@@ -120,12 +122,15 @@ impl DataFile {
     }
 }
 
-/// `metadata/statbank-files.json`: the footer facts of the vintages, by
-/// key. A vintage never changes (its key names its interval), so its
-/// footer is read once, not on every regeneration; an entry whose size no
-/// longer matches is read again. Iceberg readers ignore the file.
+/// `metadata/statbank-files.json`: the footer facts of the table's files,
+/// by key, so a regeneration reads only the footers of files it has not
+/// seen. A vintage never changes (its key names its interval): its entry
+/// holds while its size does. A current partition is replaced in place:
+/// its entry holds while the object store's version (ETag) and size do
+/// (a local folder lists no versions, and reads its footers, which is
+/// cheap there). Iceberg readers ignore the file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct VintageFacts {
+struct FileFacts {
     files: BTreeMap<String, Facts>,
 }
 
@@ -134,9 +139,112 @@ struct Facts {
     size: u64,
     rows: u64,
     columns: Vec<String>,
+    /// A current partition's version (ETag) when its facts were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    /// A current partition's recorded validity start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    valid_from: Option<String>,
 }
 
-/// The name of the vintage facts cache in the metadata folder.
+/// A listed file of the table, before its footer facts are known.
+#[derive(Debug, Clone)]
+struct ListedFile {
+    tid: Tid,
+    key: String,
+    size: u64,
+    /// The object's version (ETag), when the backend lists one.
+    version: Option<String>,
+    /// A vintage's validity, from its name; `None` for the current
+    /// partition, whose start is in its footer.
+    vintage: Option<(Option<String>, String)>,
+}
+
+impl ListedFile {
+    /// The file with `facts`, when they are still its facts.
+    fn with_facts(&self, facts: &Facts) -> Option<DataFile> {
+        let same = facts.size == self.size
+            && match &self.vintage {
+                Some(_) => true,
+                None => self.version.is_some() && facts.version == self.version,
+            };
+        same.then(|| self.data_file(facts.rows, facts.columns.clone(), facts.valid_from.clone()))
+    }
+
+    fn data_file(&self, rows: u64, columns: Vec<String>, valid_from: Option<String>) -> DataFile {
+        let (valid_from, valid_to) = match &self.vintage {
+            Some((from, to)) => (from.clone(), Some(to.clone())),
+            None => (valid_from, None),
+        };
+        DataFile {
+            tid: self.tid.clone(),
+            key: self.key.clone(),
+            size: self.size,
+            version: self.version.clone(),
+            rows,
+            columns,
+            valid_from,
+            valid_to,
+        }
+    }
+}
+
+/// `a` and `b`, at once on an object store (each waits on requests),
+/// one after the other locally.
+fn join<A: Send, B: Send>(
+    storage: &Storage,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if storage.is_local() {
+        return (a(), b());
+    }
+    std::thread::scope(|scope| {
+        let b = scope.spawn(b);
+        let a = a();
+        match b.join() {
+            Ok(b) => (a, b),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Requests an object store is sent at once (footers, manifests).
+const IN_FLIGHT: usize = 16;
+
+/// `f` over `items` in order: [`IN_FLIGHT`] at a time on an object store,
+/// where each call waits on a request; one by one locally. The first error
+/// wins.
+fn fan_out<T: Sync, R: Send>(
+    storage: &Storage,
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, Error> + Sync,
+) -> Result<Vec<R>, Error> {
+    let width = if storage.is_local() { 1 } else { IN_FLIGHT };
+    if width == 1 || items.len() <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let per_thread = items.len().div_ceil(width);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let workers: Vec<_> = items
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || chunk.iter().map(f).collect::<Result<Vec<R>, Error>>())
+            })
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for w in workers {
+            match w.join() {
+                Ok(done) => out.extend(done?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// The name of the footer facts cache in the metadata folder.
 const FACTS_FILE: &str = "statbank-files.json";
 
 /// A snapshot to describe: an instant and the files published then.
@@ -372,12 +480,25 @@ impl PartitionStore {
         opts: &IcebergOptions,
     ) -> Result<IcebergOutcome, Error> {
         // Temp files of a write that a killed process left behind.
-        self.storage()
-            .clean_temp_files(&self.iceberg_metadata_key(table));
-        let known = self.vintage_facts(table);
-        let files = self.iceberg_files(table, &known)?;
+        let storage = self.storage();
+        storage.clean_temp_files(&self.iceberg_metadata_key(table));
+        let w = MetadataWriter::new(self, table)?;
+        // What is stored, read at once: the cached facts, the files, the
+        // current version, and the highest version present.
+        let ((known, listed), (current, highest)) = join(
+            storage,
+            || {
+                join(
+                    storage,
+                    || self.file_facts(table),
+                    || self.listed_files(table),
+                )
+            },
+            || join(storage, || w.current(), || w.highest_version()),
+        );
+        let (current, highest) = (current?, highest?);
+        let files = self.iceberg_files(table, listed?, &known)?;
         let planned = plan_snapshots(&files, updated);
-        let mut bytes = self.save_vintage_facts(table, &files, &known)?;
         if planned.is_empty() {
             let removed = self.remove_iceberg(table)?;
             return Ok(IcebergOutcome {
@@ -388,9 +509,15 @@ impl PartitionStore {
                 removed,
             });
         }
-        let w = MetadataWriter::new(self, table)?;
-        let current = w.current()?;
-        let mut meta = w.describe(&planned, current.as_ref().map(|(_, m)| m), &mut bytes)?;
+        let mut writes = Vec::new();
+        writes.extend(self.facts_write(table, &files, &known)?);
+        let mut meta = w.describe(&planned, current.as_ref().map(|(_, m)| m), &mut writes)?;
+        // Manifests, lists and the facts cache are files nothing reads
+        // before a version naming them is committed: written at once.
+        fan_out(storage, &writes, |(key, body)| {
+            storage.put(key, body).map_err(Error::from)
+        })?;
+        let mut bytes: u64 = writes.iter().map(|(_, body)| body.len() as u64).sum();
         if let Some((n, cur)) = &current {
             if cur.content() == meta.content() {
                 return Ok(IcebergOutcome {
@@ -403,7 +530,7 @@ impl PartitionStore {
             }
         }
         meta.last_updated_ms = opts.now_ms;
-        let (version, expired) = w.log_versions(&mut meta, current.as_ref(), opts)?;
+        let (version, expired) = w.log_versions(&mut meta, current.as_ref(), highest, opts);
         bytes += w.commit(version, &meta)?;
         // Manifests become garbage only when the versions naming them
         // expire (or a killed run left them): collected then.
@@ -445,48 +572,76 @@ impl PartitionStore {
         Ok(n)
     }
 
-    /// Every file of `table`, current and vintage, with its footer facts.
-    fn iceberg_files(&self, table: &TableId, known: &VintageFacts) -> Result<Vec<DataFile>, Error> {
+    /// The `listed` files of `table` with their footer facts: from `known`
+    /// where they still hold, else read (several at once on an object
+    /// store).
+    fn iceberg_files(
+        &self,
+        table: &TableId,
+        listed: Vec<ListedFile>,
+        known: &FileFacts,
+    ) -> Result<Vec<DataFile>, Error> {
         let storage = self.storage();
-        let mut out = Vec::new();
-        let listing = storage.list_dir(&self.data_dir().table_key(table))?;
+        let mut out = Vec::with_capacity(listed.len());
+        let mut unknown = Vec::new();
+        for l in listed {
+            match known.files.get(&l.key).and_then(|k| l.with_facts(k)) {
+                Some(f) => out.push(f),
+                None => unknown.push(l),
+            }
+        }
+        out.extend(fan_out(storage, &unknown, |l| {
+            data_file(storage, table, l)
+        })?);
+        Ok(out)
+    }
+
+    /// The table's current partitions and vintages as listed.
+    fn listed_files(&self, table: &TableId) -> Result<Vec<ListedFile>, Error> {
+        let folder = format!("{}/", self.data_dir().table_key(table));
         let suffix = format!(".{PARTITION_EXT}");
-        for (name, size) in &listing.files {
-            let Some(tid) = name
-                .strip_suffix(&suffix)
-                .and_then(|stem| Tid::from_file_stem(stem).ok())
-                .filter(|tid| format!("{}{suffix}", tid.file_stem()) == *name)
+        let (partitions, vintages) = join(
+            self.storage(),
+            || self.storage().list_recursive(folder.trim_end_matches('/')),
+            || self.list_vintages(table),
+        );
+        let mut out = Vec::new();
+        for obj in partitions? {
+            let Some(tid) = obj
+                .key
+                .strip_prefix(&folder)
+                .filter(|name| !name.contains('/'))
+                .and_then(|name| {
+                    let tid = Tid::from_file_stem(name.strip_suffix(&suffix)?).ok()?;
+                    (format!("{}{suffix}", tid.file_stem()) == name).then_some(tid)
+                })
             else {
                 continue;
             };
-            let key = self.partition_key(table, &tid);
-            out.push(data_file(storage, table, tid, key, *size, None)?);
+            out.push(ListedFile {
+                tid,
+                key: obj.key,
+                size: obj.size,
+                version: obj.version,
+                vintage: None,
+            });
         }
-        for (tid, vintages) in self.list_vintages(table)? {
+        for (tid, vintages) in vintages? {
             for v in vintages {
-                let mut f = match known.files.get(&v.key).filter(|k| k.size == v.size) {
-                    Some(k) => DataFile {
-                        tid: tid.clone(),
-                        key: v.key,
-                        size: k.size,
-                        rows: k.rows,
-                        columns: k.columns.clone(),
-                        valid_from: None,
-                        valid_to: Some(v.valid_to),
-                    },
-                    None => {
-                        data_file(storage, table, tid.clone(), v.key, v.size, Some(v.valid_to))?
-                    }
-                };
-                f.valid_from = v.valid_from;
-                out.push(f);
+                out.push(ListedFile {
+                    tid: tid.clone(),
+                    key: v.key,
+                    size: v.size,
+                    version: None,
+                    vintage: Some((v.valid_from, v.valid_to)),
+                });
             }
         }
         Ok(out)
     }
 
-    /// The cached vintage facts (none when absent or unreadable).
-    fn vintage_facts(&self, table: &TableId) -> VintageFacts {
+    /// The cached footer facts (none when absent or unreadable).
+    fn file_facts(&self, table: &TableId) -> FileFacts {
         let key = format!("{}/{FACTS_FILE}", self.iceberg_metadata_key(table));
         self.storage()
             .get(&key)
@@ -496,65 +651,54 @@ impl PartitionStore {
             .unwrap_or_default()
     }
 
-    /// Writes the facts of `files`' vintages when they differ from the
-    /// cached ones; returns the bytes written.
-    fn save_vintage_facts(
+    /// The facts cache holding the facts of `files` that can be trusted
+    /// later (vintages, and current partitions with a version), to be
+    /// written: `None` when the cached ones are the same.
+    fn facts_write(
         &self,
         table: &TableId,
         files: &[DataFile],
-        known: &VintageFacts,
-    ) -> Result<u64, Error> {
-        let facts = VintageFacts {
+        known: &FileFacts,
+    ) -> Result<Option<(String, Vec<u8>)>, Error> {
+        let facts = FileFacts {
             files: files
                 .iter()
-                .filter(|f| f.valid_to.is_some())
+                .filter(|f| f.valid_to.is_some() || f.version.is_some())
                 .map(|f| {
+                    let current = f.valid_to.is_none();
                     let facts = Facts {
                         size: f.size,
                         rows: f.rows,
                         columns: f.columns.clone(),
+                        version: f.version.clone().filter(|_| current),
+                        valid_from: f.valid_from.clone().filter(|_| current),
                     };
                     (f.key.clone(), facts)
                 })
                 .collect(),
         };
         if facts.files.is_empty() || facts == *known {
-            return Ok(0);
+            return Ok(None);
         }
         let body = serde_json::to_vec(&facts).map_err(|e| Error::Iceberg {
             table: table.clone(),
             message: e.to_string(),
         })?;
         let key = format!("{}/{FACTS_FILE}", self.iceberg_metadata_key(table));
-        self.storage().put(&key, &body)?;
-        Ok(body.len() as u64)
+        Ok(Some((key, body)))
     }
 }
 
-/// A stored file's footer facts.
-fn data_file(
-    storage: &Storage,
-    table: &TableId,
-    tid: Tid,
-    key: String,
-    size: u64,
-    valid_to: Option<String>,
-) -> Result<DataFile, Error> {
-    let footer =
-        read_footer_sized(storage, &key, size)?.ok_or_else(|| Error::MissingPartition {
+/// A listed file with the facts its footer holds.
+fn data_file(storage: &Storage, table: &TableId, listed: &ListedFile) -> Result<DataFile, Error> {
+    let footer = read_footer_sized(storage, &listed.key, listed.size)?.ok_or_else(|| {
+        Error::MissingPartition {
             table: table.clone(),
-            tid: tid.clone(),
-            path: storage.display_key(&key),
-        })?;
-    Ok(DataFile {
-        tid,
-        key,
-        size,
-        rows: footer.rows,
-        columns: footer.columns,
-        valid_from: footer.valid_from,
-        valid_to,
-    })
+            tid: listed.tid.clone(),
+            path: storage.display_key(&listed.key),
+        }
+    })?;
+    Ok(listed.data_file(footer.rows, footer.columns, footer.valid_from))
 }
 
 /// A snapshot as its manifest list records it.
@@ -644,7 +788,7 @@ impl<'a> MetadataWriter<'a> {
         &self,
         planned: &[PlannedSnapshot<'_>],
         previous: Option<&TableMetadata>,
-        bytes: &mut u64,
+        writes: &mut Vec<(String, Vec<u8>)>,
     ) -> Result<TableMetadata, Error> {
         let mut schemas = Schemas::from_previous(previous);
         // Manifest lists the current version names exist (they are named by
@@ -670,7 +814,7 @@ impl<'a> MetadataWriter<'a> {
                 sequence,
                 files: &p.files,
             };
-            let list = self.manifest_list(&list, &schemas.get(schema_id), &existing, bytes)?;
+            let list = self.manifest_list(&list, &schemas.get(schema_id), &existing, writes)?;
             let rows: u64 = p.files.iter().map(|f| f.rows).sum();
             let summary = BTreeMap::from([
                 ("operation".to_string(), "overwrite".to_string()),
@@ -740,14 +884,15 @@ impl<'a> MetadataWriter<'a> {
         })
     }
 
-    /// The manifest list of one snapshot (and its manifest), written unless
-    /// it exists: both are named by a digest of what they list.
+    /// The key of one snapshot's manifest list, adding it and its manifest
+    /// to `writes` unless it exists: both are named by a digest of what
+    /// they list.
     fn manifest_list(
         &self,
         listed: &ListedSnapshot<'_, '_>,
         schema: &IcebergSchema,
         existing: &BTreeSet<&str>,
-        bytes: &mut u64,
+        writes: &mut Vec<(String, Vec<u8>)>,
     ) -> Result<String, Error> {
         let ListedSnapshot {
             snapshot,
@@ -772,16 +917,14 @@ impl<'a> MetadataWriter<'a> {
         if !entries.is_empty() {
             let manifest_key = self.key(&format!("{digest}-m0.{AVRO_EXT}"));
             let avro = self.manifest(snapshot, sequence, &entries, schema)?;
-            self.storage.put(&manifest_key, &avro)?;
-            *bytes += avro.len() as u64;
-            let size = avro.len() as u64;
             manifests.push(manifest_file(
                 self.absolute(&manifest_key),
-                size,
+                avro.len() as u64,
                 snapshot,
                 sequence,
                 files,
             ));
+            writes.push((manifest_key, avro));
         }
         let mut meta = vec![
             ("snapshot-id", snapshot.to_string()),
@@ -792,8 +935,7 @@ impl<'a> MetadataWriter<'a> {
             meta.push(("parent-snapshot-id", p.to_string()));
         }
         let avro = self.avro(MANIFEST_LIST_SCHEMA, &meta, manifests)?;
-        self.storage.put(&list_key, &avro)?;
-        *bytes += avro.len() as u64;
+        writes.push((list_key.clone(), avro));
         Ok(list_key)
     }
 
@@ -858,17 +1000,11 @@ impl<'a> MetadataWriter<'a> {
         &self,
         meta: &mut TableMetadata,
         current: Option<&(u64, TableMetadata)>,
+        highest: u64,
         opts: &IcebergOptions,
-    ) -> Result<(u64, Vec<String>), Error> {
-        let listed = self.storage.list_dir(&self.dir)?;
-        let highest = listed
-            .files
-            .iter()
-            .filter_map(|(n, _)| parse_metadata_name(n))
-            .max()
-            .unwrap_or(0);
+    ) -> (u64, Vec<String>) {
         let Some((n, cur)) = current else {
-            return Ok((highest + 1, Vec::new()));
+            return (highest + 1, Vec::new());
         };
         let mut log = cur.metadata_log.clone();
         log.push(MetadataLogEntry {
@@ -888,7 +1024,19 @@ impl<'a> MetadataWriter<'a> {
             }
         }
         meta.metadata_log = kept;
-        Ok((highest.max(*n) + 1, expired))
+        (highest.max(*n) + 1, expired)
+    }
+
+    /// The highest metadata version in the folder (0: none), current or
+    /// not: a new version never reuses the name of one a killed run left.
+    fn highest_version(&self) -> Result<u64, Error> {
+        let listed = self.storage.list_dir(&self.dir)?;
+        Ok(listed
+            .files
+            .iter()
+            .filter_map(|(n, _)| parse_metadata_name(n))
+            .max()
+            .unwrap_or(0))
     }
 
     /// Writes `v<version>.metadata.json`, then the hint naming it.
@@ -933,14 +1081,20 @@ impl<'a> MetadataWriter<'a> {
                 }
             }
         }
-        let mut removed = 0;
-        for (name, _) in &listed.files {
-            let stale_manifest = name.ends_with(&format!(".{AVRO_EXT}")) && !keep.contains(name);
-            if (stale_manifest || expired.contains(name)) && self.storage.delete(&self.key(name))? {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        let garbage: Vec<String> = listed
+            .files
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                let stale_manifest =
+                    name.ends_with(&format!(".{AVRO_EXT}")) && !keep.contains(name);
+                stale_manifest || expired.contains(name)
+            })
+            .collect();
+        let removed = fan_out(self.storage, &garbage, |name| {
+            self.storage.delete(&self.key(name)).map_err(Error::from)
+        })?;
+        Ok(removed.into_iter().filter(|&gone| gone).count())
     }
 }
 
@@ -1211,6 +1365,7 @@ mod tests {
             tid: Tid::new(tid).expect("tid"),
             key: format!("{tid}-{from:?}-{to:?}"),
             size: 1,
+            version: None,
             rows: 1,
             columns: vec!["TID".into(), "INDHOLD".into()],
             valid_from: from.map(str::to_string),
@@ -1286,5 +1441,53 @@ mod tests {
     fn metadata_names_round_trip() {
         assert_eq!(parse_metadata_name(&metadata_name(12)), Some(12));
         assert_eq!(parse_metadata_name("v1.metadata.json.tmp"), None);
+    }
+
+    fn listed(version: Option<&str>, vintage: bool) -> ListedFile {
+        ListedFile {
+            tid: Tid::new("2024K1").expect("tid"),
+            key: "statbank_tables/T/2024K1.parquet".into(),
+            size: 100,
+            version: version.map(str::to_string),
+            vintage: vintage.then(|| (Some(T1.to_string()), T2.to_string())),
+        }
+    }
+
+    fn facts(size: u64, version: Option<&str>) -> Facts {
+        Facts {
+            size,
+            rows: 7,
+            columns: vec!["TID".into()],
+            version: version.map(str::to_string),
+            valid_from: Some(T1.into()),
+        }
+    }
+
+    #[test]
+    fn cached_facts_hold_while_the_file_is_the_same() {
+        // A vintage is never replaced: its size suffices.
+        let v = listed(None, true)
+            .with_facts(&facts(100, None))
+            .expect("vintage");
+        assert_eq!((v.rows, v.valid_to.as_deref()), (7, Some(T2)));
+        assert!(listed(None, true).with_facts(&facts(99, None)).is_none());
+        // A current partition is replaced in place: its version must match.
+        let c = listed(Some("e1"), false).with_facts(&facts(100, Some("e1")));
+        assert_eq!(
+            c.map(|f| (f.rows, f.valid_from)),
+            Some((7, Some(T1.into())))
+        );
+        assert!(listed(Some("e2"), false)
+            .with_facts(&facts(100, Some("e1")))
+            .is_none());
+        // Without a listed version (a local folder) nothing is trusted.
+        assert!(listed(None, false).with_facts(&facts(100, None)).is_none());
+    }
+
+    #[test]
+    fn a_cache_written_before_versions_were_recorded_still_reads() {
+        let old = r#"{"files":{"k":{"size":1,"rows":2,"columns":["TID"]}}}"#;
+        let f: FileFacts = serde_json::from_str(old).expect("old cache");
+        assert_eq!(f.files["k"].version, None);
     }
 }

@@ -112,11 +112,25 @@ impl PartitionStore {
         Ok(out)
     }
 
-    /// Removes temp files left in `table`'s folder by an interrupted run
-    /// (local folders; an object store never holds partial objects). Call it
-    /// only while holding the data folder's lock. Returns how many.
+    /// Removes temp files left in `table`'s folder and its vintages'
+    /// folders by an interrupted run (local folders; an object store never
+    /// holds partial objects). Call it only while holding the data folder's
+    /// lock. Returns how many.
     pub fn clean_temp_files(&self, table: &TableId) -> usize {
-        self.storage().clean_temp_files(&self.dir.table_key(table))
+        let storage = self.storage();
+        let mut removed = storage.clean_temp_files(&self.dir.table_key(table));
+        if storage.is_local() {
+            let vintages = self.dir.vintages_key(table);
+            // A folder that cannot be listed has no temp files to find.
+            let periods = storage
+                .list_dir(&vintages)
+                .map(|l| l.dirs)
+                .unwrap_or_default();
+            for period in periods {
+                removed += storage.clean_temp_files(&sync_state::storage::join(&vintages, &period));
+            }
+        }
+        removed
     }
 
     /// Reads a partition's footer: rows, digest, columns and metadata.

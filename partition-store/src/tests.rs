@@ -329,7 +329,19 @@ fn listing_ignores_temp_files_other_extensions_and_sync_dir() {
         [tid("2024K1"), tid("1840:1849")].into_iter().collect()
     );
     assert_eq!(store.list_tables().expect("tables"), vec![table()]);
-    assert_eq!(store.clean_temp_files(&table()), 1);
+    // A vintage copy killed before its rename leaves a temp file in the
+    // period's vintage folder: cleaned too, the vintage itself kept.
+    let vdir = dir
+        .path()
+        .join(store.data_dir().vintages_key(&table()))
+        .join("2024K1");
+    std::fs::create_dir_all(&vdir).expect("mkdir");
+    let vintage = vdir.join("20240101T080000--20250101T080000.parquet");
+    std::fs::write(&vintage, b"v").expect("write");
+    std::fs::write(vdir.join(".tmp-1-0.tmp"), b"x").expect("write");
+    assert_eq!(store.clean_temp_files(&table()), 2);
+    assert!(vintage.exists());
+    assert_eq!(std::fs::read_dir(&vdir).expect("read").count(), 1);
 }
 
 #[test]
