@@ -474,6 +474,7 @@ async fn reconcile_if_due(
         apply: opts.apply.clone(),
         tables: None,
         repair: opts.reconcile_repair,
+        read_connection: Some(url.read_config("statbank-flow")?),
     };
     tracing::info!(reconcile = %id, repair = opts.reconcile_repair, "reconciling the database with the mirror");
     let (u, rid) = (url.clone(), id.clone());

@@ -84,6 +84,25 @@ impl DatabaseUrl {
             })
     }
 
+    /// The same connection as [`DatabaseUrl::connect`]'s, as the
+    /// asynchronous driver's configuration (the reconcile's whole-table
+    /// reads).
+    pub fn read_config(
+        &self,
+        application: &str,
+    ) -> Result<fact_apply::tokio_postgres::Config, Error> {
+        let mut config = self
+            .raw
+            .parse::<fact_apply::tokio_postgres::Config>()
+            .map_err(|e| Error::DatabaseUrl {
+                reason: self.scrub(&e.to_string()),
+            })?;
+        if config.get_application_name().is_none() {
+            config.application_name(application);
+        }
+        Ok(config)
+    }
+
     /// `text` with the password (every form of it) and the whole connection
     /// string replaced by `***`.
     pub fn scrub(&self, text: &str) -> String {
@@ -275,6 +294,18 @@ mod tests {
             }
             let config = db.config().expect(raw);
             assert_eq!(config.get_password(), Some(pw.as_bytes()), "{raw}");
+            // The reconcile's second connection is the same one.
+            let read = db.read_config("app").expect(raw);
+            assert_eq!(read.get_password(), config.get_password(), "{raw}");
+            assert_eq!(read.get_user(), config.get_user(), "{raw}");
+            assert_eq!(read.get_dbname(), config.get_dbname(), "{raw}");
+            assert_eq!(read.get_hosts(), config.get_hosts(), "{raw}");
+            assert_eq!(read.get_ports(), config.get_ports(), "{raw}");
+            assert_eq!(
+                read.get_application_name(),
+                Some(config.get_application_name().unwrap_or("app")),
+                "{raw}"
+            );
             assert!(!shown.contains(pw), "{raw}: {shown}");
             assert!(shown.starts_with("postgres://"), "{raw}: {shown}");
             for text in [
@@ -294,6 +325,8 @@ mod tests {
     fn a_string_that_does_not_parse_is_never_shown() {
         let db = DatabaseUrl::new("host=h password='S3cr3t");
         let err = db.config().expect_err("unterminated quote");
+        assert!(!err.to_string().contains("S3cr3t"), "{err}");
+        let err = db.read_config("app").expect_err("unterminated quote");
         assert!(!err.to_string().contains("S3cr3t"), "{err}");
         assert!(!db.to_string().contains("S3cr3t"));
         assert_eq!(db.scrub("echo host=h password='S3cr3t"), "echo ***");

@@ -38,45 +38,103 @@ pub(crate) fn each_tuple<R: BufRead>(
     fields: usize,
     mut f: impl FnMut(&Tuple<'_>),
 ) -> io::Result<u64> {
-    let mut pending: Vec<u8> = Vec::new();
-    let mut header = true;
-    let mut values: Vec<Option<Range<usize>>> = Vec::with_capacity(fields);
-    let mut tuples = 0u64;
+    let mut tuples = Tuples::new(fields);
     loop {
         let chunk = r.fill_buf()?;
         if chunk.is_empty() {
-            return Err(invalid(format!(
-                "the binary COPY ended after {tuples} rows without its trailer"
-            )));
+            return Err(tuples.unterminated());
         }
-        pending.extend_from_slice(chunk);
         let n = chunk.len();
+        let done = tuples.push(chunk, &mut f)?;
         r.consume(n);
+        if done {
+            return Ok(tuples.count);
+        }
+    }
+}
+
+/// A binary COPY stream parsed as its chunks arrive ([`Tuples::push`]),
+/// for a reader that is handed chunks rather than asking for them.
+pub(crate) struct Tuples {
+    fields: usize,
+    /// The unparsed end of the chunks so far (a tuple split across them).
+    pending: Vec<u8>,
+    header: bool,
+    values: Vec<Option<Range<usize>>>,
+    /// Tuples parsed so far.
+    pub(crate) count: u64,
+}
+
+impl Tuples {
+    /// A parser of tuples of `fields` fields each.
+    pub(crate) fn new(fields: usize) -> Tuples {
+        Tuples {
+            fields,
+            pending: Vec::new(),
+            header: true,
+            values: Vec::with_capacity(fields),
+            count: 0,
+        }
+    }
+
+    /// Calls `f` with every tuple `chunk` completes; `true` once the
+    /// stream's trailer is read (what follows it is ignored).
+    pub(crate) fn push(
+        &mut self,
+        chunk: &[u8],
+        f: &mut impl FnMut(&Tuple<'_>),
+    ) -> io::Result<bool> {
+        if self.pending.is_empty() {
+            // The common case: the chunk starts where a tuple starts.
+            let (used, done) = self.parse(chunk, f)?;
+            if !done {
+                self.pending.extend_from_slice(&chunk[used..]);
+            }
+            return Ok(done);
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(chunk);
+        let (used, done) = self.parse(&pending, f)?;
+        pending.drain(..used);
+        self.pending = pending;
+        Ok(done)
+    }
+
+    /// The error of a stream that ended before its trailer.
+    pub(crate) fn unterminated(&self) -> io::Error {
+        invalid(format!(
+            "the binary COPY ended after {} rows without its trailer",
+            self.count
+        ))
+    }
+
+    /// Parses the header (if due) and the whole tuples at the start of
+    /// `b`: the bytes used, and whether the trailer was reached.
+    fn parse(&mut self, b: &[u8], f: &mut impl FnMut(&Tuple<'_>)) -> io::Result<(usize, bool)> {
         let mut pos = 0;
-        if header {
-            match header_len(&pending)? {
+        if self.header {
+            match header_len(b)? {
                 Some(len) => {
                     pos = len;
-                    header = false;
+                    self.header = false;
                 }
-                None => continue,
+                None => return Ok((0, false)),
             }
         }
         loop {
-            match tuple_at(&pending[pos..], fields, &mut values)? {
-                Parsed::Incomplete => break,
-                Parsed::Trailer => return Ok(tuples),
+            match tuple_at(&b[pos..], self.fields, &mut self.values)? {
+                Parsed::Incomplete => return Ok((pos, false)),
+                Parsed::Trailer => return Ok((pos, true)),
                 Parsed::Tuple(len) => {
                     f(&Tuple {
-                        fields: &pending[pos + 2..pos + len],
-                        values: &values,
+                        fields: &b[pos + 2..pos + len],
+                        values: &self.values,
                     });
-                    tuples += 1;
+                    self.count += 1;
                     pos += len;
                 }
             }
         }
-        pending.drain(..pos);
     }
 }
 

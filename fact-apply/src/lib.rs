@@ -116,3 +116,6 @@ pub use table::apply_table;
 /// The `postgres` crate this library is built on (for `Client`, `NoTls`,
 /// `Config`), so callers use the same version.
 pub use postgres;
+/// The `tokio-postgres` crate under `postgres`, for the `Config` of
+/// [`ReconcileOptions::read_connection`].
+pub use tokio_postgres;

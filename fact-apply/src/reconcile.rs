@@ -9,7 +9,8 @@
 //! order-independent digest that a missing, added, duplicated or changed
 //! row changes. The mirror's side streams the partitions; the database's
 //! streams `COPY (SELECT …) TO STDOUT (FORMAT binary)` of the table in one
-//! snapshot (a read-only transaction that blocks no reader). Only the
+//! snapshot (a read-only transaction that blocks no reader), over
+//! [`ReconcileOptions::read_connection`] when given. Only the
 //! periods whose digests differ are then read again, on both sides, in a
 //! fresh snapshot: a period that agrees then (an apply committed in
 //! between) is not reported. For those that still differ the rows of each
@@ -61,6 +62,13 @@ pub struct ReconcileOptions {
     pub tables: Option<Vec<TableId>>,
     /// Repair what differs.
     pub repair: bool,
+    /// A connection of its own for each table's whole-table read: the
+    /// same server, database and user as the client (no TLS). Its COPY is
+    /// streamed by one asynchronous task, where the blocking client enters
+    /// its runtime once per row (the most CPU a reconcile spends outside
+    /// hashing). Rechecks and repairs still use the client. `None`: the
+    /// client reads everything.
+    pub read_connection: Option<tokio_postgres::Config>,
 }
 
 /// Compares every table of `opts.tables` (default: every table with
@@ -97,7 +105,7 @@ pub fn reconcile(
         extra: Default::default(),
     };
     for table in tables {
-        let mut r = reconcile_table(client, &store, &table, &opts.apply);
+        let mut r = reconcile_table(client, &store, &table, opts);
         if opts.repair && r.has_differences() && r.status != ReconcileStatus::Failed {
             repair(client, &store, &table, &opts.apply, &mut r);
         }
@@ -153,7 +161,7 @@ pub fn reconcile_table(
     client: &mut Client,
     store: &PartitionStore,
     table: &TableId,
-    opts: &ApplyOptions,
+    opts: &ReconcileOptions,
 ) -> TableReconcile {
     let t0 = Instant::now();
     let mut r = match compare(client, store, table, opts) {
@@ -168,8 +176,9 @@ fn compare(
     client: &mut Client,
     store: &PartitionStore,
     table: &TableId,
-    opts: &ApplyOptions,
+    ropts: &ReconcileOptions,
 ) -> Result<TableReconcile, Error> {
+    let opts = &ropts.apply;
     let ctx = Ctx::new(store, table, opts);
     let tids: Vec<Tid> = store
         .list_tids(table)
@@ -203,7 +212,10 @@ fn compare(
             tracing::debug!(table = %table, secs = t.elapsed().as_secs_f64(), "digests of the mirror");
             digests
         });
-        let db = side.database(client, Scope::All);
+        let db = match &ropts.read_connection {
+            Some(config) => side.database_streamed(config),
+            None => side.database(client, Scope::All),
+        };
         let mirror = mirror
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -291,6 +303,58 @@ impl DbDigests {
             .map(|b| Digest::total(&b.buckets).rows)
             .sum::<u64>()
             + self.extra.values().map(|d| d.rows).sum::<u64>()
+    }
+}
+
+/// The database's digests as its rows arrive, each added to its period's
+/// (or, of a `tid` no period maps to, to that value's).
+struct DbAccumulator<'s> {
+    side: &'s Sides<'s>,
+    out: DbDigests,
+    spans: Vec<std::ops::Range<usize>>,
+    /// The last row's `tid` and period: rows come clustered by period.
+    last: Option<(Vec<u8>, usize)>,
+}
+
+impl<'s> DbAccumulator<'s> {
+    fn new(side: &'s Sides<'s>) -> DbAccumulator<'s> {
+        DbAccumulator {
+            side,
+            out: DbDigests {
+                periods: (0..side.tids.len()).map(|p| side.empty(p)).collect(),
+                extra: HashMap::new(),
+            },
+            spans: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// Adds the row `t` of hash `h`.
+    fn add(&mut self, h: u128, t: &copy_out::Tuple<'_>) {
+        let side = self.side;
+        let tid = t.value(side.conv.tid).unwrap_or_default();
+        let period = match &self.last {
+            Some((k, p)) if k.as_slice() == tid => Some(*p),
+            _ => {
+                let p = side.keys.get(tid).copied();
+                if let Some(p) = p {
+                    self.last = Some((tid.to_vec(), p));
+                }
+                p
+            }
+        };
+        match period {
+            Some(p) => {
+                let d = &mut self.out.periods[p];
+                let n = d.buckets.len();
+                d.buckets[bucket(h, n)].add(h);
+                if !side.codes.is_empty() {
+                    field_spans(t.fields, &mut self.spans);
+                    d.values.add(&side.codes, t.fields, &self.spans, h);
+                }
+            }
+            None => self.out.extra.entry(tid.to_vec()).or_default().add(h),
+        }
     }
 }
 
@@ -428,40 +492,77 @@ impl<'a> Sides<'a> {
     /// snapshot.
     fn database(&self, client: &mut Client, scope: Scope<'_>) -> Result<DbDigests, Error> {
         let mut tx = snapshot(client, self.ctx.table)?;
-        let mut out = DbDigests {
-            periods: (0..self.tids.len()).map(|p| self.empty(p)).collect(),
-            extra: HashMap::new(),
-        };
-        let mut spans = Vec::new();
-        // Rows come clustered by period: the last row's period first.
-        let mut last: Option<(Vec<u8>, usize)> = None;
-        self.each_db_row(&mut tx, scope, |h, t| {
-            let tid = t.value(self.conv.tid).unwrap_or_default();
-            let period = match &last {
-                Some((k, p)) if k.as_slice() == tid => Some(*p),
-                _ => {
-                    let p = self.keys.get(tid).copied();
-                    if let Some(p) = p {
-                        last = Some((tid.to_vec(), p));
-                    }
-                    p
-                }
-            };
-            match period {
-                Some(p) => {
-                    let d = &mut out.periods[p];
-                    let n = d.buckets.len();
-                    d.buckets[bucket(h, n)].add(h);
-                    if !self.codes.is_empty() {
-                        field_spans(t.fields, &mut spans);
-                        d.values.add(&self.codes, t.fields, &spans, h);
-                    }
-                }
-                None => out.extra.entry(tid.to_vec()).or_default().add(h),
-            }
-        })?;
+        let mut acc = DbAccumulator::new(self);
+        self.each_db_row(&mut tx, scope, |h, t| acc.add(h, t))?;
         end(tx, self.ctx.table)?;
-        Ok(out)
+        Ok(acc.out)
+    }
+
+    /// The database's digests of the whole table, read over a connection
+    /// of its own (`config`) in one read-only snapshot: one task on a
+    /// runtime of its own streams the COPY, a chunk at a time.
+    fn database_streamed(&self, config: &tokio_postgres::Config) -> Result<DbDigests, Error> {
+        let table = self.ctx.table;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| Error::CopyOut {
+                table: table.clone(),
+                source,
+            })?;
+        runtime.block_on(self.stream_database(config))
+    }
+
+    async fn stream_database(&self, config: &tokio_postgres::Config) -> Result<DbDigests, Error> {
+        use futures_util::StreamExt;
+        let table = self.ctx.table;
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(Error::db(table, "connecting for the whole-table read"))?;
+        let connection = tokio::spawn(connection);
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(Error::db(table, "begin"))?;
+        let stream = client
+            .copy_out(&self.copy_sql(Scope::All))
+            .await
+            .map_err(Error::db(table, "reading the fact table"))?;
+        let mut stream = std::pin::pin!(stream);
+        let mut acc = DbAccumulator::new(self);
+        let mut tuples = copy_out::Tuples::new(self.types.len());
+        let mut add = |t: &copy_out::Tuple<'_>| acc.add(xxhash_rust::xxh3::xxh3_128(t.fields), t);
+        let copy_err = |source| Error::CopyOut {
+            table: table.clone(),
+            source,
+        };
+        let mut ended = false;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(Error::db(table, "reading the fact table"))?;
+            ended = tuples.push(&chunk, &mut add).map_err(copy_err)?;
+        }
+        if !ended {
+            return Err(copy_err(tuples.unterminated()));
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(Error::db(table, "ending the read-only transaction"))?;
+        drop(client);
+        // The connection ends with its client; its outcome adds nothing.
+        let _ = connection.await;
+        Ok(acc.out)
+    }
+
+    /// The binary COPY of the rows of `scope`.
+    fn copy_sql(&self, scope: Scope<'_>) -> String {
+        format!(
+            "COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT binary)",
+            self.select_list(),
+            self.ctx.target,
+            self.filter(scope)
+        )
     }
 
     /// Streams the rows of `scope` of the fact table (`COPY … TO STDOUT
@@ -475,12 +576,7 @@ impl<'a> Sides<'a> {
     ) -> Result<(), Error> {
         let table = self.ctx.table;
         let n = self.types.len();
-        let sql = format!(
-            "COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT binary)",
-            self.select_list(),
-            self.ctx.target,
-            self.filter(scope)
-        );
+        let sql = self.copy_sql(scope);
         let reader = tx
             .copy_out(&sql)
             .map_err(Error::db(table, "reading the fact table"))?;
@@ -500,9 +596,9 @@ impl<'a> Sides<'a> {
         p: usize,
         mut f: impl FnMut(u128, &[u8], &[Cell<'_>]),
     ) -> Result<(), Error> {
-        let (mut buf, mut field) = (BytesMut::new(), BytesMut::new());
+        let mut buf = BytesMut::new();
         let mut sink = |cells: &[Cell<'_>]| {
-            encode_cells(cells, &self.types, &mut buf, &mut field);
+            encode_cells(cells, &self.types, &mut buf);
             f(xxhash_rust::xxh3::xxh3_128(&buf), &buf, cells);
             Ok(())
         };
@@ -1084,27 +1180,22 @@ fn repair(
     r.repair = Some(result);
 }
 
-/// One binary COPY field, as the COPY sends it: its length, then its
-/// bytes; `-1` for NULL.
-fn put_field(buf: &mut BytesMut, field: Option<&[u8]>) {
-    match field {
-        Some(b) => {
-            buf.put_i32(i32::try_from(b.len()).unwrap_or(i32::MAX));
-            buf.put_slice(b);
-        }
-        None => buf.put_i32(-1),
-    }
-}
-
-/// A converted row as its binary COPY fields (what the apply sends).
-/// `field` is scratch space.
-fn encode_cells(cells: &[Cell<'_>], types: &[Type], buf: &mut BytesMut, field: &mut BytesMut) {
+/// A converted row as its binary COPY fields (what the apply sends),
+/// each value written in place after its length.
+fn encode_cells(cells: &[Cell<'_>], types: &[Type], buf: &mut BytesMut) {
     buf.clear();
     for (c, ty) in cells.iter().zip(types) {
-        field.clear();
-        match c.to_sql(ty, field) {
-            Ok(IsNull::No) => put_field(buf, Some(field)),
-            _ => put_field(buf, None),
+        let at = buf.len();
+        buf.put_i32(0);
+        match c.to_sql(ty, buf) {
+            Ok(IsNull::No) => {
+                let len = i32::try_from(buf.len() - at - 4).unwrap_or(i32::MAX);
+                buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+            _ => {
+                buf.truncate(at);
+                buf.put_i32(-1);
+            }
         }
     }
 }

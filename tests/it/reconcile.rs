@@ -48,6 +48,7 @@ fn run(s: &mut Setup, n: &str, opts: &ApplyOptions, repair: bool) -> ReconcileRe
         apply: opts.clone(),
         tables: None,
         repair,
+        read_connection: Some(s.db.url().parse().expect("config")),
     };
     reconcile(&mut s.pg, &data, &RunId::new(n).expect("id"), &o).expect("reconcile")
 }

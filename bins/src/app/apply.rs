@@ -154,6 +154,7 @@ fn reconcile(args: &Args, data: &DataDir) -> Result<ExitCode> {
         },
         tables: args.tables.clone(),
         repair: args.repair,
+        read_connection: Some(args.database_url.read_config("statbank-apply")?),
     };
     let now = sync_state::UtcSecond::new(chrono::Utc::now());
     let id = sync_state::ReconcileReport::unused_id(data, now)?;

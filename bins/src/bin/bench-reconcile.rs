@@ -115,7 +115,11 @@ fn child(args: &Args, kind: Child) -> Result<()> {
             let mut client = Client::connect(&args.database_url, NoTls)?;
             let now = UtcSecond::new(chrono::Utc::now());
             let id = sync_state::ReconcileReport::unused_id(&data, now)?;
-            let r = reconcile(&mut client, &data, &id, &ReconcileOptions::default())?;
+            let opts = ReconcileOptions {
+                read_connection: Some(args.database_url.parse()?),
+                ..ReconcileOptions::default()
+            };
+            let r = reconcile(&mut client, &data, &id, &opts)?;
             let t = r
                 .tables
                 .get(&TableId::new(TABLE)?)
