@@ -48,6 +48,6 @@ pub mod redact;
 
 pub use cycle::{
     run_sync_cycle, Clock, IcebergMetadata, Languages, ProgressSink, StopSignal, SyncOptions,
-    VanishedTables, Vintages,
+    VanishedTables, Vintages, ICEBERG_METADATA_SPAN,
 };
 pub use error::Error;

@@ -91,6 +91,12 @@ pub(crate) struct StagedFile {
     pub(crate) temp: TempPath,
     pub(crate) rows: u64,
     pub(crate) digest: String,
+    /// Its size in bytes.
+    pub(crate) size: u64,
+    /// Its column names, in order.
+    pub(crate) columns: Vec<String>,
+    /// The validity start written in its footer.
+    pub(crate) valid_from: Option<String>,
 }
 
 pub(crate) struct PartitionFileWriter {
@@ -104,6 +110,7 @@ pub(crate) struct PartitionFileWriter {
     rows: u64,
     schema: SchemaRef,
     meta: Vec<KeyValue>,
+    valid_from: Option<String>,
 }
 
 impl PartitionFileWriter {
@@ -133,6 +140,7 @@ impl PartitionFileWriter {
             rows: 0,
             schema: schema.clone(),
             meta: meta.key_values(),
+            valid_from: meta.valid_from.clone(),
         })
     }
 
@@ -236,10 +244,22 @@ impl PartitionFileWriter {
             .into_inner()
             .map_err(|e| Error::parquet(&self.temp_path, e))?;
         file.sync_all().map_err(|e| Error::io(&self.temp_path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io(&self.temp_path, e))?
+            .len();
         Ok(StagedFile {
+            size,
             temp: self.temp.into_temp_path(),
             rows: self.rows,
             digest,
+            columns: self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
+            valid_from: self.valid_from,
         })
     }
 }

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use sync_state::{Storage, TableId, Tid, PARTITION_EXT, TIME_COLUMN, VALUE_COLUMN};
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
+use crate::file_writer::StagedFile;
 use crate::store::read_footer_sized;
 use crate::{Error, PartitionStore};
 
@@ -97,6 +98,9 @@ pub struct IcebergOutcome {
     /// Metadata files removed (versions past the grace period, their
     /// manifests).
     pub removed: usize,
+    /// Data files whose footer was read: those neither in the facts cache
+    /// nor kept from their publish ([`PartitionStore::remembering_published`]).
+    pub footers_read: usize,
 }
 
 /// One file of the table, current or vintage.
@@ -135,7 +139,7 @@ struct FileFacts {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Facts {
+pub(crate) struct Facts {
     size: u64,
     rows: u64,
     columns: Vec<String>,
@@ -145,6 +149,77 @@ struct Facts {
     /// A current partition's recorded validity start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     valid_from: Option<String>,
+}
+
+/// The footer facts of files a store published, by key, kept for the
+/// table's next metadata ([`PartitionStore::remembering_published`]).
+#[derive(Debug, Default)]
+pub(crate) struct Published(std::sync::Mutex<PublishedFacts>);
+
+/// Kept facts by key: the file's size when written, and what its footer
+/// says. Trusted while the listed size is the same: the data folder's lock
+/// keeps other writers out, and every path of this crate that places a
+/// partition records it.
+pub(crate) type PublishedFacts = std::collections::HashMap<String, Facts>;
+
+impl Published {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PublishedFacts> {
+        // A panic elsewhere leaves the map as it was: still usable.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn record(&self, key: &str, staged: &StagedFile) {
+        let facts = Facts {
+            size: staged.size,
+            rows: staged.rows,
+            columns: staged.columns.clone(),
+            version: None,
+            valid_from: staged.valid_from.clone(),
+        };
+        self.lock().insert(key.to_string(), facts);
+    }
+
+    /// Facts kept under `from/` move to `to/`, replacing those there.
+    pub(crate) fn rekey(&self, from: &str, to: &str) {
+        let (from, to) = (format!("{from}/"), format!("{to}/"));
+        let mut map = self.lock();
+        map.retain(|k, _| !k.starts_with(&to));
+        let moved: Vec<String> = map
+            .keys()
+            .filter(|k| k.starts_with(&from))
+            .cloned()
+            .collect();
+        for key in moved {
+            if let Some(f) = map.remove(&key) {
+                map.insert(format!("{to}{}", &key[from.len()..]), f);
+            }
+        }
+    }
+
+    /// Removes and returns the facts kept under any of `prefixes`.
+    pub(crate) fn take(&self, prefixes: &[String]) -> PublishedFacts {
+        let mut map = self.lock();
+        let keys: Vec<String> = map
+            .keys()
+            .filter(|k| prefixes.iter().any(|p| k.starts_with(p.as_str())))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| map.remove(&k).map(|f| (k, f)))
+            .collect()
+    }
+}
+
+/// What a table's metadata folder holds.
+struct Stored {
+    /// The footer facts cache.
+    known: FileFacts,
+    /// The version the hint names, and its metadata.
+    current: Option<(u64, TableMetadata)>,
+    /// The highest `v<N>.metadata.json` present (0: none).
+    highest: u64,
 }
 
 /// A listed file of the table, before its footer facts are known.
@@ -168,7 +243,17 @@ impl ListedFile {
                 Some(_) => true,
                 None => self.version.is_some() && facts.version == self.version,
             };
-        same.then(|| self.data_file(facts.rows, facts.columns.clone(), facts.valid_from.clone()))
+        same.then(|| self.facts_file(facts))
+    }
+
+    /// The file with the facts this process kept when it published it:
+    /// they hold while the size does.
+    fn with_published(&self, facts: &Facts) -> Option<DataFile> {
+        (facts.size == self.size).then(|| self.facts_file(facts))
+    }
+
+    fn facts_file(&self, facts: &Facts) -> DataFile {
+        self.data_file(facts.rows, facts.columns.clone(), facts.valid_from.clone())
     }
 
     fn data_file(&self, rows: u64, columns: Vec<String>, valid_from: Option<String>) -> DataFile {
@@ -482,22 +567,17 @@ impl PartitionStore {
         // Temp files of a write that a killed process left behind.
         let storage = self.storage();
         storage.clean_temp_files(&self.iceberg_metadata_key(table));
+        let published = self.take_published(table);
         let w = MetadataWriter::new(self, table)?;
-        // What is stored, read at once: the cached facts, the files, the
-        // current version, and the highest version present.
-        let ((known, listed), (current, highest)) = join(
-            storage,
-            || {
-                join(
-                    storage,
-                    || self.file_facts(table),
-                    || self.listed_files(table),
-                )
-            },
-            || join(storage, || w.current(), || w.highest_version()),
-        );
-        let (current, highest) = (current?, highest?);
-        let files = self.iceberg_files(table, listed?, &known)?;
+        // What is stored, read at once: the metadata folder (and what its
+        // listing shows to read) and the table's files.
+        let (stored, listed) = join(storage, || w.stored(), || self.listed_files(table));
+        let Stored {
+            known,
+            current,
+            highest,
+        } = stored?;
+        let (files, footers_read) = self.iceberg_files(table, listed?, &known, &published)?;
         let planned = plan_snapshots(&files, updated);
         if planned.is_empty() {
             let removed = self.remove_iceberg(table)?;
@@ -507,31 +587,41 @@ impl PartitionStore {
                 snapshots: 0,
                 bytes_written: 0,
                 removed,
+                footers_read,
             });
         }
         let mut writes = Vec::new();
         writes.extend(self.facts_write(table, &files, &known)?);
         let mut meta = w.describe(&planned, current.as_ref().map(|(_, m)| m), &mut writes)?;
-        // Manifests, lists and the facts cache are files nothing reads
-        // before a version naming them is committed: written at once.
+        let unchanged = current
+            .as_ref()
+            .is_some_and(|(_, cur)| cur.content() == meta.content());
+        let new_version = if unchanged {
+            None
+        } else {
+            meta.last_updated_ms = opts.now_ms;
+            let (version, expired) = w.log_versions(&mut meta, current.as_ref(), highest, opts);
+            writes.push(w.version_write(version, &meta)?);
+            Some((version, expired))
+        };
+        // Manifests, lists, the facts cache and the new version are files
+        // nothing reads before the hint names the version: written at once.
         fan_out(storage, &writes, |(key, body)| {
             storage.put(key, body).map_err(Error::from)
         })?;
         let mut bytes: u64 = writes.iter().map(|(_, body)| body.len() as u64).sum();
-        if let Some((n, cur)) = &current {
-            if cur.content() == meta.content() {
-                return Ok(IcebergOutcome {
-                    version: Some(*n),
-                    written: false,
-                    snapshots: meta.snapshots.len(),
-                    bytes_written: bytes,
-                    removed: 0,
-                });
-            }
-        }
-        meta.last_updated_ms = opts.now_ms;
-        let (version, expired) = w.log_versions(&mut meta, current.as_ref(), highest, opts);
-        bytes += w.commit(version, &meta)?;
+        let Some((version, expired)) = new_version else {
+            return Ok(IcebergOutcome {
+                version: current.map(|(n, _)| n),
+                written: false,
+                snapshots: meta.snapshots.len(),
+                bytes_written: bytes,
+                removed: 0,
+                footers_read,
+            });
+        };
+        sync_state::crash::point("iceberg metadata written");
+        bytes += w.commit(version)?;
         // Manifests become garbage only when the versions naming them
         // expire (or a killed run left them): collected then.
         let removed = if expired.is_empty() {
@@ -545,6 +635,7 @@ impl PartitionStore {
             snapshots: meta.snapshots.len(),
             bytes_written: bytes,
             removed,
+            footers_read,
         })
     }
 
@@ -573,19 +664,23 @@ impl PartitionStore {
     }
 
     /// The `listed` files of `table` with their footer facts: from `known`
-    /// where they still hold, else read (several at once on an object
-    /// store).
+    /// (the cache) or `published` (kept when this process wrote them) where
+    /// they still hold, else read (several at once on an object store); and
+    /// how many were read.
     fn iceberg_files(
         &self,
         table: &TableId,
         listed: Vec<ListedFile>,
         known: &FileFacts,
-    ) -> Result<Vec<DataFile>, Error> {
+        published: &PublishedFacts,
+    ) -> Result<(Vec<DataFile>, usize), Error> {
         let storage = self.storage();
         let mut out = Vec::with_capacity(listed.len());
         let mut unknown = Vec::new();
         for l in listed {
-            match known.files.get(&l.key).and_then(|k| l.with_facts(k)) {
+            let cached = || known.files.get(&l.key).and_then(|k| l.with_facts(k));
+            let kept = || published.get(&l.key).and_then(|k| l.with_published(k));
+            match cached().or_else(kept) {
                 Some(f) => out.push(f),
                 None => unknown.push(l),
             }
@@ -593,7 +688,7 @@ impl PartitionStore {
         out.extend(fan_out(storage, &unknown, |l| {
             data_file(storage, table, l)
         })?);
-        Ok(out)
+        Ok((out, unknown.len()))
     }
 
     /// The table's current partitions and vintages as listed.
@@ -638,17 +733,6 @@ impl PartitionStore {
             }
         }
         Ok(out)
-    }
-
-    /// The cached footer facts (none when absent or unreadable).
-    fn file_facts(&self, table: &TableId) -> FileFacts {
-        let key = format!("{}/{FACTS_FILE}", self.iceberg_metadata_key(table));
-        self.storage()
-            .get(&key)
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
     }
 
     /// The facts cache holding the facts of `files` that can be trusted
@@ -1027,28 +1111,63 @@ impl<'a> MetadataWriter<'a> {
         (highest.max(*n) + 1, expired)
     }
 
-    /// The highest metadata version in the folder (0: none), current or
-    /// not: a new version never reuses the name of one a killed run left.
-    fn highest_version(&self) -> Result<u64, Error> {
+    /// What the metadata folder holds. Its listing says whether there is a
+    /// hint and a facts cache to read at all (a table's first metadata
+    /// reads nothing more), and the highest version present.
+    fn stored(&self) -> Result<Stored, Error> {
         let listed = self.storage.list_dir(&self.dir)?;
-        Ok(listed
+        let has = |name: &str| listed.files.iter().any(|(n, _)| n == name);
+        let highest = listed
             .files
             .iter()
             .filter_map(|(n, _)| parse_metadata_name(n))
             .max()
-            .unwrap_or(0))
+            .unwrap_or(0);
+        let (known, current) = join(
+            self.storage,
+            || match has(FACTS_FILE) {
+                true => self.facts(),
+                false => FileFacts::default(),
+            },
+            || match has(VERSION_HINT) {
+                true => self.current(),
+                false => Ok(None),
+            },
+        );
+        Ok(Stored {
+            known,
+            current: current?,
+            highest,
+        })
     }
 
-    /// Writes `v<version>.metadata.json`, then the hint naming it.
-    fn commit(&self, version: u64, meta: &TableMetadata) -> Result<u64, Error> {
-        let body = serde_json::to_vec_pretty(meta).map_err(|e| self.error(e.to_string()))?;
+    /// The cached footer facts (none when absent or unreadable).
+    fn facts(&self) -> FileFacts {
         self.storage
-            .put(&self.key(&metadata_name(version)), &body)?;
-        sync_state::crash::point("iceberg metadata written");
+            .get(&self.key(FACTS_FILE))
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// `v<version>.metadata.json` to be written.
+    fn version_write(
+        &self,
+        version: u64,
+        meta: &TableMetadata,
+    ) -> Result<(String, Vec<u8>), Error> {
+        let body = serde_json::to_vec_pretty(meta).map_err(|e| self.error(e.to_string()))?;
+        Ok((self.key(&metadata_name(version)), body))
+    }
+
+    /// Names `version` in the hint: the version becomes current. Returns
+    /// the bytes written.
+    fn commit(&self, version: u64) -> Result<u64, Error> {
         let hint = version.to_string();
         self.storage.put(&self.key(VERSION_HINT), hint.as_bytes())?;
         sync_state::crash::point("iceberg version hint written");
-        Ok((body.len() + hint.len()) as u64)
+        Ok(hint.len() as u64)
     }
 
     /// Removes the expired versions and every manifest no kept version

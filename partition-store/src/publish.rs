@@ -405,6 +405,7 @@ impl PartitionStore {
             }
             storage.delete_prefix(&staging)?;
         }
+        self.move_published(&staging, &current.prefix);
         Ok(())
     }
 
@@ -525,6 +526,7 @@ pub(crate) fn publish_files(
             sync_state::crash::point("vintage kept, before publish");
         }
         storage.put_file(&key, &staged.temp)?;
+        set.store.record_published(&key, staged);
     }
     if !vintages.is_empty() {
         set.store.clear_intent(&set.table)?;

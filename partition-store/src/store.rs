@@ -10,7 +10,7 @@ use sync_state::{
     DataDir, Storage, TableId, Tid, ARCHIVE_DIR, ICEBERG_DIR, SYNC_DIR, VINTAGES_DIR,
 };
 
-use crate::file_writer::PartitionFileWriter;
+use crate::file_writer::{PartitionFileWriter, StagedFile};
 use crate::source::{self, Source};
 use crate::{Error, PartitionMeta, DIGEST_KEY, VALID_FROM_KEY, VARIABLES_KEY};
 
@@ -22,6 +22,9 @@ const READ_BATCH_ROWS: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct PartitionStore {
     dir: DataDir,
+    /// The facts of files this store published, until the table's Iceberg
+    /// metadata takes them ([`PartitionStore::remembering_published`]).
+    published: Option<std::sync::Arc<crate::iceberg::Published>>,
 }
 
 /// What a one-shot write produced.
@@ -55,7 +58,50 @@ pub struct PartitionFooter {
 impl PartitionStore {
     /// The partitions of data folder `dir`.
     pub fn new(dir: &DataDir) -> PartitionStore {
-        PartitionStore { dir: dir.clone() }
+        PartitionStore {
+            dir: dir.clone(),
+            published: None,
+        }
+    }
+
+    /// The same store, keeping the footer facts (size, rows, columns,
+    /// validity) of every partition it publishes until
+    /// [`PartitionStore::write_iceberg`] describes the table, which then
+    /// reads no footer of a file just written (`--iceberg` on an object
+    /// store: a bootstrap would otherwise read back every footer). Clones
+    /// share what is kept; each table's facts are held only until its
+    /// metadata is written.
+    pub fn remembering_published(self) -> PartitionStore {
+        PartitionStore {
+            published: Some(std::sync::Arc::default()),
+            ..self
+        }
+    }
+
+    /// Keeps the facts of `staged`, just published at `key`.
+    pub(crate) fn record_published(&self, key: &str, staged: &StagedFile) {
+        if let Some(p) = &self.published {
+            p.record(key, staged);
+        }
+    }
+
+    /// The kept facts of files published under `from/` now live under `to/`
+    /// (a set swapped in).
+    pub(crate) fn move_published(&self, from: &str, to: &str) {
+        if let Some(p) = &self.published {
+            p.rekey(from, to);
+        }
+    }
+
+    /// Takes the kept facts of `table`'s files (current and staged).
+    pub(crate) fn take_published(&self, table: &TableId) -> crate::iceberg::PublishedFacts {
+        match &self.published {
+            Some(p) => p.take(&[
+                format!("{}/", self.dir.table_key(table)),
+                format!("{}/{table}/", self.dir.staging_key()),
+            ]),
+            None => Default::default(),
+        }
     }
 
     /// The data folder.
@@ -182,6 +228,7 @@ impl PartitionStore {
         let staged = w.finish()?;
         let (rows, digest) = (staged.rows, staged.digest.clone());
         self.storage().put_file(&key, &staged.temp)?;
+        self.record_published(&key, &staged);
         Ok(PartitionInfo { key, rows, digest })
     }
 
@@ -211,14 +258,16 @@ pub(crate) fn read_footer(storage: &Storage, key: &str) -> Result<Option<Partiti
     match source::open(storage, key)? {
         None => Ok(None),
         Some(Source::File(f)) => footer_of(f, &shown).map(Some),
-        Some(Source::Object(o)) => footer_of(o, &shown).map(Some),
+        Some(Source::Object(o)) => {
+            read_footer_sized(storage, key, parquet::file::reader::Length::len(&o))
+        }
     }
 }
 
 /// The footer of the object at `key` whose size is known (listed): on an
 /// object store one ranged request for the file's tail, which holds the
-/// footer of any partition this project writes (a larger footer costs a
-/// second request).
+/// footer of any partition this project writes (a larger footer costs two
+/// more).
 pub(crate) fn read_footer_sized(
     storage: &Storage,
     key: &str,
@@ -228,12 +277,39 @@ pub(crate) fn read_footer_sized(
         return read_footer(storage, key);
     }
     let shown = storage.display_key(key);
+    // The tail first: parquet's blocking reader ignores a prefetch hint and
+    // would send two requests (the 8-byte footer, then the metadata).
+    let tail_len = size.min(FOOTER_PREFETCH as u64);
+    let tail = storage.get_range(key, size - tail_len, tail_len)?;
+    if let Some(meta) = metadata_in_tail(&tail).map_err(|e| Error::parquet(&shown, e))? {
+        return Ok(Some(footer_from(meta.file_metadata())));
+    }
     let source = source::ObjectSource::new(storage, key, size);
     let meta = parquet::file::metadata::ParquetMetaDataReader::new()
-        .with_prefetch_hint(Some(FOOTER_PREFETCH))
         .parse_and_finish(&source)
         .map_err(|e| Error::parquet(&shown, e))?;
     Ok(Some(footer_from(meta.file_metadata())))
+}
+
+/// The metadata in the last bytes of a Parquet file, when they hold all of
+/// it (`None`: it starts before them).
+pub(crate) fn metadata_in_tail(
+    tail: &[u8],
+) -> parquet::errors::Result<Option<parquet::file::metadata::ParquetMetaData>> {
+    use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
+    const FOOTER: usize = 8;
+    let Some(end) = tail.len().checked_sub(FOOTER) else {
+        return Err(parquet::errors::ParquetError::EOF(
+            "shorter than a Parquet footer".into(),
+        ));
+    };
+    let mut footer = [0u8; FOOTER];
+    footer.copy_from_slice(&tail[end..]);
+    let len = FooterTail::try_new(&footer)?.metadata_length();
+    match end.checked_sub(len) {
+        Some(start) => ParquetMetaDataReader::decode_metadata(&tail[start..end]).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Bytes read from a file's end for its footer in one request.

@@ -854,3 +854,122 @@ fn removed_periods_become_vintages() {
         1
     );
 }
+
+#[test]
+fn kept_facts_spare_the_footer_reads_and_describe_the_same_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kept = new_store(dir.path()).remembering_published();
+    let plain = new_store(dir.path());
+    let (u1, u2, u3) = (
+        "2024-08-12T08:00:00",
+        "2024-11-12T08:00:00",
+        "2025-02-12T08:00:00",
+    );
+    let opts = IcebergOptions::at(1_700_000_000_000);
+    // What the kept facts describe, the footers describe too: a store that
+    // reads every footer finds the metadata already true.
+    let check = |updated: &str, footers: usize| {
+        let o = kept.write_iceberg(&table(), updated, &opts).expect("kept");
+        assert!(o.written, "a new version at {updated}");
+        assert_eq!(o.footers_read, footers, "footers read at {updated}");
+        let again = plain
+            .write_iceberg(&table(), updated, &opts)
+            .expect("plain");
+        assert!(!again.written, "the footers agree at {updated}");
+        assert!(again.footers_read > 0);
+    };
+    let periods = [tid("1"), tid("2"), tid("3")];
+    let rows = |v: f64| {
+        batch(&[
+            ("a", "1", Some(v)),
+            ("a", "2", Some(v)),
+            ("a", "3", Some(v)),
+        ])
+    };
+    publish_meta(
+        &kept.current_set(&table()),
+        &periods,
+        &rows(1.0),
+        meta(u1),
+        &PublishOptions::default(),
+    );
+    check(u1, 0);
+    // A revision keeps its vintage. Read: the vintage (a copy the store did
+    // not write) and the two periods not published since the last metadata
+    // (a local folder caches no facts of current partitions).
+    publish_meta(
+        &kept.current_set(&table()),
+        &[tid("2")],
+        &batch(&[("a", "2", Some(20.0)), ("b", "2", Some(21.0))]),
+        meta(u2),
+        &vintages_until(u2),
+    );
+    check(u2, 3);
+    // A swap: facts kept under the staging set follow it into place; only
+    // the old set's three new vintages are read (the earlier vintage's facts
+    // are in the cache).
+    let set = kept.new_set(&table(), "run3").expect("set");
+    publish_meta(
+        &set,
+        &periods,
+        &rows(3.0),
+        meta(u3),
+        &PublishOptions::default(),
+    );
+    kept.commit_set(&set, &vintages_until(u3)).expect("swap");
+    check(u3, 3);
+    // A file replaced by another writer (another size) is read, not trusted.
+    publish_meta(
+        &kept.current_set(&table()),
+        &[tid("1")],
+        &batch(&[("a", "1", Some(4.0))]),
+        meta(u3),
+        &PublishOptions::default(),
+    );
+    publish_meta(
+        &plain.current_set(&table()),
+        &[tid("1")],
+        &batch(&[
+            ("a", "1", Some(5.0)),
+            ("b", "1", Some(5.0)),
+            ("c", "1", Some(5.0)),
+        ]),
+        meta(u3),
+        &PublishOptions::default(),
+    );
+    let o = kept.write_iceberg(&table(), u3, &opts).expect("kept");
+    // Read: period 1 (its kept facts no longer hold) and periods 2 and 3
+    // (not published since the last metadata).
+    assert_eq!(
+        o.footers_read, 3,
+        "kept facts of another size are not trusted"
+    );
+    let again = plain.write_iceberg(&table(), u3, &opts).expect("plain");
+    assert!(!again.written, "the replaced file is described as it is");
+}
+
+#[test]
+fn a_footer_is_read_from_the_files_tail_when_it_holds_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(dir.path());
+    run_request(
+        &store,
+        &[tid("1")],
+        &[batch(&[("a", "1", Some(1.0)), ("b", "1", None)])],
+    )
+    .expect("publish");
+    let bytes = std::fs::read(partition_path(&store, &tid("1"))).expect("read");
+    let meta = crate::store::metadata_in_tail(&bytes)
+        .expect("parse")
+        .expect("the whole file holds it");
+    assert_eq!(meta.file_metadata().num_rows(), 2);
+    let tail = &bytes[bytes.len() - 40..];
+    assert!(
+        crate::store::metadata_in_tail(tail)
+            .expect("parse")
+            .is_none(),
+        "a tail too short for the metadata asks for more"
+    );
+    assert!(crate::store::metadata_in_tail(&bytes[..bytes.len() - 1]).is_err());
+    assert!(crate::store::metadata_in_tail(b"PAR").is_err());
+}

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p bins --features bench --bin bench-iceberg -- \
-//!     [--quarters 10] [--cycles 5] [--revised 2] [--catalog] [--s3-bucket B]
+//!     [--quarters 10] [--cycles 5] [--revised 2] [--catalog [--baseline]] [--s3-bucket B]
 //! ```
 //!
 //! Two cases, from the emulator on loopback, into a local folder or (with
@@ -11,19 +11,31 @@
 //!
 //! - **large**: a FOLK1A-shaped table of `--quarters` quarters (200,025
 //!   rows each: 2 M rows at 10), vintages kept, bootstrapped and then put
-//!   through `--cycles` weekly cycles that each revise `--revised` quarters.
-//!   After every cycle (run without `--iceberg`), the step `--iceberg` adds
-//!   to it, [`PartitionStore::write_iceberg`], is run and timed on the same
-//!   folder: its time against the cycle's, the requests it sends to the
-//!   object store, and the bytes of metadata it writes.
+//!   through `--cycles` weekly cycles that each revise `--revised` quarters,
+//!   every cycle with `--iceberg`. The metadata step,
+//!   [`PartitionStore::write_iceberg`] as the cycle runs it, is timed from
+//!   its `iceberg_metadata` span against the rest of the cycle, with the
+//!   requests it sends to the object store (the only table: nothing else
+//!   sends any meanwhile), the footers it reads and the bytes of metadata
+//!   it writes.
 //! - **catalog** (`--catalog`): the real catalog's 2,339 tables, tiny, one
-//!   bootstrap cycle; then the metadata of every table, as the first cycle
-//!   with `--iceberg` writes it, against that cycle; then a regeneration
-//!   of every table with nothing changed (what a cycle does when the state
-//!   says a table's metadata is behind but its files are as described).
+//!   bootstrap cycle with `--iceberg` on: the metadata step of every table
+//!   as the cycle runs it (each timed from its `iceberg_metadata` span, with
+//!   the footers it read and the bytes it wrote), against that cycle. Then,
+//!   on the same folder, the metadata written afresh for every table as a
+//!   cycle that turns `--iceberg` on over an existing mirror does (a
+//!   one-time cost: every footer is read), and a regeneration of every
+//!   table with nothing changed (what a cycle does when the state says a
+//!   table's metadata is behind but its files are as described). With
+//!   `--baseline`, the same bootstrap without `--iceberg` into another
+//!   folder first: the two cycles side by side. The steps' spans overlap
+//!   the other table the cycle syncs at the same time, so their sum is an
+//!   upper bound; the difference of the two cycles is the cost a user
+//!   sees (as noisy as the cycles).
 //!
 //! Figures are medians with the spread (min–max) over the cycles.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
@@ -31,7 +43,14 @@ use clap::Parser;
 use partition_store::{IcebergOptions, PartitionStore};
 use statbank_client::emulator::{Emulator, World};
 use statbank_client::StatbankClient;
-use sync_state::{utc_to_source_time, DataDir, RunStatus, SyncState, TableId};
+use sync_state::{utc_to_source_time, DataDir, RunStatus, Storage, SyncState, TableId};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::Event;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Debug, Parser)]
 #[command(name = "bench-iceberg")]
@@ -48,6 +67,10 @@ struct Args {
     /// Also run the catalog case (2,339 tiny tables).
     #[arg(long)]
     catalog: bool,
+    /// In the catalog case, also bootstrap a second folder without
+    /// `--iceberg`, to set the two cycles side by side.
+    #[arg(long)]
+    baseline: bool,
     /// An S3 endpoint: the data folders go to this bucket.
     #[arg(long, env = "STATBANK_TEST_S3_ENDPOINT")]
     s3_endpoint: Option<String>,
@@ -60,10 +83,19 @@ use bins::bench::folk1a::TABLE;
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let steps = StepTotals::default();
+    // Only the metadata steps' spans and their outcome events reach it.
+    let only_steps = filter_fn(|m| {
+        m.name() == bins::ICEBERG_METADATA_SPAN
+            || (m.is_event() && m.target().ends_with("cycle::iceberg"))
+    });
+    tracing_subscriber::registry()
+        .with(steps.clone().with_filter(only_steps))
+        .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run(&args))
+    rt.block_on(run(&args, &steps))
 }
 
 /// A fresh data folder named `name`: local, or in the S3 bucket.
@@ -85,11 +117,17 @@ fn data_dir(args: &Args, tmp: &std::path::Path, name: &str) -> Result<DataDir> {
     })
 }
 
-async fn cycle(client: &StatbankClient, data: &DataDir, i: usize) -> Result<(f64, usize)> {
+async fn cycle(
+    client: &StatbankClient,
+    data: &DataDir,
+    i: usize,
+    iceberg: bins::IcebergMetadata,
+) -> Result<(f64, usize)> {
     let mut opts = bins::SyncOptions::on(data.clone());
     opts.gate.force = true;
     opts.vintages = bins::Vintages::Keep;
     opts.verify.cycles = 0;
+    opts.iceberg = iceberg;
     opts.clock = bins::Clock::fixed(bins::bench::week(i));
     let t = Instant::now();
     let m = bins::run_sync_cycle(client, &opts).await?;
@@ -147,7 +185,7 @@ fn spread(v: &[f64], unit: &str, digits: usize) -> String {
     format!("{med:.digits$} {unit} ({min:.digits$}–{max:.digits$})")
 }
 
-async fn large(args: &Args, tmp: &std::path::Path) -> Result<()> {
+async fn large(args: &Args, tmp: &std::path::Path, steps_seen: &StepTotals) -> Result<()> {
     let quarters: Vec<String> = (0..args.quarters)
         .map(|i| format!("{}K{}", 2015 + i / 4, i % 4 + 1))
         .collect();
@@ -157,6 +195,7 @@ async fn large(args: &Args, tmp: &std::path::Path) -> Result<()> {
         .min_interval(Duration::ZERO)
         .build()?;
     let data = data_dir(args, tmp, "large")?;
+    steps_seen.watch(data.storage().clone());
     let h = emu.handle();
     let (mut cycles, mut steps) = (Vec::new(), Vec::new());
     for i in 0..=args.cycles {
@@ -170,20 +209,23 @@ async fn large(args: &Args, tmp: &std::path::Path) -> Result<()> {
             TABLE,
             &utc_to_source_time(bins::bench::week(i) - chrono::Duration::hours(2)),
         );
-        let (secs, changed) = cycle(&client, &data, i).await?;
+        let (secs, changed) = cycle(&client, &data, i, bins::IcebergMetadata::Write).await?;
         let expected = if i == 0 { quarters.len() } else { args.revised };
         ensure!(changed == expected, "cycle {i}: {changed} changed periods");
-        let step = iceberg_step(&data, &synced_tables(&data)?, i)?;
+        let step = steps_seen.take();
         ensure!(step.written == 1, "cycle {i}: one new metadata version");
+        // The cycle without its metadata step: what --iceberg adds to.
+        let without = secs - step.secs;
         println!(
-            "large cycle {i}: cycle {secs:.3} s, iceberg step {:.4} s ({:.2} %), {} store requests, {} bytes of metadata",
+            "large cycle {i}: cycle {secs:.3} s, of which iceberg step {:.4} s ({:.2} % of the rest), {} store requests, {} footers read, {} bytes of metadata",
             step.secs,
-            100.0 * step.secs / secs,
+            100.0 * step.secs / without,
             step.requests,
+            step.footers_read,
             step.bytes
         );
         if i > 0 {
-            cycles.push(secs);
+            cycles.push(without);
             steps.push(step);
         }
     }
@@ -193,9 +235,9 @@ async fn large(args: &Args, tmp: &std::path::Path) -> Result<()> {
         .zip(&steps)
         .map(|(c, s)| 100.0 * s.secs / c)
         .collect();
-    let f = |g: fn(&Step) -> f64| steps.iter().map(g).collect::<Vec<f64>>();
+    let f = |g: fn(&InCycle) -> f64| steps.iter().map(g).collect::<Vec<f64>>();
     println!(
-        "large ({} rows, {} quarters, {} revised per cycle, {} cycles, {}): cycle {}, iceberg step {}, share {}, store requests {}, metadata bytes {}",
+        "large ({} rows, {} quarters, {} revised per cycle, {} cycles, {}): cycle without the step {}, iceberg step {}, share {}, store requests {}, footers read {}, metadata bytes {}",
         args.quarters * 200_025,
         args.quarters,
         args.revised,
@@ -205,21 +247,62 @@ async fn large(args: &Args, tmp: &std::path::Path) -> Result<()> {
         spread(&f(|s| s.secs), "s", 4),
         spread(&share, "%", 2),
         spread(&f(|s| s.requests as f64), "", 0),
+        spread(&f(|s| s.footers_read as f64), "", 0),
         spread(&f(|s| s.bytes as f64), "B", 0),
     );
     Ok(())
 }
 
-async fn catalog(args: &Args, tmp: &std::path::Path) -> Result<()> {
+async fn catalog(args: &Args, tmp: &std::path::Path, steps: &StepTotals) -> Result<()> {
     let emu = Emulator::start(World::full_catalog()).await?;
     let client = StatbankClient::builder()
         .base_url(emu.base_url())
         .min_interval(Duration::ZERO)
         .build()?;
+    let baseline = match args.baseline {
+        true => {
+            let plain = data_dir(args, tmp, "catalog-plain")?;
+            Some(
+                cycle(&client, &plain, 0, bins::IcebergMetadata::AsRecorded)
+                    .await?
+                    .0,
+            )
+        }
+        false => None,
+    };
     let data = data_dir(args, tmp, "catalog")?;
-    let (secs, _) = cycle(&client, &data, 0).await?;
+    steps.watch(data.storage().clone());
+    let (secs, _) = cycle(&client, &data, 0, bins::IcebergMetadata::Write).await?;
     emu.shutdown().await;
+    if let Some(plain) = baseline {
+        println!(
+            "catalog: bootstrap cycle without --iceberg {plain:.2} s, with {secs:.2} s: {:+.2} s ({:+.1} %)",
+            secs - plain,
+            100.0 * (secs - plain) / plain
+        );
+    }
+    let in_cycle = steps.take();
     let tables = synced_tables(&data)?;
+    ensure!(
+        in_cycle.written == tables.len(),
+        "every table gets its metadata in the cycle ({} of {})",
+        in_cycle.written,
+        tables.len()
+    );
+    println!(
+        "catalog ({} tables, {}): bootstrap cycle with --iceberg {secs:.2} s; its metadata steps {:.2} s ({:.1} % of the cycle), {} footers read, {} bytes, at most {} store requests (those of the table synced beside it included)",
+        tables.len(),
+        data.storage().describe(),
+        in_cycle.secs,
+        100.0 * in_cycle.secs / secs,
+        in_cycle.footers_read,
+        in_cycle.bytes,
+        in_cycle.requests,
+    );
+    let store = PartitionStore::new(&data);
+    for (table, _) in &tables {
+        store.remove_iceberg(table)?;
+    }
     let first = iceberg_step(&data, &tables, 0)?;
     ensure!(
         first.written == tables.len(),
@@ -228,24 +311,134 @@ async fn catalog(args: &Args, tmp: &std::path::Path) -> Result<()> {
     let again = iceberg_step(&data, &tables, 0)?;
     ensure!(again.written == 0, "nothing changed, nothing written");
     println!(
-        "catalog ({} tables, {}): bootstrap cycle {secs:.2} s; metadata of every table {:.2} s ({:.1} % of the cycle), {} store requests, {} bytes; regenerated unchanged {:.2} s, {} store requests, 0 bytes",
-        tables.len(),
-        data.storage().describe(),
+        "catalog: --iceberg turned on over the existing mirror (once) {:.2} s ({:.1} % of the cycle), {} store requests, {} bytes; regenerated unchanged {:.2} s ({:.1} %), {} store requests, 0 bytes",
         first.secs,
         100.0 * first.secs / secs,
         first.requests,
         first.bytes,
         again.secs,
+        100.0 * again.secs / secs,
         again.requests
     );
     Ok(())
 }
 
-async fn run(args: &Args) -> Result<()> {
+/// The metadata steps a cycle ran, summed from their spans and events.
+#[derive(Debug, Default, Clone, Copy)]
+struct InCycle {
+    secs: f64,
+    requests: u64,
+    footers_read: u64,
+    bytes: u64,
+    written: usize,
+}
+
+/// Sums the cycle's `iceberg_metadata` spans (wall time, and the store's
+/// request counter across each) and the outcome events within.
+#[derive(Clone, Default)]
+struct StepTotals {
+    storage: Arc<Mutex<Option<Storage>>>,
+    totals: Arc<Mutex<InCycle>>,
+}
+
+impl StepTotals {
+    fn watch(&self, storage: Storage) {
+        *lock(&self.storage) = Some(storage);
+    }
+
+    fn take(&self) -> InCycle {
+        std::mem::take(&mut *lock(&self.totals))
+    }
+
+    fn requests(&self) -> u64 {
+        lock(&self.storage).as_ref().map_or(0, Storage::requests)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// When a step's span opened.
+struct Opened {
+    at: Instant,
+    requests: u64,
+}
+
+impl<S> Layer<S> for StepTotals
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if attrs.metadata().name() != bins::ICEBERG_METADATA_SPAN {
+            return;
+        }
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(Opened {
+                at: Instant::now(),
+                requests: self.requests(),
+            });
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let extensions = span.extensions();
+        if let Some(o) = extensions.get::<Opened>() {
+            let mut t = lock(&self.totals);
+            t.secs += o.at.elapsed().as_secs_f64();
+            t.requests += self.requests().saturating_sub(o.requests);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut v = Outcome::default();
+        event.record(&mut v);
+        if v.message {
+            let mut t = lock(&self.totals);
+            t.footers_read += v.footers_read;
+            t.bytes += v.bytes;
+            t.written += usize::from(v.written);
+        }
+    }
+}
+
+/// The fields of the cycle's "iceberg metadata" event.
+#[derive(Default)]
+struct Outcome {
+    message: bool,
+    footers_read: u64,
+    bytes: u64,
+    written: bool,
+}
+
+impl Visit for Outcome {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match field.name() {
+            "footers_read" => self.footers_read = value,
+            "bytes" => self.bytes = value,
+            _ => {}
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == "written" {
+            self.written = value;
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}") == "iceberg metadata";
+        }
+    }
+}
+
+async fn run(args: &Args, steps: &StepTotals) -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    large(args, tmp.path()).await?;
+    large(args, tmp.path(), steps).await?;
     if args.catalog {
-        catalog(args, tmp.path()).await?;
+        catalog(args, tmp.path(), steps).await?;
     }
     Ok(())
 }

@@ -28,6 +28,8 @@ mod languages;
 mod schema;
 mod table;
 
+pub use iceberg::METADATA_SPAN as ICEBERG_METADATA_SPAN;
+
 /// Where "now" comes from. Tests inject a fixed or moving clock; production
 /// uses the system clock.
 #[derive(Clone)]
@@ -425,12 +427,14 @@ async fn cycle(
     manifest: &mut RunManifest,
 ) -> Result<Finish, Error> {
     let (mut state, overrides) = load_records(dir, opts)?;
-    let store = PartitionStore::new(dir);
+    let mut store = PartitionStore::new(dir);
     settle_interrupted(&store, manifest).await?;
     if opts.iceberg == IcebergMetadata::Stop {
         iceberg::remove_all(&store, &mut state).await?;
     } else if state.iceberg {
         iceberg::check_location(&store, &mut state)?;
+        // The metadata step then reads no footer of a file just written.
+        store = store.remembering_published();
     }
     let ctx = |state: SyncState| Ctx {
         client,
