@@ -62,8 +62,10 @@ pub struct ReconcileOptions {
     pub tables: Option<Vec<TableId>>,
     /// Repair what differs.
     pub repair: bool,
-    /// A connection of its own for each table's whole-table read: the
-    /// same server, database and user as the client (no TLS). Its COPY is
+    /// A connection of its own for the tables' whole-table reads, made at
+    /// the first table and kept for the others (made again after a table
+    /// whose read failed): the same server, database and user as the
+    /// client (no TLS). Its COPY is
     /// streamed by one asynchronous task, where the blocking client enters
     /// its runtime once per row (the most CPU a reconcile spends outside
     /// hashing). Rechecks and repairs still use the client. `None`: the
@@ -104,8 +106,10 @@ pub fn reconcile(
         summary: ReconcileSummary::default(),
         extra: Default::default(),
     };
+    // One connection for the whole-table reads of every table.
+    let mut reader = opts.read_connection.clone().map(ReadConnection::new);
     for table in tables {
-        let mut r = reconcile_table(client, &store, &table, opts);
+        let mut r = compare_table(client, &mut reader, &store, &table, opts);
         if opts.repair && r.has_differences() && r.status != ReconcileStatus::Failed {
             repair(client, &store, &table, &opts.apply, &mut r);
         }
@@ -163,8 +167,21 @@ pub fn reconcile_table(
     table: &TableId,
     opts: &ReconcileOptions,
 ) -> TableReconcile {
+    let mut reader = opts.read_connection.clone().map(ReadConnection::new);
+    compare_table(client, &mut reader, store, table, opts)
+}
+
+/// [`reconcile_table`] with the whole-table read over `reader` when there
+/// is one (else over `client`).
+fn compare_table(
+    client: &mut Client,
+    reader: &mut Option<ReadConnection>,
+    store: &PartitionStore,
+    table: &TableId,
+    opts: &ReconcileOptions,
+) -> TableReconcile {
     let t0 = Instant::now();
-    let mut r = match compare(client, store, table, opts) {
+    let mut r = match compare(client, reader, store, table, opts) {
         Ok(r) => r,
         Err(e) => TableReconcile::failed(error_chain(&e)),
     };
@@ -174,6 +191,7 @@ pub fn reconcile_table(
 
 fn compare(
     client: &mut Client,
+    reader: &mut Option<ReadConnection>,
     store: &PartitionStore,
     table: &TableId,
     ropts: &ReconcileOptions,
@@ -212,8 +230,8 @@ fn compare(
             tracing::debug!(table = %table, secs = t.elapsed().as_secs_f64(), "digests of the mirror");
             digests
         });
-        let db = match &ropts.read_connection {
-            Some(config) => side.database_streamed(config),
+        let db = match reader {
+            Some(reader) => reader.digests(&side),
             None => side.database(client, Scope::All),
         };
         let mirror = mirror
@@ -249,6 +267,65 @@ fn compare(
         r.status = ReconcileStatus::Differs;
     }
     Ok(r)
+}
+
+/// The connection of [`ReconcileOptions::read_connection`] and the runtime
+/// its one task runs on, made at the first table and kept for the next
+/// (a connection costs the server a process: milliseconds a table).
+struct ReadConnection {
+    config: tokio_postgres::Config,
+    runtime: Option<tokio::runtime::Runtime>,
+    client: Option<tokio_postgres::Client>,
+}
+
+impl ReadConnection {
+    fn new(config: tokio_postgres::Config) -> ReadConnection {
+        ReadConnection {
+            config,
+            runtime: None,
+            client: None,
+        }
+    }
+
+    /// The database's digests of `side`'s whole table. After a failure
+    /// the connection is dropped (its transaction may still be open), and
+    /// the next table connects again.
+    fn digests(&mut self, side: &Sides<'_>) -> Result<DbDigests, Error> {
+        let table = side.ctx.table;
+        let runtime = match self.runtime.take() {
+            Some(r) => r,
+            None => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| Error::CopyOut {
+                    table: table.clone(),
+                    source,
+                })?,
+        };
+        let (config, slot) = (&self.config, &mut self.client);
+        let out = runtime.block_on(async {
+            let client = match slot.take() {
+                Some(c) => c,
+                None => {
+                    let (client, connection) = config
+                        .connect(tokio_postgres::NoTls)
+                        .await
+                        .map_err(Error::db(table, "connecting for the whole-table read"))?;
+                    // The connection ends with its client; its outcome
+                    // adds nothing.
+                    tokio::spawn(connection);
+                    client
+                }
+            };
+            let out = side.stream_database(&client).await;
+            if out.is_ok() {
+                *slot = Some(client);
+            }
+            out
+        });
+        self.runtime = Some(runtime);
+        out
+    }
 }
 
 /// An order-independent digest of a multiset of rows: their count and the
@@ -498,29 +575,12 @@ impl<'a> Sides<'a> {
         Ok(acc.out)
     }
 
-    /// The database's digests of the whole table, read over a connection
-    /// of its own (`config`) in one read-only snapshot: one task on a
-    /// runtime of its own streams the COPY, a chunk at a time.
-    fn database_streamed(&self, config: &tokio_postgres::Config) -> Result<DbDigests, Error> {
-        let table = self.ctx.table;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| Error::CopyOut {
-                table: table.clone(),
-                source,
-            })?;
-        runtime.block_on(self.stream_database(config))
-    }
-
-    async fn stream_database(&self, config: &tokio_postgres::Config) -> Result<DbDigests, Error> {
+    /// The database's digests of the whole table over `client` (a
+    /// connection of its own), in one read-only snapshot: one task streams
+    /// the COPY, a chunk at a time.
+    async fn stream_database(&self, client: &tokio_postgres::Client) -> Result<DbDigests, Error> {
         use futures_util::StreamExt;
         let table = self.ctx.table;
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(Error::db(table, "connecting for the whole-table read"))?;
-        let connection = tokio::spawn(connection);
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
@@ -549,9 +609,6 @@ impl<'a> Sides<'a> {
             .batch_execute("COMMIT")
             .await
             .map_err(Error::db(table, "ending the read-only transaction"))?;
-        drop(client);
-        // The connection ends with its client; its outcome adds nothing.
-        let _ = connection.await;
         Ok(acc.out)
     }
 
