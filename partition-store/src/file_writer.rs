@@ -110,6 +110,8 @@ pub(crate) struct PartitionFileWriter {
     rows: u64,
     schema: SchemaRef,
     meta: Vec<KeyValue>,
+    /// The schema's column names (the digest's, and the staged file's).
+    columns: Vec<String>,
     valid_from: Option<String>,
 }
 
@@ -128,12 +130,13 @@ impl PartitionFileWriter {
         let file = temp.reopen().map_err(|e| Error::io(&temp_path, e))?;
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(schema)))
             .map_err(|e| Error::parquet(&temp_path, e))?;
-        let names = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         Ok(PartitionFileWriter {
             writer,
             temp_path,
             temp,
-            hasher: ContentHasher::new(names),
+            hasher: ContentHasher::new(columns.clone()),
+            columns,
             carry: Vec::new(),
             carry_rows: 0,
             carry_bytes: 0,
@@ -253,12 +256,7 @@ impl PartitionFileWriter {
             temp: self.temp.into_temp_path(),
             rows: self.rows,
             digest,
-            columns: self
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
+            columns: self.columns,
             valid_from: self.valid_from,
         })
     }
