@@ -177,7 +177,7 @@ mod tests {
         let mut spans = Vec::new();
         for r in rows {
             field_spans(r, &mut spans);
-            d.add(cols, r, &spans, xxhash_rust::xxh3::xxh3_128(r));
+            d.add(cols, r, &spans, crate::reconcile::row_hash(r));
         }
         d
     }
@@ -232,7 +232,7 @@ mod tests {
         let mut spans = Vec::new();
         for r in &rows {
             field_spans(r, &mut spans);
-            small.add(&cols, r, &spans, xxhash_rust::xxh3::xxh3_128(r));
+            small.add(&cols, r, &spans, crate::reconcile::row_hash(r));
         }
         assert!(
             small.cols[0].is_none(),

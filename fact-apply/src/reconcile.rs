@@ -592,7 +592,7 @@ impl<'a> Sides<'a> {
         let mut stream = std::pin::pin!(stream);
         let mut acc = DbAccumulator::new(self);
         let mut tuples = copy_out::Tuples::new(self.types.len());
-        let mut add = |t: &copy_out::Tuple<'_>| acc.add(xxhash_rust::xxh3::xxh3_128(t.fields), t);
+        let mut add = |t: &copy_out::Tuple<'_>| acc.add(row_hash(t.fields), t);
         let copy_err = |source| Error::CopyOut {
             table: table.clone(),
             source,
@@ -637,12 +637,12 @@ impl<'a> Sides<'a> {
         let reader = tx
             .copy_out(&sql)
             .map_err(Error::db(table, "reading the fact table"))?;
-        copy_out::each_tuple(reader, n, |t| f(xxhash_rust::xxh3::xxh3_128(t.fields), t)).map_err(
-            |source| Error::CopyOut {
+        copy_out::each_tuple(reader, n, |t| f(row_hash(t.fields), t)).map_err(|source| {
+            Error::CopyOut {
                 table: table.clone(),
                 source,
-            },
-        )?;
+            }
+        })?;
         Ok(())
     }
 
@@ -656,7 +656,7 @@ impl<'a> Sides<'a> {
         let mut buf = BytesMut::new();
         let mut sink = |cells: &[Cell<'_>]| {
             encode_cells(cells, &self.types, &mut buf);
-            f(xxhash_rust::xxh3::xxh3_128(&buf), &buf, cells);
+            f(row_hash(&buf), &buf, cells);
             Ok(())
         };
         stream_partition(
@@ -1055,6 +1055,12 @@ const TEXT_ROWS: usize = 4096;
 const DIFF_ROWS_PER_PASS: u64 = 262_144;
 
 /// The buckets of a period of `rows` rows: a power of two.
+/// A row's hash: of its fields as a binary COPY sends them (both sides
+/// encode the mirror's rows to that form first).
+pub(crate) fn row_hash(fields: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(fields)
+}
+
 fn buckets_for(rows: u64) -> usize {
     let want = usize::try_from(rows / ROWS_PER_BUCKET).unwrap_or(MAX_BUCKETS);
     want.next_power_of_two().clamp(1, MAX_BUCKETS)

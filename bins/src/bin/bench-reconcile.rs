@@ -49,7 +49,8 @@ struct Args {
     /// Timed rounds.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Keep the scratch database.
+    /// Keep the scratch database and data folder (to profile a child on
+    /// them: `--child reconcile --data-dir … --database-url …`).
     #[arg(long)]
     keep: bool,
     /// Do not cache the table's tableinfo: the reconcile then has no column
@@ -335,9 +336,9 @@ fn parent(args: &Args) -> Result<()> {
     let mut admin = Client::connect(&args.database_url, NoTls).context("connecting")?;
     admin.batch_execute(&format!("CREATE DATABASE {dbname}"))?;
     let url = with_dbname(&args.database_url, &dbname);
+    let scratch = Scratch::new("bench-reconcile")?;
+    let data = DataDir::local(scratch.0.join("data"));
     let result = (|| -> Result<()> {
-        let scratch = Scratch::new("bench-reconcile")?;
-        let data = DataDir::local(scratch.0.join("data"));
         let rows = args.quarters * ROWS_PER_QUARTER;
         let t = Instant::now();
         write_mirror(args, &data)?;
@@ -380,7 +381,8 @@ fn parent(args: &Args) -> Result<()> {
         Ok(())
     })();
     if args.keep {
-        eprintln!("kept database {dbname}");
+        eprintln!("kept database {dbname} and data folder {}", data.describe());
+        std::mem::forget(scratch);
     } else if let Err(e) =
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
     {

@@ -42,9 +42,11 @@ pub(super) async fn refresh(ctx: &Ctx<'_>, table: &TableId, updated: &str, r: &m
         .await
         .map_err(|e| Error::Internal(format!("iceberg task failed: {e}")))
         .and_then(|r| r.map_err(Error::from));
+    // Saved with the next save of `state.json`: a crash before it only has
+    // the next cycle regenerate the same metadata (and write nothing).
     let outcome = written.and_then(|o| {
         let at = updated.to_string();
-        ctx.update_state(table, |s| s.iceberg_updated = Some(at))?;
+        ctx.note_state(table, |s| s.iceberg_updated = Some(at))?;
         Ok(o)
     });
     match outcome {

@@ -313,14 +313,25 @@ impl Ctx<'_> {
         UtcSecond::new(self.opts.clock.now())
     }
 
+    fn lock_state(&self) -> Result<std::sync::MutexGuard<'_, SyncState>, Error> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Internal("state lock poisoned".into()))
+    }
+
     /// Changes one table's state entry and saves `state.json`.
     fn update_state(&self, table: &TableId, f: impl FnOnce(&mut TableState)) -> Result<(), Error> {
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| Error::Internal("state lock poisoned".into()))?;
+        let mut state = self.lock_state()?;
         f(state.tables.entry(table.clone()).or_default());
         state.save(&self.dir)?;
+        Ok(())
+    }
+
+    /// Changes one table's state entry without saving `state.json`: for
+    /// what the next save (another table's, or the cycle's last) may carry,
+    /// because losing it to a crash costs only work done again.
+    fn note_state(&self, table: &TableId, f: impl FnOnce(&mut TableState)) -> Result<(), Error> {
+        f(self.lock_state()?.tables.entry(table.clone()).or_default());
         Ok(())
     }
 
@@ -529,14 +540,19 @@ fn gate_open(state: &SyncState, opts: &SyncOptions, manifest: &mut RunManifest) 
 }
 
 /// Every selected table, `table_concurrency` at a time; their results go
-/// into `manifest`, whose status they decide.
+/// into `manifest`, whose status they decide. A table's Iceberg metadata
+/// is written as soon as its sync is over, beside the next tables' syncs
+/// (as many at a time): it waits for no other table.
 async fn sync_tables(ctx: &Ctx<'_>, items: Vec<Work>, manifest: &mut RunManifest) {
     if let Some(p) = &ctx.opts.progress {
         p.start(items.len());
     }
+    let lanes = ctx.opts.table_concurrency.max(1);
     let results: Vec<(TableId, TableResult)> = futures_util::stream::iter(items)
         .map(|w| table::process_table(ctx, w))
-        .buffer_unordered(ctx.opts.table_concurrency.max(1))
+        .buffer_unordered(lanes)
+        .map(|synced| table::finish_table(ctx, synced))
+        .buffer_unordered(lanes)
         .collect()
         .await;
     manifest.tables.extend(results);

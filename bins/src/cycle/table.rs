@@ -19,15 +19,26 @@ use super::{iceberg, languages, schema, Ctx, Work};
 use crate::fetch::{fetch_batch, FetchError, FetchJob};
 use crate::Error;
 
-pub(super) async fn process_table(ctx: &Ctx<'_>, work: Work) -> (TableId, TableResult) {
+/// A table whose sync is over: its result, and the catalog `updated` its
+/// Iceberg metadata is due for (`--iceberg`), which [`finish_table`]
+/// writes.
+pub(super) struct Synced {
+    table: TableId,
+    result: TableResult,
+    metadata_due: Option<String>,
+}
+
+/// The table's sync: everything but its Iceberg metadata.
+pub(super) async fn process_table(ctx: &Ctx<'_>, work: Work) -> Synced {
     let (table, entry) = match work {
         Work::Table(t, e) => (t, e),
         Work::NotInCatalog(t) => {
-            let r = not_in_catalog(ctx, &t);
-            if let Some(p) = &ctx.opts.progress {
-                p.table_finished(&t, &r);
-            }
-            return (t, r);
+            let result = not_in_catalog(ctx, &t);
+            return Synced {
+                table: t,
+                result,
+                metadata_due: None,
+            };
         }
     };
     let mut prev = ctx.entry(&table);
@@ -44,29 +55,29 @@ pub(super) async fn process_table(ctx: &Ctx<'_>, work: Work) -> (TableId, TableR
         Eligibility::Unchanged if ctx.opts.verify_all => Eligibility::Sync { bootstrap: false },
         d => d,
     };
-    let result = match decision {
+    let (result, metadata_due) = match decision {
         Eligibility::Unchanged => {
             let mut r = TableResult::skipped(&entry.updated);
+            let mut due = None;
             if let Some(prev) = &prev {
                 carry_over(ctx, &table, prev, &mut r, None);
                 let pending = pending_languages(ctx, prev);
                 if let Some(m) = languages::retry(ctx, &table, &pending).await {
                     m.record(&mut r);
                 }
-                if let Some(updated) = prev.last_seen_updated.as_deref() {
-                    if iceberg::behind(ctx, prev) {
-                        iceberg::refresh(ctx, &table, updated, &mut r).await;
-                    }
-                }
+                due = prev
+                    .last_seen_updated
+                    .clone()
+                    .filter(|_| iceberg::behind(ctx, prev));
             }
-            r
+            (r, due)
         }
         Eligibility::Sync { bootstrap } => {
             if let Some(p) = &ctx.opts.progress {
                 p.table_started(&table);
             }
             let span = tracing::info_span!("table", table = %table, bootstrap);
-            let mut r = match sync_table(ctx, &table, &entry, bootstrap, prev.as_ref())
+            let r = match sync_table(ctx, &table, &entry, bootstrap, prev.as_ref())
                 .instrument(span)
                 .await
             {
@@ -74,10 +85,27 @@ pub(super) async fn process_table(ctx: &Ctx<'_>, work: Work) -> (TableId, TableR
                 Err(e) => failed(ctx, &table, &entry, &e),
             };
             // Also after a failure: a request published before it failed.
-            iceberg::refresh(ctx, &table, &entry.updated, &mut r).await;
-            r
+            (r, Some(entry.updated.clone()))
         }
     };
+    Synced {
+        table,
+        result,
+        metadata_due,
+    }
+}
+
+/// The table's Iceberg metadata, when due (`--iceberg`); then the table is
+/// done. The cycle runs this beside the next tables' syncs.
+pub(super) async fn finish_table(ctx: &Ctx<'_>, synced: Synced) -> (TableId, TableResult) {
+    let Synced {
+        table,
+        mut result,
+        metadata_due,
+    } = synced;
+    if let Some(updated) = metadata_due {
+        iceberg::refresh(ctx, &table, &updated, &mut result).await;
+    }
     if let Some(p) = &ctx.opts.progress {
         p.table_finished(&table, &result);
     }
