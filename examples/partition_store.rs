@@ -207,7 +207,7 @@ fn store_demo(store: PartitionStore, d: &Download) -> Result<()> {
         }
     }
 
-    // Read one partition back as Arrow batches (streamed, 64 Ki rows each).
+    // Read one partition back as Arrow batches (streamed, 16 Ki rows each).
     let tid = d.requested.last().context("no period requested")?;
     let reader = store.read_partition(&d.table, tid)?;
     println!(

@@ -531,13 +531,31 @@ pub(crate) fn stream_partition<F>(
 where
     F: FnMut(&[Cell<'_>]) -> Result<(), postgres::Error>,
 {
+    let batch_rows = partition_store::READ_BATCH_ROWS;
+    stream_partition_in_batches(store, table, tid, conv, batch_rows, sink)
+}
+
+/// [`stream_partition`] reading batches of up to `batch_rows` rows.
+pub(crate) fn stream_partition_in_batches<F>(
+    store: &PartitionStore,
+    table: &TableId,
+    tid: &Tid,
+    conv: &Conversion,
+    batch_rows: usize,
+    sink: &mut F,
+) -> Result<PeriodStats, Error>
+where
+    F: FnMut(&[Cell<'_>]) -> Result<(), postgres::Error>,
+{
     let part_err = |source| Error::Read {
         table: table.clone(),
         tid: tid.clone(),
         path: store.display_partition(table, tid),
         source: Box::new(source),
     };
-    let reader = store.read_partition(table, tid).map_err(part_err)?;
+    let reader = store
+        .read_partition_in_batches(table, tid, batch_rows)
+        .map_err(part_err)?;
     let footer_rows = reader.num_rows();
     let mapping = conv.map_schema(table, tid, &reader.schema())?;
     let mut rows = RowConverter::new(conv, table, tid)?;

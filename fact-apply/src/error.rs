@@ -128,6 +128,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The reconcile's row-level diff could not spill its hashes to a
+    /// temporary file.
+    #[error(
+        "table {table}, period {tid}: cannot spill the row-level diff's hashes to a temporary file"
+    )]
+    Spill {
+        /// The table.
+        table: TableId,
+        /// The period being compared.
+        tid: Tid,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
     /// Nothing to apply for a table (no period with a partition, none deleted).
     #[error("table {table}: no periods to apply")]
     NoPeriods {

@@ -103,6 +103,7 @@ mod reconcile;
 mod run;
 mod swap;
 mod table;
+mod tally;
 mod tx;
 
 pub use convert::{code_to_range, column_name, tid_to_date, IntRange};

@@ -9,141 +9,175 @@
 //! predicate the server evaluates with the table's indexes, so the
 //! row-level diff of one edited row reads a small share of its period
 //! instead of all of it again. One column, because each value digest costs
-//! every one of the millions of rows a lookup on both sides (the types
-//! take several). When a column has too many values to keep (the digests
-//! are a fixed budget a table) it does not narrow; when nothing narrows
-//! enough, the reconcile reads the differing buckets as before.
+//! every one of the millions of rows a lookup on both sides.
+//!
+//! Each side keeps its column's values once (a value's index is its place
+//! in every period's digests) and, per period, one 24-byte digest per
+//! value: 127 values over 10 periods are 30 KB. The digests are a fixed
+//! budget a side ([`VALUE_DIGESTS`]); a table whose values and periods
+//! exceed it does not narrow, and a differing period is read by bucket.
 
 use std::collections::HashSet;
-use std::ops::Range;
 
 use rustc_hash::FxHashMap;
 
 use crate::reconcile::Digest;
 
-/// Value digests a table keeps at most, over its periods and columns, on
-/// each side (about 64 bytes each).
-const VALUES_PER_TABLE: usize = 65_536;
-
-/// A column's values a period keeps at least (below that the budget is
-/// not split further).
-const MIN_VALUES: usize = 64;
+/// Value digests (24 bytes each) a side keeps at most over a table's
+/// periods, a value itself counted as three: 384 KiB. 127 values narrow a
+/// table of up to 126 periods.
+const VALUE_DIGESTS: usize = 16_384;
 
 /// Differing values of one column that still narrow (each is a literal in
 /// the predicate).
-pub(crate) const MAX_KEYS: usize = 64;
+const MAX_KEYS: usize = 64;
 
-/// Rows (of both sides) a narrowed diff reads at most; above it the
-/// buckets' passes are cheaper to bound.
-pub(crate) const NARROW_ROWS: u64 = 65_536;
+/// Rows (of both sides) a narrowed diff reads at most; above it reading
+/// the period's differing buckets costs about the same.
+const NARROW_ROWS: u64 = 65_536;
 
 /// A row's field as sent in a binary COPY: its 4-byte length (`-1`:
 /// NULL) and its bytes.
 pub(crate) type Key = Vec<u8>;
 
-/// The digests of one period's rows per value of each code column; a
-/// column whose values exceed the period's share of the budget is
-/// dropped (`None`) and does not narrow.
+/// One side's digests of each period's rows per value of the narrowing
+/// column.
 #[derive(Debug, Clone)]
 pub(crate) struct ValueDigests {
-    /// Per column: each key's hash → its digest and the key.
-    cols: Vec<Option<FxHashMap<u64, (Digest, Key)>>>,
-    max: usize,
+    /// The column's position in the row.
+    col: usize,
+    /// Each value seen → its index in every period's digests.
+    keys: FxHashMap<Key, u32>,
+    /// Per period, the digest of each value by index (as long as the
+    /// period's highest index).
+    periods: Vec<Vec<Digest>>,
+    /// Digests allocated over all periods.
+    held: usize,
+    /// Over the budget: nothing is kept, and the table does not narrow.
+    over: bool,
 }
 
 impl ValueDigests {
-    /// Empty digests for `cols` columns, in a table of `periods` periods.
-    pub(crate) fn new(cols: usize, periods: usize) -> ValueDigests {
-        let max = (VALUES_PER_TABLE / (cols.max(1) * periods.max(1))).max(MIN_VALUES);
+    /// Empty digests of column `col` over `periods` periods.
+    pub(crate) fn new(col: usize, periods: usize) -> ValueDigests {
         ValueDigests {
-            cols: (0..cols).map(|_| Some(FxHashMap::default())).collect(),
-            max,
+            col,
+            keys: FxHashMap::default(),
+            periods: vec![Vec::new(); periods],
+            held: 0,
+            over: false,
         }
     }
 
-    /// Adds a row of hash `h`, whose fields are `fields` (spans in
-    /// `spans`), at the positions `cols`.
-    pub(crate) fn add(&mut self, cols: &[usize], fields: &[u8], spans: &[Range<usize>], h: u128) {
-        for (slot, &c) in self.cols.iter_mut().zip(cols) {
-            let Some(map) = slot else { continue };
-            let key = spans.get(c).and_then(|s| fields.get(s.clone()));
-            let Some(key) = key else { continue };
-            let k = xxhash_rust::xxh3::xxh3_64(key);
-            if let Some((d, _)) = map.get_mut(&k) {
-                d.add(h);
-            } else if map.len() >= self.max {
-                *slot = None;
-            } else {
-                let mut d = Digest::default();
-                d.add(h);
-                map.insert(k, (d, key.to_vec()));
-            }
+    /// Adds a row of period `p`, of hash `h`, whose binary COPY fields are
+    /// `fields`.
+    pub(crate) fn add(&mut self, p: usize, fields: &[u8], h: u128) {
+        if self.over {
+            return;
         }
+        let Some(key) = field(fields, self.col) else {
+            return;
+        };
+        let ix = match self.keys.get(key) {
+            Some(&ix) => ix as usize,
+            None => {
+                let ix = self.keys.len();
+                self.keys
+                    .insert(key.to_vec(), u32::try_from(ix).unwrap_or(u32::MAX));
+                ix
+            }
+        };
+        let Some(digests) = self.periods.get_mut(p) else {
+            return;
+        };
+        if ix >= digests.len() {
+            // At least every value known so far: a period's values mostly
+            // recur in the next.
+            let len = self.keys.len();
+            self.held += len - digests.len();
+            if self.held + 3 * len > VALUE_DIGESTS {
+                self.give_up();
+                return;
+            }
+            digests.reserve_exact(len - digests.len());
+            digests.resize(len, Digest::default());
+        }
+        digests[ix].add(h);
+    }
+
+    /// Frees everything: the table's values and periods exceed the budget.
+    fn give_up(&mut self) {
+        let periods = self.periods.len();
+        *self = ValueDigests::new(self.col, periods);
+        self.over = true;
+    }
+
+    /// The digest of `key` in period `p`.
+    fn digest(&self, p: usize, key: &[u8]) -> Digest {
+        let ix = self.keys.get(key).map(|&ix| ix as usize);
+        ix.and_then(|ix| self.periods.get(p)?.get(ix).copied())
+            .unwrap_or_default()
     }
 }
 
-/// What narrows a differing period: per code column (its position in
-/// the row), the values whose digests differ. A row that only one side
-/// has holds one of them in every listed column.
+/// What narrows a differing period: the values of the narrowing column
+/// whose digests differ. A row that only one side has holds one of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Narrowing {
-    pub(crate) cols: Vec<(usize, HashSet<Key>)>,
+    /// The column's position in the row.
+    pub(crate) col: usize,
+    /// Its differing values.
+    pub(crate) keys: HashSet<Key>,
+    /// The rows of both sides that hold them.
+    pub(crate) rows: u64,
 }
 
 impl Narrowing {
-    /// The narrowing of a period from both sides' value digests, when one
-    /// holds at most [`NARROW_ROWS`] rows of the two sides.
-    pub(crate) fn of(
-        cols: &[usize],
-        mine: &ValueDigests,
-        theirs: &ValueDigests,
-    ) -> Option<Narrowing> {
-        let mut out = Vec::new();
-        let mut rows = u64::MAX;
-        for ((&c, m), t) in cols.iter().zip(&mine.cols).zip(&theirs.cols) {
-            let (Some(m), Some(t)) = (m, t) else { continue };
-            let mut keys = HashSet::new();
-            let mut held = 0u64;
-            let digest = |side: &FxHashMap<u64, (Digest, Key)>, k: &u64| {
-                side.get(k).map(|(d, _)| *d).unwrap_or_default()
-            };
-            for (k, (_, key)) in m.iter().chain(t.iter()) {
-                let (a, b) = (digest(m, k), digest(t, k));
-                if a != b && keys.insert(key.clone()) {
-                    held += a.rows + b.rows;
+    /// The narrowing of period `p` from both sides' value digests, when it
+    /// names at most [`MAX_KEYS`] values holding at most [`NARROW_ROWS`]
+    /// rows of the two sides.
+    pub(crate) fn of(mine: &ValueDigests, theirs: &ValueDigests, p: usize) -> Option<Narrowing> {
+        if mine.over || theirs.over || mine.col != theirs.col {
+            return None;
+        }
+        let mut keys = HashSet::new();
+        let mut rows = 0u64;
+        for key in mine.keys.keys().chain(theirs.keys.keys()) {
+            let (a, b) = (mine.digest(p, key), theirs.digest(p, key));
+            if a != b && keys.insert(key.clone()) {
+                rows += a.rows + b.rows;
+                if keys.len() > MAX_KEYS {
+                    return None;
                 }
             }
-            if keys.is_empty() || keys.len() > MAX_KEYS {
-                continue;
-            }
-            rows = rows.min(held);
-            out.push((c, keys));
         }
-        (!out.is_empty() && rows <= NARROW_ROWS).then_some(Narrowing { cols: out })
+        (!keys.is_empty() && rows <= NARROW_ROWS).then_some(Narrowing {
+            col: mine.col,
+            keys,
+            rows,
+        })
     }
 
-    /// Whether the row with these fields is one the narrowing holds.
-    pub(crate) fn holds(&self, fields: &[u8], spans: &[Range<usize>]) -> bool {
-        self.cols.iter().all(|(c, keys)| {
-            spans
-                .get(*c)
-                .and_then(|s| fields.get(s.clone()))
-                .is_some_and(|k| keys.contains(k))
-        })
+    /// Whether the row with these binary COPY fields is one the narrowing
+    /// holds.
+    pub(crate) fn holds(&self, fields: &[u8]) -> bool {
+        field(fields, self.col).is_some_and(|k| self.keys.contains(k))
     }
 }
 
-/// The span of each field (length prefix included) of a row's binary
-/// COPY fields, into `out`.
-pub(crate) fn field_spans(fields: &[u8], out: &mut Vec<Range<usize>>) {
-    out.clear();
+/// Field `c` (length prefix included) of a row's binary COPY fields.
+pub(crate) fn field(fields: &[u8], c: usize) -> Option<&[u8]> {
     let mut at = 0usize;
-    while let Some(head) = fields.get(at..at + 4) {
+    for i in 0..=c {
+        let head = fields.get(at..at.checked_add(4)?)?;
         let len = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
         let end = at + 4 + usize::try_from(len).unwrap_or(0);
-        out.push(at..end.min(fields.len()));
+        if i == c {
+            return fields.get(at..end);
+        }
         at = end;
     }
+    None
 }
 
 /// A key's value (`None`: NULL).
@@ -172,30 +206,30 @@ mod tests {
         out
     }
 
-    fn digests(rows: &[Vec<u8>], cols: &[usize]) -> ValueDigests {
-        let mut d = ValueDigests::new(cols.len(), 1);
-        let mut spans = Vec::new();
+    fn digests(rows: &[Vec<u8>], col: usize) -> ValueDigests {
+        let mut d = ValueDigests::new(col, 1);
         for r in rows {
-            field_spans(r, &mut spans);
-            d.add(cols, r, &spans, crate::reconcile::row_hash(r));
+            d.add(0, r, crate::reconcile::row_hash(r));
         }
         d
     }
 
     #[test]
-    fn spans_cover_each_field_and_null() {
+    fn fields_by_position_null_and_empty_included() {
         let r = row(&[Some(b"101"), None, Some(b"")]);
-        let mut spans = Vec::new();
-        field_spans(&r, &mut spans);
-        assert_eq!(spans, vec![0..7, 7..11, 11..15]);
-        assert_eq!(key_value(&r[spans[0].clone()]), Some(&b"101"[..]));
-        assert_eq!(key_value(&r[spans[1].clone()]), None);
-        assert_eq!(key_value(&r[spans[2].clone()]), Some(&b""[..]));
+        assert_eq!(field(&r, 0), Some(&r[0..7]));
+        assert_eq!(field(&r, 1), Some(&r[7..11]));
+        assert_eq!(field(&r, 2), Some(&r[11..15]));
+        assert_eq!(field(&r, 3), None);
+        assert_eq!(field(&r[..5], 0), None, "a truncated field");
+        assert_eq!(key_value(&r[0..7]), Some(&b"101"[..]));
+        assert_eq!(key_value(&r[7..11]), None);
+        assert_eq!(key_value(&r[11..15]), Some(&b""[..]));
     }
 
     #[test]
-    fn an_edited_value_narrows_to_its_codes() {
-        // Columns: omrade, kon, indhold; narrowing on the first two.
+    fn an_edited_value_narrows_to_its_code() {
+        // Columns: omrade, kon, indhold; narrowing on omrade.
         let mut mirror = Vec::new();
         for o in [b"101", b"147", b"151"] {
             for k in [b"1", b"2"] {
@@ -204,40 +238,83 @@ mod tests {
         }
         let mut db = mirror.clone();
         db[3] = row(&[Some(b"147"), Some(b"2"), Some(b"8")]);
-        let cols = [0, 1];
-        let n = Narrowing::of(&cols, &digests(&mirror, &cols), &digests(&db, &cols));
+        let n = Narrowing::of(&digests(&mirror, 0), &digests(&db, 0), 0);
         let n = n.expect("one edited row narrows");
-        let mut spans = Vec::new();
-        let held: Vec<bool> = db
-            .iter()
-            .map(|r| {
-                field_spans(r, &mut spans);
-                n.holds(r, &spans)
-            })
-            .collect();
-        assert_eq!(held, vec![false, false, false, true, false, false]);
-        field_spans(&mirror[3], &mut spans);
-        assert!(n.holds(&mirror[3], &spans), "the mirror's original row too");
+        assert_eq!(n.rows, 4, "the two rows of 147 on each side");
+        let held: Vec<bool> = db.iter().map(|r| n.holds(r)).collect();
+        assert_eq!(held, vec![false, false, true, true, false, false]);
+        assert!(n.holds(&mirror[3]), "the mirror's original row too");
     }
 
     #[test]
-    fn equal_sides_do_not_narrow_and_a_column_over_budget_is_dropped() {
-        let rows: Vec<Vec<u8>> = (0..200u32)
-            .map(|i| row(&[Some(&i.to_be_bytes()), Some(b"x")]))
-            .collect();
-        let cols = [0, 1];
-        let d = digests(&rows, &cols);
-        assert!(Narrowing::of(&cols, &d, &d).is_none());
-        let mut small = ValueDigests::new(2, VALUES_PER_TABLE);
-        let mut spans = Vec::new();
-        for r in &rows {
-            field_spans(r, &mut spans);
-            small.add(&cols, r, &spans, crate::reconcile::row_hash(r));
+    fn a_value_only_one_side_has_and_a_null_narrow() {
+        let mirror = vec![row(&[Some(b"101"), Some(b"7")])];
+        let db = vec![
+            row(&[Some(b"101"), Some(b"7")]),
+            row(&[None, Some(b"7")]),
+            row(&[Some(b"999"), Some(b"7")]),
+        ];
+        let n = Narrowing::of(&digests(&mirror, 0), &digests(&db, 0), 0).expect("narrows");
+        let mut keys: Vec<Option<&[u8]>> = n.keys.iter().map(|k| key_value(k)).collect();
+        keys.sort();
+        assert_eq!(keys, vec![None, Some(&b"999"[..])]);
+        assert!(Narrowing::of(&digests(&mirror, 0), &digests(&mirror, 0), 0).is_none());
+    }
+
+    #[test]
+    fn the_same_value_in_other_periods_keeps_one_index() {
+        let mut d = ValueDigests::new(0, 3);
+        for p in 0..3 {
+            for v in [b"a", b"b", b"c"] {
+                let r = row(&[Some(v), Some(b"1")]);
+                d.add(p, &r, crate::reconcile::row_hash(&r));
+            }
         }
-        assert!(
-            small.cols[0].is_none(),
-            "200 values exceed a share of {MIN_VALUES}"
-        );
-        assert!(small.cols[1].is_some());
+        assert_eq!(d.keys.len(), 3);
+        assert!(d.periods.iter().all(|p| p.len() == 3));
+        assert_eq!(d.held, 9);
+        assert_eq!(d.digest(1, &row(&[Some(b"b")])).rows, 1);
+    }
+
+    #[test]
+    fn a_table_over_the_budget_does_not_narrow_and_frees_its_digests() {
+        let periods = 200;
+        let mut d = ValueDigests::new(0, periods);
+        // 100 values in each of 200 periods: 20,000 digests > 16,384.
+        for p in 0..periods {
+            for i in 0..100u32 {
+                let r = row(&[Some(&i.to_be_bytes()), Some(b"x")]);
+                d.add(p, &r, crate::reconcile::row_hash(&r));
+                assert!(d.held + 3 * d.keys.len() <= VALUE_DIGESTS);
+            }
+        }
+        assert!(d.over);
+        assert!(d.keys.is_empty() && d.periods.iter().all(Vec::is_empty));
+        let small = ValueDigests::new(0, periods);
+        assert!(Narrowing::of(&d, &small, 0).is_none());
+    }
+
+    #[test]
+    fn too_many_differing_values_do_not_narrow() {
+        let mirror: Vec<Vec<u8>> = (0..100u32)
+            .map(|i| row(&[Some(&i.to_be_bytes()), Some(b"1")]))
+            .collect();
+        let db: Vec<Vec<u8>> = (0..100u32)
+            .map(|i| row(&[Some(&i.to_be_bytes()), Some(b"2")]))
+            .collect();
+        assert!(Narrowing::of(&digests(&mirror, 0), &digests(&db, 0), 0).is_none());
+        let few: Vec<Vec<u8>> = mirror
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if i < MAX_KEYS {
+                    db[i].clone()
+                } else {
+                    r.clone()
+                }
+            })
+            .collect();
+        let n = Narrowing::of(&digests(&mirror, 0), &digests(&few, 0), 0);
+        assert_eq!(n.map(|n| n.keys.len()), Some(MAX_KEYS));
     }
 }

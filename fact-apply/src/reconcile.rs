@@ -15,12 +15,14 @@
 //! fresh snapshot: a period that agrees then (an apply committed in
 //! between) is not reported. For those that still differ the rows of each
 //! side that the other lacks are counted and shown. Each period is
-//! digested in up to 4096 buckets by hash, and by value of each code
-//! column ([`crate::narrow`]): when the differing values narrow the
-//! damage to few rows, only those are read again (through the table's
-//! indexes); else only the buckets that differ are, counting rows by hash
-//! a bounded number at a time, so that memory stays flat whatever the
-//! size of a period or of its damage.
+//! digested in up to 4096 buckets by hash (within a budget a table), and
+//! by value of one code column ([`crate::narrow`]): when the differing
+//! values narrow the damage to few rows, only those are read again
+//! (through the table's indexes); else the rows of the buckets that differ
+//! are. Either way each row is read once a side and counted by hash, in
+//! memory while the hashes are few and spilled to temporary files by hash
+//! when they are not ([`crate::tally`]), so that memory stays flat
+//! whatever the size of a table, a period or its damage.
 //!
 //! The repair applies exactly the periods found through the apply's own
 //! paths, in one transaction per table: missing and differing periods are
@@ -42,11 +44,12 @@ use sync_state::{
 };
 
 use crate::catalog::{quote_ident, table_columns, table_oid};
-use crate::conversion::{stream_partition, Conversion};
+use crate::conversion::{stream_partition_in_batches, Conversion};
 use crate::convert::Cell;
 use crate::copy_out;
 use crate::error::error_chain;
-use crate::narrow::{field_spans, key_value, Narrowing, ValueDigests};
+use crate::narrow::{field, key_value, Narrowing, ValueDigests};
+use crate::tally::{Counter, HeldRows, Side, Tally};
 use crate::tx::{check_partitions, tid_values, Ctx};
 use crate::{apply_table, ApplyOptions, Error, TableWork};
 
@@ -242,13 +245,9 @@ fn compare(
     let (mirror, db) = (mirror?, db?);
     tracing::debug!(table = %table, secs = t.elapsed().as_secs_f64(), "digests of both sides");
     let mut r = TableReconcile::agrees();
-    r.rows_compared = mirror
-        .iter()
-        .map(|b| Digest::total(&b.buckets).rows)
-        .sum::<u64>()
-        + db.rows();
+    r.rows_compared = mirror.rows() + db.rows();
     let suspects: Vec<usize> = (0..tids.len())
-        .filter(|&p| mirror[p].buckets != db.periods[p].buckets)
+        .filter(|&p| mirror.periods[p] != db.side.periods[p])
         .collect();
     if suspects.is_empty() && db.extra.is_empty() {
         return Ok(r);
@@ -257,7 +256,7 @@ fn compare(
     // The suspects' differing buckets again, each period in a fresh
     // snapshot: what agrees now was an apply committing in between.
     for p in suspects {
-        side.recheck(client, p, &mirror[p], &db.periods[p], &mut r)?;
+        side.recheck(client, p, &mirror, &db.side, &mut r)?;
     }
     if !db.extra.is_empty() {
         let again = side.database(client, Scope::NoPeriod)?;
@@ -358,28 +357,30 @@ impl Digest {
 /// A period's digests, one per hash bucket ([`bucket`]).
 type Buckets = Vec<Digest>;
 
-/// A period's digests on one side: by hash bucket, and by value of each
-/// code column ([`narrow`]).
-struct PeriodDigests {
-    buckets: Buckets,
-    values: ValueDigests,
+/// One side's digests of a table: each period's by hash bucket, and by
+/// value of the narrowing column ([`crate::narrow`]) when there is one.
+struct SideDigests {
+    periods: Vec<Buckets>,
+    values: Option<ValueDigests>,
 }
 
-/// The database's digests: one set per period of the mirror (by
-/// position), and one digest per `tid` value no period maps to (by its
-/// binary value).
+impl SideDigests {
+    fn rows(&self) -> u64 {
+        self.periods.iter().map(|b| Digest::total(b).rows).sum()
+    }
+}
+
+/// The database's digests: those of the mirror's periods (by position),
+/// and one digest per `tid` value no period maps to (by its binary
+/// value).
 struct DbDigests {
-    periods: Vec<PeriodDigests>,
+    side: SideDigests,
     extra: HashMap<Vec<u8>, Digest>,
 }
 
 impl DbDigests {
     fn rows(&self) -> u64 {
-        self.periods
-            .iter()
-            .map(|b| Digest::total(&b.buckets).rows)
-            .sum::<u64>()
-            + self.extra.values().map(|d| d.rows).sum::<u64>()
+        self.side.rows() + self.extra.values().map(|d| d.rows).sum::<u64>()
     }
 }
 
@@ -388,7 +389,6 @@ impl DbDigests {
 struct DbAccumulator<'s> {
     side: &'s Sides<'s>,
     out: DbDigests,
-    spans: Vec<std::ops::Range<usize>>,
     /// The last row's `tid` and period: rows come clustered by period.
     last: Option<(Vec<u8>, usize)>,
 }
@@ -398,10 +398,9 @@ impl<'s> DbAccumulator<'s> {
         DbAccumulator {
             side,
             out: DbDigests {
-                periods: (0..side.tids.len()).map(|p| side.empty(p)).collect(),
+                side: side.empty(),
                 extra: HashMap::new(),
             },
-            spans: Vec::new(),
             last: None,
         }
     }
@@ -422,12 +421,12 @@ impl<'s> DbAccumulator<'s> {
         };
         match period {
             Some(p) => {
-                let d = &mut self.out.periods[p];
-                let n = d.buckets.len();
-                d.buckets[bucket(h, n)].add(h);
-                if !side.codes.is_empty() {
-                    field_spans(t.fields, &mut self.spans);
-                    d.values.add(&side.codes, t.fields, &self.spans, h);
+                let digests = &mut self.out.side;
+                let buckets = &mut digests.periods[p];
+                let n = buckets.len();
+                buckets[bucket(h, n)].add(h);
+                if let Some(values) = &mut digests.values {
+                    values.add(p, t.fields, h);
                 }
             }
             None => self.out.extra.entry(tid.to_vec()).or_default().add(h),
@@ -435,8 +434,7 @@ impl<'s> DbAccumulator<'s> {
     }
 }
 
-/// A row of the database as its binary fields (`None`: NULL), kept to be
-/// shown.
+/// A row as its binary fields (`None`: NULL), kept to be shown.
 type RawRow = Vec<Option<Vec<u8>>>;
 
 /// What the row-level diff of one period found.
@@ -444,10 +442,16 @@ type RawRow = Vec<Option<Vec<u8>>>;
 struct Found {
     only_in_mirror: u64,
     only_in_db: u64,
-    /// Rows only the mirror has, by hash, as text (the smallest hashes).
-    ex_mirror: BTreeMap<u128, String>,
+    /// Rows only the mirror has, by hash (the smallest hashes).
+    ex_mirror: BTreeMap<u128, RawRow>,
     /// Rows only the database has, by hash (the smallest hashes).
     ex_db: BTreeMap<u128, RawRow>,
+}
+
+impl Found {
+    fn is_empty(&self) -> bool {
+        self.only_in_mirror == 0 && self.only_in_db == 0
+    }
 }
 
 /// What both sides of one table's comparison share.
@@ -463,9 +467,8 @@ struct Sides<'a> {
     literals: Vec<String>,
     /// Each period's number of hash buckets ([`buckets_for`]).
     buckets: Vec<usize>,
-    /// The code columns (all but `tid` and `indhold`), by position: the
-    /// value digests' columns.
-    codes: Vec<usize>,
+    /// The column the value digests narrow by, by position.
+    code: Option<usize>,
 }
 
 impl<'a> Sides<'a> {
@@ -494,36 +497,41 @@ impl<'a> Sides<'a> {
             types,
             keys,
             literals,
-            buckets: rows.iter().map(|&r| buckets_for(r)).collect(),
-            codes: narrowing_column(ctx, conv).into_iter().collect(),
+            buckets: {
+                let table_rows = rows.iter().sum();
+                rows.iter().map(|&r| buckets_for(r, table_rows)).collect()
+            },
+            code: narrowing_column(ctx, conv),
         })
     }
 
-    /// Empty digests of period `p`.
-    fn empty(&self, p: usize) -> PeriodDigests {
-        PeriodDigests {
-            buckets: vec![Digest::default(); self.buckets[p]],
-            values: ValueDigests::new(self.codes.len(), self.tids.len()),
+    /// Empty digests of every period.
+    fn empty(&self) -> SideDigests {
+        SideDigests {
+            periods: self
+                .buckets
+                .iter()
+                .map(|&n| vec![Digest::default(); n])
+                .collect(),
+            values: self.code.map(|c| ValueDigests::new(c, self.tids.len())),
         }
     }
 
     /// The mirror's digests of every period.
-    fn mirror(&self) -> Result<Vec<PeriodDigests>, Error> {
-        let mut spans = Vec::new();
-        (0..self.tids.len())
-            .map(|p| {
-                let mut out = self.empty(p);
-                let n = out.buckets.len();
-                self.each_mirror_row(p, |h, fields, _| {
-                    out.buckets[bucket(h, n)].add(h);
-                    if !self.codes.is_empty() {
-                        field_spans(fields, &mut spans);
-                        out.values.add(&self.codes, fields, &spans, h);
-                    }
-                })?;
-                Ok(out)
-            })
-            .collect()
+    fn mirror(&self) -> Result<SideDigests, Error> {
+        let mut out = self.empty();
+        for p in 0..self.tids.len() {
+            let buckets = &mut out.periods[p];
+            let values = &mut out.values;
+            let n = buckets.len();
+            self.each_mirror_row(p, |h, fields| {
+                buckets[bucket(h, n)].add(h);
+                if let Some(values) = values.as_mut() {
+                    values.add(p, fields, h);
+                }
+            })?;
+        }
+        Ok(out)
     }
 
     /// The columns the comparison reads, as the apply writes them
@@ -647,23 +655,20 @@ impl<'a> Sides<'a> {
     }
 
     /// Streams the rows of period `p` of the mirror, converted as the apply
-    /// converts them: each row's hash and its cells.
-    fn each_mirror_row(
-        &self,
-        p: usize,
-        mut f: impl FnMut(u128, &[u8], &[Cell<'_>]),
-    ) -> Result<(), Error> {
+    /// converts them: each row's hash and its binary COPY fields.
+    fn each_mirror_row(&self, p: usize, mut f: impl FnMut(u128, &[u8])) -> Result<(), Error> {
         let mut buf = BytesMut::new();
         let mut sink = |cells: &[Cell<'_>]| {
             encode_cells(cells, &self.types, &mut buf);
-            f(row_hash(&buf), &buf, cells);
+            f(row_hash(&buf), &buf);
             Ok(())
         };
-        stream_partition(
+        stream_partition_in_batches(
             self.ctx.store,
             self.ctx.table,
             &self.tids[p],
             self.conv,
+            MIRROR_BATCH_ROWS,
             &mut sink,
         )?;
         Ok(())
@@ -679,61 +684,56 @@ impl<'a> Sides<'a> {
     /// missing from the database, or its rows that only one side has.
     /// Those rows are the ones the value digests narrow to
     /// ([`Narrowing`]), read through the table's indexes, when that is
-    /// few; else those of the differing hash buckets, a bounded number of
-    /// rows per pass ([`DIFF_ROWS_PER_PASS`], counted by hash), so memory
-    /// stays flat whatever the period's size.
+    /// few; else those of the differing hash buckets. A narrowed read that
+    /// finds nothing (an apply committed since) is checked by bucket too,
+    /// so that nothing the digests saw is dismissed on the values' word.
     fn recheck(
         &self,
         client: &mut Client,
         p: usize,
-        mine: &PeriodDigests,
-        theirs: &PeriodDigests,
+        mine: &SideDigests,
+        theirs: &SideDigests,
         r: &mut TableReconcile,
     ) -> Result<(), Error> {
         let t = Instant::now();
         let mut tx = snapshot(client, self.ctx.table)?;
-        let mut found = Found::default();
-        let narrowing = Narrowing::of(&self.codes, &mine.values, &theirs.values);
-        let how = match &narrowing {
-            Some(n) => {
-                let predicate = self.predicate(&mut tx, n)?;
-                let subset = Subset::Values(n);
-                self.diff_pass(
-                    &mut tx,
-                    p,
-                    &subset,
-                    Scope::Narrowed(p, &predicate),
-                    &mut found,
-                )?;
-                "by value"
-            }
-            None => {
-                let (m, d) = (&mine.buckets, &theirs.buckets);
-                let n = m.len();
-                let differing: Vec<usize> = (0..n).filter(|&b| m[b] != d[b]).collect();
-                for pass in passes(&differing, |b| m[b].rows + d[b].rows, n) {
-                    let subset = Subset::Buckets(&pass);
-                    self.diff_pass(&mut tx, p, &subset, Scope::Period(p), &mut found)?;
-                }
-                "by bucket"
-            }
+        let narrowing = match (&mine.values, &theirs.values) {
+            (Some(m), Some(d)) => Narrowing::of(m, d, p),
+            _ => None,
         };
+        let mut found = None;
+        if let Some(n) = &narrowing {
+            let predicate = self.predicate(&mut tx, n)?;
+            let scope = Scope::Narrowed(p, &predicate);
+            let f = self.diff(&mut tx, p, &Subset::Values(n), scope, n.rows)?;
+            found = (!f.is_empty()).then_some(f);
+        }
+        let how = if found.is_some() {
+            "by value"
+        } else {
+            "by bucket"
+        };
+        let found = match found {
+            Some(f) => f,
+            None => self.diff_by_bucket(&mut tx, p, &mine.periods[p], &theirs.periods[p])?,
+        };
+        let only_in_mirror = self.render(&mut tx, &found.ex_mirror)?;
         let only_in_db = self.render(&mut tx, &found.ex_db)?;
         end(tx, self.ctx.table)?;
         tracing::debug!(table = %self.ctx.table, tid = %self.tids[p], how, secs = t.elapsed().as_secs_f64(), "row-level diff");
-        if found.only_in_mirror == 0 && found.only_in_db == 0 {
+        if found.is_empty() {
             return Ok(());
         }
         // The database's rows: the mirror's, less those only the mirror
         // has, and those only the database has.
-        let mirror_rows = Digest::total(&mine.buckets).rows;
+        let mirror_rows = Digest::total(&mine.periods[p]).rows;
         let db_rows = (mirror_rows + found.only_in_db).saturating_sub(found.only_in_mirror);
         if db_rows == 0 {
             r.missing_in_db.push(self.tids[p].clone());
             return Ok(());
         }
         let mut examples = Examples {
-            only_in_mirror: found.ex_mirror.into_values().collect(),
+            only_in_mirror,
             only_in_db,
         };
         examples.only_in_mirror.sort();
@@ -749,60 +749,64 @@ impl<'a> Sides<'a> {
         Ok(())
     }
 
-    /// The SQL condition of a narrowing: `col IN (v, …)` for each of its
-    /// columns, the values as Postgres prints them (one round trip).
+    /// The row-level diff of the rows of period `p` in the buckets whose
+    /// digests differ (`mine`, `theirs`).
+    fn diff_by_bucket(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        p: usize,
+        mine: &Buckets,
+        theirs: &Buckets,
+    ) -> Result<Found, Error> {
+        let pairs = || mine.iter().zip(theirs);
+        let differing: Vec<bool> = pairs().map(|(a, b)| a != b).collect();
+        let rows = pairs()
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| a.rows + b.rows)
+            .sum();
+        self.diff(tx, p, &Subset::Buckets(&differing), Scope::Period(p), rows)
+    }
+
+    /// The SQL condition of a narrowing: `col IN (v, …)`, the values as
+    /// Postgres prints them (one round trip), `OR col IS NULL` for a NULL.
     fn predicate(
         &self,
         tx: &mut postgres::Transaction<'_>,
         n: &Narrowing,
     ) -> Result<String, Error> {
-        let mut keys: Vec<(usize, &[u8])> = Vec::new();
-        for (c, set) in &n.cols {
-            let mut sorted: Vec<&Vec<u8>> = set.iter().collect();
-            sorted.sort();
-            keys.extend(sorted.into_iter().map(|k| (*c, k.as_slice())));
+        let mut keys: Vec<&Vec<u8>> = n.keys.iter().collect();
+        keys.sort();
+        let ty = self.compared_type(n.col);
+        let values: Vec<&[u8]> = keys.iter().filter_map(|k| key_value(k)).collect();
+        let mut alts = Vec::new();
+        if !values.is_empty() {
+            let casts: Vec<String> = (1..=values.len())
+                .map(|i| format!("(${i}::{ty})::text"))
+                .collect();
+            let params: Vec<RawParam<'_>> = values.iter().map(|v| RawParam(Some(v))).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            let step = "printing the differing values";
+            let row = tx
+                .query_one(&format!("SELECT {}", casts.join(", ")), &refs)
+                .map_err(Error::db(self.ctx.table, step))?;
+            let literals = (0..values.len())
+                .map(|i| {
+                    let v: String = row.try_get(i).map_err(Error::db(self.ctx.table, step))?;
+                    let v = v.replace('\\', "\\\\").replace('\'', "''");
+                    Ok(format!("E'{v}'::{ty}"))
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            alts.push(format!(
+                "{} IN ({})",
+                self.compared_column(n.col),
+                literals.join(", ")
+            ));
         }
-        let casts: Vec<String> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, (c, _))| format!("(${}::{})::text", i + 1, self.compared_type(*c)))
-            .collect();
-        let params: Vec<RawParam<'_>> = keys.iter().map(|(_, k)| RawParam(key_value(k))).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let row = tx
-            .query_one(&format!("SELECT {}", casts.join(", ")), &refs)
-            .map_err(Error::db(self.ctx.table, "printing the differing values"))?;
-        let mut by_col: BTreeMap<usize, (Vec<String>, bool)> = BTreeMap::new();
-        for (i, (c, _)) in keys.iter().enumerate() {
-            let text: Option<String> = row
-                .try_get(i)
-                .map_err(Error::db(self.ctx.table, "printing the differing values"))?;
-            let entry = by_col.entry(*c).or_default();
-            match text {
-                Some(v) => entry.0.push(format!(
-                    "E'{}'::{}",
-                    v.replace('\\', "\\\\").replace('\'', "''"),
-                    self.compared_type(*c)
-                )),
-                None => entry.1 = true,
-            }
+        if values.len() < keys.len() {
+            alts.push(format!("{} IS NULL", self.compared_column(n.col)));
         }
-        let parts: Vec<String> = by_col
-            .into_iter()
-            .map(|(c, (values, null))| {
-                let col = self.compared_column(c);
-                let mut alts = Vec::new();
-                if !values.is_empty() {
-                    alts.push(format!("{col} IN ({})", values.join(", ")));
-                }
-                if null {
-                    alts.push(format!("{col} IS NULL"));
-                }
-                format!("({})", alts.join(" OR "))
-            })
-            .collect();
-        Ok(parts.join(" AND "))
+        Ok(format!("({})", alts.join(" OR ")))
     }
 
     /// Column `c` as the comparison reads it ([`Self::select_list`]).
@@ -825,90 +829,106 @@ impl<'a> Sides<'a> {
         }
     }
 
-    /// One pass of the row-level diff of period `p`: the rows `subset`
-    /// holds counted by hash on both sides (the mirror's first, so that a
-    /// database row is known to be surplus as it is read; the database's
-    /// rows of `scope`), then the mirror's surplus rows as text when there
-    /// are any.
-    fn diff_pass(
+    /// The row-level diff of period `p`: the rows `subset` holds (about
+    /// `rows` of both sides) counted by hash on both sides, the mirror's
+    /// first (so that while the count is in memory a database row is
+    /// known to be surplus as it is read; the database's rows of `scope`),
+    /// then the smallest surplus rows of each side as examples (the
+    /// mirror's held while they are few, else read again; both shown as
+    /// Postgres prints them).
+    fn diff(
         &self,
         tx: &mut postgres::Transaction<'_>,
         p: usize,
         subset: &Subset<'_>,
         scope: Scope<'_>,
-        found: &mut Found,
-    ) -> Result<(), Error> {
+        rows: u64,
+    ) -> Result<Found, Error> {
         let n = self.buckets[p];
         let fields = self.types.len();
-        let mut counts: HashMap<u128, (u64, u64)> = HashMap::new();
-        // The held rows as text while they are few (a narrowed diff): their
-        // examples then need no second read of the partition.
-        let names = self.names();
-        let mut texts: Option<HashMap<u128, String>> = Some(HashMap::new());
+        let mut counter = Counter::new(rows);
+        let mut held = HeldRows::for_rows(rows);
         on_a_thread(|| {
-            let mut spans = Vec::new();
-            self.each_mirror_row(p, |h, row, cells| {
-                if subset.holds(h, n, row, &mut spans) {
-                    counts.entry(h).or_default().0 += 1;
-                    if let Some(t) = &mut texts {
-                        if t.len() >= TEXT_ROWS {
-                            texts = None;
-                        } else {
-                            t.entry(h).or_insert_with(|| {
-                                row_text(&names, cells.iter().map(|c| c.to_string()))
-                            });
-                        }
-                    }
+            self.each_mirror_row(p, |h, row| {
+                if subset.holds(h, n, row) {
+                    counter.add(h, Side::Mirror);
+                    held.push(h, row);
                 }
             })
         })?;
-        let mut spans = Vec::new();
+        let mut ex_db = BTreeMap::new();
         self.each_db_row(tx, scope, |h, t| {
-            if subset.holds(h, n, t.fields, &mut spans) {
-                let c = counts.entry(h).or_default();
-                c.1 += 1;
-                if c.1 > c.0 {
-                    keep_example(&mut found.ex_db, h, || {
-                        (0..fields)
-                            .map(|i| t.value(i).map(<[u8]>::to_vec))
-                            .collect()
-                    });
+            if subset.holds(h, n, t.fields) {
+                counter.add(h, Side::Db);
+                if counter.in_memory(h).is_some_and(|c| c.db > c.mirror) {
+                    keep_example(&mut ex_db, h, || raw_row(t, fields));
                 }
             }
         })?;
-        let mut mirror_surplus = false;
-        for &(m, d) in counts.values() {
-            if m > d {
-                found.only_in_mirror += m - d;
-                mirror_surplus = true;
-            } else {
-                found.only_in_db += d - m;
-            }
+        let spilled = counter.spilled();
+        let tally = counter.finish().map_err(|source| Error::Spill {
+            table: self.ctx.table.clone(),
+            tid: self.tids[p].clone(),
+            source,
+        })?;
+        if spilled {
+            // Rows kept while reading missed those counted on disk.
+            ex_db = self.db_examples(tx, scope, &tally)?;
         }
-        if let (true, Some(texts)) = (mirror_surplus, &texts) {
-            for (h, (m, d)) in &counts {
-                if m > d {
-                    if let Some(text) = texts.get(h) {
-                        keep_example(&mut found.ex_mirror, *h, || text.clone());
-                    }
-                }
-            }
-        } else if mirror_surplus {
-            let ex_mirror = &mut found.ex_mirror;
-            on_a_thread(|| {
-                self.each_mirror_row(p, |h, _, cells| {
-                    if counts.get(&h).is_some_and(|(m, d)| m > d) {
-                        keep_example(ex_mirror, h, || {
-                            row_text(&names, cells.iter().map(|c| c.to_string()))
-                        });
-                    }
-                })
-            })?;
-        }
-        Ok(())
+        let ex_mirror = match held.find(&tally.ex_mirror) {
+            Some(rows) => rows,
+            None => self.mirror_examples(p, &tally)?,
+        };
+        Ok(Found {
+            only_in_mirror: tally.only_in_mirror,
+            only_in_db: tally.only_in_db,
+            ex_mirror: ex_mirror
+                .into_iter()
+                .map(|(h, row)| (h, raw_fields(&row, fields)))
+                .collect(),
+            ex_db,
+        })
     }
 
-    /// Database rows as text, as Postgres prints their values.
+    /// The binary fields of `tally`'s mirror examples, read again.
+    fn mirror_examples(&self, p: usize, tally: &Tally) -> Result<BTreeMap<u128, Vec<u8>>, Error> {
+        let wanted = &tally.ex_mirror;
+        let mut out = BTreeMap::new();
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        on_a_thread(|| {
+            self.each_mirror_row(p, |h, row| {
+                if wanted.contains(&h) {
+                    out.entry(h).or_insert_with(|| row.to_vec());
+                }
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// The rows of `tally`'s database examples, read again from `scope`.
+    fn db_examples(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        scope: Scope<'_>,
+        tally: &Tally,
+    ) -> Result<BTreeMap<u128, RawRow>, Error> {
+        let wanted = &tally.ex_db;
+        let mut out = BTreeMap::new();
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        let fields = self.types.len();
+        self.each_db_row(tx, scope, |h, t| {
+            if wanted.contains(&h) {
+                out.entry(h).or_insert_with(|| raw_row(t, fields));
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Rows (either side's) as text, as Postgres prints their values.
     fn render(
         &self,
         tx: &mut postgres::Transaction<'_>,
@@ -1009,119 +1029,66 @@ enum Scope<'a> {
     NoPeriod,
 }
 
-/// The rows of a period one pass of the row-level diff compares.
+/// The rows of a period the row-level diff compares.
 enum Subset<'a> {
-    /// Those of some hash buckets.
-    Buckets(&'a Pass),
+    /// Those of the hash buckets marked (by bucket).
+    Buckets(&'a [bool]),
     /// Those a narrowing holds.
     Values(&'a Narrowing),
 }
 
 impl Subset<'_> {
     /// Whether the row of hash `h` and binary fields `fields` is in the
-    /// subset (`n`: the period's buckets; `spans`: scratch space).
-    fn holds(
-        &self,
-        h: u128,
-        n: usize,
-        fields: &[u8],
-        spans: &mut Vec<std::ops::Range<usize>>,
-    ) -> bool {
+    /// subset (`n`: the period's buckets).
+    fn holds(&self, h: u128, n: usize, fields: &[u8]) -> bool {
         match self {
-            Subset::Buckets(pass) => pass.holds(h, n),
-            Subset::Values(narrowing) => {
-                field_spans(fields, spans);
-                narrowing.holds(fields, spans)
-            }
+            Subset::Buckets(mask) => mask.get(bucket(h, n)).copied().unwrap_or(false),
+            Subset::Values(narrowing) => narrowing.holds(fields),
         }
     }
 }
 
 /// Rows per hash bucket a period's digests aim at: a period's buckets
 /// cost 24 bytes each on each side, and one edited row sends one bucket
-/// (about this many rows a side) to the row-level diff.
-const ROWS_PER_BUCKET: u64 = 1024;
+/// (about this many rows a side) to the row-level diff's count when
+/// nothing narrows it (the period is read again either way; counting a
+/// few thousand hashes costs less than holding more buckets).
+const ROWS_PER_BUCKET: u64 = 4096;
 
 /// At most this many buckets a period.
-const MAX_BUCKETS: usize = 4096;
+const MAX_BUCKETS: usize = 1024;
 
-/// Rows of the mirror a pass of the row-level diff keeps as text for its
-/// examples (a narrowed pass holds few); past it, the examples are read
-/// again.
-const TEXT_ROWS: usize = 4096;
+/// Buckets a table's periods aim at together, on each side (a period has
+/// at least one, and its share is rounded up to a power of two): 96 KiB
+/// a side, whatever the table's size; a larger table has more rows a
+/// bucket.
+const TABLE_BUCKETS: u64 = 4096;
 
-/// Rows (of both sides, by hash and count) one pass of the row-level diff
-/// holds at most: about 10 MiB. Larger buckets are split by hash.
-const DIFF_ROWS_PER_PASS: u64 = 262_144;
+/// Rows a batch of the mirror's partitions as the reconcile reads them:
+/// half the apply's ([`partition_store::READ_BATCH_ROWS`]). The mirror's
+/// side runs beside the database's read, which takes longer, so smaller
+/// batches cost no time, and they hold the reconcile, which keeps the
+/// database's stream and both sides' digests too, within the apply's
+/// memory.
+const MIRROR_BATCH_ROWS: usize = 8 * 1024;
 
-/// The buckets of a period of `rows` rows: a power of two.
 /// A row's hash: of its fields as a binary COPY sends them (both sides
 /// encode the mirror's rows to that form first).
 pub(crate) fn row_hash(fields: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(fields)
 }
 
-fn buckets_for(rows: u64) -> usize {
-    let want = usize::try_from(rows / ROWS_PER_BUCKET).unwrap_or(MAX_BUCKETS);
+/// The buckets of a period of `rows` rows in a table of `table_rows`: a
+/// power of two.
+fn buckets_for(rows: u64, table_rows: u64) -> usize {
+    let per_bucket = ROWS_PER_BUCKET.max(table_rows.div_ceil(TABLE_BUCKETS));
+    let want = usize::try_from(rows / per_bucket).unwrap_or(MAX_BUCKETS);
     want.next_power_of_two().clamp(1, MAX_BUCKETS)
 }
 
 /// The bucket of a row's hash among `n` (a power of two): its top bits.
 fn bucket(h: u128, n: usize) -> usize {
     ((h >> 64) as usize) & (n - 1)
-}
-
-/// The rows one pass of the row-level diff reads: those of the buckets
-/// of `mask`, and of them those whose hash falls in `part` of `parts`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Pass {
-    mask: Vec<bool>,
-    part: u64,
-    parts: u64,
-}
-
-impl Pass {
-    fn new(n: usize, part: u64, parts: u64) -> Pass {
-        Pass {
-            mask: vec![false; n],
-            part,
-            parts,
-        }
-    }
-
-    fn holds(&self, h: u128, n: usize) -> bool {
-        self.mask[bucket(h, n)] && (h as u64) % self.parts == self.part
-    }
-}
-
-/// The differing buckets (of `n`) grouped into passes of at most
-/// [`DIFF_ROWS_PER_PASS`] rows (`rows(b)`: both sides' rows in bucket
-/// `b`); a larger bucket is split into parts by hash.
-fn passes(differing: &[usize], rows: impl Fn(usize) -> u64, n: usize) -> Vec<Pass> {
-    let mut out: Vec<Pass> = Vec::new();
-    let mut held = u64::MAX;
-    for &b in differing {
-        let r = rows(b);
-        if r > DIFF_ROWS_PER_PASS {
-            let parts = r.div_ceil(DIFF_ROWS_PER_PASS);
-            for part in 0..parts {
-                let mut pass = Pass::new(n, part, parts);
-                pass.mask[b] = true;
-                out.push(pass);
-            }
-            held = u64::MAX;
-            continue;
-        }
-        if held.saturating_add(r) > DIFF_ROWS_PER_PASS {
-            out.push(Pass::new(n, 0, 1));
-            held = 0;
-        }
-        held += r;
-        if let Some(pass) = out.last_mut() {
-            pass.mask[b] = true;
-        }
-    }
-    out
 }
 
 /// Keeps `make()` for `h` if `h` is among the [`EXAMPLE_ROWS`] smallest
@@ -1136,6 +1103,20 @@ fn keep_example<V>(kept: &mut BTreeMap<u128, V>, h: u128, make: impl FnOnce() ->
     if kept.len() > EXAMPLE_ROWS {
         kept.pop_last();
     }
+}
+
+/// A database row's binary fields, kept to be shown.
+fn raw_row(t: &copy_out::Tuple<'_>, fields: usize) -> RawRow {
+    (0..fields)
+        .map(|i| t.value(i).map(<[u8]>::to_vec))
+        .collect()
+}
+
+/// A mirror row's binary COPY fields, split as a database row's.
+fn raw_fields(row: &[u8], fields: usize) -> RawRow {
+    (0..fields)
+        .map(|i| field(row, i).and_then(key_value).map(<[u8]>::to_vec))
+        .collect()
 }
 
 /// Runs `f` on a thread of its own, as the first pass reads the mirror:
@@ -1266,55 +1247,37 @@ fn encode_cells(cells: &[Cell<'_>], types: &[Type], buf: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     fn hash(i: u64) -> u128 {
         xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes())
     }
 
-    proptest! {
-        /// Every row of every differing bucket is read in exactly one pass,
-        /// and a pass holds at most DIFF_ROWS_PER_PASS rows (by the
-        /// buckets' counts; a split bucket's parts by expectation).
-        #[test]
-        fn passes_cover_each_differing_row_once_within_the_bound(
-            rows in proptest::collection::vec(0u64..1_000_000, 1..64),
-            n in prop_oneof![Just(64usize), Just(1024), Just(MAX_BUCKETS)],
-        ) {
-            let differing: Vec<usize> = (0..rows.len()).map(|i| i * 7 % n).collect();
-            let rows_of = |b: usize| rows[differing.iter().position(|&d| d == b).unwrap_or(0)];
-            let passes = passes(&differing, rows_of, n);
-            for i in 0..2000u64 {
-                let h = hash(i);
-                let holding = passes.iter().filter(|p| p.holds(h, n)).count();
-                let want = usize::from(differing.contains(&bucket(h, n)));
-                prop_assert_eq!(holding, want);
-            }
-            for pass in &passes {
-                let held: Vec<usize> = (0..n).filter(|&b| pass.mask[b]).collect();
-                prop_assert!(!held.is_empty());
-                let rows: u64 = held.iter().map(|&b| rows_of(b)).sum();
-                prop_assert!(rows.div_ceil(pass.parts) <= DIFF_ROWS_PER_PASS, "{rows} rows in {} buckets, {} parts", held.len(), pass.parts);
-            }
-        }
-    }
-
-    #[test]
-    fn no_differing_bucket_no_pass() {
-        assert!(passes(&[], |_| 1, 64).is_empty());
-    }
-
     #[test]
     fn buckets_grow_with_the_period_up_to_a_bound() {
-        assert_eq!(buckets_for(0), 1);
-        assert_eq!(buckets_for(1023), 1);
-        assert_eq!(buckets_for(200_025), 256);
-        assert_eq!(buckets_for(20_000), 32);
-        assert_eq!(buckets_for(10_000_000), 4096);
-        assert_eq!(buckets_for(u64::MAX), MAX_BUCKETS);
+        let small = 1_000_000;
+        assert_eq!(buckets_for(0, small), 1);
+        assert_eq!(buckets_for(4095, small), 1);
+        assert_eq!(buckets_for(200_025, 2_000_250), 64);
+        assert_eq!(buckets_for(80_000, small), 32);
+        assert_eq!(buckets_for(10_000_000, 10_000_000), 1024);
+        assert_eq!(buckets_for(u64::MAX, u64::MAX), MAX_BUCKETS);
         for rows in [1u64, 100, 5_000, 1 << 30] {
-            assert!(buckets_for(rows).is_power_of_two());
+            assert!(buckets_for(rows, rows).is_power_of_two());
         }
+    }
+
+    #[test]
+    fn a_large_table_shares_a_fixed_number_of_buckets() {
+        // 500 periods of 4 M rows: 1024 buckets each alone, 8 in the table.
+        let periods = vec![4_000_000u64; 500];
+        let table: u64 = periods.iter().sum();
+        let total: usize = periods.iter().map(|&r| buckets_for(r, table)).sum();
+        assert!(total <= 2 * TABLE_BUCKETS as usize, "{total} buckets");
+        // Many small periods: one bucket each.
+        let periods = vec![50u64; 10_000];
+        let table: u64 = periods.iter().sum();
+        let total: usize = periods.iter().map(|&r| buckets_for(r, table)).sum();
+        assert_eq!(total, 10_000);
     }
 
     #[test]
@@ -1333,7 +1296,7 @@ mod tests {
 
     #[test]
     fn a_period_digest_is_the_sum_of_its_buckets() {
-        let n = buckets_for(10_000);
+        let n = buckets_for(10_000, 10_000);
         let mut whole = Digest::default();
         let mut parts = vec![Digest::default(); n];
         for i in 0..10_000u64 {

@@ -63,7 +63,7 @@ pub use iceberg::{IcebergOptions, IcebergOutcome};
 pub use labels::{labels_batch, labels_schema, LABEL_COLUMNS};
 pub use publish::{PublishOptions, Recovered, SwapOutcome, TableSet};
 pub use request::{PublishOutcome, RequestWriter, StagedPeriod, StagedRequest, WriteLimits};
-pub use store::{PartitionFooter, PartitionInfo, PartitionReader, PartitionStore};
+pub use store::{PartitionFooter, PartitionInfo, PartitionReader, PartitionStore, READ_BATCH_ROWS};
 pub use vintage::{
     compact_stamp, expand_stamp, export_parquet, AsOfReader, AsOfSource, Vintage, UNKNOWN_FROM,
 };

@@ -326,6 +326,7 @@ impl RequestWriter {
                     let r = crate::store::PartitionReader::open(
                         File::open(&earlier.temp).map_err(|e| Error::io(&*earlier.temp, e))?,
                         earlier.temp.display().to_string(),
+                        crate::READ_BATCH_ROWS,
                     )?;
                     for b in r {
                         w.write(&b?)?;

@@ -973,3 +973,36 @@ fn a_footer_is_read_from_the_files_tail_when_it_holds_it() {
     assert!(crate::store::metadata_in_tail(&bytes[..bytes.len() - 1]).is_err());
     assert!(crate::store::metadata_in_tail(b"PAR").is_err());
 }
+
+#[test]
+fn a_partition_is_read_in_batches_of_the_size_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(dir.path());
+    let codes: Vec<String> = (0..40_000).map(|i| format!("{i:05}")).collect();
+    let rows: Vec<(&str, &str, Option<f64>)> =
+        codes.iter().map(|c| (c.as_str(), "T", Some(1.0))).collect();
+    store
+        .write_partition(
+            &table(),
+            &tid("T"),
+            &[batch(&rows)],
+            &PartitionMeta::default(),
+        )
+        .expect("write");
+    let sizes =
+        |r: PartitionReader| -> Vec<usize> { r.map(|b| b.expect("batch").num_rows()).collect() };
+    let default = sizes(store.read_partition(&table(), &tid("T")).expect("open"));
+    assert_eq!(
+        default,
+        vec![
+            READ_BATCH_ROWS,
+            READ_BATCH_ROWS,
+            40_000 - 2 * READ_BATCH_ROWS
+        ]
+    );
+    let small = store
+        .read_partition_in_batches(&table(), &tid("T"), 10_000)
+        .expect("open");
+    assert_eq!(sizes(small), vec![10_000; 4]);
+    assert_eq!(read_all(&store, &tid("T")).len(), 40_000);
+}

@@ -154,11 +154,13 @@ impl PartitionStore {
 
     /// Opens a vintage of `table` for reading.
     pub fn read_vintage(&self, table: &TableId, v: &Vintage) -> Result<PartitionReader, Error> {
-        crate::store::open_reader(self.storage(), &v.key)?.ok_or_else(|| Error::MissingPartition {
-            table: table.clone(),
-            tid: v.tid.clone(),
-            path: self.storage().display_key(&v.key),
-        })
+        crate::store::open_reader(self.storage(), &v.key, crate::READ_BATCH_ROWS)?.ok_or_else(
+            || Error::MissingPartition {
+                table: table.clone(),
+                tid: v.tid.clone(),
+                path: self.storage().display_key(&v.key),
+            },
+        )
     }
 
     /// Which stored content of each period was published at `at` (the
@@ -214,7 +216,7 @@ impl PartitionStore {
 
 impl PartitionStore {
     /// The table (or `tids`) as published at `at` (source clock), streamed
-    /// period by period in batches of up to 64 Ki rows: memory is bounded by
+    /// period by period in batches of up to 16 Ki rows: memory is bounded by
     /// one batch, however large the table.
     pub fn read_table_as_of(
         &self,

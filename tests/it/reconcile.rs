@@ -359,6 +359,34 @@ fn every_column_type_the_apply_writes_reconciles_clean() {
         reconcile(&mut f.client, &f.data, &RunId::new("t").expect("id"), &o).expect("reconcile");
     assert_eq!(rep.status, ReconcileStatus::Agrees, "{rep:#?}");
     assert_eq!(rep.summary.tables_total, 3);
+    // A row deleted by hand is shown as the mirror has it, the way
+    // Postgres prints the row it was.
+    let columns = [
+        "omrade", "kon", "alder", "x", "y", "z", "w", "tid", "indhold",
+    ];
+    let select: Vec<String> = columns.iter().map(|c| format!("{c}::text")).collect();
+    let row = f
+        .client
+        .query_one(
+            &format!(
+                "SELECT {} FROM fact.types WHERE omrade = '084' AND tid = '2024-01-01'",
+                select.join(", ")
+            ),
+            &[],
+        )
+        .expect("the row");
+    let shown: Vec<String> = (0..columns.len())
+        .map(|i| format!("{}={}", columns[i], row.get::<_, String>(i)))
+        .collect();
+    f.client
+        .batch_execute("DELETE FROM fact.types WHERE omrade = '084' AND tid = '2024-01-01'")
+        .expect("delete");
+    let rep =
+        reconcile(&mut f.client, &f.data, &RunId::new("d").expect("id"), &o).expect("reconcile");
+    let types = &rep.tables[&TableId::new("TYPES").expect("id")];
+    assert_eq!(types.differs.len(), 1, "{types:#?}");
+    assert_eq!(types.differs[0].examples.only_in_mirror, [shown.join(", ")]);
+    assert!(types.differs[0].examples.only_in_db.is_empty());
 }
 
 /// A reconcile that reads the database while an apply commits: its first
@@ -474,6 +502,77 @@ fn edited_codes_nulls_and_whole_periods_are_named_exactly() {
         "{dmg:?}"
     );
     assert_eq!(dmg[0].db_rows, dmg[0].mirror_rows);
+    let repaired = run(&mut s, "repair", &opts, true);
+    assert_eq!(repaired.status, ReconcileStatus::Repaired, "{repaired:?}");
+    assert_eq!(
+        run(&mut s, "again", &opts, false).status,
+        ReconcileStatus::Agrees
+    );
+}
+
+/// A period whose every figure was revised by hand, and three of its rows
+/// deleted: more differing rows than the reconcile counts in memory, so it
+/// counts them spilled to temporary files, and still exactly.
+#[test]
+fn a_period_revised_by_hand_past_the_in_memory_count_is_counted_exactly() {
+    let mut w = world();
+    w.insert(EmuTable::synthetic(
+        "BIG",
+        &PERIODS[..2],
+        &[("OMRÅDE", 100), ("KØN", 100)],
+    ));
+    let mut s = Setup::new(w);
+    let opts = apply_opts(false, false);
+    let m = s.sync(0);
+    let r = s.apply(&m.run_id, &opts);
+    assert_eq!(r.status, sync_state::RunStatus::Success, "{:?}", r.tables);
+    let p0 = date(PERIODS[0]);
+    s.pg.batch_execute(&format!(
+        "UPDATE fact.big SET indhold = indhold + 1 WHERE tid = '{p0}';
+         DELETE FROM fact.big WHERE ctid IN
+             (SELECT ctid FROM fact.big WHERE tid = '{p0}' LIMIT 3);"
+    ))
+    .expect("damage");
+    let found = run(&mut s, "found", &opts, false);
+    let big = &found.tables[&id("BIG")];
+    assert_eq!(big.status, ReconcileStatus::Differs);
+    assert_eq!(big.differs.len(), 1, "{big:?}");
+    let d = &big.differs[0];
+    assert_eq!(d.tid.as_str(), PERIODS[0]);
+    assert_eq!((d.mirror_rows, d.db_rows), (10_000, 9_997));
+    assert_eq!((d.only_in_mirror, d.only_in_db), (10_000, 9_997));
+    let shown = sync_state::EXAMPLE_ROWS;
+    assert_eq!(d.examples.only_in_mirror.len(), shown);
+    assert_eq!(d.examples.only_in_db.len(), shown);
+    // The rows shown are rows of the period, as each side holds them: a
+    // database row's figure is the mirror's plus one.
+    for row in d
+        .examples
+        .only_in_db
+        .iter()
+        .chain(&d.examples.only_in_mirror)
+    {
+        assert!(row.contains(&format!("tid={p0}")), "{row}");
+    }
+    let shown_db: Vec<f64> = d
+        .examples
+        .only_in_db
+        .iter()
+        .map(|row| {
+            let v = row.rsplit("indhold=").next().expect("indhold");
+            v.parse().expect("a number")
+        })
+        .collect();
+    for v in shown_db {
+        let n: i64 =
+            s.pg.query_one(
+                "SELECT count(*) FROM fact.big WHERE tid = $1::text::date AND indhold = $2",
+                &[&p0, &v],
+            )
+            .expect("count")
+            .get(0);
+        assert!(n >= 1, "the database holds a row with indhold {v}");
+    }
     let repaired = run(&mut s, "repair", &opts, true);
     assert_eq!(repaired.status, ReconcileStatus::Repaired, "{repaired:?}");
     assert_eq!(

@@ -12,14 +12,22 @@
 //! Set-up (not timed): a fresh database `bench_reconcile_<pid>` on the
 //! server of `--database-url`, `--quarters` × 200,025 rows written as
 //! partitions and loaded into `fact.folk1a` by the apply (`--create-missing`,
-//! run as a child, so that its peak RSS is the apply's budget for the same
-//! table). Each round runs, in rotating order and each as a whole process
-//! after an untimed `VACUUM ANALYZE` and `CHECKPOINT`: the reconcile
-//! (`--reconcile`, report written), the COPY floor and the read floor. Then
-//! one row's `indhold` is edited and the reconcile timed again, `--runs`
-//! times; every reconcile's report is checked (nothing found, then exactly
-//! that period with one row on each side). Peak RSS from `VmHWM` or
-//! `/usr/bin/time`. Prints one table of medians with the spread.
+//! run as a child). Each round runs, in rotating order and each as a whole
+//! process after an untimed `VACUUM ANALYZE` and `CHECKPOINT`: the
+//! reconcile (`--reconcile`, report written), the COPY floor, the read
+//! floor, and the same apply again into a schema of its own (created by
+//! it, dropped after), whose peak RSS is the apply's budget for the same
+//! table. Then one row's `indhold` is edited and the reconcile timed
+//! again, `--runs` times; then every figure of that row's quarter is
+//! revised by hand (a period restored from an old copy: 200,025 rows on
+//! each side that the other lacks) and the reconcile timed again. Every
+//! reconcile's report is checked (nothing found; then exactly that period
+//! with one row, then every row, on each side). Peak RSS from `VmHWM` or
+//! `/usr/bin/time`; a child's peak heap (what it allocated at most at
+//! once) from an instrumented system allocator: the peak RSS also counts
+//! the program's own pages as far as it ran them, which vary by a few
+//! hundred KiB between runs of the same work. Prints one table of medians
+//! with the spread.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -32,6 +40,7 @@ use clap::{Parser, ValueEnum};
 use fact_apply::postgres::{Client, NoTls};
 use fact_apply::{apply_run, reconcile, ApplyOptions, ReconcileOptions};
 use partition_store::PartitionStore;
+use peakmem_alloc::PeakMemAllocTrait;
 use sync_state::{
     DataDir, Frequency, ReconcileStatus, RunId, RunManifest, RunStatus, Summary, TableId,
     TableResult, Tid, UtcSecond,
@@ -64,6 +73,9 @@ struct Args {
     /// Internal: data folder of the child.
     #[arg(long, hide = true)]
     data_dir: Option<PathBuf>,
+    /// Internal: the schema the apply child loads into.
+    #[arg(long, hide = true, default_value = "fact")]
+    schema: String,
 }
 
 /// What a child process runs.
@@ -78,6 +90,11 @@ enum Child {
 }
 
 const RUN: &str = "20260101T000000Z";
+
+/// The system allocator, counting the heap's peak (the children's
+/// `heap_kib`).
+#[global_allocator]
+static HEAP: &peakmem_alloc::PeakMemAlloc<std::alloc::System> = &peakmem_alloc::INSTRUMENTED_SYSTEM;
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -104,6 +121,7 @@ fn child(args: &Args, kind: Child) -> Result<()> {
             let mut client = Client::connect(&args.database_url, NoTls)?;
             let opts = ApplyOptions {
                 create_missing: true,
+                schema: args.schema.clone(),
                 ..ApplyOptions::default()
             };
             let r = apply_run(&mut client, &data, &RunId::new(RUN)?, &opts)?;
@@ -152,17 +170,20 @@ fn child(args: &Args, kind: Child) -> Result<()> {
         }
     };
     println!(
-        "CHILD wall_s={:.3} hwm_kib={}{line}",
+        "CHILD wall_s={:.3} hwm_kib={} heap_kib={}{line}",
         t0.elapsed().as_secs_f64(),
-        bins::bench::peak_rss_kib().unwrap_or(0)
+        bins::bench::peak_rss_kib().unwrap_or(0),
+        HEAP.get_peak_memory() / 1024
     );
     Ok(())
 }
 
-/// A timed process: wall time, peak RSS, its `CHILD` line's fields.
+/// A timed process: wall time, peak RSS, peak heap (a child of this
+/// binary), its `CHILD` line's fields.
 struct Sample {
     wall_s: f64,
     hwm_kib: u64,
+    heap_kib: Option<u64>,
     line: String,
 }
 
@@ -174,8 +195,8 @@ impl Sample {
     }
 }
 
-/// Runs this binary as a child of `kind`.
-fn time_child(url: &str, data: &DataDir, kind: Child) -> Result<Sample> {
+/// Runs this binary as a child of `kind` (an apply into `schema`).
+fn time_child(url: &str, data: &DataDir, kind: Child, schema: &str) -> Result<Sample> {
     let exe = std::env::current_exe()?;
     let name = kind.to_possible_value().map(|v| v.get_name().to_string());
     let t = Instant::now();
@@ -185,6 +206,7 @@ fn time_child(url: &str, data: &DataDir, kind: Child) -> Result<Sample> {
         .arg(url)
         .arg("--data-dir")
         .arg(data.describe())
+        .args(["--schema", schema])
         .env_remove("DATABASE_URL")
         .output()?;
     let wall_s = t.elapsed().as_secs_f64();
@@ -204,9 +226,11 @@ fn time_child(url: &str, data: &DataDir, kind: Child) -> Result<Sample> {
     let mut s = Sample {
         wall_s,
         hwm_kib: 0,
+        heap_kib: None,
         line,
     };
     s.hwm_kib = s.field("hwm_kib").and_then(|v| v.parse().ok()).unwrap_or(0);
+    s.heap_kib = s.field("heap_kib").and_then(|v| v.parse().ok());
     Ok(s)
 }
 
@@ -243,6 +267,7 @@ fn time_copy(url: &str) -> Result<Sample> {
     Ok(Sample {
         wall_s,
         hwm_kib: bins::bench::time_maxrss_kib(&stderr).unwrap_or(0),
+        heap_kib: None,
         line: String::new(),
     })
 }
@@ -280,16 +305,28 @@ enum Path {
     Clean,
     Copy,
     Read,
+    Apply,
     Edited,
+    Revised,
 }
+
+/// The schema the timed applies load into (and is dropped after each).
+const APPLY_SCHEMA: &str = "bench_apply";
 
 fn run_path(db: &mut Client, url: &str, data: &DataDir, path: Path, rows: usize) -> Result<Sample> {
     db.batch_execute("VACUUM ANALYZE fact.folk1a")?;
     db.batch_execute("CHECKPOINT")?;
     let s = match path {
         Path::Copy => time_copy(url)?,
-        Path::Read => time_child(url, data, Child::Read)?,
-        Path::Clean | Path::Edited => time_child(url, data, Child::Reconcile)?,
+        Path::Read => time_child(url, data, Child::Read, "fact")?,
+        Path::Apply => {
+            let s = time_child(url, data, Child::Apply, APPLY_SCHEMA);
+            db.batch_execute(&format!("DROP SCHEMA IF EXISTS {APPLY_SCHEMA} CASCADE"))?;
+            s?
+        }
+        Path::Clean | Path::Edited | Path::Revised => {
+            time_child(url, data, Child::Reconcile, "fact")?
+        }
     };
     check(&s, path, rows)?;
     eprintln!(
@@ -304,7 +341,7 @@ fn run_path(db: &mut Client, url: &str, data: &DataDir, path: Path, rows: usize)
 /// What each child must have found.
 fn check(s: &Sample, path: Path, rows: usize) -> Result<()> {
     let want: &[(&str, String)] = match path {
-        Path::Copy => &[],
+        Path::Copy | Path::Apply => &[],
         Path::Read => &[("rows", rows.to_string())],
         Path::Clean => &[
             ("status", ReconcileStatus::Agrees.to_string()),
@@ -315,6 +352,14 @@ fn check(s: &Sample, path: Path, rows: usize) -> Result<()> {
             ("differs", "1".into()),
             ("only_in_mirror", "1".into()),
             ("only_in_db", "1".into()),
+            ("missing", "0".into()),
+            ("extra", "0".into()),
+        ],
+        Path::Revised => &[
+            ("status", ReconcileStatus::Differs.to_string()),
+            ("differs", "1".into()),
+            ("only_in_mirror", ROWS_PER_QUARTER.to_string()),
+            ("only_in_db", ROWS_PER_QUARTER.to_string()),
             ("missing", "0".into()),
             ("extra", "0".into()),
         ],
@@ -342,7 +387,7 @@ fn parent(args: &Args) -> Result<()> {
         let rows = args.quarters * ROWS_PER_QUARTER;
         let t = Instant::now();
         write_mirror(args, &data)?;
-        let apply = time_child(&url, &data, Child::Apply)?;
+        let apply = time_child(&url, &data, Child::Apply, "fact")?;
         eprintln!(
             "set-up: {} partitions, {rows} rows, applied with --create-missing in {:.1} s (apply peak RSS {:.1} MiB); total {:.1} s",
             args.quarters,
@@ -351,10 +396,11 @@ fn parent(args: &Args) -> Result<()> {
             t.elapsed().as_secs_f64()
         );
         let mut db = Client::connect(&url, NoTls)?;
-        let mut results: Vec<(Path, Vec<Sample>)> = [Path::Clean, Path::Copy, Path::Read]
-            .into_iter()
-            .map(|p| (p, Vec::new()))
-            .collect();
+        let mut results: Vec<(Path, Vec<Sample>)> =
+            [Path::Clean, Path::Copy, Path::Read, Path::Apply]
+                .into_iter()
+                .map(|p| (p, Vec::new()))
+                .collect();
         for round in 0..args.runs {
             for k in 0..results.len() {
                 let i = (k + round) % results.len();
@@ -377,6 +423,19 @@ fn parent(args: &Args) -> Result<()> {
             edited.push(run_path(&mut db, &url, &data, Path::Edited, rows)?);
         }
         results.push((Path::Edited, edited));
+        // Every figure of that quarter revised by hand.
+        let n = db.execute(
+            "UPDATE fact.folk1a SET indhold = indhold + 1 WHERE tid = $1::text::date",
+            &[&day],
+        )?;
+        if n != ROWS_PER_QUARTER as u64 {
+            bail!("revising a quarter updated {n}");
+        }
+        let mut revised = Vec::new();
+        for _ in 0..args.runs {
+            revised.push(run_path(&mut db, &url, &data, Path::Revised, rows)?);
+        }
+        results.push((Path::Revised, revised));
         report(args, rows, &apply, &results);
         Ok(())
     })();
@@ -391,7 +450,7 @@ fn parent(args: &Args) -> Result<()> {
     result
 }
 
-fn report(args: &Args, rows: usize, apply: &Sample, results: &[(Path, Vec<Sample>)]) {
+fn report(args: &Args, rows: usize, setup: &Sample, results: &[(Path, Vec<Sample>)]) {
     let get = |p: Path| {
         results
             .iter()
@@ -399,14 +458,28 @@ fn report(args: &Args, rows: usize, apply: &Sample, results: &[(Path, Vec<Sample
             .map_or(&[][..], |(_, v)| &v[..])
     };
     let walls = |p: Path| get(p).iter().map(|s| s.wall_s).collect::<Vec<_>>();
-    let peak = |p: Path| get(p).iter().map(|s| s.hwm_kib).max().unwrap_or(0) as f64 / 1024.0;
+    let peaks = |p: Path| {
+        get(p)
+            .iter()
+            .map(|s| s.hwm_kib as f64 / 1024.0)
+            .collect::<Vec<_>>()
+    };
+    let heaps = |p: Path| {
+        get(p)
+            .iter()
+            .filter_map(|s| Some(s.heap_kib? as f64 / 1024.0))
+            .collect::<Vec<_>>()
+    };
     let floors = median(walls(Path::Copy)) + median(walls(Path::Read));
+    let budget = median(peaks(Path::Apply));
+    let heap_budget = median(heaps(Path::Apply));
     println!(
         "bench-reconcile: fact.folk1a and its mirror, {rows} rows in {} quarters; {} rounds, whole processes, medians (min–max)",
         args.quarters, args.runs
     );
-    println!("\n| work | time | peak RSS | ratio to the floors' sum | target |");
-    println!("|---|---|---|---|---|");
+    println!("\n| work | time | peak RSS | peak heap | ratio to the floors' sum | target |");
+    println!("|---|---|---|---|---|---|");
+    let within = "≤ 1.0×; peak ≤ the apply's";
     for (path, label, target) in [
         (
             Path::Copy,
@@ -415,28 +488,53 @@ fn report(args: &Args, rows: usize, apply: &Sample, results: &[(Path, Vec<Sample
         ),
         (Path::Read, "floor: read every partition", "—"),
         (
-            Path::Clean,
-            "reconcile, nothing to find",
-            "≤ 1.0×; peak ≤ the apply's",
+            Path::Apply,
+            "the apply of the same table (--create-missing, a schema of its own): the memory budget",
+            "—",
         ),
+        (Path::Clean, "reconcile, nothing to find", within),
+        (Path::Edited, "reconcile, one edited row (found, named)", within),
         (
-            Path::Edited,
-            "reconcile, one edited row (found, named)",
-            "≤ 1.0×; peak ≤ the apply's",
+            Path::Revised,
+            "reconcile, one quarter's every figure revised (all its rows found, counted, named)",
+            "peak ≤ the apply's",
         ),
     ] {
         let ratio = match path {
-            Path::Clean | Path::Edited => format!("{:.2}", median(walls(path)) / floors),
-            _ => "—".into(),
+            Path::Copy | Path::Read | Path::Apply => "—".into(),
+            _ => format!("{:.2}", median(walls(path)) / floors),
+        };
+        let (peak, heap) = match path {
+            Path::Copy | Path::Read | Path::Apply => (String::new(), String::new()),
+            _ => (
+                format!(" ({:+.1} MiB)", median(peaks(path)) - budget),
+                format!(" ({:+.2} MiB)", median(heaps(path)) - heap_budget),
+            ),
+        };
+        let heap = match heaps(path) {
+            h if h.is_empty() => "—".to_string(),
+            h => format!("{}{heap}", mib_spread(&h)),
         };
         println!(
-            "| {label} | {} | {:.1} MiB | {ratio} | {target} |",
+            "| {label} | {} | {}{peak} | {heap} | {ratio} | {target} |",
             spread_text(&walls(path)),
-            peak(path)
+            mib_spread(&peaks(path)),
         );
     }
     println!(
-        "\nfloors' sum {floors:.3} s; the set-up's apply of the same table (--create-missing) peaked at {:.1} MiB",
-        apply.hwm_kib as f64 / 1024.0
+        "\nfloors' sum {floors:.3} s; the apply's median peak {budget:.1} MiB, heap {heap_budget:.2} MiB (the set-up's apply into `fact`: {:.1} MiB)",
+        setup.hwm_kib as f64 / 1024.0
     );
+}
+
+/// `median MiB (min–max)` of `v`, to 0.1 MiB (0.01 below 10 MiB).
+fn mib_spread(v: &[f64]) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(0.0, f64::max);
+    let med = median(v.to_vec());
+    if max < 10.0 {
+        format!("{med:.2} MiB ({min:.2}–{max:.2})")
+    } else {
+        format!("{med:.1} MiB ({min:.1}–{max:.1})")
+    }
 }
