@@ -1,21 +1,23 @@
 //! Narrowing a differing period of the reconcile to the rows that can
 //! differ, by value.
 //!
-//! Besides its hash buckets, each side digests every period once more per
-//! value of a narrowing column: the code column with the most values (by
-//! the cached tableinfo). A row that only one side has changes the digest
-//! of its own value, so the rows that differ all lie where that column
-//! holds one of its differing values: `alder IN ('35')`. That is a
-//! predicate the server evaluates with the table's indexes, so the
-//! row-level diff of one edited row reads a small share of its period
-//! instead of all of it again. One column, because each value digest costs
-//! every one of the millions of rows a lookup on both sides.
+//! Besides its hash buckets, each side digests the whole table once more
+//! per value of a narrowing column: the code column with the most values
+//! (at most [`MAX_VALUES`], by the cached tableinfo). A row that only one
+//! side has changes the digest of its own value, so the rows that differ
+//! all lie where that column holds one of its differing values: `alder IN
+//! ('35')`. That is a predicate the server evaluates with the table's
+//! indexes, so the row-level diff of one edited row reads a small share of
+//! its period instead of all of it again. One column, because each value
+//! digest costs every one of the millions of rows a lookup on both sides.
 //!
-//! Each side keeps its column's values once (a value's index is its place
-//! in every period's digests) and, per period, one 24-byte digest per
-//! value: 127 values over 10 periods are 30 KB. The digests are a fixed
-//! budget a side ([`VALUE_DIGESTS`]); a table whose values and periods
-//! exceed it does not narrow, and a differing period is read by bucket.
+//! The digests are the table's, not each period's: a side keeps its
+//! column's values once with one 24-byte digest each (127 values: about
+//! 13 KB), whatever the number of periods, within [`VALUE_BYTES`]. A
+//! differing period is narrowed to the values that differ anywhere in the
+//! table; whether those rows hold all of the period's difference is then
+//! proved by the period's bucket digests ([`crate::reconcile`]), and when
+//! they do not, the period is read by bucket.
 
 use std::collections::HashSet;
 
@@ -23,139 +25,156 @@ use rustc_hash::FxHashMap;
 
 use crate::reconcile::Digest;
 
-/// Value digests (24 bytes each) a side keeps at most over a table's
-/// periods, a value itself counted as three: 384 KiB. 127 values narrow a
-/// table of up to 126 periods.
-const VALUE_DIGESTS: usize = 16_384;
+/// Values of a column at most (by the tableinfo) for it to narrow.
+pub(crate) const MAX_VALUES: usize = 1024;
 
-/// Differing values of one column that still narrow (each is a literal in
-/// the predicate).
+/// Bytes a side's value digests take at most, counted as [`DIGEST_BYTES`]
+/// and [`KEY_BYTES`] a value, besides the value's own bytes (a column
+/// holding values the tableinfo does not list, or long ones, may exceed
+/// it: it then does not narrow).
+const VALUE_BYTES: usize = 128 * 1024;
+
+/// A digest's bytes.
+const DIGEST_BYTES: usize = std::mem::size_of::<Digest>();
+
+/// A value's bytes besides its own and its digest: its vector, its map
+/// entry and index, the allocator's header.
+const KEY_BYTES: usize = 72;
+
+/// Differing values that still narrow (each is a literal in the
+/// predicate).
 const MAX_KEYS: usize = 64;
 
-/// Rows (of both sides) a narrowed diff reads at most; above it reading
-/// the period's differing buckets costs about the same.
-const NARROW_ROWS: u64 = 65_536;
+/// Rows (of both sides) a narrowed diff is expected to read at most;
+/// above it reading the period's differing buckets costs about the same.
+pub(crate) const NARROW_ROWS: u64 = 65_536;
 
 /// A row's field as sent in a binary COPY: its 4-byte length (`-1`:
 /// NULL) and its bytes.
 pub(crate) type Key = Vec<u8>;
 
-/// One side's digests of each period's rows per value of the narrowing
+/// One side's digests of the table's rows per value of the narrowing
 /// column.
 #[derive(Debug, Clone)]
 pub(crate) struct ValueDigests {
     /// The column's position in the row.
     col: usize,
-    /// Each value seen → its index in every period's digests.
+    /// Each value seen → its index in `digests`.
     keys: FxHashMap<Key, u32>,
-    /// Per period, the digest of each value by index (as long as the
-    /// period's highest index).
-    periods: Vec<Vec<Digest>>,
-    /// Digests allocated over all periods.
-    held: usize,
+    /// The digest of each value's rows, by index.
+    digests: Vec<Digest>,
+    /// The bytes held, as [`VALUE_BYTES`] counts them.
+    bytes: usize,
     /// Over the budget: nothing is kept, and the table does not narrow.
     over: bool,
 }
 
 impl ValueDigests {
-    /// Empty digests of column `col` over `periods` periods.
-    pub(crate) fn new(col: usize, periods: usize) -> ValueDigests {
+    /// Empty digests of column `col`.
+    pub(crate) fn new(col: usize) -> ValueDigests {
         ValueDigests {
             col,
             keys: FxHashMap::default(),
-            periods: vec![Vec::new(); periods],
-            held: 0,
+            digests: Vec::new(),
+            bytes: 0,
             over: false,
         }
     }
 
-    /// Adds a row of period `p`, of hash `h`, whose binary COPY fields are
-    /// `fields`.
-    pub(crate) fn add(&mut self, p: usize, fields: &[u8], h: u128) {
+    /// Adds a row of hash `h` whose binary COPY fields are `fields`.
+    pub(crate) fn add(&mut self, fields: &[u8], h: u128) {
         if self.over {
             return;
         }
         let Some(key) = field(fields, self.col) else {
             return;
         };
-        let ix = match self.keys.get(key) {
-            Some(&ix) => ix as usize,
-            None => {
-                let ix = self.keys.len();
-                self.keys
-                    .insert(key.to_vec(), u32::try_from(ix).unwrap_or(u32::MAX));
-                ix
-            }
-        };
-        let Some(digests) = self.periods.get_mut(p) else {
+        if let Some(&ix) = self.keys.get(key) {
+            self.digests[ix as usize].add(h);
             return;
-        };
-        if ix >= digests.len() {
-            // At least every value known so far: a period's values mostly
-            // recur in the next.
-            let len = self.keys.len();
-            self.held += len - digests.len();
-            if self.held + 3 * len > VALUE_DIGESTS {
-                self.give_up();
-                return;
-            }
-            digests.reserve_exact(len - digests.len());
-            digests.resize(len, Digest::default());
         }
-        digests[ix].add(h);
+        self.bytes += KEY_BYTES + DIGEST_BYTES + key.len();
+        let Ok(ix) = u32::try_from(self.digests.len()) else {
+            return self.give_up();
+        };
+        if self.bytes > VALUE_BYTES {
+            return self.give_up();
+        }
+        self.keys.insert(key.to_vec(), ix);
+        let mut d = Digest::default();
+        d.add(h);
+        self.digests.push(d);
     }
 
-    /// Frees everything: the table's values and periods exceed the budget.
+    /// Frees everything: the column's values exceed the budget.
     fn give_up(&mut self) {
-        let periods = self.periods.len();
-        *self = ValueDigests::new(self.col, periods);
+        *self = ValueDigests::new(self.col);
         self.over = true;
     }
 
-    /// The digest of `key` in period `p`.
-    fn digest(&self, p: usize, key: &[u8]) -> Digest {
+    /// The digest of `key`'s rows.
+    fn digest(&self, key: &[u8]) -> Digest {
         let ix = self.keys.get(key).map(|&ix| ix as usize);
-        ix.and_then(|ix| self.periods.get(p)?.get(ix).copied())
+        ix.and_then(|ix| self.digests.get(ix).copied())
             .unwrap_or_default()
     }
 }
 
 /// What narrows a differing period: the values of the narrowing column
-/// whose digests differ. A row that only one side has holds one of them.
+/// whose digests differ in the table. A row that only one side has holds
+/// one of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Narrowing {
     /// The column's position in the row.
     pub(crate) col: usize,
     /// Its differing values.
     pub(crate) keys: HashSet<Key>,
-    /// The rows of both sides that hold them.
-    pub(crate) rows: u64,
+    /// The rows of the mirror's table that hold them.
+    pub(crate) mirror_rows: u64,
+    /// The rows of the database's table that hold them.
+    pub(crate) db_rows: u64,
 }
 
 impl Narrowing {
-    /// The narrowing of period `p` from both sides' value digests, when it
-    /// names at most [`MAX_KEYS`] values holding at most [`NARROW_ROWS`]
-    /// rows of the two sides.
-    pub(crate) fn of(mine: &ValueDigests, theirs: &ValueDigests, p: usize) -> Option<Narrowing> {
+    /// The narrowing of the table from both sides' value digests, when it
+    /// names at most [`MAX_KEYS`] values.
+    pub(crate) fn of(mine: &ValueDigests, theirs: &ValueDigests) -> Option<Narrowing> {
         if mine.over || theirs.over || mine.col != theirs.col {
             return None;
         }
         let mut keys = HashSet::new();
-        let mut rows = 0u64;
+        let (mut mirror_rows, mut db_rows) = (0u64, 0u64);
         for key in mine.keys.keys().chain(theirs.keys.keys()) {
-            let (a, b) = (mine.digest(p, key), theirs.digest(p, key));
+            let (a, b) = (mine.digest(key), theirs.digest(key));
             if a != b && keys.insert(key.clone()) {
-                rows += a.rows + b.rows;
+                mirror_rows += a.rows;
+                db_rows += b.rows;
                 if keys.len() > MAX_KEYS {
                     return None;
                 }
             }
         }
-        (!keys.is_empty() && rows <= NARROW_ROWS).then_some(Narrowing {
+        (!keys.is_empty()).then_some(Narrowing {
             col: mine.col,
             keys,
-            rows,
+            mirror_rows,
+            db_rows,
         })
+    }
+
+    /// The rows of a period it is expected to read, both sides: each
+    /// side's rows of the values, in the period's share of the side's
+    /// table (`period`, `table`: the rows of each side).
+    pub(crate) fn expected_rows(&self, period: (u64, u64), table: (u64, u64)) -> u64 {
+        let share = |rows: u64, part: u64, whole: u64| -> u64 {
+            let r = u128::from(rows) * u128::from(part);
+            u64::try_from(r.div_ceil(u128::from(whole.max(1)))).unwrap_or(u64::MAX)
+        };
+        share(self.mirror_rows, period.0, table.0).saturating_add(share(
+            self.db_rows,
+            period.1,
+            table.1,
+        ))
     }
 
     /// Whether the row with these binary COPY fields is one the narrowing
@@ -207,9 +226,9 @@ mod tests {
     }
 
     fn digests(rows: &[Vec<u8>], col: usize) -> ValueDigests {
-        let mut d = ValueDigests::new(col, 1);
+        let mut d = ValueDigests::new(col);
         for r in rows {
-            d.add(0, r, crate::reconcile::row_hash(r));
+            d.add(r, crate::reconcile::row_hash(r));
         }
         d
     }
@@ -238,12 +257,14 @@ mod tests {
         }
         let mut db = mirror.clone();
         db[3] = row(&[Some(b"147"), Some(b"2"), Some(b"8")]);
-        let n = Narrowing::of(&digests(&mirror, 0), &digests(&db, 0), 0);
+        let n = Narrowing::of(&digests(&mirror, 0), &digests(&db, 0));
         let n = n.expect("one edited row narrows");
-        assert_eq!(n.rows, 4, "the two rows of 147 on each side");
+        assert_eq!((n.mirror_rows, n.db_rows), (2, 2), "the rows of 147");
         let held: Vec<bool> = db.iter().map(|r| n.holds(r)).collect();
         assert_eq!(held, vec![false, false, true, true, false, false]);
         assert!(n.holds(&mirror[3]), "the mirror's original row too");
+        // A period of half the table's rows is expected to hold half.
+        assert_eq!(n.expected_rows((3, 3), (6, 6)), 2);
     }
 
     #[test]
@@ -254,44 +275,27 @@ mod tests {
             row(&[None, Some(b"7")]),
             row(&[Some(b"999"), Some(b"7")]),
         ];
-        let n = Narrowing::of(&digests(&mirror, 0), &digests(&db, 0), 0).expect("narrows");
+        let n = Narrowing::of(&digests(&mirror, 0), &digests(&db, 0)).expect("narrows");
         let mut keys: Vec<Option<&[u8]>> = n.keys.iter().map(|k| key_value(k)).collect();
         keys.sort();
         assert_eq!(keys, vec![None, Some(&b"999"[..])]);
-        assert!(Narrowing::of(&digests(&mirror, 0), &digests(&mirror, 0), 0).is_none());
+        assert!(Narrowing::of(&digests(&mirror, 0), &digests(&mirror, 0)).is_none());
     }
 
     #[test]
-    fn the_same_value_in_other_periods_keeps_one_index() {
-        let mut d = ValueDigests::new(0, 3);
-        for p in 0..3 {
-            for v in [b"a", b"b", b"c"] {
-                let r = row(&[Some(v), Some(b"1")]);
-                d.add(p, &r, crate::reconcile::row_hash(&r));
-            }
-        }
-        assert_eq!(d.keys.len(), 3);
-        assert!(d.periods.iter().all(|p| p.len() == 3));
-        assert_eq!(d.held, 9);
-        assert_eq!(d.digest(1, &row(&[Some(b"b")])).rows, 1);
-    }
-
-    #[test]
-    fn a_table_over_the_budget_does_not_narrow_and_frees_its_digests() {
-        let periods = 200;
-        let mut d = ValueDigests::new(0, periods);
-        // 100 values in each of 200 periods: 20,000 digests > 16,384.
-        for p in 0..periods {
-            for i in 0..100u32 {
-                let r = row(&[Some(&i.to_be_bytes()), Some(b"x")]);
-                d.add(p, &r, crate::reconcile::row_hash(&r));
-                assert!(d.held + 3 * d.keys.len() <= VALUE_DIGESTS);
-            }
-        }
+    fn a_column_over_the_budget_does_not_narrow_and_frees_its_digests() {
+        // About 1,260 values of 4 bytes fit in 128 KiB; 2,000 do not.
+        let rows = |n: u32| -> Vec<Vec<u8>> {
+            (0..n)
+                .map(|i| row(&[Some(&i.to_be_bytes()), Some(b"x")]))
+                .collect()
+        };
+        let d = digests(&rows(1000), 0);
+        assert!(!d.over && d.bytes <= VALUE_BYTES);
+        let d = digests(&rows(2000), 0);
         assert!(d.over);
-        assert!(d.keys.is_empty() && d.periods.iter().all(Vec::is_empty));
-        let small = ValueDigests::new(0, periods);
-        assert!(Narrowing::of(&d, &small, 0).is_none());
+        assert!(d.keys.is_empty() && d.digests.is_empty());
+        assert!(Narrowing::of(&d, &digests(&rows(1), 0)).is_none());
     }
 
     #[test]
@@ -302,7 +306,7 @@ mod tests {
         let db: Vec<Vec<u8>> = (0..100u32)
             .map(|i| row(&[Some(&i.to_be_bytes()), Some(b"2")]))
             .collect();
-        assert!(Narrowing::of(&digests(&mirror, 0), &digests(&db, 0), 0).is_none());
+        assert!(Narrowing::of(&digests(&mirror, 0), &digests(&db, 0)).is_none());
         let few: Vec<Vec<u8>> = mirror
             .iter()
             .enumerate()
@@ -314,7 +318,7 @@ mod tests {
                 }
             })
             .collect();
-        let n = Narrowing::of(&digests(&mirror, 0), &digests(&few, 0), 0);
+        let n = Narrowing::of(&digests(&mirror, 0), &digests(&few, 0));
         assert_eq!(n.map(|n| n.keys.len()), Some(MAX_KEYS));
     }
 }

@@ -15,7 +15,7 @@
 //! fresh snapshot: a period that agrees then (an apply committed in
 //! between) is not reported. For those that still differ the rows of each
 //! side that the other lacks are counted and shown. Each period is
-//! digested in up to 4096 buckets by hash (within a budget a table), and
+//! digested in up to 1024 buckets by hash (within a budget a table), and
 //! by value of one code column ([`crate::narrow`]): when the differing
 //! values narrow the damage to few rows, only those are read again
 //! (through the table's indexes); else the rows of the buckets that differ
@@ -48,7 +48,7 @@ use crate::conversion::{stream_partition_in_batches, Conversion};
 use crate::convert::Cell;
 use crate::copy_out;
 use crate::error::error_chain;
-use crate::narrow::{field, key_value, Narrowing, ValueDigests};
+use crate::narrow::{field, key_value, Narrowing, ValueDigests, MAX_VALUES, NARROW_ROWS};
 use crate::tally::{Counter, HeldRows, Side, Tally};
 use crate::tx::{check_partitions, tid_values, Ctx};
 use crate::{apply_table, ApplyOptions, Error, TableWork};
@@ -347,6 +347,16 @@ impl Digest {
         })
     }
 
+    /// The digest of the rows of `self` less those of `other` (as
+    /// multisets; wrapping, so that a difference compares exactly).
+    fn minus(&self, other: &Digest) -> Digest {
+        Digest {
+            rows: self.rows.wrapping_sub(other.rows),
+            lo: self.lo.wrapping_sub(other.lo),
+            hi: self.hi.wrapping_sub(other.hi),
+        }
+    }
+
     pub(crate) fn add(&mut self, h: u128) {
         self.rows += 1;
         self.lo = self.lo.wrapping_add(h as u64);
@@ -357,8 +367,9 @@ impl Digest {
 /// A period's digests, one per hash bucket ([`bucket`]).
 type Buckets = Vec<Digest>;
 
-/// One side's digests of a table: each period's by hash bucket, and by
-/// value of the narrowing column ([`crate::narrow`]) when there is one.
+/// One side's digests of a table: each period's by hash bucket, and the
+/// table's by value of the narrowing column ([`crate::narrow`]) when
+/// there is one.
 struct SideDigests {
     periods: Vec<Buckets>,
     values: Option<ValueDigests>,
@@ -426,7 +437,7 @@ impl<'s> DbAccumulator<'s> {
                 let n = buckets.len();
                 buckets[bucket(h, n)].add(h);
                 if let Some(values) = &mut digests.values {
-                    values.add(p, t.fields, h);
+                    values.add(t.fields, h);
                 }
             }
             None => self.out.extra.entry(tid.to_vec()).or_default().add(h),
@@ -440,6 +451,9 @@ type RawRow = Vec<Option<Vec<u8>>>;
 /// What the row-level diff of one period found.
 #[derive(Default)]
 struct Found {
+    /// The digests of the rows it read, by the period's buckets: the
+    /// mirror's and the database's.
+    read: [Buckets; 2],
     only_in_mirror: u64,
     only_in_db: u64,
     /// Rows only the mirror has, by hash (the smallest hashes).
@@ -451,6 +465,20 @@ struct Found {
 impl Found {
     fn is_empty(&self) -> bool {
         self.only_in_mirror == 0 && self.only_in_db == 0
+    }
+
+    /// Whether the rows this diff read hold every difference between the
+    /// period's digests `mine` and `theirs`: in each bucket the two sides
+    /// differ by exactly what the rows read differ by, so the rows it did
+    /// not read are the same on both sides.
+    fn explains(&self, mine: &Buckets, theirs: &Buckets) -> bool {
+        let [a, b] = &self.read;
+        mine.len() == a.len()
+            && mine
+                .iter()
+                .zip(theirs)
+                .zip(a.iter().zip(b))
+                .all(|((m, t), (a, b))| m.minus(t) == a.minus(b))
     }
 }
 
@@ -513,7 +541,7 @@ impl<'a> Sides<'a> {
                 .iter()
                 .map(|&n| vec![Digest::default(); n])
                 .collect(),
-            values: self.code.map(|c| ValueDigests::new(c, self.tids.len())),
+            values: self.code.map(ValueDigests::new),
         }
     }
 
@@ -527,7 +555,7 @@ impl<'a> Sides<'a> {
             self.each_mirror_row(p, |h, fields| {
                 buckets[bucket(h, n)].add(h);
                 if let Some(values) = values.as_mut() {
-                    values.add(p, fields, h);
+                    values.add(fields, h);
                 }
             })?;
         }
@@ -684,9 +712,13 @@ impl<'a> Sides<'a> {
     /// missing from the database, or its rows that only one side has.
     /// Those rows are the ones the value digests narrow to
     /// ([`Narrowing`]), read through the table's indexes, when that is
-    /// few; else those of the differing hash buckets. A narrowed read that
-    /// finds nothing (an apply committed since) is checked by bucket too,
-    /// so that nothing the digests saw is dismissed on the values' word.
+    /// few; else those of the differing hash buckets. A narrowed read is
+    /// trusted only when the rows it read account for the whole of the
+    /// period's difference, bucket by bucket ([`Found::explains`]); else
+    /// (an apply committed since, damage the values did not tell, or a
+    /// value the server's predicate matched otherwise than the bytes do)
+    /// the buckets decide, so that nothing the digests saw is dismissed or
+    /// misnamed on the values' word.
     fn recheck(
         &self,
         client: &mut Client,
@@ -697,16 +729,21 @@ impl<'a> Sides<'a> {
     ) -> Result<(), Error> {
         let t = Instant::now();
         let mut tx = snapshot(client, self.ctx.table)?;
+        let (mine_p, theirs_p) = (&mine.periods[p], &theirs.periods[p]);
         let narrowing = match (&mine.values, &theirs.values) {
-            (Some(m), Some(d)) => Narrowing::of(m, d, p),
+            (Some(m), Some(d)) => Narrowing::of(m, d),
             _ => None,
         };
         let mut found = None;
-        if let Some(n) = &narrowing {
-            let predicate = self.predicate(&mut tx, n)?;
-            let scope = Scope::Narrowed(p, &predicate);
-            let f = self.diff(&mut tx, p, &Subset::Values(n), scope, n.rows)?;
-            found = (!f.is_empty()).then_some(f);
+        if let Some(n) = narrowing {
+            let period = (Digest::total(mine_p).rows, Digest::total(theirs_p).rows);
+            let rows = n.expected_rows(period, (mine.rows(), theirs.rows()));
+            if rows <= NARROW_ROWS {
+                let predicate = self.predicate(&mut tx, &n)?;
+                let scope = Scope::Narrowed(p, &predicate);
+                let f = self.diff(&mut tx, p, &Subset::Values(&n), scope, rows)?;
+                found = f.explains(mine_p, theirs_p).then_some(f);
+            }
         }
         let how = if found.is_some() {
             "by value"
@@ -715,7 +752,7 @@ impl<'a> Sides<'a> {
         };
         let found = match found {
             Some(f) => f,
-            None => self.diff_by_bucket(&mut tx, p, &mine.periods[p], &theirs.periods[p])?,
+            None => self.diff_by_bucket(&mut tx, p, mine_p, theirs_p)?,
         };
         let only_in_mirror = self.render(&mut tx, &found.ex_mirror)?;
         let only_in_db = self.render(&mut tx, &found.ex_db)?;
@@ -848,9 +885,11 @@ impl<'a> Sides<'a> {
         let fields = self.types.len();
         let mut counter = Counter::new(rows);
         let mut held = HeldRows::for_rows(rows);
+        let [mut read_m, mut read_d] = [vec![Digest::default(); n], vec![Digest::default(); n]];
         on_a_thread(|| {
             self.each_mirror_row(p, |h, row| {
                 if subset.holds(h, n, row) {
+                    read_m[bucket(h, n)].add(h);
                     counter.add(h, Side::Mirror);
                     held.push(h, row);
                 }
@@ -859,6 +898,7 @@ impl<'a> Sides<'a> {
         let mut ex_db = BTreeMap::new();
         self.each_db_row(tx, scope, |h, t| {
             if subset.holds(h, n, t.fields) {
+                read_d[bucket(h, n)].add(h);
                 counter.add(h, Side::Db);
                 if counter.in_memory(h).is_some_and(|c| c.db > c.mirror) {
                     keep_example(&mut ex_db, h, || raw_row(t, fields));
@@ -880,6 +920,7 @@ impl<'a> Sides<'a> {
             None => self.mirror_examples(p, &tally)?,
         };
         Ok(Found {
+            read: [read_m, read_d],
             only_in_mirror: tally.only_in_mirror,
             only_in_db: tally.only_in_db,
             ex_mirror: ex_mirror
@@ -999,8 +1040,9 @@ impl<'a> Sides<'a> {
 }
 
 /// The column the value digests narrow by ([`crate::narrow`]): the code
-/// column with the most values in the cached tableinfo (`None` without
-/// one: differing periods are then read by bucket).
+/// column with the most values, of at most [`MAX_VALUES`], in the cached
+/// tableinfo (`None` without one: differing periods are then read by
+/// bucket).
 fn narrowing_column(ctx: &Ctx<'_>, conv: &Conversion) -> Option<usize> {
     let info = sync_state::tableinfo::cached_tableinfo(ctx.store.data_dir(), ctx.table)
         .ok()
@@ -1010,7 +1052,8 @@ fn narrowing_column(ctx: &Ctx<'_>, conv: &Conversion) -> Option<usize> {
         .filter_map(|v| {
             let name = sync_state::column_name(&v.id);
             let c = conv.columns.iter().position(|c| c.name == name)?;
-            (c != conv.tid && Some(c) != conv.indhold).then_some((v.values.len(), c))
+            let narrows = c != conv.tid && Some(c) != conv.indhold && v.values.len() <= MAX_VALUES;
+            narrows.then_some((v.values.len(), c))
         })
         .max_by_key(|&(n, c)| (n, std::cmp::Reverse(c)))
         .map(|(_, c)| c)
@@ -1058,10 +1101,10 @@ const ROWS_PER_BUCKET: u64 = 4096;
 /// At most this many buckets a period.
 const MAX_BUCKETS: usize = 1024;
 
-/// Buckets a table's periods aim at together, on each side (a period has
-/// at least one, and its share is rounded up to a power of two): 96 KiB
-/// a side, whatever the table's size; a larger table has more rows a
-/// bucket.
+/// Buckets a table's periods share, on each side (a period's share is
+/// rounded down to a power of two, and it has at least one): 96 KiB a
+/// side whatever the table's size, and 24 bytes a period; a larger table
+/// has more rows a bucket.
 const TABLE_BUCKETS: u64 = 4096;
 
 /// Rows a batch of the mirror's partitions as the reconcile reads them:
@@ -1082,8 +1125,11 @@ pub(crate) fn row_hash(fields: &[u8]) -> u128 {
 /// power of two.
 fn buckets_for(rows: u64, table_rows: u64) -> usize {
     let per_bucket = ROWS_PER_BUCKET.max(table_rows.div_ceil(TABLE_BUCKETS));
-    let want = usize::try_from(rows / per_bucket).unwrap_or(MAX_BUCKETS);
-    want.next_power_of_two().clamp(1, MAX_BUCKETS)
+    let want = usize::try_from(rows / per_bucket)
+        .unwrap_or(MAX_BUCKETS)
+        .clamp(1, MAX_BUCKETS);
+    // The largest power of two not above it.
+    1 << want.ilog2()
 }
 
 /// The bucket of a row's hash among `n` (a power of two): its top bits.
@@ -1257,8 +1303,9 @@ mod tests {
         let small = 1_000_000;
         assert_eq!(buckets_for(0, small), 1);
         assert_eq!(buckets_for(4095, small), 1);
-        assert_eq!(buckets_for(200_025, 2_000_250), 64);
-        assert_eq!(buckets_for(80_000, small), 32);
+        assert_eq!(buckets_for(200_025, 2_000_250), 32);
+        assert_eq!(buckets_for(80_000, small), 16);
+        assert_eq!(buckets_for(8192, small), 2);
         assert_eq!(buckets_for(10_000_000, 10_000_000), 1024);
         assert_eq!(buckets_for(u64::MAX, u64::MAX), MAX_BUCKETS);
         for rows in [1u64, 100, 5_000, 1 << 30] {
@@ -1272,12 +1319,45 @@ mod tests {
         let periods = vec![4_000_000u64; 500];
         let table: u64 = periods.iter().sum();
         let total: usize = periods.iter().map(|&r| buckets_for(r, table)).sum();
-        assert!(total <= 2 * TABLE_BUCKETS as usize, "{total} buckets");
+        assert!(total <= TABLE_BUCKETS as usize, "{total} buckets");
         // Many small periods: one bucket each.
         let periods = vec![50u64; 10_000];
         let table: u64 = periods.iter().sum();
         let total: usize = periods.iter().map(|&r| buckets_for(r, table)).sum();
         assert_eq!(total, 10_000);
+    }
+
+    #[test]
+    fn a_diff_explains_a_period_only_when_it_read_every_differing_row() {
+        let n = 4;
+        let buckets = |rows: &[u64]| {
+            let mut b = vec![Digest::default(); n];
+            for &r in rows {
+                b[bucket(hash(r), n)].add(hash(r));
+            }
+            b
+        };
+        // The mirror's period: rows 0..100; the database lost 7 and has 500
+        // instead, and 3 twice.
+        let mirror: Vec<u64> = (0..100).collect();
+        let mut db: Vec<u64> = (0..100).filter(|&r| r != 7).collect();
+        db.extend([500, 3]);
+        let (mine, theirs) = (buckets(&mirror), buckets(&db));
+        let found = |m: &[u64], d: &[u64]| Found {
+            read: [buckets(m), buckets(d)],
+            ..Found::default()
+        };
+        assert!(found(&[7], &[500, 3]).explains(&mine, &theirs));
+        assert!(
+            found(&[7, 3, 40], &[500, 3, 3, 40]).explains(&mine, &theirs),
+            "rows alike on both sides do not matter"
+        );
+        assert!(
+            !found(&[7], &[500]).explains(&mine, &theirs),
+            "3's copy missed"
+        );
+        assert!(!found(&[], &[500, 3]).explains(&mine, &theirs), "7 missed");
+        assert!(!found(&[7], &[500, 3, 3]).explains(&mine, &theirs));
     }
 
     #[test]

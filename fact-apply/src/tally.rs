@@ -5,11 +5,13 @@
 //! edited row, a narrowed read). Past [`IN_MEMORY`] distinct hashes — a
 //! period restored from an old copy, every figure revised — the counter
 //! spills: each hash goes to one of up to [`MAX_SPILLS`] temporary files
-//! by its bits, and each file is counted on its own afterwards, by
-//! sorting its records. So every row of both sides is read once, whatever
-//! the period's size, and memory holds one file's hashes at a time (17
-//! bytes a row, on disk in the system's temporary folder, deleted when
-//! the count ends).
+//! by a hash of it, and each file is counted on its own afterwards, by
+//! sorting its records; a file too large for that is split again the same
+//! way (by another hash, up to [`MAX_LEVEL`] times). So every row of both
+//! sides is read once, whatever the period's size, and memory holds at
+//! most [`LOAD_RECORDS`] records at a time (17 bytes a row, on disk in
+//! the system's temporary folder, deleted when the count ends; at most
+//! `MAX_SPILLS` files open a level).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -22,16 +24,24 @@ use sync_state::EXAMPLE_ROWS;
 /// bytes, 200 KiB); past it the counter spills.
 const IN_MEMORY: usize = 4096;
 
-/// Records a spill file aims at (counted in memory at once: 136 KiB).
+/// Records a spill file aims at.
 const SPILL_RECORDS: u64 = 8192;
 
-/// Spill files at most (each buffers [`SPILL_BUFFER`] bytes while
-/// written): up to 2 M differing rows each file holds about
-/// [`SPILL_RECORDS`] records.
-const MAX_SPILLS: usize = 256;
+/// Records of one spill file counted in memory at most (272 KiB); a
+/// larger file is split again.
+const LOAD_RECORDS: u64 = 16_384;
+
+/// Spill files a level at most (each buffers [`SPILL_BUFFER`] bytes while
+/// written, 64 KiB in all): up to 256 Ki rows each file holds about
+/// [`SPILL_RECORDS`] records; past 512 Ki, a file is split again.
+const MAX_SPILLS: usize = 32;
 
 /// At least this many spill files.
 const MIN_SPILLS: usize = 16;
+
+/// Times a spill file is split again at most (a file of one hash repeated
+/// cannot be split: it is counted as it is).
+const MAX_LEVEL: u64 = 3;
 
 /// Write buffer of each spill file.
 const SPILL_BUFFER: usize = 2048;
@@ -116,7 +126,7 @@ fn keep_smallest(kept: &mut BTreeSet<u128>, h: u128) {
 /// [`Counter::finish`] (the rows' callbacks cannot fail).
 pub(crate) struct Counter {
     counts: FxHashMap<Key, Count>,
-    spills: Vec<BufWriter<File>>,
+    spills: Option<Spills>,
     /// The spill files a spill makes (from the rows expected).
     spill_files: usize,
     error: Option<io::Error>,
@@ -125,13 +135,12 @@ pub(crate) struct Counter {
 impl Counter {
     /// A counter for about `rows` rows of both sides.
     pub(crate) fn new(rows: u64) -> Counter {
-        let files = usize::try_from(rows.div_ceil(SPILL_RECORDS)).unwrap_or(MAX_SPILLS);
         // Sized once: a table that grows holds its old one beside it.
         let expected = usize::try_from(rows).unwrap_or(IN_MEMORY).min(IN_MEMORY);
         Counter {
             counts: FxHashMap::with_capacity_and_hasher(expected, Default::default()),
-            spills: Vec::new(),
-            spill_files: files.clamp(MIN_SPILLS, MAX_SPILLS),
+            spills: None,
+            spill_files: files_for(rows),
             error: None,
         }
     }
@@ -141,8 +150,8 @@ impl Counter {
         if self.error.is_some() {
             return;
         }
-        if !self.spills.is_empty() {
-            if let Err(e) = self.spill(h, side, 1) {
+        if let Some(spills) = &mut self.spills {
+            if let Err(e) = spills.write(&record(h, side)) {
                 self.error = Some(e);
             }
             return;
@@ -157,45 +166,30 @@ impl Counter {
 
     /// The rows of `h` counted so far, while the count is in memory.
     pub(crate) fn in_memory(&self, h: u128) -> Option<Count> {
-        if self.spills.is_empty() {
-            Some(self.counts.get(&key(h)).copied().unwrap_or_default())
-        } else {
-            None
+        match self.spills {
+            None => Some(self.counts.get(&key(h)).copied().unwrap_or_default()),
+            Some(_) => None,
         }
     }
 
     /// Whether the count has spilled (rows kept while reading then miss
     /// some; the examples are read again).
     pub(crate) fn spilled(&self) -> bool {
-        !self.spills.is_empty()
+        self.spills.is_some()
     }
 
     /// Moves the counts to spill files; every later row goes there too.
     fn start_spilling(&mut self) -> io::Result<()> {
-        for _ in 0..self.spill_files {
-            self.spills.push(BufWriter::with_capacity(
-                SPILL_BUFFER,
-                tempfile::tempfile()?,
-            ));
-        }
+        let mut spills = Spills::new(self.spill_files, 0)?;
         for (k, c) in std::mem::take(&mut self.counts) {
-            self.spill(unkey(k), Side::Mirror, c.mirror)?;
-            self.spill(unkey(k), Side::Db, c.db)?;
+            for (side, n) in [(Side::Mirror, c.mirror), (Side::Db, c.db)] {
+                let r = record(unkey(k), side);
+                for _ in 0..n {
+                    spills.write(&r)?;
+                }
+            }
         }
-        Ok(())
-    }
-
-    /// Writes `n` rows of `h` of `side` to `h`'s spill file (by the low
-    /// half, which the period's buckets do not use).
-    fn spill(&mut self, h: u128, side: Side, n: u32) -> io::Result<()> {
-        let files = self.spills.len() as u128;
-        let ix = ((u128::from(h as u64) * files) >> 64) as usize;
-        let mut record = [0u8; RECORD];
-        record[..16].copy_from_slice(&h.to_le_bytes());
-        record[16] = u8::from(side == Side::Db);
-        for _ in 0..n {
-            self.spills[ix].write_all(&record)?;
-        }
+        self.spills = Some(spills);
         Ok(())
     }
 
@@ -208,25 +202,93 @@ impl Counter {
         for (k, c) in self.counts {
             tally.add(unkey(k), c);
         }
-        let mut records: Vec<[u8; RECORD]> = Vec::new();
-        for spill in self.spills {
-            let mut file = spill.into_inner().map_err(io::IntoInnerError::into_error)?;
-            let len = usize::try_from(file.stream_position()?).unwrap_or(0);
-            file.rewind()?;
-            records.clear();
-            records.reserve_exact(len / RECORD);
-            let mut reader = BufReader::new(file);
-            let mut record = [0u8; RECORD];
-            loop {
-                match reader.read_exact(&mut record) {
-                    Ok(()) => records.push(record),
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                    Err(e) => return Err(e),
-                }
-            }
-            count_sorted(&mut records, &mut tally);
+        if let Some(spills) = self.spills {
+            spills.count(&mut Vec::new(), &mut tally)?;
         }
         Ok(tally)
+    }
+}
+
+/// A spilled row: its hash's 16 bytes and its side's byte.
+fn record(h: u128, side: Side) -> [u8; RECORD] {
+    let mut r = [0u8; RECORD];
+    r[..16].copy_from_slice(&h.to_le_bytes());
+    r[16] = u8::from(side == Side::Db);
+    r
+}
+
+/// Spill files for about `records` records.
+fn files_for(records: u64) -> usize {
+    let files = usize::try_from(records.div_ceil(SPILL_RECORDS)).unwrap_or(MAX_SPILLS);
+    files.clamp(MIN_SPILLS, MAX_SPILLS)
+}
+
+/// The spill files of one level: each record goes to one of them by a
+/// hash of its hash, seeded by the level (so that a file split again
+/// spreads over the next level's files).
+struct Spills {
+    files: Vec<BufWriter<File>>,
+    level: u64,
+}
+
+impl Spills {
+    fn new(files: usize, level: u64) -> io::Result<Spills> {
+        let files = (0..files)
+            .map(|_| {
+                Ok(BufWriter::with_capacity(
+                    SPILL_BUFFER,
+                    tempfile::tempfile()?,
+                ))
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(Spills { files, level })
+    }
+
+    fn write(&mut self, r: &[u8; RECORD]) -> io::Result<()> {
+        let x = xxhash_rust::xxh3::xxh3_64_with_seed(&r[..16], self.level);
+        let ix = ((u128::from(x) * self.files.len() as u128) >> 64) as usize;
+        self.files[ix].write_all(r)
+    }
+
+    /// Counts each file into `tally`, one at a time (`records`: the
+    /// buffer they are read into): sorted when it holds at most
+    /// [`LOAD_RECORDS`] records, else split again.
+    fn count(self, records: &mut Vec<[u8; RECORD]>, tally: &mut Tally) -> io::Result<()> {
+        for w in self.files {
+            let mut file = w.into_inner().map_err(io::IntoInnerError::into_error)?;
+            let n = file.stream_position()? / RECORD as u64;
+            file.rewind()?;
+            let reader = BufReader::with_capacity(SPILL_BUFFER, file);
+            if n > LOAD_RECORDS && self.level < MAX_LEVEL {
+                let mut again = Spills::new(files_for(n), self.level + 1)?;
+                each_record(reader, |r| again.write(r))?;
+                again.count(records, tally)?;
+            } else {
+                records.clear();
+                records.reserve_exact(usize::try_from(n).unwrap_or(0));
+                each_record(reader, |r| {
+                    records.push(*r);
+                    Ok(())
+                })?;
+                count_sorted(records, tally);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each record of a spill file.
+fn each_record(
+    mut reader: impl Read,
+    mut f: impl FnMut(&[u8; RECORD]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut r = [0u8; RECORD];
+    loop {
+        match reader.read_exact(&mut r) {
+            Ok(()) => f(&r)?,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -252,10 +314,10 @@ const HELD_BYTES: usize = 128 * 1024;
 /// held.
 const HELD_ROWS: u64 = 4096;
 
-/// The mirror's rows of a diff (each its hash, its length and its binary
-/// fields, back to back), held while they fit in [`HELD_BYTES`] (a
-/// narrowed diff's rows do), so that the examples need no second read of
-/// the partition.
+/// The mirror's rows of a diff of at most [`HELD_ROWS`] rows (each its
+/// hash, its length and its binary fields, back to back), held while they
+/// fit in [`HELD_BYTES`] (one edited row's narrowed diff does), so that
+/// the examples need no second read of the partition.
 #[derive(Debug, Default)]
 pub(crate) struct HeldRows {
     bytes: Vec<u8>,
@@ -335,7 +397,7 @@ mod tests {
 
     /// The same count by sorting (the reference).
     fn reference(mirror: &[u64], db: &[u64]) -> Tally {
-        let mut counts: std::collections::BTreeMap<u128, Count> = Default::default();
+        let mut counts: BTreeMap<u128, Count> = Default::default();
         for &m in mirror {
             counts.entry(hash(m)).or_default().add(Side::Mirror);
         }
@@ -388,7 +450,34 @@ mod tests {
         let rows: Vec<u64> = (0..40_000).collect();
         let (t, spilled) = count(&rows, &rows, 80_000);
         assert!(spilled);
-        assert_eq!(t, Tally::default());
+        assert_eq!((t.only_in_mirror, t.only_in_db), (0, 0));
+        assert!(t.ex_mirror.is_empty() && t.ex_db.is_empty());
+    }
+
+    #[test]
+    fn a_damage_past_the_files_is_split_again_and_counted_exactly() {
+        // 600,000 rows in 16 files (the hint says few): 37,500 records a
+        // file, over LOAD_RECORDS, so each is split again.
+        let mirror: Vec<u64> = (0..300_000).collect();
+        let mut db: Vec<u64> = (150_000..450_000).collect();
+        db.extend([7, 7]);
+        let (t, spilled) = count(&mirror, &db, 0);
+        assert!(spilled);
+        // 7 is in both once; the database's second 7 is its own.
+        assert_eq!(t.only_in_mirror, 150_000 - 1);
+        assert_eq!(t.only_in_db, 150_000 + 1);
+        assert_eq!(t, reference(&mirror, &db));
+    }
+
+    #[test]
+    fn one_row_repeated_past_every_split_is_counted() {
+        let mirror = vec![1u64; 3];
+        let mut db = vec![1u64; 70_000];
+        db.extend(0..5000);
+        let (t, spilled) = count(&mirror, &db, 0);
+        assert!(spilled);
+        assert_eq!(t, reference(&mirror, &db));
+        assert_eq!(t.only_in_db, 70_000 + 5000 - 3);
     }
 
     #[test]
