@@ -70,10 +70,15 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 /// `median s (min–max)` of `v`.
 pub fn spread_text(v: &[f64]) -> String {
+    spread(v, "s", 3)
+}
+
+/// `median unit (min–max)` of `v`, to `digits` decimals.
+pub fn spread(v: &[f64], unit: &str, digits: usize) -> String {
     let med = median(v.to_vec());
     let min = v.iter().copied().fold(f64::INFINITY, f64::min);
     let max = v.iter().copied().fold(0.0, f64::max);
-    format!("{med:.3} s ({min:.3}–{max:.3})")
+    format!("{med:.digits$} {unit} ({min:.digits$}–{max:.digits$})")
 }
 
 /// `url` with its database name replaced by `db` (a URL or a libpq

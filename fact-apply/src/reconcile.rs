@@ -255,8 +255,9 @@ fn compare(
     sync_state::crash::point("reconcile: compared, before the recheck");
     // The suspects' differing buckets again, each period in a fresh
     // snapshot: what agrees now was an apply committing in between.
+    let digests = Compared::new(&mirror, &db.side);
     for p in suspects {
-        side.recheck(client, p, &mirror, &db.side, &mut r)?;
+        side.recheck(client, p, &digests, &mut r)?;
     }
     if !db.extra.is_empty() {
         let again = side.database(client, Scope::NoPeriod)?;
@@ -378,6 +379,31 @@ struct SideDigests {
 impl SideDigests {
     fn rows(&self) -> u64 {
         self.periods.iter().map(|b| Digest::total(b).rows).sum()
+    }
+}
+
+/// Both sides' digests of a table, and what they tell of every differing
+/// period alike: the values that narrow them, the tables' rows.
+struct Compared<'d> {
+    mine: &'d SideDigests,
+    theirs: &'d SideDigests,
+    narrowing: Option<Narrowing>,
+    /// The rows of each side's table (of the mirror's periods).
+    rows: (u64, u64),
+}
+
+impl<'d> Compared<'d> {
+    fn new(mine: &'d SideDigests, theirs: &'d SideDigests) -> Compared<'d> {
+        let narrowing = match (&mine.values, &theirs.values) {
+            (Some(m), Some(d)) => Narrowing::of(m, d),
+            _ => None,
+        };
+        Compared {
+            mine,
+            theirs,
+            narrowing,
+            rows: (mine.rows(), theirs.rows()),
+        }
     }
 }
 
@@ -723,28 +749,13 @@ impl<'a> Sides<'a> {
         &self,
         client: &mut Client,
         p: usize,
-        mine: &SideDigests,
-        theirs: &SideDigests,
+        digests: &Compared<'_>,
         r: &mut TableReconcile,
     ) -> Result<(), Error> {
         let t = Instant::now();
         let mut tx = snapshot(client, self.ctx.table)?;
-        let (mine_p, theirs_p) = (&mine.periods[p], &theirs.periods[p]);
-        let narrowing = match (&mine.values, &theirs.values) {
-            (Some(m), Some(d)) => Narrowing::of(m, d),
-            _ => None,
-        };
-        let mut found = None;
-        if let Some(n) = narrowing {
-            let period = (Digest::total(mine_p).rows, Digest::total(theirs_p).rows);
-            let rows = n.expected_rows(period, (mine.rows(), theirs.rows()));
-            if rows <= NARROW_ROWS {
-                let predicate = self.predicate(&mut tx, &n)?;
-                let scope = Scope::Narrowed(p, &predicate);
-                let f = self.diff(&mut tx, p, &Subset::Values(&n), scope, rows)?;
-                found = f.explains(mine_p, theirs_p).then_some(f);
-            }
-        }
+        let (mine_p, theirs_p) = (&digests.mine.periods[p], &digests.theirs.periods[p]);
+        let found = self.diff_by_value(&mut tx, p, digests)?;
         let how = if found.is_some() {
             "by value"
         } else {
@@ -763,7 +774,7 @@ impl<'a> Sides<'a> {
         }
         // The database's rows: the mirror's, less those only the mirror
         // has, and those only the database has.
-        let mirror_rows = Digest::total(&mine.periods[p]).rows;
+        let mirror_rows = Digest::total(mine_p).rows;
         let db_rows = (mirror_rows + found.only_in_db).saturating_sub(found.only_in_mirror);
         if db_rows == 0 {
             r.missing_in_db.push(self.tids[p].clone());
@@ -784,6 +795,31 @@ impl<'a> Sides<'a> {
             examples,
         });
         Ok(())
+    }
+
+    /// The row-level diff of the rows of period `p` that hold the table's
+    /// differing values, when there are few and they account for the
+    /// period's whole difference ([`Found::explains`]); `None` when the
+    /// period is to be read by bucket.
+    fn diff_by_value(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        p: usize,
+        digests: &Compared<'_>,
+    ) -> Result<Option<Found>, Error> {
+        let Some(n) = &digests.narrowing else {
+            return Ok(None);
+        };
+        let (mine, theirs) = (&digests.mine.periods[p], &digests.theirs.periods[p]);
+        let period = (Digest::total(mine).rows, Digest::total(theirs).rows);
+        let rows = n.expected_rows(period, digests.rows);
+        if rows > NARROW_ROWS {
+            return Ok(None);
+        }
+        let predicate = self.predicate(tx, n)?;
+        let scope = Scope::Narrowed(p, &predicate);
+        let f = self.diff(tx, p, &Subset::Values(n), scope, rows)?;
+        Ok(f.explains(mine, theirs).then_some(f))
     }
 
     /// The row-level diff of the rows of period `p` in the buckets whose

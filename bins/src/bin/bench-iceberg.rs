@@ -178,13 +178,6 @@ fn synced_tables(data: &DataDir) -> Result<Vec<(TableId, String)>> {
         .collect())
 }
 
-fn spread(v: &[f64], unit: &str, digits: usize) -> String {
-    let med = bins::bench::median(v.to_vec());
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(0.0, f64::max);
-    format!("{med:.digits$} {unit} ({min:.digits$}–{max:.digits$})")
-}
-
 async fn large(args: &Args, tmp: &std::path::Path, steps_seen: &StepTotals) -> Result<()> {
     let quarters: Vec<String> = (0..args.quarters)
         .map(|i| format!("{}K{}", 2015 + i / 4, i % 4 + 1))
@@ -243,12 +236,12 @@ async fn large(args: &Args, tmp: &std::path::Path, steps_seen: &StepTotals) -> R
         args.revised,
         args.cycles,
         data.storage().describe(),
-        spread(&cycles, "s", 3),
-        spread(&f(|s| s.secs), "s", 4),
-        spread(&share, "%", 2),
-        spread(&f(|s| s.requests as f64), "", 0),
-        spread(&f(|s| s.footers_read as f64), "", 0),
-        spread(&f(|s| s.bytes as f64), "B", 0),
+        bins::bench::spread(&cycles, "s", 3),
+        bins::bench::spread(&f(|s| s.secs), "s", 4),
+        bins::bench::spread(&share, "%", 2),
+        bins::bench::spread(&f(|s| s.requests as f64), "", 0),
+        bins::bench::spread(&f(|s| s.footers_read as f64), "", 0),
+        bins::bench::spread(&f(|s| s.bytes as f64), "B", 0),
     );
     Ok(())
 }

@@ -27,14 +27,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use bins::bench::{median, spread_text, with_dbname, Scratch};
-
-/// `median unit (min–max)`.
-fn spread(v: &[f64], unit: &str) -> String {
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(0.0, f64::max);
-    format!("{:.1} {unit} ({min:.1}–{max:.1})", median(v.to_vec()))
-}
+use bins::bench::{spread, spread_text, with_dbname, Scratch};
 use clap::Parser;
 use fact_apply::postgres::{Client, NoTls};
 use fact_apply::{ApplyOptions, Metadata};
@@ -210,7 +203,7 @@ fn runs(args: &Args, url: &str, data: &DataDir, n: usize) -> Result<()> {
          | metadata of the real catalog ({n} tables, da + en) into an empty meta schema{} | {} | {} | {} tables rows, {} value labels, {} periods |",
         if args.history { ", with --history" } else { "" },
         spread_text(&secs),
-        spread(&peaks, "MiB"),
+        spread(&peaks, "MiB", 1),
         counts.0,
         counts.1,
         counts.2

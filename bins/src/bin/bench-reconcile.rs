@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bins::bench::folk1a::{self, quarter, ROWS_PER_QUARTER, TABLE};
-use bins::bench::{median, spread_text, with_dbname, Scratch};
+use bins::bench::{median, spread, spread_text, with_dbname, Scratch};
 use clap::{Parser, ValueEnum};
 use fact_apply::postgres::{Client, NoTls};
 use fact_apply::{apply_run, reconcile, ApplyOptions, ReconcileOptions};
@@ -529,12 +529,6 @@ fn report(args: &Args, rows: usize, setup: &Sample, results: &[(Path, Vec<Sample
 
 /// `median MiB (min–max)` of `v`, to 0.1 MiB (0.01 below 10 MiB).
 fn mib_spread(v: &[f64]) -> String {
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(0.0, f64::max);
-    let med = median(v.to_vec());
-    if max < 10.0 {
-        format!("{med:.2} MiB ({min:.2}–{max:.2})")
-    } else {
-        format!("{med:.1} MiB ({min:.1}–{max:.1})")
-    }
+    let small = v.iter().all(|&x| x < 10.0);
+    spread(v, "MiB", if small { 2 } else { 1 })
 }
